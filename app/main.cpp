@@ -1,0 +1,46 @@
+// The `alexnet` command line: dispatches to the subcommands registered in app/cmd_*.cpp.
+#include <exception>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include <c10/util/Exception.h>
+
+#include "cli.h"
+
+namespace {
+
+void print_help() {
+  std::cout << "usage: alexnet COMMAND [options]\n\n"
+               "AlexNet (Krizhevsky, Sutskever, Hinton 2012) on LibTorch.\n\ncommands:\n";
+  for (const auto& [name, command] : alexnet::cli::commands()) {
+    std::cout << "  " << name << std::string(name.size() < 12 ? 12 - name.size() : 1, ' ')
+              << command.summary << "\n";
+  }
+  std::cout << "\nRun `alexnet COMMAND --help` for a command's options.\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    print_help();
+    return args.empty() ? 1 : 0;
+  }
+  const auto& registry = alexnet::cli::commands();
+  auto it = registry.find(args[0]);
+  if (it == registry.end()) {
+    std::cerr << "alexnet: unknown command '" << args[0] << "'\n\n";
+    print_help();
+    return 2;
+  }
+  try {
+    return it->second.run(std::vector<std::string>(args.begin() + 1, args.end()));
+  } catch (const c10::Error& e) {
+    std::cerr << "alexnet " << args[0] << ": error: " << e.what_without_backtrace() << "\n";
+  } catch (const std::exception& e) {
+    std::cerr << "alexnet " << args[0] << ": error: " << e.what() << "\n";
+  }
+  return 1;
+}

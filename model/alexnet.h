@@ -1,0 +1,143 @@
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "model/lrn.h"
+
+namespace alexnet {
+
+enum class Activation { kReLU, kTanh };
+enum class Init {
+  /// The paper: weights N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6, fc7, else 0.
+  kPaper,
+  /// Kaiming-normal weights (fan_in), zero biases: trains from scratch on small data.
+  kKaiming,
+};
+
+/// Parses "relu"/"tanh" and "paper"/"kaiming"; throws std::invalid_argument naming the
+/// allowed values.
+Activation parse_activation(const std::string& name);
+Init parse_init(const std::string& name);
+std::string to_string(Activation activation);
+std::string to_string(Init init);
+
+/// Options for `AlexNet`. The layer widths are the paper's (per column: 48, 128, 192, 192,
+/// 128 kernels, 2048 fully connected units); what may vary is below.
+struct AlexNetOptions {
+  TORCH_ARG(int64_t, num_classes) = 1000;
+  TORCH_ARG(int64_t, in_channels) = 3;
+  /// Dropout probability on the outputs of fc6 and fc7 (as the original code).
+  TORCH_ARG(double, dropout) = 0.5;
+  /// Local response normalisation after conv1 and conv2.
+  TORCH_ARG(bool, lrn) = true;
+  TORCH_ARG(LocalResponseNormOptions, lrn_options) = LocalResponseNormOptions(5);
+  /// Max-pooling kernel and stride: 3/2 (overlapping, the paper) or 2/2 (its ablation).
+  TORCH_ARG(int64_t, pool_kernel) = 3;
+  TORCH_ARG(int64_t, pool_stride) = 2;
+  TORCH_ARG(Activation, activation) = Activation::kReLU;
+  TORCH_ARG(Init, init) = Init::kPaper;
+  /// 2: the paper's two columns; 1: a single column of half width (the paper's ablation).
+  TORCH_ARG(int64_t, columns) = 2;
+  /// One device: both columns on it (grouped convolutions). Two devices (may be equal, e.g.
+  /// cpu,cpu): column i lives on devices[i], activations cross only where the paper does.
+  TORCH_ARG(std::vector<torch::Device>, devices) = std::vector<torch::Device>{torch::kCPU};
+};
+
+/// Throws c10::Error naming the bad option.
+void validate(const AlexNetOptions& options);
+
+/// Parses "cpu", "cuda:0", "cuda:0,cuda:1", "cpu,cpu"; throws naming the bad item.
+std::vector<torch::Device> parse_devices(const std::string& text);
+
+/// One row of `AlexNetImpl::describe`.
+struct LayerInfo {
+  std::string name;
+  std::vector<int64_t> output_shape;  ///< without the batch dimension
+  int64_t params = 0;                 ///< parameters owned by this layer
+  std::string device;
+};
+
+/// One column's layers in the two-device form: every layer holds the rows of the
+/// single-device layer of the same name that belong to this column (see
+/// `AlexNetImpl::column_slice`).
+class AlexNetColumnImpl : public torch::nn::Module {
+ public:
+  AlexNetColumnImpl(const AlexNetOptions& options, int64_t column);
+
+  torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr}, conv4{nullptr},
+      conv5{nullptr};
+  torch::nn::Linear fc6{nullptr}, fc7{nullptr}, fc8{nullptr};
+};
+TORCH_MODULE(AlexNetColumn);
+
+/// AlexNet as in the paper: five convolutional and three fully connected layers, ReLU,
+/// LRN after conv1 and conv2, overlapping max-pooling, dropout in fc6 and fc7, two columns.
+///
+/// Registered names (checkpoint keys and TorchScript attribute names; a public contract):
+/// single-device form: conv1 .. conv5, fc6 .. fc8 (each with .weight and .bias);
+/// two-device form: column0.conv1 .. column0.fc8 and column1.*.
+///
+/// Mapping between the forms: each parameter of columnI.L is the slice of the single-device
+/// parameter L along dim 0 (output units) that belongs to column I: rows [0, out/2) for
+/// column 0 and [out/2, out) for column 1, and for fc8 rows [0, ceil(classes/2)) and the
+/// rest. `single_device_state()` and `load_single_device_state()` convert.
+class AlexNetImpl : public torch::nn::Module {
+ public:
+  explicit AlexNetImpl(AlexNetOptions options = {});
+
+  /// x: [N, in_channels, H, W] float (H, W >= 63; 224 gives the paper's shapes) on the first
+  /// device. Returns logits [N, num_classes], float, on the first device.
+  torch::Tensor forward(torch::Tensor x);
+
+  /// The output of fc7 after ReLU, [N, 4096] (the paper's Figure 4 feature).
+  torch::Tensor features(torch::Tensor x);
+
+  /// Re-initialises every parameter as `options.init()` says. The single-device and the
+  /// two-device form draw the same numbers for the same seed.
+  void reset_parameters();
+
+  /// Each layer's output shape, parameters and device for one [in_channels, size, size]
+  /// input (runs a forward pass in eval mode without gradients).
+  std::vector<LayerInfo> describe(int64_t image_size = 224);
+
+  /// The parameters under their single-device names (conv1.weight, ...), whatever the form.
+  torch::OrderedDict<std::string, torch::Tensor> single_device_state() const;
+  /// Copies parameters given under single-device names into this model (either form).
+  /// Throws naming a missing key or a shape mismatch.
+  void load_single_device_state(const torch::OrderedDict<std::string, torch::Tensor>& state);
+
+  /// The rows [begin, end) of single-device layer `layer` that column `column` holds.
+  std::pair<int64_t, int64_t> column_slice(const std::string& layer, int64_t column) const;
+
+  bool two_device() const { return options.devices().size() == 2; }
+  /// Names of the parameterised layers in forward order: conv1 .. fc8.
+  static const std::vector<std::string>& layer_names();
+  /// Output units of one layer in the single-device form.
+  int64_t layer_width(const std::string& layer) const;
+
+  AlexNetOptions options;
+
+  // Single-device form (null in the two-device form).
+  torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr}, conv4{nullptr},
+      conv5{nullptr};
+  torch::nn::Linear fc6{nullptr}, fc7{nullptr}, fc8{nullptr};
+  // Two-device form (null in the single-device form).
+  AlexNetColumn column0{nullptr}, column1{nullptr};
+
+ private:
+  using Recorder = std::vector<LayerInfo>;
+  torch::Tensor run(torch::Tensor x, bool stop_at_fc7, Recorder* recorder);
+  torch::Tensor run_single(torch::Tensor x, bool stop_at_fc7, Recorder* recorder);
+  torch::Tensor run_two_device(torch::Tensor x, bool stop_at_fc7, Recorder* recorder);
+  torch::Tensor activate(torch::Tensor x) const;
+  torch::Tensor normalise(torch::Tensor x, int64_t groups) const;
+  torch::Tensor pool(torch::Tensor x) const;
+  torch::nn::Module& layer(const std::string& name, int64_t column) const;
+};
+
+TORCH_MODULE(AlexNet);
+
+}  // namespace alexnet
