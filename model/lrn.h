@@ -13,6 +13,10 @@ namespace alexnet {
 /// cuda-convnet, Caffe, cuDNN and `torch::nn::LocalResponseNorm`.
 struct LocalResponseNormOptions {
   /* implicit */ LocalResponseNormOptions(int64_t size = 5) : size_(size) {}
+  /// The alpha actually multiplied into the sum of squares.
+  double effective_alpha() const {
+    return divide_alpha_by_size_ ? alpha_ / static_cast<double>(size_) : alpha_;
+  }
   /// n, the number of neighbouring channels summed over (odd, >= 1).
   TORCH_ARG(int64_t, size);
   TORCH_ARG(double, alpha) = 1e-4;
@@ -22,10 +26,6 @@ struct LocalResponseNormOptions {
   /// printed formula.
   TORCH_ARG(bool, divide_alpha_by_size) = false;
 
-  /// The alpha actually multiplied into the sum of squares.
-  double effective_alpha() const {
-    return divide_alpha_by_size_ ? alpha_ / static_cast<double>(size_) : alpha_;
-  }
 };
 
 /// Throws c10::Error naming the bad option.

@@ -1,0 +1,220 @@
+#include <catch2/catch.hpp>
+#include <torch/torch.h>
+
+#include "model/alexnet.h"
+
+using alexnet::AlexNet;
+using alexnet::AlexNetOptions;
+
+namespace {
+
+const alexnet::LayerInfo& find_layer(const std::vector<alexnet::LayerInfo>& layers,
+                                     const std::string& name) {
+  for (const auto& layer : layers) {
+    if (layer.name == name) return layer;
+  }
+  FAIL("no layer " << name);
+  throw std::logic_error("unreachable");
+}
+
+int64_t count(AlexNet& model) {
+  int64_t total = 0;
+  for (const auto& p : model->parameters()) total += p.numel();
+  return total;
+}
+
+}  // namespace
+
+TEST_CASE("AlexNet layer output shapes at 224 are the paper's", "[alexnet]") {
+  torch::manual_seed(0);
+  AlexNet model;
+  const auto layers = model->describe(224);
+  const std::vector<std::pair<std::string, std::vector<int64_t>>> expected{
+      {"conv1", {96, 55, 55}},  {"lrn1", {96, 55, 55}},   {"pool1", {96, 27, 27}},
+      {"conv2", {256, 27, 27}}, {"lrn2", {256, 27, 27}},  {"pool2", {256, 13, 13}},
+      {"conv3", {384, 13, 13}}, {"conv4", {384, 13, 13}}, {"conv5", {256, 13, 13}},
+      {"pool5", {256, 6, 6}},   {"fc6", {4096}},          {"fc7", {4096}},
+      {"fc8", {1000}}};
+  REQUIRE(layers.size() == expected.size());
+  for (size_t i = 0; i < expected.size(); ++i) {
+    CHECK(layers[i].name == expected[i].first);
+    CHECK(layers[i].output_shape == expected[i].second);
+  }
+  CHECK(find_layer(layers, "conv2").params == 256 * 48 * 25 + 256);
+  CHECK(find_layer(layers, "fc6").params == 4096 * 9216 + 4096);
+}
+
+TEST_CASE("AlexNet has the paper's 60,965,224 parameters", "[alexnet]") {
+  AlexNet grouped;
+  CHECK(count(grouped) == 60965224);
+  AlexNet two(AlexNetOptions().devices({torch::kCPU, torch::kCPU}));
+  CHECK(count(two) == 60965224);
+  AlexNet ten(AlexNetOptions().num_classes(10));
+  CHECK(count(ten) == 60965224 - 990 * 4096 - 990);
+}
+
+TEST_CASE("AlexNet registered names are the checkpoint contract", "[alexnet]") {
+  AlexNet model(AlexNetOptions().num_classes(10));
+  std::vector<std::string> names;
+  for (const auto& item : model->named_parameters()) names.push_back(item.key());
+  CHECK(names == std::vector<std::string>{"conv1.weight", "conv1.bias", "conv2.weight",
+                                          "conv2.bias",   "conv3.weight", "conv3.bias",
+                                          "conv4.weight", "conv4.bias",   "conv5.weight",
+                                          "conv5.bias",   "fc6.weight",   "fc6.bias",
+                                          "fc7.weight",   "fc7.bias",     "fc8.weight",
+                                          "fc8.bias"});
+  AlexNet two(AlexNetOptions().num_classes(10).devices({torch::kCPU, torch::kCPU}));
+  auto params = two->named_parameters();
+  CHECK(params.contains("column0.conv1.weight"));
+  CHECK(params.contains("column1.fc8.bias"));
+  CHECK(params["column0.fc8.weight"].size(0) == 5);
+  CHECK(params["column0.conv3.weight"].sizes() == torch::IntArrayRef({192, 256, 3, 3}));
+  CHECK(params["column1.conv4.weight"].sizes() == torch::IntArrayRef({192, 192, 3, 3}));
+}
+
+TEST_CASE("Two-device form computes the single-device function and gradients", "[alexnet]") {
+  torch::manual_seed(1);
+  for (int64_t classes : {10, 7}) {
+    const auto options = AlexNetOptions().num_classes(classes).dropout(0.0).init(alexnet::Init::kKaiming);
+    AlexNet single(options);
+    AlexNet two(AlexNetOptions(options).devices({torch::kCPU, torch::kCPU}));
+    two->load_single_device_state(single->single_device_state());
+
+    auto x = torch::randn({2, 3, 224, 224});
+    auto target = torch::randint(classes, {2}, torch::kLong);
+    auto out_single = single->forward(x);
+    auto out_two = two->forward(x);
+    REQUIRE(out_two.sizes() == out_single.sizes());
+    CHECK(torch::allclose(out_single, out_two, 1e-5, 1e-5));
+    torch::nn::functional::cross_entropy(out_single, target).backward();
+    torch::nn::functional::cross_entropy(out_two, target).backward();
+
+    // Gather the two-device gradients under single-device names.
+    for (const auto& layer : alexnet::AlexNetImpl::layer_names()) {
+      for (const std::string kind : {"weight", "bias"}) {
+        auto g_single = single->named_parameters()[layer + "." + kind].grad();
+        auto g_two = torch::cat({two->named_parameters()["column0." + layer + "." + kind].grad(),
+                                 two->named_parameters()["column1." + layer + "." + kind].grad()});
+        INFO(layer << "." << kind);
+        CHECK(torch::allclose(g_single, g_two, 1e-5, 1e-5));
+      }
+    }
+  }
+}
+
+TEST_CASE("Single-device LRN is per column", "[alexnet]") {
+  // Changing column 1's conv1 kernels must not change column 0's conv2 input.
+  torch::manual_seed(2);
+  AlexNet model(AlexNetOptions().num_classes(4).init(alexnet::Init::kKaiming));
+  model->eval();
+  auto x = torch::randn({1, 3, 224, 224});
+  auto before = model->conv1->forward(x);
+  auto column0 = [&] {
+    auto h = torch::relu(model->conv1->forward(x));
+    auto grouped = h.reshape({2, 48, 55, 55});
+    return alexnet::local_response_norm(grouped, model->options.lrn_options())[0].clone();
+  };
+  auto a = column0();
+  {
+    torch::NoGradGuard no_grad;
+    model->conv1->weight.narrow(0, 48, 48).mul_(10.0);
+  }
+  CHECK(torch::equal(a, column0()));
+  (void)before;
+}
+
+TEST_CASE("Paper and Kaiming initialisation statistics", "[alexnet]") {
+  torch::manual_seed(3);
+  AlexNet paper{AlexNetOptions()};
+  auto params = paper->named_parameters();
+  for (const auto& layer : alexnet::AlexNetImpl::layer_names()) {
+    auto w = params[layer + ".weight"];
+    INFO(layer);
+    CHECK(std::abs(w.mean().item<double>()) < 1e-3);
+    CHECK(w.std().item<double>() == Approx(0.01).epsilon(0.05));
+    const bool one = layer == "conv2" || layer == "conv4" || layer == "conv5" || layer == "fc6" ||
+                     layer == "fc7";
+    auto b = params[layer + ".bias"];
+    CHECK(torch::all(b == (one ? 1.0 : 0.0)).item<bool>());
+  }
+  AlexNet kaiming(AlexNetOptions().init(alexnet::Init::kKaiming));
+  auto kp = kaiming->named_parameters();
+  const std::map<std::string, int64_t> fan_in{{"conv1", 3 * 121}, {"conv2", 48 * 25},
+                                              {"conv3", 256 * 9}, {"conv4", 192 * 9},
+                                              {"conv5", 192 * 9}, {"fc6", 9216},
+                                              {"fc7", 4096},      {"fc8", 4096}};
+  for (const auto& [layer, fan] : fan_in) {
+    INFO(layer);
+    CHECK(kp[layer + ".weight"].std().item<double>() ==
+          Approx(std::sqrt(2.0 / fan)).epsilon(0.05));
+    CHECK(torch::all(kp[layer + ".bias"] == 0).item<bool>());
+  }
+}
+
+TEST_CASE("Both forms draw the same initial weights for the same seed", "[alexnet]") {
+  torch::manual_seed(4);
+  AlexNet single(AlexNetOptions().num_classes(10));
+  torch::manual_seed(4);
+  AlexNet two(AlexNetOptions().num_classes(10).devices({torch::kCPU, torch::kCPU}));
+  auto a = single->single_device_state();
+  auto b = two->single_device_state();
+  for (const auto& item : a) {
+    INFO(item.key());
+    CHECK(torch::equal(item.value(), b[item.key()]));
+  }
+}
+
+TEST_CASE("One backward pass reaches every parameter", "[alexnet]") {
+  torch::manual_seed(5);
+  for (bool lrn : {true, false}) {
+    AlexNet model(AlexNetOptions().num_classes(5).lrn(lrn).init(alexnet::Init::kKaiming));
+    model->train();
+    auto out = model->forward(torch::randn({2, 3, 96, 96}));
+    torch::nn::functional::cross_entropy(out, torch::tensor({1, 3})).backward();
+    for (const auto& p : model->named_parameters()) {
+      INFO(p.key());
+      REQUIRE(p.value().grad().defined());
+      CHECK(p.value().grad().abs().sum().item<double>() > 0);
+    }
+  }
+}
+
+TEST_CASE("AlexNet variants: small input, tanh, 2/2 pooling, one column", "[alexnet]") {
+  torch::manual_seed(6);
+  AlexNet small(AlexNetOptions().num_classes(10).in_channels(1));
+  CHECK(small->forward(torch::randn({3, 1, 64, 64})).sizes() == torch::IntArrayRef({3, 10}));
+  CHECK(small->features(torch::randn({3, 1, 64, 64})).sizes() == torch::IntArrayRef({3, 4096}));
+
+  AlexNet tanh(AlexNetOptions().activation(alexnet::Activation::kTanh).num_classes(3));
+  CHECK(tanh->forward(torch::randn({1, 3, 224, 224})).sizes() == torch::IntArrayRef({1, 3}));
+
+  AlexNet pool22(AlexNetOptions().pool_kernel(2).pool_stride(2));
+  auto layers = pool22->describe(224);
+  CHECK(find_layer(layers, "pool1").output_shape == std::vector<int64_t>{96, 27, 27});
+  CHECK(find_layer(layers, "pool5").output_shape == std::vector<int64_t>{256, 6, 6});
+
+  AlexNet half(AlexNetOptions().columns(1));
+  auto half_layers = half->describe(224);
+  CHECK(find_layer(half_layers, "conv3").output_shape == std::vector<int64_t>{192, 13, 13});
+  CHECK(find_layer(half_layers, "fc7").output_shape == std::vector<int64_t>{2048});
+}
+
+TEST_CASE("AlexNet refuses bad options and inputs with clear errors", "[alexnet]") {
+  using Catch::Matchers::Contains;
+  CHECK_THROWS_WITH(AlexNet(AlexNetOptions().num_classes(0)), Contains("num_classes"));
+  CHECK_THROWS_WITH(AlexNet(AlexNetOptions().dropout(1.0)), Contains("dropout"));
+  CHECK_THROWS_WITH(AlexNet(AlexNetOptions().columns(3)), Contains("columns"));
+  CHECK_THROWS_WITH(AlexNet(AlexNetOptions().columns(1).devices({torch::kCPU, torch::kCPU})),
+                    Contains("two columns"));
+  CHECK_THROWS_WITH(AlexNet(AlexNetOptions().lrn_options(alexnet::LocalResponseNormOptions(2))),
+                    Contains("odd"));
+  CHECK_THROWS_WITH(alexnet::parse_devices("cpu,gpu"), Contains("gpu"));
+  CHECK_THROWS_WITH(alexnet::parse_devices("cpu,cpu,cpu"), Contains("one or two"));
+  CHECK_THROWS_WITH(alexnet::parse_init("xavier"), Contains("paper, kaiming"));
+  AlexNet model(AlexNetOptions().num_classes(2));
+  CHECK_THROWS_WITH(model->forward(torch::randn({1, 1, 224, 224})), Contains("[N, 3, H, W]"));
+  CHECK_THROWS_WITH(model->forward(torch::randn({1, 3, 32, 32})), Contains("63x63"));
+  auto state = model->single_device_state();
+  state.erase("fc8.bias");
+  CHECK_THROWS_WITH(model->load_single_device_state(state), Contains("fc8.bias"));
+}
