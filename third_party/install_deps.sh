@@ -10,6 +10,7 @@ packages=(
   libopencv-dev         # image decoding and drawing
   nlohmann-json3-dev    # configuration files
   zlib1g-dev            # gzip IDX files
+  libgloo-dev           # headers of Gloo, the CPU backend of LibTorch's c10d
   catch2                # unit tests (v2)
   dataset-fashion-mnist # the embedded default data set
   python3-torch python3-torchvision  # the Python peer and TorchScript load-back tests
