@@ -1,0 +1,190 @@
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+namespace alexnet::transforms {
+
+/// The random engine every transform draws from. The loader seeds one per sample from
+/// (seed, epoch, index), so augmentations do not depend on the number of workers.
+using Rng = std::mt19937_64;
+
+/// An image transform: tensors in, tensors out. Images are [C, H, W], uint8 or float32 on
+/// the 0..255 scale. Geometric transforms keep the dtype, so cropping and flipping can run on
+/// uint8 before the conversion to float.
+class Transform {
+ public:
+  virtual ~Transform() = default;
+  /// image: [C, H, W] uint8 or float32 (0..255 scale). Returns [C, h, w] (or [10, C, h, w]
+  /// for TenCrop, whose successors must accept that shape).
+  virtual torch::Tensor apply(torch::Tensor image, Rng& rng) const = 0;
+  /// A short description, e.g. "RandomCrop(224)".
+  virtual std::string name() const = 0;
+};
+
+using TransformPtr = std::shared_ptr<const Transform>;
+
+/// Applies transforms in order.
+class Compose : public Transform {
+ public:
+  explicit Compose(std::vector<TransformPtr> transforms);
+  torch::Tensor apply(torch::Tensor image, Rng& rng) const override;
+  std::string name() const override;
+  const std::vector<TransformPtr>& transforms() const { return transforms_; }
+
+ private:
+  std::vector<TransformPtr> transforms_;
+};
+
+/// Rescales so that the shorter side is `size`; the longer side becomes
+/// floor(size * long / short), as torchvision's Resize(int). Area averaging when shrinking,
+/// bilinear when enlarging. Returns the input unchanged when the shorter side is already
+/// `size`. Keeps the dtype (uint8 results are rounded).
+class ResizeShorter : public Transform {
+ public:
+  explicit ResizeShorter(int64_t size);
+  torch::Tensor apply(torch::Tensor image, Rng& rng) const override;
+  std::string name() const override;
+
+ private:
+  int64_t size_;
+};
+
+/// Bilinear resize to exactly [h, w] (e.g. 28x28 Fashion-MNIST to 64x64). Keeps the dtype.
+class Resize : public Transform {
+ public:
+  Resize(int64_t height, int64_t width);
+  torch::Tensor apply(torch::Tensor image, Rng& rng) const override;
+  std::string name() const override;
+
+ private:
+  int64_t height_, width_;
+};
+
+/// The central size x size crop; the offsets are rounded as torchvision rounds them
+/// (round((H - size) / 2), ties to even). Errors when the image is smaller than `size`.
+class CenterCrop : public Transform {
+ public:
+  explicit CenterCrop(int64_t size);
+  torch::Tensor apply(torch::Tensor image, Rng& rng) const override;
+  std::string name() const override;
+
+ private:
+  int64_t size_;
+};
+
+/// A size x size crop at a uniformly drawn position (the paper's random 224x224 patches).
+class RandomCrop : public Transform {
+ public:
+  explicit RandomCrop(int64_t size);
+  torch::Tensor apply(torch::Tensor image, Rng& rng) const override;
+  std::string name() const override;
+
+ private:
+  int64_t size_;
+};
+
+/// Mirrors the image left-right with probability p.
+class RandomHorizontalFlip : public Transform {
+ public:
+  explicit RandomHorizontalFlip(double p = 0.5);
+  torch::Tensor apply(torch::Tensor image, Rng& rng) const override;
+  std::string name() const override;
+
+ private:
+  double p_;
+};
+
+/// Converts to float32, keeping the 0..255 scale.
+class ToFloat : public Transform {
+ public:
+  torch::Tensor apply(torch::Tensor image, Rng& rng) const override;
+  std::string name() const override { return "ToFloat"; }
+};
+
+/// The paper's PCA colour augmentation: draws alpha_i ~ N(0, alphastd) once per image and
+/// adds sum_i alpha_i * eigenvalues[i] * eigenvectors[:, i] to every pixel. `eigenvalues`
+/// [3] and `eigenvectors` [3, 3] (one eigenvector per column) are on the 0..255 pixel scale:
+/// the eigenvalues of the RGB covariance of pixels in [0, 1], times 255 (the convention of
+/// the widely used ImageNet values, see imagenet_eigenvalues()). Input [3, H, W] or
+/// [N, 3, H, W]; uint8 input is converted to float32.
+class PcaLighting : public Transform {
+ public:
+  PcaLighting(torch::Tensor eigenvalues, torch::Tensor eigenvectors, double alphastd = 0.1);
+  torch::Tensor apply(torch::Tensor image, Rng& rng) const override;
+  std::string name() const override;
+  /// The per-channel offset [3] (float64) for given alphas [3]; apply() uses it.
+  torch::Tensor offset(const std::array<double, 3>& alphas) const;
+
+ private:
+  torch::Tensor eigenvalues_, eigenvectors_;
+  double alphastd_;
+};
+
+/// (x - mean[c]) / std[c] per channel; `std` empty means 1 (the paper subtracts the mean
+/// only). A one-element vector applies to every channel. Accepts [C, H, W] or [N, C, H, W];
+/// uint8 input is converted to float32.
+class Normalize : public Transform {
+ public:
+  Normalize(std::vector<double> mean, std::vector<double> std = {});
+  torch::Tensor apply(torch::Tensor image, Rng& rng) const override;
+  std::string name() const override;
+
+ private:
+  std::vector<double> mean_, std_;
+};
+
+/// The paper's ten test patches: the four corner crops and the centre crop, then the same
+/// five crops of the mirrored image (torchvision's TenCrop order: top-left, top-right,
+/// bottom-left, bottom-right, centre; then those of the flipped image). Returns
+/// [10, C, size, size].
+class TenCrop : public Transform {
+ public:
+  explicit TenCrop(int64_t size);
+  torch::Tensor apply(torch::Tensor image, Rng& rng) const override;
+  std::string name() const override;
+
+ private:
+  int64_t size_;
+};
+
+/// The widely used ImageNet PCA eigenvalues (0.2175, 0.0188, 0.0045) scaled by 255, [3]
+/// float64.
+torch::Tensor imagenet_eigenvalues();
+/// The matching eigenvectors, one per column, [3, 3] float64.
+torch::Tensor imagenet_eigenvectors();
+
+/// Sizes and statistics of the paper's pipelines.
+struct PipelineOptions {
+  /// Shorter side before cropping, and the side of the central square (the paper's 256);
+  /// 0 skips the resize and the central square.
+  int64_t resize = 256;
+  /// Side of the random (training) or centre/ten (evaluation) crops.
+  int64_t crop = 224;
+  bool pca_lighting = true;
+  bool flip = true;
+  /// Per-channel mean on the 0..255 scale (subtracted); empty: no mean subtraction.
+  std::vector<double> mean;
+  /// Per-channel std on the 0..255 scale (divided by); empty: 1.
+  std::vector<double> std;
+  /// PCA lighting data (see PcaLighting); undefined: the ImageNet values.
+  torch::Tensor eigenvalues, eigenvectors;
+  double alphastd = 0.1;
+};
+
+/// The paper's training pipeline: ResizeShorter(resize), CenterCrop(resize),
+/// RandomCrop(crop), RandomHorizontalFlip, ToFloat, PcaLighting, Normalize(mean, std).
+/// Returns [3, crop, crop] float32.
+TransformPtr training_pipeline(const PipelineOptions& options);
+/// The evaluation pipeline: ResizeShorter(resize), CenterCrop(resize), then CenterCrop(crop)
+/// (returns [3, crop, crop]) or TenCrop(crop) (returns [10, 3, crop, crop]), ToFloat,
+/// Normalize(mean, std). Float32.
+TransformPtr eval_pipeline(const PipelineOptions& options, bool ten_crop);
+
+}  // namespace alexnet::transforms
