@@ -1,0 +1,255 @@
+#include "data/dataset.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <thread>
+
+#include "data/idx.h"
+#include "data/image_folder.h"
+#include "data/loader.h"
+#include "data/packed.h"
+
+namespace alexnet::data {
+namespace {
+
+namespace fs = std::filesystem;
+
+bool is_val_split(const std::string& split) { return split == "val" || split == "test"; }
+
+void check_split(const std::string& split) {
+  TORCH_CHECK(split == "train" || is_val_split(split), "unknown split '", split,
+              "' (expected train, val or test)");
+}
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return s;
+}
+
+bool holds_idx_files(const std::string& dir) {
+  std::error_code error;
+  for (const auto& entry : fs::directory_iterator(dir, error)) {
+    const std::string name = entry.path().filename().string();
+    if (name.find("idx3-ubyte") != std::string::npos) return true;
+  }
+  return false;
+}
+
+DatasetPtr open_idx(const std::string& dir, const std::string& split, int64_t channels) {
+  const auto [images, labels] = find_idx_files(dir, split);
+  std::vector<std::string> names;
+  if (lower(fs::absolute(dir).string()).find("fashion") != std::string::npos) {
+    names = fashion_mnist_class_names();
+  } else {
+    for (int i = 0; i < 10; ++i) names.push_back(std::to_string(i));
+  }
+  return std::make_shared<IdxDataset>(images, labels, names, channels);
+}
+
+// root/train and root/val (or root/test) holding the ImageNet layout.
+bool has_split_folders(const std::string& root) {
+  std::error_code error;
+  return fs::is_directory(root + "/train", error) &&
+         (fs::is_directory(root + "/val", error) || fs::is_directory(root + "/test", error));
+}
+
+std::string split_folder(const std::string& root, const std::string& split) {
+  if (split == "train") return root + "/train";
+  std::error_code error;
+  if (fs::is_directory(root + "/" + split, error)) return root + "/" + split;
+  return root + (split == "val" ? "/test" : "/val");
+}
+
+std::shared_ptr<ImageFolder> with_names(std::shared_ptr<ImageFolder> set,
+                                        const DatasetOptions& options) {
+  if (!options.class_names_file.empty()) set->load_class_names(options.class_names_file);
+  return set;
+}
+
+class Subset : public Dataset {
+ public:
+  Subset(DatasetPtr base, std::vector<size_t> indices)
+      : base_(std::move(base)), indices_(std::move(indices)) {
+    TORCH_CHECK(base_ != nullptr, "subset of a null data set");
+    for (size_t i : indices_) {
+      TORCH_CHECK(i < base_->size(), "subset: index ", i, " out of range (", base_->size(), ")");
+    }
+  }
+  size_t size() const override { return indices_.size(); }
+  Sample get(size_t index) const override { return base_->get(indices_.at(index)); }
+  int64_t label(size_t index) const override { return base_->label(indices_.at(index)); }
+  const std::vector<std::string>& class_names() const override { return base_->class_names(); }
+  std::string describe(size_t index) const override { return base_->describe(indices_.at(index)); }
+  std::optional<DatasetStats> stats() const override { return base_->stats(); }
+
+ private:
+  DatasetPtr base_;
+  std::vector<size_t> indices_;
+};
+
+}  // namespace
+
+const std::vector<std::string>& fashion_mnist_class_names() {
+  static const std::vector<std::string> names{"T-shirt/top", "Trouser",   "Pullover", "Dress",
+                                              "Coat",        "Sandal",    "Shirt",    "Sneaker",
+                                              "Bag",         "Ankle boot"};
+  return names;
+}
+
+DatasetPtr open_dataset(const std::string& source, const DatasetOptions& options) {
+  check_split(options.split);
+  const bool val = is_val_split(options.split);
+  if (source == "fashion-mnist") {
+    std::error_code error;
+    if (!fs::is_directory(kFashionMnistDir, error)) {
+      throw std::runtime_error(std::string("Fashion-MNIST is not installed in ") +
+                               kFashionMnistDir + " (sudo apt-get install dataset-fashion-mnist)");
+    }
+    return open_idx(kFashionMnistDir, options.split, options.channels);
+  }
+  std::error_code error;
+  if (!fs::exists(source, error)) {
+    throw std::runtime_error("data source " + source +
+                             " does not exist (expected an image folder, a packed file from "
+                             "`alexnet prepare`, a folder of IDX files, or fashion-mnist)");
+  }
+  if (val && !options.val_source.empty()) {
+    const std::string& v = options.val_source;
+    if (!fs::exists(v, error)) throw std::runtime_error("validation data " + v + " does not exist");
+    if (is_packed_file(v)) return std::make_shared<PackedDataset>(v);
+    if (fs::is_directory(v, error) && holds_idx_files(v))
+      return open_idx(v, "test", options.channels);
+    // An image folder or a list file: labels are indices of the training classes.
+    const std::string train_root = has_split_folders(source) ? source + "/train" : source;
+    TORCH_CHECK(fs::is_directory(train_root, error), "validation data ", v,
+                " needs the training image folder for its classes, but ", source,
+                " is not a folder");
+    auto classes = find_classes(train_root);
+    if (fs::is_directory(v, error)) {
+      return with_names(std::make_shared<ImageFolder>(v, options.image_size, classes), options);
+    }
+    const std::string root =
+        options.val_root.empty() ? fs::path(v).parent_path().string() : options.val_root;
+    return with_names(
+        ImageFolder::from_list(v, root.empty() ? "." : root, classes, options.image_size), options);
+  }
+  if (is_packed_file(source)) {
+    auto set = std::make_shared<PackedDataset>(source);
+    const std::string stored = set->header().value("split", std::string("train"));
+    if (is_val_split(stored) != val) {
+      throw std::runtime_error("packed file " + source + " holds the " + stored + " split, not " +
+                               options.split +
+                               " (give the other split's packed file as the validation source)");
+    }
+    return set;
+  }
+  if (!fs::is_directory(source, error)) {
+    throw std::runtime_error("data source " + source +
+                             " is neither a folder nor a packed file written by `alexnet prepare`");
+  }
+  if (holds_idx_files(source)) return open_idx(source, options.split, options.channels);
+  if (has_split_folders(source)) {
+    const std::string folder = split_folder(source, options.split);
+    std::vector<std::string> classes;
+    if (val) classes = find_classes(source + "/train");
+    return with_names(std::make_shared<ImageFolder>(folder, options.image_size, classes), options);
+  }
+  if (val) {
+    throw std::runtime_error("image folder " + source +
+                             " has no val/ folder: give the validation data as a folder or a "
+                             "list file of \"relative/path label\" lines");
+  }
+  return with_names(std::make_shared<ImageFolder>(source, options.image_size), options);
+}
+
+DatasetPtr open_dataset(const std::string& source, const std::string& split) {
+  DatasetOptions options;
+  options.split = split;
+  return open_dataset(source, options);
+}
+
+DatasetPtr subset(DatasetPtr dataset, size_t n) {
+  TORCH_CHECK(dataset != nullptr, "subset of a null data set");
+  std::vector<size_t> indices(std::min(n, dataset->size()));
+  for (size_t i = 0; i < indices.size(); ++i) indices[i] = i;
+  return std::make_shared<Subset>(std::move(dataset), std::move(indices));
+}
+
+DatasetPtr subset(DatasetPtr dataset, std::vector<size_t> indices) {
+  return std::make_shared<Subset>(std::move(dataset), std::move(indices));
+}
+
+void StatsAccumulator::add(const torch::Tensor& image) {
+  TORCH_CHECK(image.dim() == 3 && image.size(0) == 3, "statistics need [3, H, W] images, got ",
+              image.sizes());
+  const auto x = image.reshape({3, -1}).to(torch::kDouble);
+  const auto sums = x.sum(1).contiguous();
+  const auto products = torch::mm(x, x.t()).contiguous();
+  for (int c = 0; c < 3; ++c) sum_[c] += sums.data_ptr<double>()[c];
+  for (int k = 0; k < 9; ++k) products_[k] += products.data_ptr<double>()[k];
+  pixels_ += static_cast<double>(x.size(1));
+  ++images_;
+}
+
+void StatsAccumulator::merge(const StatsAccumulator& other) {
+  for (int c = 0; c < 3; ++c) sum_[c] += other.sum_[c];
+  for (int k = 0; k < 9; ++k) products_[k] += other.products_[k];
+  pixels_ += other.pixels_;
+  images_ += other.images_;
+}
+
+DatasetStats StatsAccumulator::finish() const {
+  TORCH_CHECK(images_ > 0, "statistics of zero images");
+  DatasetStats stats;
+  stats.images = images_;
+  auto covariance = torch::empty({3, 3}, torch::kDouble);
+  for (int c = 0; c < 3; ++c) stats.mean.push_back(sum_[c] / pixels_);
+  for (int i = 0; i < 3; ++i) {
+    for (int j = 0; j < 3; ++j) {
+      covariance[i][j] = products_[3 * i + j] / pixels_ - stats.mean[i] * stats.mean[j];
+    }
+  }
+  for (int c = 0; c < 3; ++c) {
+    stats.std.push_back(std::sqrt(std::max(0.0, covariance[c][c].item<double>())));
+  }
+  // Eigen-decomposition of the covariance of pixels in [0, 1], eigenvalues scaled by 255
+  // (see DatasetStats), in descending order.
+  auto [values, vectors] = torch::linalg_eigh(covariance / (255.0 * 255.0), "L");
+  values = values.flip({0}).clamp_min(0) * 255.0;
+  vectors = vectors.flip({1}).contiguous();
+  for (int k = 0; k < 3; ++k) {  // a deterministic sign: the largest component positive
+    auto column = vectors.select(1, k);
+    if (column[column.abs().argmax()].item<double>() < 0) column.neg_();
+  }
+  stats.eigenvalues = values.contiguous();
+  stats.eigenvectors = vectors;
+  return stats;
+}
+
+DatasetStats compute_stats(const Dataset& dataset, size_t max_images, uint64_t seed) {
+  const size_t n = dataset.size();
+  const size_t count = (max_images == 0 || max_images > n) ? n : max_images;
+  const auto order = Loader::permutation(n, seed, /*epoch=*/0, /*shuffle=*/count < n);
+  const size_t threads =
+      std::max<size_t>(1, std::min<size_t>(std::thread::hardware_concurrency(), count / 16 + 1));
+  std::vector<StatsAccumulator> partial(threads);
+  std::vector<std::thread> pool;
+  for (size_t t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      for (size_t i = t; i < count; i += threads) {
+        try {
+          auto image = dataset.get(static_cast<size_t>(order[i])).image;
+          if (image.size(0) == 1) image = image.expand({3, image.size(1), image.size(2)});
+          partial[t].add(image);
+        } catch (const DecodeError&) {
+        }
+      }
+    });
+  }
+  for (auto& thread : pool) thread.join();
+  for (size_t t = 1; t < threads; ++t) partial[0].merge(partial[t]);
+  return partial[0].finish();
+}
+
+}  // namespace alexnet::data

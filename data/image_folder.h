@@ -1,0 +1,59 @@
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "data/dataset.h"
+
+namespace alexnet::data {
+
+/// File name extensions that ImageFolder reads, as torchvision's IMG_EXTENSIONS (compared
+/// case-insensitively).
+const std::vector<std::string>& image_extensions();
+/// Whether `filename` ends with one of image_extensions(), ignoring case.
+bool has_image_extension(const std::string& filename);
+/// The class folders of `root`: its subfolders (symbolic links followed), sorted byte-wise
+/// as Python sorts them, so indices match torchvision's ImageFolder. Throws when `root` is
+/// missing or has no subfolder.
+std::vector<std::string> find_classes(const std::string& root);
+
+/// Images in the ImageNet layout: root/<class>/<image>, files in nested folders belonging to
+/// their top-level class folder. The sample order is torchvision's (folders walked in sorted
+/// order, files sorted within each), so index i here is index i there. get() decodes with
+/// decode_image_file(path, image_size).
+class ImageFolder : public Dataset {
+ public:
+  /// Scans `root`. `classes` empty: find_classes(root), and an empty class folder is an
+  /// error naming it. Otherwise labels are indices into `classes` (e.g. the training set's),
+  /// every subfolder of `root` must be one of them, and classes may be absent.
+  explicit ImageFolder(const std::string& root, int64_t image_size = 256,
+                       std::vector<std::string> classes = {});
+  /// Reads a list file of "relative/path label" lines (paths relative to `root`; label an
+  /// index into `classes` or one of its names; '#' starts a comment). Errors name the line.
+  static std::shared_ptr<ImageFolder> from_list(const std::string& list_file,
+                                                const std::string& root,
+                                                std::vector<std::string> classes,
+                                                int64_t image_size = 256);
+
+  size_t size() const override { return paths_.size(); }
+  Sample get(size_t index) const override;
+  int64_t label(size_t index) const override { return labels_.at(index); }
+  const std::vector<std::string>& class_names() const override { return names_; }
+  std::string describe(size_t index) const override { return paths_.at(index); }
+
+  /// The class folder names, by label (class_names() may be human-readable instead).
+  const std::vector<std::string>& folder_names() const { return classes_; }
+  /// Replaces class_names() from a file (see DatasetOptions::class_names_file).
+  void load_class_names(const std::string& file);
+  const std::vector<std::string>& paths() const { return paths_; }
+  int64_t image_size() const { return image_size_; }
+
+ private:
+  ImageFolder() = default;
+
+  std::vector<std::string> classes_, names_, paths_;
+  std::vector<int64_t> labels_;
+  int64_t image_size_ = 256;
+};
+
+}  // namespace alexnet::data

@@ -1,0 +1,196 @@
+#include "data/loader.h"
+
+#include <fstream>
+#include <iostream>
+
+#if ALEXNET_HAVE_OPENMP
+#include <omp.h>
+#endif
+
+namespace alexnet::data {
+namespace {
+
+uint64_t splitmix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+}  // namespace
+
+uint64_t Loader::sample_seed(uint64_t seed, int64_t epoch, int64_t index) {
+  return splitmix64(splitmix64(splitmix64(seed) ^ static_cast<uint64_t>(epoch)) ^
+                    static_cast<uint64_t>(index));
+}
+
+std::vector<int64_t> Loader::permutation(size_t size, uint64_t seed, int64_t epoch, bool shuffle) {
+  std::vector<int64_t> order(size);
+  for (size_t i = 0; i < size; ++i) order[i] = static_cast<int64_t>(i);
+  if (!shuffle) return order;
+  transforms::Rng rng(sample_seed(seed, epoch, /*index=*/-1));
+  for (size_t i = size; i > 1; --i) {
+    const auto j = static_cast<size_t>((static_cast<unsigned __int128>(rng()) * i) >> 64);
+    std::swap(order[i - 1], order[j]);
+  }
+  return order;
+}
+
+Loader::Loader(DatasetPtr dataset, transforms::TransformPtr transform, LoaderOptions options)
+    : dataset_(std::move(dataset)), transform_(std::move(transform)), options_(std::move(options)) {
+  TORCH_CHECK(dataset_ != nullptr, "Loader: null data set");
+  TORCH_CHECK(dataset_->size() > 0, "Loader: the data set is empty");
+  TORCH_CHECK(options_.batch_size > 0, "Loader: batch size must be positive, got ",
+              options_.batch_size);
+  TORCH_CHECK(options_.workers >= 0, "Loader: workers must be >= 0, got ", options_.workers);
+  TORCH_CHECK(options_.prefetch_batches > 0, "Loader: prefetch_batches must be positive, got ",
+              options_.prefetch_batches);
+  TORCH_CHECK(!options_.drop_last || dataset_->size() >= static_cast<size_t>(options_.batch_size),
+              "Loader: drop_last with ", dataset_->size(), " samples and batch size ",
+              options_.batch_size, " leaves no batch");
+}
+
+Loader::~Loader() { stop_workers(); }
+
+int64_t Loader::batches_per_epoch() const {
+  const auto n = static_cast<int64_t>(dataset_->size());
+  const int64_t b = options_.batch_size;
+  return options_.drop_last ? n / b : (n + b - 1) / b;
+}
+
+int64_t Loader::skipped() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return skipped_;
+}
+
+void Loader::stop_workers() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopping_ = true;
+  }
+  work_cv_.notify_all();
+  for (auto& worker : workers_) worker.join();
+  workers_.clear();
+}
+
+void Loader::start_epoch(int64_t epoch, int64_t skip_batches) {
+  TORCH_CHECK(skip_batches >= 0, "Loader: skip_batches must be >= 0, got ", skip_batches);
+  stop_workers();
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    order_ = permutation(dataset_->size(), options_.seed, epoch, options_.shuffle);
+    epoch_ = epoch;
+    end_batch_ = batches_per_epoch();
+    next_claim_ = next_consume_ = std::min(skip_batches, end_batch_);
+    ready_.clear();
+    stopping_ = false;
+  }
+  for (int64_t w = 0; w < options_.workers; ++w) workers_.emplace_back([this] { worker_loop(); });
+}
+
+void Loader::worker_loop() {
+#if ALEXNET_HAVE_OPENMP
+  omp_set_num_threads(1);  // per-thread: the workers are the parallelism
+#endif
+  while (true) {
+    int64_t batch_index;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      work_cv_.wait(lock, [this] {
+        return stopping_ || next_claim_ >= end_batch_ ||
+               next_claim_ < next_consume_ + options_.prefetch_batches;
+      });
+      if (stopping_ || next_claim_ >= end_batch_) return;
+      batch_index = next_claim_++;
+    }
+    Result result = load_batch(batch_index);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      ready_[batch_index] = std::move(result);
+    }
+    ready_cv_.notify_all();
+  }
+}
+
+std::optional<Batch> Loader::next() {
+  if (epoch_ < 0) start_epoch(0);
+  while (true) {
+    Result result;
+    if (workers_.empty()) {
+      int64_t batch_index;
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (next_consume_ >= end_batch_) return std::nullopt;
+        batch_index = next_consume_++;
+      }
+      result = load_batch(batch_index);
+    } else {
+      std::unique_lock<std::mutex> lock(mutex_);
+      if (next_consume_ >= end_batch_) return std::nullopt;
+      ready_cv_.wait(lock, [this] { return ready_.count(next_consume_) > 0; });
+      auto it = ready_.find(next_consume_);
+      result = std::move(it->second);
+      ready_.erase(it);
+      ++next_consume_;
+      lock.unlock();
+      work_cv_.notify_all();
+    }
+    if (result.error) std::rethrow_exception(result.error);
+    if (result.batch) return result.batch;
+  }
+}
+
+void Loader::record_skip(int64_t index, const std::string& message) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  ++skipped_;
+  if (!reported_.insert(index).second) return;
+  std::cerr << "warning: skipped " << message << "\n";
+  if (!options_.skipped_log.empty()) {
+    std::ofstream log(options_.skipped_log, std::ios::app);
+    log << dataset_->describe(static_cast<size_t>(index)) << "\t" << message << "\n";
+  }
+}
+
+Loader::Result Loader::load_batch(int64_t batch_index) {
+  Result result;
+  try {
+    const auto size = static_cast<int64_t>(order_.size());
+    const int64_t begin = batch_index * options_.batch_size;
+    const int64_t end = std::min(begin + options_.batch_size, size);
+    std::vector<torch::Tensor> images;
+    std::vector<int64_t> labels, indices;
+    images.reserve(static_cast<size_t>(end - begin));
+    for (int64_t position = begin; position < end; ++position) {
+      const int64_t index = order_[static_cast<size_t>(position)];
+      try {
+        Sample sample = dataset_->get(static_cast<size_t>(index));
+        torch::Tensor image = sample.image;
+        if (transform_) {
+          transforms::Rng rng(sample_seed(options_.seed, epoch_, index));
+          image = transform_->apply(std::move(image), rng);
+        }
+        if (!images.empty() && image.sizes() != images.front().sizes()) {
+          throw std::runtime_error(
+              "sample " + dataset_->describe(static_cast<size_t>(index)) + " has shape " +
+              c10::str(image.sizes()) + " after the transforms, the batch's first has " +
+              c10::str(images.front().sizes()) + " (give a resize or crop size)");
+        }
+        images.push_back(std::move(image));
+        labels.push_back(sample.label);
+        indices.push_back(index);
+      } catch (const DecodeError& e) {
+        if (options_.strict) throw;
+        record_skip(index, e.what());
+      }
+    }
+    if (!images.empty()) {
+      result.batch =
+          Batch{torch::stack(images), torch::tensor(labels, torch::kLong), std::move(indices)};
+    }
+  } catch (...) {
+    result.error = std::current_exception();
+  }
+  return result;
+}
+
+}  // namespace alexnet::data

@@ -1,0 +1,108 @@
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "data/dataset.h"
+#include "transforms/transforms.h"
+
+namespace alexnet::data {
+
+struct LoaderOptions {
+  int64_t batch_size = 128;
+  /// Worker threads; 0 loads on the calling thread inside next().
+  int64_t workers = 2;
+  /// Reshuffle every epoch (from seed and epoch); false keeps the data set's order.
+  bool shuffle = true;
+  uint64_t seed = 0;
+  /// Leave out the last, smaller batch.
+  bool drop_last = false;
+  /// Batches loaded ahead of the consumer.
+  int64_t prefetch_batches = 4;
+  /// Rethrow the first DecodeError from next() instead of skipping the sample.
+  bool strict = false;
+  /// Appends "path<TAB>message" for every skipped sample; empty: no log.
+  std::string skipped_log;
+};
+
+/// A batch in epoch order.
+struct Batch {
+  /// [B, C, h, w] or [B, 10, C, h, w]; float32 from the paper's pipelines (the transform's
+  /// dtype; uint8 images when the loader has no transform).
+  torch::Tensor images;
+  /// [B] int64.
+  torch::Tensor labels;
+  /// The data set indices of the samples.
+  std::vector<int64_t> indices;
+};
+
+/// Loads batches with worker threads and a bounded prefetch queue. Batch k of an epoch holds
+/// the samples at positions [k * B, (k + 1) * B) of the epoch's permutation, and sample i is
+/// transformed with an Rng seeded from (seed, epoch, i): the same seed gives the same batches
+/// whatever the number of workers. Undecodable samples are dropped from their batch (a
+/// batch may come out smaller), counted, logged, and reported on stderr once per file;
+/// with strict, next() throws the DecodeError instead.
+class Loader {
+ public:
+  /// transform may be null: images are batched as the data set returns them (uint8).
+  Loader(DatasetPtr dataset, transforms::TransformPtr transform, LoaderOptions options);
+  ~Loader();
+  Loader(const Loader&) = delete;
+  Loader& operator=(const Loader&) = delete;
+
+  /// Starts (or restarts) an epoch, skipping its first `skip_batches` batches (to resume in
+  /// the middle of an epoch). Stops the previous epoch's workers first.
+  void start_epoch(int64_t epoch, int64_t skip_batches = 0);
+  /// The next batch of the epoch; nullopt at its end. Calls start_epoch(0) if none was
+  /// started.
+  std::optional<Batch> next();
+
+  int64_t batches_per_epoch() const;
+  /// Samples skipped because they could not be decoded, over the loader's lifetime.
+  int64_t skipped() const;
+  const LoaderOptions& options() const { return options_; }
+  const DatasetPtr& dataset() const { return dataset_; }
+
+  /// The epoch's order of data set indices (seeded Fisher-Yates; identity without shuffle).
+  static std::vector<int64_t> permutation(size_t size, uint64_t seed, int64_t epoch, bool shuffle);
+  /// The Rng seed of one sample: a hash of (seed, epoch, index).
+  static uint64_t sample_seed(uint64_t seed, int64_t epoch, int64_t index);
+
+ private:
+  struct Result {
+    std::optional<Batch> batch;  // empty when every sample failed
+    std::exception_ptr error;
+  };
+
+  void stop_workers();
+  void worker_loop();
+  Result load_batch(int64_t batch_index);
+  void record_skip(int64_t index, const std::string& message);
+
+  DatasetPtr dataset_;
+  transforms::TransformPtr transform_;
+  LoaderOptions options_;
+
+  std::vector<std::thread> workers_;
+  mutable std::mutex mutex_;
+  std::condition_variable work_cv_, ready_cv_;
+  std::map<int64_t, Result> ready_;
+  std::vector<int64_t> order_;
+  int64_t epoch_ = -1;
+  int64_t next_claim_ = 0;    // next batch a worker takes
+  int64_t next_consume_ = 0;  // next batch next() returns
+  int64_t end_batch_ = 0;
+  bool stopping_ = false;
+  int64_t skipped_ = 0;
+  std::set<int64_t> reported_;
+};
+
+}  // namespace alexnet::data
