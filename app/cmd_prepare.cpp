@@ -1,0 +1,133 @@
+// `alexnet prepare`: decodes an image folder once into a packed file (data/packed.h).
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <iomanip>
+#include <iostream>
+
+#include "cli.h"
+#include "data/dataset.h"
+#include "data/loader.h"
+#include "data/packed.h"
+
+namespace alexnet::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::string list_text(const std::vector<double>& values) {
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(2) << "[";
+  for (size_t i = 0; i < values.size(); ++i) out << (i ? ", " : "") << values[i];
+  out << "]";
+  return out.str();
+}
+
+int run_prepare(const std::vector<std::string>& args) {
+  ArgParser parser("alexnet prepare --data DIR --out FILE [options]",
+                   "Decodes every image once, rescales its shorter side to --size and keeps the "
+                   "central square (the paper's preparation), and writes them as uint8 with "
+                   "labels, class names, the per-channel mean/std and the RGB covariance "
+                   "eigen-data to a packed file that training reads without decoding (and "
+                   "without OpenCV). Undecodable images are skipped and listed.");
+  parser.option("data", "image folder (ROOT/<class>/<image>, or ROOT/train and ROOT/val)")
+      .option("out", "packed file to write")
+      .option("split", "train, or val (ROOT/val, or --val-data)", "train")
+      .option("val-data", "validation images: a folder or a list file of \"path label\" lines")
+      .option("val-root", "folder the list file's paths are relative to (default: its folder)")
+      .option("class-names", "file of human-readable class names (e.g. synset words)")
+      .option("size", "side of the stored square images", "256")
+      .option("workers", "decoding threads", "2")
+      .option("limit", "only the first N images (0: all)", "0")
+      .option("skipped-log", "file listing skipped images (default: OUT.skipped.txt)")
+      .flag("strict", "stop at the first undecodable image instead of skipping it");
+  if (!parser.parse(args)) return 0;
+  if (!parser.has("data") || !parser.has("out")) {
+    throw std::invalid_argument("--data and --out are required (see alexnet prepare --help)");
+  }
+  const std::string out_path = parser.get("out");
+  const int64_t size = parser.get_int("size");
+  if (size <= 0) throw std::invalid_argument("--size must be positive");
+  data::DatasetOptions options;
+  options.split = parser.get("split");
+  options.image_size = size;
+  options.val_source = parser.get("val-data");
+  options.val_root = parser.get("val-root");
+  options.class_names_file = parser.get("class-names");
+  data::DatasetPtr dataset = data::open_dataset(parser.get("data"), options);
+  if (parser.get_int("limit") > 0) {
+    dataset = data::subset(dataset, static_cast<size_t>(parser.get_int("limit")));
+  }
+
+  data::LoaderOptions loader_options;
+  loader_options.batch_size = 32;
+  loader_options.workers = std::max<int64_t>(1, parser.get_int("workers"));
+  loader_options.shuffle = false;
+  loader_options.prefetch_batches = 2 * loader_options.workers + 2;
+  loader_options.strict = parser.get_flag("strict");
+  loader_options.skipped_log =
+      parser.has("skipped-log") ? parser.get("skipped-log") : out_path + ".skipped.txt";
+  std::remove(loader_options.skipped_log.c_str());
+  // Images that are not size x size yet (IDX data, or image_size ignored) get the same
+  // preparation as tensors.
+  auto prepare = std::make_shared<transforms::Compose>(
+      std::vector<transforms::TransformPtr>{std::make_shared<transforms::ResizeShorter>(size),
+                                            std::make_shared<transforms::CenterCrop>(size)});
+  data::Loader loader(dataset, prepare, loader_options);
+
+  const auto total = static_cast<int64_t>(dataset->size());
+  std::cerr << "prepare: " << total << " images, " << dataset->class_names().size() << " classes, "
+            << loader_options.workers << " workers -> " << out_path << "\n";
+  data::PackedWriter writer(out_path, /*channels=*/3, size, size);
+  data::StatsAccumulator stats;
+  const bool tty = isatty(STDERR_FILENO) != 0;
+  const auto start = Clock::now();
+  auto last_report = start;
+  int64_t done = 0;
+  auto report = [&](bool final_line) {
+    const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    std::cerr << (tty ? "\r" : "") << "prepare: " << done << "/" << total << " images, "
+              << std::fixed << std::setprecision(0) << (seconds > 0 ? done / seconds : 0.0)
+              << " images/s, " << loader.skipped() << " skipped" << (tty && !final_line ? "" : "\n")
+              << std::flush;
+  };
+  loader.start_epoch(0);
+  while (auto batch = loader.next()) {
+    for (int64_t k = 0; k < batch->images.size(0); ++k) {
+      auto image = batch->images[k];
+      if (image.size(0) == 1) image = image.expand({3, size, size});
+      writer.add(image, batch->labels[k].item<int64_t>());
+      stats.add(image);
+    }
+    done = batch->indices.back() + 1;  // in order: shuffle is off
+    if (Clock::now() - last_report > std::chrono::seconds(tty ? 1 : 10)) {
+      report(false);
+      last_report = Clock::now();
+    }
+  }
+  done = total;
+  report(true);
+  if (writer.count() == 0) throw std::runtime_error("no image could be decoded");
+  const auto result = stats.finish();
+  nlohmann::json extra{{"source", parser.get("data")},
+                       {"split", options.split == "test" ? "val" : options.split},
+                       {"skipped", loader.skipped()}};
+  writer.finish(dataset->class_names(), result, extra);
+  std::cout << "wrote " << out_path << ": " << writer.count() << " images of " << size << "x"
+            << size << ", " << dataset->class_names().size() << " classes, " << loader.skipped()
+            << " skipped"
+            << (loader.skipped() ? " (listed in " + loader_options.skipped_log + ")" : "")
+            << "\nmean " << list_text(result.mean) << ", std " << list_text(result.std)
+            << ", PCA eigenvalues (x255 scale) "
+            << list_text(std::vector<double>(result.eigenvalues.data_ptr<double>(),
+                                             result.eigenvalues.data_ptr<double>() + 3))
+            << "\n";
+  return 0;
+}
+
+const Registration kRegistration{
+    "prepare", "decode an image folder once into a packed file for training", run_prepare};
+
+}  // namespace
+}  // namespace alexnet::cli

@@ -1,0 +1,639 @@
+// Tests of data/: class order, image decoding, bad input, IDX, packed files, statistics.
+#include <catch2/catch.hpp>
+
+#include <unistd.h>
+#include <zlib.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include <torch/torch.h>
+#include <nlohmann/json.hpp>
+
+#include "data/dataset.h"
+#include "data/idx.h"
+#include "data/image_decode.h"
+#include "data/image_folder.h"
+#include "data/loader.h"
+#include "data/packed.h"
+
+#if ALEXNET_WITH_OPENCV
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+#endif
+
+using namespace alexnet::data;
+namespace fs = std::filesystem;
+
+namespace {
+
+// A fresh folder under the system temp folder, removed at the end of the test.
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    static int counter = 0;
+    path = fs::temp_directory_path() /
+           ("alexnet_test_data_" + std::to_string(getpid()) + "_" + std::to_string(counter++));
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code error;
+    fs::remove_all(path, error);
+  }
+  std::string operator/(const std::string& name) const { return (path / name).string(); }
+};
+
+void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
+  fs::create_directories(fs::path(path).parent_path());
+  std::ofstream out(path, std::ios::binary);
+  out.write(reinterpret_cast<const char*>(bytes.data()),
+            static_cast<std::streamsize>(bytes.size()));
+}
+
+std::vector<uint8_t> read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+void write_text(const std::string& path, const std::string& text) {
+  fs::create_directories(fs::path(path).parent_path());
+  std::ofstream(path) << text;
+}
+
+std::vector<uint8_t> big_endian(std::initializer_list<uint32_t> values) {
+  std::vector<uint8_t> out;
+  for (uint32_t v : values) {
+    for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<uint8_t>(v >> shift));
+  }
+  return out;
+}
+
+// IDX files of n rows x cols images, pixel (i, y, x) = i * 10 + y * cols + x, label i % 10.
+void write_idx(const std::string& dir, const std::string& prefix, uint32_t n, uint32_t rows,
+               uint32_t cols, bool gzip) {
+  auto images = big_endian({0x803, n, rows, cols});
+  for (uint32_t i = 0; i < n; ++i) {
+    for (uint32_t p = 0; p < rows * cols; ++p) images.push_back(static_cast<uint8_t>(i * 10 + p));
+  }
+  auto labels = big_endian({0x801, n});
+  for (uint32_t i = 0; i < n; ++i) labels.push_back(static_cast<uint8_t>(i % 10));
+  auto write = [&](const std::string& name, const std::vector<uint8_t>& bytes) {
+    const std::string path = dir + "/" + prefix + name + (gzip ? ".gz" : "");
+    if (!gzip) return write_bytes(path, bytes);
+    fs::create_directories(dir);
+    gzFile file = gzopen(path.c_str(), "wb");
+    gzwrite(file, bytes.data(), static_cast<unsigned>(bytes.size()));
+    gzclose(file);
+  };
+  write("-images-idx3-ubyte", images);
+  write("-labels-idx1-ubyte", labels);
+}
+
+bool python_has_torchvision() {
+  static const bool available =
+      fs::exists("/usr/bin/python3") &&
+      std::system("/usr/bin/python3 -c 'import torchvision' >/dev/null 2>&1") == 0;
+  return available;
+}
+
+#if ALEXNET_WITH_OPENCV
+bool write_image(const std::string& path, const cv::Mat& image,
+                 const std::vector<int>& params = {}) {
+  fs::create_directories(fs::path(path).parent_path());
+  return cv::imwrite(path, image, params);
+}
+#endif
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Image folders
+
+TEST_CASE("Class folders sort byte-wise, as torchvision's ImageFolder", "[data]") {
+  TempDir dir;
+  const std::vector<std::string> names{"b", "B", "a", "A", "10", "2", "_x", "Zeta", "alpha", "a b"};
+  for (const auto& name : names) write_text(dir / (name + "/img.png"), "x");
+  auto expected = names;
+  std::sort(expected.begin(), expected.end());
+  CHECK(find_classes(dir.path.string()) ==
+        std::vector<std::string>{"10", "2", "A", "B", "Zeta", "_x", "a", "a b", "alpha", "b"});
+  CHECK(find_classes(dir.path.string()) == expected);
+  ImageFolder folder(dir.path.string());
+  REQUIRE(folder.size() == names.size());
+  for (size_t i = 0; i < folder.size(); ++i) {
+    CHECK(fs::path(folder.describe(i)).parent_path().filename() == expected[folder.label(i)]);
+  }
+}
+
+TEST_CASE("Image extensions are matched case-insensitively; nested folders belong to the class",
+          "[data]") {
+  CHECK(has_image_extension("a.JPG"));
+  CHECK(has_image_extension("a.JpEg"));
+  CHECK(has_image_extension("a.webp"));
+  CHECK(has_image_extension("a.TIFF"));
+  CHECK_FALSE(has_image_extension("a.txt"));
+  CHECK_FALSE(has_image_extension("jpg"));
+  CHECK_FALSE(has_image_extension("a.jpg.bak"));
+  TempDir dir;
+  for (const char* file :
+       {"cat/x.JPG", "cat/y.Png", "cat/z.jpeg", "cat/notes.txt", "cat/sub/deep.bmp",
+        "cat/sub/inner/i.png", "cat/sub-b/w.png", "dog/Q.PNG"}) {
+    write_text(dir / file, "x");
+  }
+  ImageFolder folder(dir.path.string());
+  std::vector<std::string> relative;
+  for (const auto& path : folder.paths()) {
+    relative.push_back(fs::relative(path, dir.path).string());
+  }
+  // os.walk's folders sorted by path: "cat/sub" < "cat/sub-b" < "cat/sub/inner" ('-' < '/').
+  CHECK(relative == std::vector<std::string>{"cat/x.JPG", "cat/y.Png", "cat/z.jpeg",
+                                             "cat/sub/deep.bmp", "cat/sub-b/w.png",
+                                             "cat/sub/inner/i.png", "dog/Q.PNG"});
+  CHECK(folder.label(5) == 0);
+  CHECK(folder.label(6) == 1);
+}
+
+TEST_CASE("Class indices and sample order match torchvision (via /usr/bin/python3)",
+          "[data][python]") {
+  if (!python_has_torchvision()) {
+    WARN("skipped: /usr/bin/python3 with torchvision is not available");
+    return;
+  }
+  TempDir dir;
+  const std::string root = dir / "root";
+  for (const char* file :
+       {"b/1.jpg", "B/2.PNG", "a/sub/3.png", "a/4.JPEG", "A/5.bmp", "10/6.png", "2/7.ppm",
+        "_x/8.tif", "a b/9.webp", "a/skip.txt", "Zeta/z-1.png", "Zeta/Z.png", "Zeta/sub-b/x.png",
+        "Zeta/sub/in/y.png", "Zeta/sub/v.png"}) {
+    write_text(root + "/" + file, "x");
+  }
+  const std::string script = dir / "list.py";
+  const std::string out = dir / "out.json";
+  write_text(script,
+             "import json, sys\n"
+             "from torchvision.datasets import ImageFolder\n"
+             "ds = ImageFolder(sys.argv[1], loader=lambda p: p)\n"
+             "json.dump({'classes': ds.classes, 'samples': ds.samples}, open(sys.argv[2], 'w'))\n");
+  REQUIRE(std::system(("/usr/bin/python3 " + script + " " + root + " " + out).c_str()) == 0);
+  const auto expected = nlohmann::json::parse(read_bytes(out));
+  ImageFolder folder(root);
+  CHECK(folder.class_names() == expected["classes"].get<std::vector<std::string>>());
+  REQUIRE(folder.size() == expected["samples"].size());
+  for (size_t i = 0; i < folder.size(); ++i) {
+    CHECK(fs::path(folder.describe(i)).lexically_normal() ==
+          fs::path(expected["samples"][i][0].get<std::string>()).lexically_normal());
+    CHECK(folder.label(i) == expected["samples"][i][1].get<int64_t>());
+  }
+}
+
+TEST_CASE("Missing roots and empty class folders are refused with their names", "[data]") {
+  TempDir dir;
+  CHECK_THROWS_WITH(ImageFolder(dir / "nowhere"),
+                    Catch::Contains("nowhere") && Catch::Contains("does not exist"));
+  CHECK_THROWS_WITH(open_dataset(dir / "nowhere", "train"), Catch::Contains("nowhere"));
+  write_text(dir / "root/full/a.png", "x");
+  fs::create_directories(dir / "root/empty");
+  write_text(dir / "root/textonly/readme.txt", "x");
+  CHECK_THROWS_WITH(ImageFolder(dir / "root"), Catch::Contains("root/empty") &&
+                                                   Catch::Contains("root/textonly") &&
+                                                   Catch::Contains("no image files"));
+  fs::create_directories(dir / "noclasses");
+  CHECK_THROWS_WITH(ImageFolder(dir / "noclasses"), Catch::Contains("no class folders"));
+}
+
+TEST_CASE("Validation data: a split folder or a list file, labelled with the training classes",
+          "[data]") {
+  TempDir dir;
+  for (const char* file : {"train/ant/1.png", "train/bee/2.png", "train/cat/3.png", "val/cat/4.png",
+                           "val/ant/5.png"}) {
+    write_text(dir / file, "x");
+  }
+  auto val = open_dataset(dir.path.string(), "val");
+  REQUIRE(val->size() == 2);
+  CHECK(val->label(0) == 0);  // ant
+  CHECK(val->label(1) == 2);  // cat keeps its training index although bee is absent
+  CHECK(open_dataset(dir.path.string(), "train")->size() == 3);
+
+  write_text(dir / "list/val.txt", "# path label\nimgs/a 1.png 2\nimgs/b.png bee\n\n");
+  DatasetOptions options;
+  options.split = "val";
+  options.val_source = dir / "list/val.txt";
+  auto listed = open_dataset(dir.path.string(), options);
+  REQUIRE(listed->size() == 2);
+  CHECK(listed->describe(0) == dir / "list/imgs/a 1.png");
+  CHECK(listed->label(0) == 2);
+  CHECK(listed->label(1) == 1);
+  CHECK(listed->class_names() == std::vector<std::string>{"ant", "bee", "cat"});
+  write_text(dir / "list/bad.txt", "imgs/a.png 3\n");
+  options.val_source = dir / "list/bad.txt";
+  CHECK_THROWS_WITH(open_dataset(dir.path.string(), options),
+                    Catch::Contains("bad.txt:1") && Catch::Contains("\"3\""));
+  write_text(dir / "val/dog/6.png", "x");
+  CHECK_THROWS_WITH(open_dataset(dir.path.string(), "val"), Catch::Contains("val/dog"));
+
+  write_text(dir / "names.txt", "cat Felis catus\nant Formicidae\nbee Apis\n");
+  options.val_source.clear();
+  options.split = "train";
+  options.class_names_file = dir / "names.txt";
+  CHECK(open_dataset(dir.path.string(), options)->class_names() ==
+        std::vector<std::string>{"Formicidae", "Apis", "Felis catus"});
+}
+
+#if ALEXNET_WITH_OPENCV
+
+TEST_CASE("Decoding gives 8-bit RGB for colour, grey, 16-bit and alpha images", "[data][decode]") {
+  TempDir dir;
+  cv::Mat bgr(4, 5, CV_8UC3);
+  for (int y = 0; y < 4; ++y) {
+    for (int x = 0; x < 5; ++x) bgr.at<cv::Vec3b>(y, x) = cv::Vec3b(x * 10, y * 20, 200);
+  }
+  REQUIRE(write_image(dir / "colour.png", bgr));
+  auto rgb = decode_image_file(dir / "colour.png", 0);
+  REQUIRE(rgb.sizes() == c10::IntArrayRef({3, 4, 5}));
+  CHECK(rgb.scalar_type() == torch::kByte);
+  CHECK(rgb[0][2][3].item<int>() == 200);  // R
+  CHECK(rgb[1][2][3].item<int>() == 40);   // G
+  CHECK(rgb[2][2][3].item<int>() == 30);   // B
+
+  cv::Mat grey(3, 3, CV_8UC1, cv::Scalar(77));
+  grey.at<uint8_t>(1, 1) = 9;
+  REQUIRE(write_image(dir / "grey.png", grey));
+  auto g = decode_image_file(dir / "grey.png", 0);
+  REQUIRE(g.sizes() == c10::IntArrayRef({3, 3, 3}));
+  for (int c = 0; c < 3; ++c) {
+    CHECK(g[c][0][0].item<int>() == 77);
+    CHECK(g[c][1][1].item<int>() == 9);
+  }
+
+  cv::Mat deep(2, 2, CV_16UC3, cv::Scalar(100 * 257, 50 * 257, 255 * 257));
+  REQUIRE(write_image(dir / "deep.png", deep));
+  auto d = decode_image_file(dir / "deep.png", 0);
+  CHECK(d[0][0][0].item<int>() == 255);
+  CHECK(d[1][0][0].item<int>() == 50);
+  CHECK(d[2][0][0].item<int>() == 100);
+
+  cv::Mat alpha(2, 2, CV_8UC4, cv::Scalar(10, 20, 30, 0));  // transparent: colour kept (as PIL)
+  REQUIRE(write_image(dir / "alpha.png", alpha));
+  auto a = decode_image_file(dir / "alpha.png", 0);
+  REQUIRE(a.size(0) == 3);
+  CHECK(a[0][1][1].item<int>() == 30);
+  CHECK(a[2][1][1].item<int>() == 10);
+
+  cv::Mat grey16(2, 2, CV_16UC1, cv::Scalar(1000 * 60));
+  REQUIRE(write_image(dir / "grey16.png", grey16));
+  auto g16 = decode_image_file(dir / "grey16.png", 0);
+  CHECK(g16.sizes() == c10::IntArrayRef({3, 2, 2}));
+  CHECK(g16[1][0][0].item<int>() == (60000 >> 8));
+}
+
+TEST_CASE("CMYK JPEGs decode to the RGB PIL gives (via /usr/bin/python3)",
+          "[data][decode][python]") {
+  if (!python_has_torchvision()) {
+    WARN("skipped: /usr/bin/python3 with PIL is not available");
+    return;
+  }
+  TempDir dir;
+  const std::string script = dir / "cmyk.py";
+  write_text(script,
+             "import sys\nfrom PIL import Image\n"
+             "im = Image.new('CMYK', (16, 16), (20, 120, 200, 30))\n"
+             "im.save(sys.argv[1], quality=95)\n"
+             "print(*Image.open(sys.argv[1]).convert('RGB').getpixel((8, 8)))\n");
+  const std::string expected_file = dir / "expected.txt";
+  REQUIRE(
+      std::system(("/usr/bin/python3 " + script + " " + dir / "cmyk.jpg" + " > " + expected_file)
+                      .c_str()) == 0);
+  int r = 0, g = 0, b = 0;
+  std::ifstream(expected_file) >> r >> g >> b;
+  auto image = decode_image_file(dir / "cmyk.jpg", 0);
+  REQUIRE(image.sizes() == c10::IntArrayRef({3, 16, 16}));
+  INFO("PIL RGB " << r << " " << g << " " << b);
+  CHECK(std::abs(image[0][8][8].item<int>() - r) <= 3);
+  CHECK(std::abs(image[1][8][8].item<int>() - g) <= 3);
+  CHECK(std::abs(image[2][8][8].item<int>() - b) <= 3);
+}
+
+TEST_CASE("The paper's preparation: shorter side to size, central square", "[data][decode]") {
+  TempDir dir;
+  // Left third red, middle green, right third blue: the central square is all green.
+  cv::Mat image(300, 900, CV_8UC3, cv::Scalar(0, 0, 255));
+  image(cv::Rect(300, 0, 300, 300)).setTo(cv::Scalar(0, 255, 0));
+  image(cv::Rect(600, 0, 300, 300)).setTo(cv::Scalar(255, 0, 0));
+  REQUIRE(write_image(dir / "wide.png", image));
+  auto out = decode_image_file(dir / "wide.png", 64);
+  REQUIRE(out.sizes() == c10::IntArrayRef({3, 64, 64}));
+  CHECK(out[1].min().item<int>() == 255);
+  CHECK(out[0].max().item<int>() == 0);
+  // Enlarging works too.
+  CHECK(decode_image_file(dir / "wide.png", 400).sizes() == c10::IntArrayRef({3, 400, 400}));
+}
+
+TEST_CASE("Reduced-scale JPEG decoding stays close to a full decode", "[data][decode]") {
+  TempDir dir;
+  cv::Mat image(1100, 1300, CV_8UC3);
+  cv::Mat noise(11, 13, CV_8UC3);
+  cv::randu(noise, 0, 255);
+  cv::resize(noise, image, image.size(), 0, 0, cv::INTER_CUBIC);  // smooth, photo-like
+  REQUIRE(write_image(dir / "big.jpg", image, {cv::IMWRITE_JPEG_QUALITY, 95}));
+  const auto bytes = read_bytes(dir / "big.jpg");
+  CHECK(jpeg_dimensions(bytes.data(), bytes.size()) == std::pair<int64_t, int64_t>{1100, 1300});
+  auto reduced = decode_image_file(dir / "big.jpg", 128);  // decoded at 1/8
+  REQUIRE(reduced.sizes() == c10::IntArrayRef({3, 128, 128}));
+  // Reference: full decode, central square, area resize.
+  auto full = decode_image_file(dir / "big.jpg", 0).to(torch::kFloat).unsqueeze(0);
+  auto square = full.narrow(2, 0, 1100).narrow(3, 100, 1100);
+  auto reference =
+      torch::nn::functional::interpolate(square, torch::nn::functional::InterpolateFuncOptions()
+                                                     .size(std::vector<int64_t>{128, 128})
+                                                     .mode(torch::kArea));
+  const double error = (reduced.to(torch::kFloat) - reference[0]).abs().mean().item<double>();
+  INFO("mean absolute difference " << error);
+  CHECK(error < 3.0);
+}
+
+TEST_CASE("Bad image files raise DecodeError naming the file", "[data][decode]") {
+  TempDir dir;
+  cv::Mat image(64, 64, CV_8UC3, cv::Scalar(1, 2, 3));
+  cv::randu(image, 0, 255);
+  REQUIRE(write_image(dir / "good.jpg", image));
+  REQUIRE(write_image(dir / "good.png", image));
+  auto jpeg = read_bytes(dir / "good.jpg");
+  auto png = read_bytes(dir / "good.png");
+  write_bytes(dir / "truncated.jpg",
+              std::vector<uint8_t>(jpeg.begin(), jpeg.begin() + jpeg.size() / 2));
+  write_bytes(dir / "truncated.png",
+              std::vector<uint8_t>(png.begin(), png.begin() + png.size() / 2));
+  auto corrupt = jpeg;
+  for (size_t i = 2; i < 400 && i < corrupt.size(); ++i) corrupt[i] = 0x5A;  // header destroyed
+  write_bytes(dir / "corrupt.jpg", corrupt);
+  write_bytes(dir / "empty.jpg", {});
+  write_text(dir / "text.png", "this is not an image\n");
+  fs::create_symlink(dir / "missing-target.jpg", dir / "dangling.jpg");
+  for (const char* name :
+       {"truncated.jpg", "truncated.png", "corrupt.jpg", "empty.jpg", "text.png", "dangling.jpg"}) {
+    INFO(name);
+    CHECK_THROWS_MATCHES(decode_image_file(dir / name, 32), DecodeError,
+                         Catch::Matchers::Predicate<DecodeError>([&](const DecodeError& e) {
+                           return std::string(e.what()).find(dir / name) != std::string::npos;
+                         }));
+  }
+  CHECK_THROWS_WITH(decode_image_file(dir / "empty.jpg", 0), Catch::Contains("empty"));
+  CHECK_THROWS_WITH(decode_image_file(dir / "truncated.jpg", 0), Catch::Contains("truncated"));
+  CHECK(decode_image_file(dir / "good.jpg", 32).sizes() == c10::IntArrayRef({3, 32, 32}));
+  if (getuid() != 0) {  // root reads anything
+    REQUIRE(write_image(dir / "locked.png", image));
+    fs::permissions(dir / "locked.png", fs::perms::none);
+    CHECK_THROWS_WITH(decode_image_file(dir / "locked.png", 0),
+                      Catch::Contains("cannot read") && Catch::Contains("locked.png"));
+  }
+}
+
+TEST_CASE("The loader skips, counts and logs bad files; nothing gets a wrong label",
+          "[data][decode]") {
+  TempDir dir;
+  const std::string root = dir / "root";
+  for (int c = 0; c < 3; ++c) {
+    for (int i = 0; i < 4; ++i) {
+      // Each class has its own colour, so a label can be checked against the pixels.
+      cv::Mat image(40, 50, CV_8UC3, cv::Scalar(0, 0, 0));
+      image.setTo(cv::Scalar(c == 2 ? 200 : 0, c == 1 ? 200 : 0, c == 0 ? 200 : 0));
+      REQUIRE(write_image(root + "/class" + std::to_string(c) + "/" + std::to_string(i) + ".png",
+                          image));
+    }
+  }
+  write_bytes(root + "/class1/zero.jpg", {});
+  write_text(root + "/class2/text.jpeg", "not an image");
+  DatasetOptions options;
+  options.image_size = 32;
+  auto dataset = open_dataset(root, options);
+  REQUIRE(dataset->size() == 14);
+  LoaderOptions loader_options;
+  loader_options.batch_size = 5;
+  loader_options.workers = 2;
+  loader_options.skipped_log = dir / "skipped.txt";
+  Loader loader(dataset, nullptr, loader_options);
+  int64_t seen = 0;
+  for (int epoch = 0; epoch < 2; ++epoch) {
+    loader.start_epoch(epoch);
+    while (auto batch = loader.next()) {
+      for (size_t k = 0; k < batch->indices.size(); ++k) {
+        const int64_t label = batch->labels[static_cast<int64_t>(k)].item<int64_t>();
+        CHECK(label == dataset->label(static_cast<size_t>(batch->indices[k])));
+        CHECK(batch->images[static_cast<int64_t>(k)][label].min().item<int>() == 200);
+        ++seen;
+      }
+    }
+  }
+  CHECK(seen == 2 * 12);
+  CHECK(loader.skipped() == 4);  // two files, two epochs
+  const auto log = read_bytes(dir / "skipped.txt");
+  const std::string text(log.begin(), log.end());
+  CHECK(text.find("class1/zero.jpg") != std::string::npos);
+  CHECK(text.find("class2/text.jpeg") != std::string::npos);
+
+  loader_options.strict = true;
+  loader_options.skipped_log.clear();
+  Loader strict(dataset, nullptr, loader_options);
+  strict.start_epoch(0);
+  CHECK_THROWS_AS(
+      [&] {
+        while (strict.next()) {
+        }
+      }(),
+      DecodeError);
+}
+
+TEST_CASE("compute_stats of an image folder", "[data][decode]") {
+  TempDir dir;
+  REQUIRE(write_image(dir / "a/black.png", cv::Mat(8, 8, CV_8UC3, cv::Scalar(0, 0, 0))));
+  REQUIRE(write_image(dir / "a/white.png", cv::Mat(8, 8, CV_8UC3, cv::Scalar(255, 255, 255))));
+  auto stats = compute_stats(*open_dataset(dir.path.string(), "train"), 0, 1);
+  CHECK(stats.images == 2);
+  for (int c = 0; c < 3; ++c) {
+    CHECK(stats.mean[c] == Approx(127.5));
+    CHECK(stats.std[c] == Approx(127.5));
+  }
+  // Covariance of [0, 1] pixels: 0.25 everywhere; top eigenvalue 0.75, times 255.
+  CHECK(stats.eigenvalues[0].item<double>() == Approx(0.75 * 255));
+  CHECK(stats.eigenvalues[1].item<double>() == Approx(0).margin(1e-6));
+  for (int c = 0; c < 3; ++c) {
+    CHECK(stats.eigenvectors[c][0].item<double>() == Approx(1 / std::sqrt(3.0)));
+  }
+}
+
+#endif  // ALEXNET_WITH_OPENCV
+
+// ---------------------------------------------------------------------------------------------
+// IDX files
+
+TEST_CASE("IDX files, raw and gzip-compressed, grey replicated to three channels", "[data][idx]") {
+  TempDir dir;
+  write_idx(dir / "raw", "train", 7, 4, 3, false);
+  write_idx(dir / "gz", "t10k", 5, 4, 3, true);
+  auto raw = open_dataset(dir / "raw", "train");
+  REQUIRE(raw->size() == 7);
+  CHECK(raw->class_names().front() == "0");
+  auto sample = raw->get(6);
+  REQUIRE(sample.image.sizes() == c10::IntArrayRef({3, 4, 3}));
+  CHECK(sample.label == 6);
+  CHECK(sample.image[0][1][2].item<int>() == 60 + 5);
+  CHECK(torch::equal(sample.image[0], sample.image[2]));
+  CHECK(raw->describe(6).find("train-images-idx3-ubyte#6") != std::string::npos);
+  auto gz = open_dataset(dir / "gz", "test");
+  REQUIRE(gz->size() == 5);
+  CHECK(gz->get(3).image[1][0][0].item<int>() == 30);
+  DatasetOptions grey;
+  grey.channels = 1;
+  CHECK(open_dataset(dir / "raw", grey)->get(0).image.size(0) == 1);
+  // A folder named like Fashion-MNIST gets its class names.
+  write_idx(dir / "my-fashion", "train", 3, 2, 2, true);
+  CHECK(open_dataset(dir / "my-fashion", "train")->class_names() == fashion_mnist_class_names());
+  CHECK_THROWS_WITH(open_dataset(dir / "raw", "val"), Catch::Contains("t10k-images-idx3-ubyte"));
+}
+
+TEST_CASE("IDX files with a wrong magic number or size are refused naming the file",
+          "[data][idx]") {
+  TempDir dir;
+  write_idx(dir.path.string(), "train", 4, 2, 2, false);
+  const std::string images = dir / "train-images-idx3-ubyte";
+  const std::string labels = dir / "train-labels-idx1-ubyte";
+  const auto names = fashion_mnist_class_names();
+  auto good = read_bytes(images);
+
+  auto bad_magic = good;
+  bad_magic[3] = 0x01;
+  write_bytes(dir / "magic/train-images-idx3-ubyte", bad_magic);
+  CHECK_THROWS_WITH(IdxDataset(dir / "magic/train-images-idx3-ubyte", labels, names),
+                    Catch::Contains("magic/train-images-idx3-ubyte") &&
+                        Catch::Contains("0x00000801") && Catch::Contains("0x00000803"));
+  CHECK_THROWS_WITH(IdxDataset(labels, images, names), Catch::Contains("train-labels-idx1-ubyte"));
+
+  write_bytes(dir / "short/train-images-idx3-ubyte",
+              std::vector<uint8_t>(good.begin(), good.end() - 3));
+  CHECK_THROWS_WITH(
+      IdxDataset(dir / "short/train-images-idx3-ubyte", labels, names),
+      Catch::Contains("short/train-images-idx3-ubyte") && Catch::Contains("header declares"));
+  write_bytes(dir / "tiny/x", {0, 0});
+  CHECK_THROWS_WITH(IdxDataset(dir / "tiny/x", labels, names), Catch::Contains("too short"));
+
+  write_idx(dir / "three", "train", 3, 2, 2, false);
+  CHECK_THROWS_WITH(IdxDataset(images, dir / "three/train-labels-idx1-ubyte", names),
+                    Catch::Contains("4 images") && Catch::Contains("3 labels"));
+  CHECK_THROWS_WITH(IdxDataset(images, labels, {"only", "two"}), Catch::Contains("label 2"));
+  CHECK_THROWS_WITH(IdxDataset(dir / "absent", labels, names), Catch::Contains("absent"));
+}
+
+TEST_CASE("Debian's Fashion-MNIST", "[data][idx]") {
+  if (!fs::exists(std::string(kFashionMnistDir) + "/t10k-images-idx3-ubyte.gz")) {
+    WARN("skipped: dataset-fashion-mnist is not installed");
+    return;
+  }
+  auto test = open_dataset("fashion-mnist", "test");
+  CHECK(test->size() == 10000);
+  CHECK(test->class_names().at(9) == "Ankle boot");
+  CHECK(test->label(0) == 9);  // the first test image is an ankle boot
+  CHECK(test->get(0).image.sizes() == c10::IntArrayRef({3, 28, 28}));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Packed files, subsets, statistics
+
+TEST_CASE("Packed files round-trip images, labels, names and statistics", "[data][packed]") {
+  TempDir dir;
+  const std::string path = dir / "set.pack";
+  torch::manual_seed(0);
+  std::vector<torch::Tensor> images;
+  {
+    PackedWriter writer(path, 3, 6, 5);
+    for (int i = 0; i < 7; ++i) {
+      images.push_back(torch::randint(0, 256, {3, 6, 5}, torch::kByte));
+      writer.add(images.back(), i % 3);
+    }
+    CHECK_THROWS_WITH(writer.add(torch::zeros({3, 5, 5}, torch::kByte), 0),
+                      Catch::Contains("[3, 6, 5]"));
+    CHECK_FALSE(fs::exists(path));  // only .partial until finish()
+    StatsAccumulator accumulator;
+    for (const auto& image : images) accumulator.add(image);
+    writer.finish({"x", "y", "z"}, accumulator.finish(), {{"split", "train"}});
+  }
+  CHECK_FALSE(fs::exists(path + ".partial"));
+  REQUIRE(is_packed_file(path));
+  auto dataset = open_dataset(path, "train");
+  REQUIRE(dataset->size() == 7);
+  for (size_t i = 0; i < 7; ++i) {
+    auto sample = dataset->get(i);
+    CHECK(torch::equal(sample.image, images[i]));
+    CHECK(sample.label == static_cast<int64_t>(i % 3));
+  }
+  CHECK(dataset->class_names() == std::vector<std::string>{"x", "y", "z"});
+  CHECK(dataset->describe(4) == path + "#4");
+  auto stats = dataset->stats();
+  REQUIRE(stats.has_value());
+  auto all = torch::stack(images).to(torch::kDouble);
+  CHECK(stats->mean[1] == Approx(all.select(1, 1).mean().item<double>()));
+  CHECK(stats->eigenvectors.sizes() == c10::IntArrayRef({3, 3}));
+  CHECK(stats->images == 7);
+  CHECK_THROWS_WITH(open_dataset(path, "val"), Catch::Contains("train split"));
+
+  // Truncation and a foreign file are refused naming the file.
+  auto bytes = read_bytes(path);
+  write_bytes(dir / "cut.pack", std::vector<uint8_t>(bytes.begin(), bytes.end() - 10));
+  CHECK_THROWS_WITH(PackedDataset(dir / "cut.pack"), Catch::Contains("cut.pack"));
+  write_bytes(dir / "cut2.pack", std::vector<uint8_t>(bytes.begin(), bytes.begin() + 4200));
+  CHECK_THROWS_WITH(PackedDataset(dir / "cut2.pack"), Catch::Contains("truncated"));
+  write_text(dir / "other.pack", "hello");
+  CHECK_FALSE(is_packed_file(dir / "other.pack"));
+  CHECK_THROWS_WITH(PackedDataset(dir / "other.pack"), Catch::Contains("other.pack"));
+}
+
+TEST_CASE("subset keeps the first n samples or the given indices", "[data]") {
+  TempDir dir;
+  write_idx(dir.path.string(), "train", 9, 2, 2, false);
+  auto full = open_dataset(dir.path.string(), "train");
+  auto first = subset(full, 4);
+  CHECK(first->size() == 4);
+  CHECK(subset(full, 100)->size() == 9);
+  CHECK(torch::equal(first->get(3).image, full->get(3).image));
+  auto picked = subset(full, std::vector<size_t>{8, 2});
+  CHECK(picked->label(0) == 8);
+  CHECK(picked->describe(1) == full->describe(2));
+  CHECK_THROWS(subset(full, std::vector<size_t>{9}));
+}
+
+TEST_CASE("`alexnet prepare` writes a packed file and skips bad images", "[data][packed][app]") {
+#if ALEXNET_WITH_OPENCV
+  if (!fs::exists(ALEXNET_BINARY)) {
+    WARN("skipped: " ALEXNET_BINARY " is not built");
+    return;
+  }
+  TempDir dir;
+  for (int c = 0; c < 2; ++c) {
+    for (int i = 0; i < 3; ++i) {
+      cv::Mat image(30 + 10 * i, 40, CV_8UC3, cv::Scalar(c * 100, 50, 20 * i));
+      REQUIRE(write_image(dir / ("root/c" + std::to_string(c) + "/" + std::to_string(i) + ".png"),
+                          image));
+    }
+  }
+  write_bytes(dir / "root/c1/broken.jpg", {0xFF, 0xD8, 0xFF, 0x00});
+  const std::string command = std::string(ALEXNET_BINARY) + " prepare --data " + dir / "root" +
+                              " --out " + dir / "out.pack" + " --size 16 --workers 2 > " +
+                              dir / "log.txt" + " 2>&1";
+  REQUIRE(std::system(command.c_str()) == 0);
+  auto packed = open_dataset(dir / "out.pack", "train");
+  DatasetOptions options;
+  options.image_size = 16;
+  auto folder = open_dataset(dir / "root", options);
+  REQUIRE(packed->size() == 6);
+  for (size_t i = 0; i < 6; ++i) {
+    // broken.jpg sorts after the PNGs of c1, so the indices stay those of the folder.
+    CHECK(packed->label(i) == folder->label(i));
+    CHECK(torch::equal(packed->get(i).image, folder->get(i).image));
+  }
+  const auto skipped = read_bytes(dir / "out.pack.skipped.txt");
+  CHECK(std::string(skipped.begin(), skipped.end()).find("broken.jpg") != std::string::npos);
+#else
+  WARN("skipped: built without OpenCV");
+#endif
+}
