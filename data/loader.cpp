@@ -151,41 +151,66 @@ void Loader::record_skip(int64_t index, const std::string& message) {
   }
 }
 
+torch::Tensor Loader::batch_buffer(c10::IntArrayRef sizes, c10::ScalarType dtype) {
+  std::lock_guard<std::mutex> lock(pool_mutex_);
+  for (const auto& buffer : pool_) {
+    // Only the pool holds the tensor and its storage: no batch or view handed out uses it.
+    if (buffer.use_count() == 1 && buffer.storage().use_count() == 1 &&
+        buffer.scalar_type() == dtype && buffer.sizes() == sizes) {
+      return buffer;
+    }
+  }
+  auto buffer = torch::empty(sizes, torch::dtype(dtype));
+  const auto limit = static_cast<size_t>(options_.workers + options_.prefetch_batches + 4);
+  if (pool_.size() >= limit) pool_.erase(pool_.begin());
+  pool_.push_back(buffer);
+  return buffer;
+}
+
 Loader::Result Loader::load_batch(int64_t batch_index) {
   Result result;
   try {
     const auto size = static_cast<int64_t>(order_.size());
     const int64_t begin = batch_index * options_.batch_size;
     const int64_t end = std::min(begin + options_.batch_size, size);
-    std::vector<torch::Tensor> images;
+    torch::Tensor batch;  // from the pool, filled slot by slot
+    int64_t filled = 0;
     std::vector<int64_t> labels, indices;
-    images.reserve(static_cast<size_t>(end - begin));
     for (int64_t position = begin; position < end; ++position) {
       const int64_t index = order_[static_cast<size_t>(position)];
       try {
         Sample sample = dataset_->get(static_cast<size_t>(index));
-        torch::Tensor image = sample.image;
-        if (transform_) {
-          transforms::Rng rng(sample_seed(options_.seed, epoch_, index));
-          image = transform_->apply(std::move(image), rng);
+        transforms::Rng rng(sample_seed(options_.seed, epoch_, index));
+        try {
+          if (!batch.defined()) {
+            auto image = transform_ ? transform_->apply(sample.image, rng) : sample.image;
+            std::vector<int64_t> sizes{end - begin};
+            for (int64_t d : image.sizes()) sizes.push_back(d);
+            batch = batch_buffer(sizes, image.scalar_type());
+            batch[0].copy_(image);
+          } else if (transform_) {
+            transform_->apply_into(sample.image, rng, batch[filled]);
+          } else {
+            TORCH_CHECK(sample.image.sizes() == batch[filled].sizes(), "image shape ",
+                        sample.image.sizes(), ", the batch's ", batch[filled].sizes());
+            batch[filled].copy_(sample.image);
+          }
+        } catch (const c10::Error& e) {
+          throw std::runtime_error("sample " + dataset_->describe(static_cast<size_t>(index)) +
+                                   ": " + e.what_without_backtrace() +
+                                   " (images of different sizes need a resize or crop)");
         }
-        if (!images.empty() && image.sizes() != images.front().sizes()) {
-          throw std::runtime_error(
-              "sample " + dataset_->describe(static_cast<size_t>(index)) + " has shape " +
-              c10::str(image.sizes()) + " after the transforms, the batch's first has " +
-              c10::str(images.front().sizes()) + " (give a resize or crop size)");
-        }
-        images.push_back(std::move(image));
         labels.push_back(sample.label);
         indices.push_back(index);
+        ++filled;
       } catch (const DecodeError& e) {
         if (options_.strict) throw;
         record_skip(index, e.what());
       }
     }
-    if (!images.empty()) {
-      result.batch =
-          Batch{torch::stack(images), torch::tensor(labels, torch::kLong), std::move(indices)};
+    if (filled > 0) {
+      if (filled < batch.size(0)) batch = batch.narrow(0, 0, filled);
+      result.batch = Batch{batch, torch::tensor(labels, torch::kLong), std::move(indices)};
     }
   } catch (...) {
     result.error = std::current_exception();

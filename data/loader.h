@@ -49,7 +49,8 @@ struct Batch {
 /// transformed with an Rng seeded from (seed, epoch, i): the same seed gives the same batches
 /// whatever the number of workers. Undecodable samples are dropped from their batch (a
 /// batch may come out smaller), counted, logged, and reported on stderr once per file;
-/// with strict, next() throws the DecodeError instead.
+/// with strict, next() throws the DecodeError instead. The memory of a batch's images is
+/// reused for a later batch once every tensor sharing it (views included) is gone.
 class Loader {
  public:
   /// transform may be null: images are batched as the data set returns them (uint8).
@@ -86,6 +87,7 @@ class Loader {
   void worker_loop();
   Result load_batch(int64_t batch_index);
   void record_skip(int64_t index, const std::string& message);
+  torch::Tensor batch_buffer(c10::IntArrayRef sizes, c10::ScalarType dtype);
 
   DatasetPtr dataset_;
   transforms::TransformPtr transform_;
@@ -103,6 +105,10 @@ class Loader {
   bool stopping_ = false;
   int64_t skipped_ = 0;
   std::set<int64_t> reported_;
+  // Batch tensors reused once no one else holds them: a fresh 77 MB tensor per batch costs
+  // more in page faults than the whole augmentation.
+  std::mutex pool_mutex_;
+  std::vector<torch::Tensor> pool_;
 };
 
 }  // namespace alexnet::data

@@ -21,7 +21,9 @@ class SyntheticDataset : public Dataset {
   size_t size() const override { return size_; }
   Sample get(size_t index) const override {
     if (bad_.count(index)) throw DecodeError("cannot decode synthetic#" + std::to_string(index));
-    auto image = (torch::arange(3 * 12 * 14, torch::kLong).view({3, 12, 14}) + 7 * static_cast<int64_t>(index)) % 256;
+    auto image = (torch::arange(3 * 12 * 14, torch::kLong).view({3, 12, 14}) +
+                  7 * static_cast<int64_t>(index)) %
+                 256;
     return Sample{image.to(torch::kByte), label(index)};
   }
   int64_t label(size_t index) const override { return static_cast<int64_t>(index % 4); }
@@ -176,4 +178,27 @@ TEST_CASE("Errors in transforms reach the consumer instead of hanging", "[loader
   LoaderOptions empty_batches;
   empty_batches.batch_size = 0;
   CHECK_THROWS_WITH(Loader(dataset, nullptr, empty_batches), Catch::Contains("batch size"));
+}
+
+TEST_CASE("Batch memory is reused only when no batch or view uses it any more", "[loader]") {
+  auto dataset = std::make_shared<SyntheticDataset>(40);
+  LoaderOptions options;
+  options.batch_size = 4;
+  options.workers = 2;
+  options.prefetch_batches = 2;
+  Loader loader(dataset, augmentation(), options);
+  loader.start_epoch(0);
+  torch::Tensor view, copy;
+  const void* first_memory = nullptr;
+  {
+    auto batch = loader.next();
+    first_memory = batch->images.data_ptr();
+    view = batch->images[1];  // a view keeps the storage alive
+    copy = view.clone();
+  }
+  std::set<const void*> memories;
+  while (auto batch = loader.next()) memories.insert(batch->images.data_ptr());
+  CHECK(torch::equal(view, copy));
+  CHECK(memories.count(first_memory) == 0);
+  CHECK(memories.size() < 9);  // buffers were recycled
 }

@@ -185,3 +185,40 @@ TEST_CASE("The paper's pipelines give the right shapes and ranges", "[transforms
   plain.resize = 0;
   CHECK_THROWS_WITH(training_pipeline(plain)->apply(small, rng), Catch::Contains("RandomCrop(56)"));
 }
+
+TEST_CASE("Compose fuses ToFloat, PcaLighting and Normalize without changing results",
+          "[transforms]") {
+  std::vector<TransformPtr> steps{
+      std::make_shared<RandomCrop>(20),
+      std::make_shared<ToFloat>(),
+      std::make_shared<PcaLighting>(imagenet_eigenvalues(), imagenet_eigenvectors(), 0.5),
+      std::make_shared<Normalize>(std::vector<double>{120, 110, 100},
+                                  std::vector<double>{60, 55, 50}),
+      std::make_shared<RandomHorizontalFlip>(0.5),
+      std::make_shared<Normalize>(std::vector<double>{1.5})};
+  Compose fused(steps);
+  for (auto dtype : {torch::kByte, torch::kFloat}) {
+    for (uint64_t seed = 0; seed < 20; ++seed) {
+      auto image = torch::randint(0, 256, {3, 31, 27}).to(dtype);
+      Rng a(seed), b(seed);
+      auto expected = image;
+      for (const auto& step : steps) expected = step->apply(expected, b);
+      auto got = fused.apply(image, a);
+      CHECK(got.scalar_type() == torch::kFloat);
+      CHECK(torch::allclose(got, expected, 1e-5, 1e-4));
+      CHECK(a() == b());  // the same random draws
+    }
+  }
+  // Ten-crop input [10, C, h, w].
+  Compose ten({std::make_shared<TenCrop>(8), std::make_shared<ToFloat>(),
+               std::make_shared<Normalize>(std::vector<double>{10, 20, 30})});
+  Rng rng(0);
+  auto image = torch::randint(0, 256, {3, 12, 12}, torch::kByte);
+  auto out = ten.apply(image, rng);
+  auto expected = TenCrop(8).apply(image, rng).to(torch::kFloat) -
+                  torch::tensor({10.f, 20.f, 30.f}).view({3, 1, 1});
+  CHECK(torch::allclose(out, expected));
+  CHECK_THROWS_WITH(
+      Compose({std::make_shared<Normalize>(std::vector<double>{1, 2})}).apply(image, rng),
+      Catch::Contains("3 channels"));
+}

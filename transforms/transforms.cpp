@@ -62,14 +62,113 @@ torch::Tensor to_float(const torch::Tensor& image) {
   return image.scalar_type() == torch::kFloat ? image : image.to(torch::kFloat);
 }
 
+// x * scale[c] + shift[c] in one pass; image [C, H, W] or [N, C, H, W], uint8 or float32,
+// any strides. Returns a contiguous float32 tensor.
+template <typename T>
+void affine_loop(const torch::Tensor& x, torch::Tensor& out, const std::vector<double>& scale,
+                 const std::vector<double>& shift) {
+  const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
+  const auto s = x.strides();
+  const T* in = x.data_ptr<T>();
+  float* o = out.data_ptr<float>();
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t k = 0; k < c; ++k) {
+      const auto a = static_cast<float>(scale[k]);
+      const auto b = static_cast<float>(shift[k]);
+      for (int64_t y = 0; y < h; ++y) {
+        const T* row = in + i * s[0] + k * s[1] + y * s[2];
+        float* dst = o + ((i * c + k) * h + y) * w;
+        if (s[3] == 1) {
+          for (int64_t j = 0; j < w; ++j) dst[j] = static_cast<float>(row[j]) * a + b;
+        } else {
+          for (int64_t j = 0; j < w; ++j) dst[j] = static_cast<float>(row[j * s[3]]) * a + b;
+        }
+      }
+    }
+  }
+}
+
+void check_output(const torch::Tensor& result_shape_of, const torch::Tensor& out) {
+  TORCH_CHECK(out.sizes() == result_shape_of.sizes(), "transform output has shape ",
+              result_shape_of.sizes(), ", the destination ", out.sizes());
+}
+
+// `into`: a contiguous float32 destination of the image's shape, or undefined.
+torch::Tensor apply_channel_affine(const torch::Tensor& image, const std::vector<double>& scale,
+                                   const std::vector<double>& shift, torch::Tensor into = {}) {
+  auto x = image.dim() == 3 ? image.unsqueeze(0) : image;
+  if (x.scalar_type() != torch::kByte && x.scalar_type() != torch::kFloat) {
+    x = x.to(torch::kFloat);
+  }
+  torch::Tensor out;
+  if (into.defined()) {
+    check_output(image, into);
+    out = into.dim() == 3 ? into.unsqueeze(0) : into;
+  } else {
+    out = torch::empty(x.sizes(), x.options().dtype(torch::kFloat));
+  }
+  if (x.scalar_type() == torch::kByte) {
+    affine_loop<uint8_t>(x, out, scale, shift);
+  } else {
+    affine_loop<float>(x, out, scale, shift);
+  }
+  return image.dim() == 3 ? out.squeeze(0) : out;
+}
+
 }  // namespace
+
+bool Transform::compose_channel_affine(int64_t, Rng&, std::vector<double>&,
+                                       std::vector<double>&) const {
+  return false;
+}
+
+void Transform::apply_into(torch::Tensor image, Rng& rng, torch::Tensor out) const {
+  auto result = apply(std::move(image), rng);
+  check_output(result, out);
+  out.copy_(result);
+}
 
 Compose::Compose(std::vector<TransformPtr> transforms) : transforms_(std::move(transforms)) {
   for (const auto& t : transforms_) TORCH_CHECK(t != nullptr, "Compose: null transform");
 }
 
 torch::Tensor Compose::apply(torch::Tensor image, Rng& rng) const {
-  for (const auto& t : transforms_) image = t->apply(std::move(image), rng);
+  return run(std::move(image), rng, nullptr);
+}
+
+void Compose::apply_into(torch::Tensor image, Rng& rng, torch::Tensor out) const {
+  auto result = run(std::move(image), rng, &out);
+  if (!result.is_same(out)) {
+    check_output(result, out);
+    out.copy_(result);
+  }
+}
+
+// With `out`, a final fused run writes into *out when it is contiguous float32.
+torch::Tensor Compose::run(torch::Tensor image, Rng& rng, torch::Tensor* out) const {
+  size_t i = 0;
+  while (i < transforms_.size()) {
+    size_t j = i;
+    if (image.defined() && (image.dim() == 3 || image.dim() == 4) && image.device().is_cpu()) {
+      const int64_t channels = image.size(-3);
+      std::vector<double> scale(channels, 1.0), shift(channels, 0.0);
+      while (j < transforms_.size() &&
+             transforms_[j]->compose_channel_affine(channels, rng, scale, shift)) {
+        ++j;
+      }
+      if (j > i) {
+        const bool last = j == transforms_.size();
+        if (last && out != nullptr && out->scalar_type() == torch::kFloat && out->is_contiguous() &&
+            out->device().is_cpu()) {
+          apply_channel_affine(image, scale, shift, *out);
+          return *out;
+        }
+        image = apply_channel_affine(image, scale, shift);
+      }
+    }
+    if (j == i) image = transforms_[j++]->apply(std::move(image), rng);
+    i = j;
+  }
   return image;
 }
 
@@ -166,6 +265,11 @@ std::string RandomHorizontalFlip::name() const {
 
 torch::Tensor ToFloat::apply(torch::Tensor image, Rng&) const { return to_float(image); }
 
+bool ToFloat::compose_channel_affine(int64_t, Rng&, std::vector<double>&,
+                                     std::vector<double>&) const {
+  return true;
+}
+
 PcaLighting::PcaLighting(torch::Tensor eigenvalues, torch::Tensor eigenvectors, double alphastd)
     : alphastd_(alphastd) {
   TORCH_CHECK(eigenvalues.defined() && eigenvalues.numel() == 3,
@@ -174,22 +278,42 @@ PcaLighting::PcaLighting(torch::Tensor eigenvalues, torch::Tensor eigenvectors, 
   TORCH_CHECK(eigenvectors.defined() && eigenvectors.sizes() == c10::IntArrayRef({3, 3}),
               "PcaLighting: expected eigenvectors [3, 3] (one per column)");
   TORCH_CHECK(alphastd >= 0, "PcaLighting: alphastd must be >= 0, got ", alphastd);
-  eigenvalues_ = eigenvalues.to(torch::kCPU, torch::kDouble).reshape({3}).contiguous();
-  eigenvectors_ = eigenvectors.to(torch::kCPU, torch::kDouble).contiguous();
+  const auto values = eigenvalues.to(torch::kCPU, torch::kDouble).reshape({3}).contiguous();
+  const auto vectors = eigenvectors.to(torch::kCPU, torch::kDouble).contiguous();
+  std::copy_n(values.data_ptr<double>(), 3, eigenvalues_.begin());
+  std::copy_n(vectors.data_ptr<double>(), 9, eigenvectors_.begin());
 }
 
-torch::Tensor PcaLighting::offset(const std::array<double, 3>& alphas) const {
-  auto a = torch::tensor({alphas[0], alphas[1], alphas[2]}, torch::kDouble);
-  return torch::mv(eigenvectors_, a * eigenvalues_);
+std::array<double, 3> PcaLighting::offset(const std::array<double, 3>& alphas) const {
+  std::array<double, 3> result{};
+  for (int c = 0; c < 3; ++c) {
+    for (int k = 0; k < 3; ++k) result[c] += eigenvectors_[3 * c + k] * alphas[k] * eigenvalues_[k];
+  }
+  return result;
+}
+
+std::array<double, 3> PcaLighting::draw_offset(Rng& rng) const {
+  std::array<double, 3> alphas{};
+  for (auto& a : alphas) a = alphastd_ * standard_normal(rng);
+  return offset(alphas);
 }
 
 torch::Tensor PcaLighting::apply(torch::Tensor image, Rng& rng) const {
   check_image(image, "PcaLighting");
   TORCH_CHECK(image.size(-3) == 3, "PcaLighting: expects 3 (RGB) channels, got ", image.size(-3));
-  std::array<double, 3> alphas{};
-  for (auto& a : alphas) a = alphastd_ * standard_normal(rng);
-  auto shift = offset(alphas).to(torch::kFloat).view({3, 1, 1});
-  return to_float(image) + shift;
+  const auto shift = draw_offset(rng);
+  const auto add = torch::tensor({static_cast<float>(shift[0]), static_cast<float>(shift[1]),
+                                  static_cast<float>(shift[2])})
+                       .view({3, 1, 1});
+  return to_float(image) + add;
+}
+
+bool PcaLighting::compose_channel_affine(int64_t channels, Rng& rng, std::vector<double>&,
+                                         std::vector<double>& shift) const {
+  TORCH_CHECK(channels == 3, "PcaLighting: expects 3 (RGB) channels, got ", channels);
+  const auto offset = draw_offset(rng);
+  for (int c = 0; c < 3; ++c) shift[c] += offset[c];
+  return true;
 }
 
 std::string PcaLighting::name() const {
@@ -219,6 +343,23 @@ torch::Tensor Normalize::apply(torch::Tensor image, Rng&) const {
   auto x = to_float(image) - per_channel(mean_, "mean");
   if (!std_.empty()) x.div_(per_channel(std_, "std"));
   return x;
+}
+
+bool Normalize::compose_channel_affine(int64_t channels, Rng&, std::vector<double>& scale,
+                                       std::vector<double>& shift) const {
+  for (const auto* values : {&mean_, &std_}) {
+    TORCH_CHECK(
+        values->empty() || values->size() == 1 || static_cast<int64_t>(values->size()) == channels,
+        "Normalize: ", values->size(), values == &mean_ ? " mean" : " std",
+        " values for an image with ", channels, " channels");
+  }
+  for (int64_t c = 0; c < channels; ++c) {
+    const double m = mean_[mean_.size() == 1 ? 0 : c];
+    const double d = std_.empty() ? 1.0 : std_[std_.size() == 1 ? 0 : c];
+    scale[c] /= d;
+    shift[c] = (shift[c] - m) / d;
+  }
+  return true;
 }
 
 std::string Normalize::name() const {

@@ -26,19 +26,34 @@ class Transform {
   virtual torch::Tensor apply(torch::Tensor image, Rng& rng) const = 0;
   /// A short description, e.g. "RandomCrop(224)".
   virtual std::string name() const = 0;
+  /// For transforms that map every pixel x of channel c to x * scale[c] + shift[c] (ToFloat,
+  /// PcaLighting, Normalize): draws the random numbers apply() would draw and composes this
+  /// map after (scale, shift), so that Compose applies a run of them in one pass. Returns
+  /// false (the default) for other transforms.
+  virtual bool compose_channel_affine(int64_t channels, Rng& rng, std::vector<double>& scale,
+                                      std::vector<double>& shift) const;
+  /// apply() writing its result into `out` (same shape; the loader passes a batch slot).
+  /// The default copies; Compose writes a final fused run directly. Throws on a shape
+  /// mismatch, naming both shapes.
+  virtual void apply_into(torch::Tensor image, Rng& rng, torch::Tensor out) const;
 };
 
 using TransformPtr = std::shared_ptr<const Transform>;
 
-/// Applies transforms in order.
+/// Applies transforms in order. Runs of per-channel affine transforms (ToFloat, PcaLighting,
+/// Normalize) are fused into one pass from uint8 or float to float32, with the same random
+/// draws and results equal up to float rounding.
 class Compose : public Transform {
  public:
   explicit Compose(std::vector<TransformPtr> transforms);
   torch::Tensor apply(torch::Tensor image, Rng& rng) const override;
+  void apply_into(torch::Tensor image, Rng& rng, torch::Tensor out) const override;
   std::string name() const override;
   const std::vector<TransformPtr>& transforms() const { return transforms_; }
 
  private:
+  torch::Tensor run(torch::Tensor image, Rng& rng, torch::Tensor* out) const;
+
   std::vector<TransformPtr> transforms_;
 };
 
@@ -106,6 +121,8 @@ class ToFloat : public Transform {
  public:
   torch::Tensor apply(torch::Tensor image, Rng& rng) const override;
   std::string name() const override { return "ToFloat"; }
+  bool compose_channel_affine(int64_t channels, Rng& rng, std::vector<double>& scale,
+                              std::vector<double>& shift) const override;
 };
 
 /// The paper's PCA colour augmentation: draws alpha_i ~ N(0, alphastd) once per image and
@@ -119,11 +136,16 @@ class PcaLighting : public Transform {
   PcaLighting(torch::Tensor eigenvalues, torch::Tensor eigenvectors, double alphastd = 0.1);
   torch::Tensor apply(torch::Tensor image, Rng& rng) const override;
   std::string name() const override;
-  /// The per-channel offset [3] (float64) for given alphas [3]; apply() uses it.
-  torch::Tensor offset(const std::array<double, 3>& alphas) const;
+  bool compose_channel_affine(int64_t channels, Rng& rng, std::vector<double>& scale,
+                              std::vector<double>& shift) const override;
+  /// The per-channel offset for given alphas; apply() draws alphas ~ N(0, alphastd).
+  std::array<double, 3> offset(const std::array<double, 3>& alphas) const;
 
  private:
-  torch::Tensor eigenvalues_, eigenvectors_;
+  std::array<double, 3> draw_offset(Rng& rng) const;
+
+  std::array<double, 3> eigenvalues_{};
+  std::array<double, 9> eigenvectors_{};  // row-major, eigenvector k in column k
   double alphastd_;
 };
 
@@ -135,6 +157,8 @@ class Normalize : public Transform {
   Normalize(std::vector<double> mean, std::vector<double> std = {});
   torch::Tensor apply(torch::Tensor image, Rng& rng) const override;
   std::string name() const override;
+  bool compose_channel_affine(int64_t channels, Rng& rng, std::vector<double>& scale,
+                              std::vector<double>& shift) const override;
 
  private:
   std::vector<double> mean_, std_;
