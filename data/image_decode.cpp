@@ -17,6 +17,8 @@
 #endif
 
 namespace alexnet::data {
+
+#if ALEXNET_WITH_OPENCV
 namespace {
 
 std::vector<uint8_t> read_file(const std::string& path) {
@@ -48,6 +50,7 @@ bool jpeg_has_end_marker(const std::vector<uint8_t>& bytes) {
 }
 
 }  // namespace
+#endif
 
 std::pair<int64_t, int64_t> jpeg_dimensions(const uint8_t* data, size_t size) {
   if (size < 4 || data[0] != 0xFF || data[1] != 0xD8) return {0, 0};
