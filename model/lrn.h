@@ -33,8 +33,9 @@ void validate(const LocalResponseNormOptions& options);
 
 /// Local response normalisation across channels, with its own fused forward and backward
 /// (a custom autograd function; CPU for float and double, CUDA where LibTorch has it).
-/// Input: any [N, C, H, W] tensor, contiguous or not. Returns a contiguous tensor of the
-/// same shape and dtype.
+/// Input: any [N, C, H, W] floating-point tensor, contiguous or not (half and bfloat16, e.g.
+/// under autocast, are computed in float). Returns a contiguous tensor of the same shape and
+/// dtype.
 torch::Tensor local_response_norm(const torch::Tensor& input,
                                   const LocalResponseNormOptions& options);
 

@@ -15,18 +15,19 @@ struct LrnConstants {
   double k;
 };
 
-/// Writes output and, when `scale` is defined, k + alpha * window sum of squares.
-void lrn_forward_cpu(const torch::Tensor& input, torch::Tensor& output, torch::Tensor* scale,
-                     const LrnConstants& c);
-/// Gradient with respect to the input from the input, the saved scale and grad_output.
-torch::Tensor lrn_backward_cpu(const torch::Tensor& input, const torch::Tensor& scale,
-                               const torch::Tensor& grad_output, const LrnConstants& c);
+/// Writes b = a * (k + alpha * window sum of a^2)^-beta into `output` (same shape, dtype and
+/// device as `input`; float or double).
+void lrn_forward_cpu(const torch::Tensor& input, torch::Tensor& output, const LrnConstants& c);
+/// Gradient with respect to the input, from the input and grad_output (both [N, C, H, W],
+/// contiguous, float or double); the scale is recomputed, not saved by the forward pass.
+torch::Tensor lrn_backward_cpu(const torch::Tensor& input, const torch::Tensor& grad_output,
+                               const LrnConstants& c);
 
 #if ALEXNET_WITH_CUDA
-void lrn_forward_cuda(const torch::Tensor& input, torch::Tensor& output, torch::Tensor* scale,
-                      const LrnConstants& c);
-torch::Tensor lrn_backward_cuda(const torch::Tensor& input, const torch::Tensor& scale,
-                                const torch::Tensor& grad_output, const LrnConstants& c);
+/// The same two functions for CUDA tensors (model/lrn_cuda.cu), on the current stream.
+void lrn_forward_cuda(const torch::Tensor& input, torch::Tensor& output, const LrnConstants& c);
+torch::Tensor lrn_backward_cuda(const torch::Tensor& input, const torch::Tensor& grad_output,
+                                const LrnConstants& c);
 #endif
 
 }  // namespace alexnet::detail
