@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "data/cifar10.h"
 #include "data/idx.h"
 #include "data/image_folder.h"
 #include "data/loader.h"
@@ -134,6 +135,7 @@ DatasetPtr open_dataset(const std::string& source, const DatasetOptions& options
     return with_names(
         ImageFolder::from_list(v, root.empty() ? "." : root, classes, options.image_size), options);
   }
+  if (is_cifar10_folder(source)) return open_cifar10(source, options.split);
   if (is_packed_file(source)) {
     auto set = std::make_shared<PackedDataset>(source);
     const std::string stored = set->header().value("split", std::string("train"));
