@@ -1,0 +1,221 @@
+// `alexnet eval`: top-1 / top-5 error of a checkpoint or an exported model on a data set.
+#include <filesystem>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+
+#include <torch/script.h>
+#include <nlohmann/json.hpp>
+
+#include "cli.h"
+#include "data/dataset.h"
+#include "data/loader.h"
+#include "train/checkpoint.h"
+#include "train/config.h"
+#include "train/metrics.h"
+#include "train/trainer.h"
+#include "transforms/transforms.h"
+
+#if ALEXNET_WITH_OPENCV
+#include <opencv2/imgcodecs.hpp>
+#endif
+
+namespace alexnet::cli {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+// What evaluation needs from a model, whichever file it came from.
+struct LoadedModel {
+  std::function<torch::Tensor(const torch::Tensor&)> forward;
+  int64_t image_size = 224;
+  int64_t resize_size = 256;
+  std::vector<double> mean, std;
+  std::string default_data;
+};
+
+std::vector<double> to_doubles(const c10::IValue& value, const std::string& what) {
+  if (value.isTensor()) {
+    auto t = value.toTensor().to(torch::kFloat64).contiguous().cpu();
+    return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
+  }
+  if (value.isList()) {
+    std::vector<double> out;
+    for (const auto& item : value.toListRef())
+      out.push_back(item.isInt() ? item.toInt() : item.toDouble());
+    return out;
+  }
+  if (value.isInt()) return {static_cast<double>(value.toInt())};
+  if (value.isDouble()) return {value.toDouble()};
+  throw std::runtime_error("exported model attribute '" + what + "' is not a number list");
+}
+
+int64_t to_int(const c10::IValue& value, const std::string& what) {
+  if (value.isInt()) return value.toInt();
+  const auto values = to_doubles(value, what);
+  if (values.size() != 1)
+    throw std::runtime_error("exported model attribute '" + what + "' is not a number");
+  return static_cast<int64_t>(values[0]);
+}
+
+LoadedModel load_torchscript(const std::string& path, torch::Device device) {
+  if (!fs::exists(path)) throw std::runtime_error("model file '" + path + "' does not exist");
+  auto module = std::make_shared<torch::jit::Module>();
+  try {
+    *module = torch::jit::load(path, device);
+  } catch (const c10::Error& e) {
+    throw std::runtime_error("cannot load TorchScript model '" + path +
+                             "': " + e.what_without_backtrace());
+  }
+  module->eval();
+  for (const char* name : {"image_size", "resize_size", "mean"}) {
+    if (!module->hasattr(name)) {
+      throw std::runtime_error("model '" + path + "' has no attribute '" + name +
+                               "' (not exported by alexnet export?)");
+    }
+  }
+  LoadedModel model;
+  model.image_size = to_int(module->attr("image_size"), "image_size");
+  model.resize_size = to_int(module->attr("resize_size"), "resize_size");
+  model.mean = to_doubles(module->attr("mean"), "mean");
+  if (module->hasattr("std")) model.std = to_doubles(module->attr("std"), "std");
+  model.forward = [module](const torch::Tensor& x) { return module->forward({x}).toTensor(); };
+  model.default_data = "fashion-mnist";
+  return model;
+}
+
+LoadedModel load_checkpoint_model(const std::string& path, torch::Device device) {
+  const train::Checkpoint checkpoint = train::load_checkpoint(path);
+  auto options = train::model_options_from_json(checkpoint.config.at("model"));
+  auto net = alexnet::AlexNet(options.devices({device}));
+  net->load_single_device_state(checkpoint.model);
+  net->eval();
+  LoadedModel model;
+  model.image_size = checkpoint.image_size;
+  model.resize_size = checkpoint.resize_size;
+  model.mean = checkpoint.mean;
+  model.std = checkpoint.std;
+  model.forward = [net](const torch::Tensor& x) mutable { return net->forward(x); };
+  model.default_data = checkpoint.config.value("data", json::object()).value("source", "");
+  return model;
+}
+
+// Writes the first `count` images of `dataset` as DIR/<index>_<class>.png.
+void save_images(const data::Dataset& dataset, size_t count, const std::string& dir) {
+#if ALEXNET_WITH_OPENCV
+  fs::create_directories(dir);
+  for (size_t i = 0; i < std::min(count, dataset.size()); ++i) {
+    const auto sample = dataset.get(i);
+    auto hwc = sample.image.permute({1, 2, 0}).flip({2}).contiguous();  // RGB -> BGR
+    cv::Mat image(static_cast<int>(hwc.size(0)), static_cast<int>(hwc.size(1)), CV_8UC3,
+                  hwc.data_ptr<uint8_t>());
+    std::string name = dataset.class_names().at(static_cast<size_t>(sample.label));
+    for (char& c : name) {
+      if (!std::isalnum(static_cast<unsigned char>(c))) c = '-';
+    }
+    const std::string path = (fs::path(dir) / (std::to_string(i) + "_" + name + ".png")).string();
+    if (!cv::imwrite(path, image)) throw std::runtime_error("cannot write image '" + path + "'");
+    std::cerr << "wrote " << path << "\n";
+  }
+#else
+  (void)dataset;
+  (void)count;
+  throw std::runtime_error("--save-images needs a build with OpenCV (cannot write " + dir + ")");
+#endif
+}
+
+int run_eval(const std::vector<std::string>& args) {
+  ArgParser parser(
+      "alexnet eval (--model FILE.pt | --checkpoint FILE) [--data SRC] [options]",
+      "Top-1 and top-5 error on a validation set, with the centre crop or the paper's ten "
+      "crops (softmax averaged over the four corners, the centre and their mirrors). "
+      "--model reads an exported TorchScript file and its preprocessing attributes; "
+      "--checkpoint a training checkpoint.");
+  parser.option("model", "exported TorchScript model (alexnet export, or RUN_DIR/model.pt)")
+      .option("checkpoint", "training checkpoint (RUN_DIR/checkpoints/best.pt)")
+      .option("data",
+              "image folder, packed file, IDX folder or fashion-mnist (default: the "
+              "checkpoint's training source, or fashion-mnist)")
+      .option("split", "train or val (test)", "val")
+      .option("limit", "only the first N images (0: all)", "0")
+      .option("batch-size", "images per batch", "100")
+      .option("workers", "data loading threads", "2")
+      .option("threads", "intra-op threads (0: all cores)", "0")
+      .option("devices", "cpu or cuda:N", "cpu")
+      .option("save-images",
+              "also write the first --save-count images (before preprocessing) "
+              "as PNG files to this folder, named INDEX_CLASS.png")
+      .option("save-count", "images for --save-images", "8")
+      .flag("ten-crop", "average the softmax over the paper's ten crops")
+      .flag("json", "print the result as JSON");
+  if (!parser.parse(args)) return 0;
+  if (parser.has("model") == parser.has("checkpoint")) {
+    throw std::invalid_argument("give exactly one of --model and --checkpoint");
+  }
+  train::set_threads(parser.get_int("threads"));
+  const auto devices = parse_devices(parser.get("devices"));
+  if (devices.size() != 1) throw std::invalid_argument("--devices: eval runs on one device");
+  const torch::Device device = devices.front();
+  const LoadedModel model = parser.has("model")
+                                ? load_torchscript(parser.get("model"), device)
+                                : load_checkpoint_model(parser.get("checkpoint"), device);
+  std::string source = parser.has("data") ? parser.get("data") : model.default_data;
+  if (source.empty()) source = "fashion-mnist";
+
+  data::DatasetOptions data_options;
+  data_options.split = parser.get("split");
+  data_options.image_size = model.resize_size;
+  data::DatasetPtr dataset = data::open_dataset(source, data_options);
+  if (parser.get_int("limit") > 0) {
+    dataset = data::subset(dataset, static_cast<size_t>(parser.get_int("limit")));
+  }
+  if (parser.has("save-images")) {
+    save_images(*dataset, static_cast<size_t>(parser.get_int("save-count")),
+                parser.get("save-images"));
+  }
+
+  transforms::PipelineOptions pipeline;
+  pipeline.resize = model.resize_size;
+  pipeline.crop = model.image_size;
+  pipeline.mean = model.mean;
+  pipeline.std = model.std;
+  data::LoaderOptions loader_options;
+  loader_options.batch_size = parser.get_int("batch-size");
+  loader_options.workers = parser.get_int("workers");
+  loader_options.shuffle = false;
+  const bool ten_crop = parser.get_flag("ten-crop");
+  data::Loader loader(dataset, transforms::eval_pipeline(pipeline, ten_crop), loader_options);
+
+  const bool json_output = parser.get_flag("json");
+  train::ProgressLine progress(std::cerr);
+  const auto result =
+      train::evaluate(model.forward, loader, device, [&](int64_t done, int64_t total) {
+        if (progress.live() || done == total || done % 20 == 0) {
+          progress.update("evaluating batch " + std::to_string(done) + "/" + std::to_string(total));
+        }
+      });
+  if (progress.live()) progress.print("");
+
+  json out = result.to_json();
+  out["data"] = source;
+  out["split"] = parser.get("split");
+  out["crops"] = ten_crop ? "ten" : "centre";
+  out["images_per_s"] = static_cast<double>(result.samples) / std::max(result.seconds, 1e-9);
+  if (json_output) {
+    std::cout << out.dump(2) << "\n";
+  } else {
+    std::cout << std::fixed << std::setprecision(2) << source << " " << parser.get("split") << ", "
+              << result.samples << " images, " << (ten_crop ? "ten crops" : "centre crop")
+              << ": top-1 error " << 100 * result.top1_error << "% (accuracy "
+              << 100 * (1 - result.top1_error) << "%), top-5 error " << 100 * result.top5_error
+              << "%, loss " << std::setprecision(4) << result.loss << std::setprecision(1) << ", "
+              << result.seconds << " s\n";
+  }
+  return 0;
+}
+
+const Registration kRegistration{"eval", "top-1/top-5 error of a model or checkpoint", run_eval};
+
+}  // namespace
+}  // namespace alexnet::cli

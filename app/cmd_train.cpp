@@ -1,0 +1,166 @@
+// `alexnet train`: trains AlexNet from a JSON configuration plus command-line overrides.
+#include <atomic>
+#include <csignal>
+#include <ctime>
+#include <filesystem>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "cli.h"
+#include "train/config.h"
+#include "train/trainer.h"
+
+#ifndef ALEXNET_CONFIG_DIR
+#define ALEXNET_CONFIG_DIR "configs"
+#endif
+
+namespace alexnet::cli {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+std::atomic<bool> g_stop{false};
+
+void request_stop(int signal) {
+  g_stop = true;
+  // A second signal ends the process at once.
+  std::signal(signal, SIG_DFL);
+}
+
+// configs/NAME next to the working directory, else in the source tree the binary was built from.
+std::string find_config(const std::string& name) {
+  for (const fs::path& dir : {fs::path("configs"), fs::path(ALEXNET_CONFIG_DIR)}) {
+    if (fs::exists(dir / name)) return (dir / name).string();
+  }
+  throw std::runtime_error("cannot find configs/" + name + " (looked in ./configs and " +
+                           ALEXNET_CONFIG_DIR + "); pass --config FILE");
+}
+
+std::string default_run_dir() {
+  const std::time_t now = std::time(nullptr);
+  std::ostringstream out;
+  out << "runs/train-" << std::put_time(std::localtime(&now), "%Y%m%d-%H%M%S");
+  return out.str();
+}
+
+int run_train(const std::vector<std::string>& args) {
+  ArgParser parser(
+      "alexnet train [--config FILE] [--data SRC] [--out RUN_DIR] [options]",
+      "Trains AlexNet with SGD as the configuration says (see configs/imagenet.json for the "
+      "paper's settings). Without --config and --data it trains the Fashion-MNIST demo "
+      "(configs/fashion-mnist.json). Writes RUN_DIR/config.json (the effective "
+      "configuration), metrics.jsonl, checkpoints/last.pt and best.pt, curves.png and "
+      "model.pt (TorchScript of the best checkpoint). Ctrl-C finishes the step, writes a "
+      "checkpoint and exits; --resume RUN_DIR continues exactly where it stopped.");
+  parser.option("config", "JSON configuration file (keys: see configs/imagenet.json)")
+      .option("data",
+              "training data (image folder, packed file, IDX folder, fashion-mnist); "
+              "sets data.source")
+      .option("val-data", "validation data; sets data.val_source")
+      .option("out", "run folder (default: runs/train-DATE-TIME)")
+      .option("resume", "continue the run in this folder from checkpoints/last.pt")
+      .option("epochs", "sets epochs")
+      .option("max-steps", "stop after this many steps in total; sets max_steps")
+      .option("batch-size", "sets batch_size")
+      .option("lr", "sets optimizer.lr")
+      .option("devices", "auto, cpu, cuda:0, or cuda:0,cuda:1 (the two-column split)")
+      .option("threads", "intra-op threads (default: all cores)")
+      .option("workers", "data loading threads; sets data.workers")
+      .option("seed", "sets seed")
+      .option("set",
+              "other overrides, 'key=value' separated by ';' "
+              "(e.g. 'optimizer.rule=pytorch;schedule.milestones=[30,60]')")
+      .flag("print-config", "print the configuration that would be used and exit");
+  if (!parser.parse(args)) return 0;
+
+  std::string run_dir = parser.has("out") ? parser.get("out") : "";
+  json config_json = train::to_json(train::TrainConfig());
+  const bool resume = parser.has("resume");
+  if (resume) {
+    if (!run_dir.empty() && run_dir != parser.get("resume")) {
+      throw std::invalid_argument("--resume RUN_DIR writes to RUN_DIR; leave out --out");
+    }
+    run_dir = parser.get("resume");
+    const std::string config_path = (fs::path(run_dir) / "config.json").string();
+    if (!fs::exists(config_path)) {
+      throw std::runtime_error("cannot resume: '" + config_path + "' does not exist");
+    }
+    config_json = train::merge_json(config_json, train::read_json_file(config_path));
+  } else if (parser.has("config")) {
+    config_json = train::merge_json(config_json, train::read_json_file(parser.get("config")));
+  } else if (!parser.has("data")) {
+    const std::string demo = find_config("fashion-mnist.json");
+    std::cerr << "no --config or --data: training the Fashion-MNIST demo (" << demo << ")\n";
+    config_json = train::merge_json(config_json, train::read_json_file(demo));
+  }
+  if (resume && parser.has("config")) {
+    throw std::invalid_argument("--resume uses RUN_DIR/config.json; leave out --config");
+  }
+
+  const std::vector<std::pair<std::string, std::string>> direct{
+      {"data", "data.source"},      {"val-data", "data.val_source"},
+      {"epochs", "epochs"},         {"max-steps", "max_steps"},
+      {"batch-size", "batch_size"}, {"lr", "optimizer.lr"},
+      {"devices", "devices"},       {"threads", "threads"},
+      {"workers", "data.workers"},  {"seed", "seed"}};
+  for (const auto& [option, key] : direct) {
+    if (parser.has(option)) train::set_config_value(config_json, key, parser.get(option));
+  }
+  if (parser.has("set")) {
+    for (const auto& item : split(parser.get("set"), ';')) {
+      const auto eq = item.find('=');
+      if (eq == std::string::npos) {
+        throw std::invalid_argument("--set expects key=value items, got '" + item + "'");
+      }
+      train::set_config_value(config_json, item.substr(0, eq), item.substr(eq + 1));
+    }
+  }
+  const train::TrainConfig config = train::config_from_json(config_json);
+  if (parser.get_flag("print-config")) {
+    std::cout << train::to_json(config).dump(2) << "\n";
+    return 0;
+  }
+  if (run_dir.empty()) run_dir = default_run_dir();
+
+  train::set_threads(config.threads);
+  const train::RunData data = train::open_run_data(config.data);
+
+  g_stop = false;
+  std::signal(SIGINT, request_stop);
+  std::signal(SIGTERM, request_stop);
+  train::RunOptions options;
+  options.run_dir = run_dir;
+  options.resume = resume;
+  options.stop = &g_stop;
+  std::cerr << "run folder: " << run_dir << "\n";
+  const train::TrainSummary summary = train::train(config, data, options);
+  std::signal(SIGINT, SIG_DFL);
+  std::signal(SIGTERM, SIG_DFL);
+
+  std::ostringstream line;
+  line << std::fixed << std::setprecision(2);
+  if (summary.interrupted) {
+    std::cerr << "interrupted at step " << summary.steps << "; checkpoint "
+              << summary.last_checkpoint << "\ncontinue with: alexnet train --resume " << run_dir
+              << "\n";
+    return 130;
+  }
+  line << "done: " << summary.steps << " steps, " << summary.images_per_s << " images/s, "
+       << summary.seconds << " s";
+  if (summary.best_val_top1_error <= 1.0) {
+    line << "; best validation top-1 error " << 100 * summary.best_val_top1_error << "%";
+  }
+  std::cerr << line.str() << "\n";
+  if (!summary.model_path.empty()) std::cerr << "model: " << summary.model_path << "\n";
+  return 0;
+}
+
+const Registration kRegistration{"train", "train AlexNet (default: the Fashion-MNIST demo)",
+                                 run_train};
+
+}  // namespace
+}  // namespace alexnet::cli

@@ -1,0 +1,141 @@
+#include <catch2/catch.hpp>
+
+#include <string>
+
+#include "train/config.h"
+
+using alexnet::train::config_from_json;
+using alexnet::train::TrainConfig;
+using nlohmann::json;
+
+namespace {
+
+// The message of the std::invalid_argument that config_from_json throws for `j`.
+std::string error_of(const json& j) {
+  try {
+    config_from_json(j);
+  } catch (const std::invalid_argument& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+}  // namespace
+
+TEST_CASE("Configuration round-trips through JSON", "[config]") {
+  TrainConfig config;
+  config.optimizer.rule = "pytorch";
+  config.optimizer.lr = 0.05;
+  config.schedule.kind = "step";
+  config.schedule.milestones = {2.5, 4};
+  config.data.mean = {1, 2, 3};
+  config.model.num_classes(10).init(alexnet::Init::kKaiming).lrn(false);
+  config.num_classes_auto = false;
+  const json j = alexnet::train::to_json(config);
+  CHECK(alexnet::train::to_json(config_from_json(j)) == j);
+  CHECK(j["model"]["num_classes"] == 10);
+  CHECK(j["model"]["init"] == "kaiming");
+
+  const TrainConfig defaults = config_from_json(json::object());
+  CHECK(defaults.num_classes_auto);
+  CHECK(defaults.optimizer.rule == "paper");
+  CHECK(alexnet::train::to_json(defaults)["model"]["num_classes"] == "auto");
+}
+
+TEST_CASE("Unknown keys are errors naming the key and the allowed ones", "[config]") {
+  const auto message = error_of({{"optimizer", {{"lrr", 0.1}}}});
+  CHECK_THAT(message, Catch::Contains("optimizer.lrr") && Catch::Contains("momentum"));
+  CHECK_THAT(error_of({{"epoch", 3}}), Catch::Contains("'epoch'") && Catch::Contains("epochs"));
+  CHECK_THAT(error_of({{"model", {{"lrn_sise", 5}}}}), Catch::Contains("model.lrn_sise"));
+  // Keys starting with '_' are comments.
+  CHECK_NOTHROW(config_from_json({{"_about", "text"}, {"data", {{"_note", 1}}}}));
+}
+
+TEST_CASE("Invalid values are errors naming the key and the allowed values", "[config]") {
+  CHECK_THAT(error_of({{"optimizer", {{"rule", "adam"}}}}), Catch::Contains("optimizer.rule") &&
+                                                                Catch::Contains("paper, pytorch") &&
+                                                                Catch::Contains("adam"));
+  CHECK_THAT(error_of({{"model", {{"init", "xavier"}}}}),
+             Catch::Contains("model.init") && Catch::Contains("paper, kaiming"));
+  CHECK_THAT(error_of({{"schedule", {{"kind", "cosine"}}}}),
+             Catch::Contains("schedule.kind") && Catch::Contains("plateau, step, constant"));
+  CHECK_THAT(error_of({{"batch_size", 0}}),
+             Catch::Contains("batch_size") && Catch::Contains("integer >= 1"));
+  CHECK_THAT(error_of({{"batch_size", "big"}}), Catch::Contains("batch_size"));
+  CHECK_THAT(error_of({{"data", {{"normalize", "zscore"}}}}),
+             Catch::Contains("data.normalize") && Catch::Contains("mean, mean_std, none"));
+  CHECK_THAT(error_of({{"data", {{"crop", 32}}}}), Catch::Contains("data.crop"));
+  CHECK_THAT(error_of({{"data", {{"resize", 100}, {"crop", 224}}}}),
+             Catch::Contains("data.resize"));
+  CHECK_THAT(error_of({{"schedule", {{"kind", "step"}, {"milestones", {3, 2}}}}}),
+             Catch::Contains("schedule.milestones"));
+  CHECK_THAT(error_of({{"schedule", {{"kind", "step"}}}}), Catch::Contains("schedule.milestones"));
+  CHECK_THAT(error_of({{"devices", "gpu0"}}),
+             Catch::Contains("devices") && Catch::Contains("cuda:0,cuda:1"));
+  CHECK_THAT(error_of({{"model", {{"columns", 3}}}}),
+             Catch::Contains("model.columns") && Catch::Contains("1 or 2"));
+  CHECK_THAT(error_of({{"model", "big"}}), Catch::Contains("model"));
+}
+
+TEST_CASE("Model options round-trip through JSON", "[config]") {
+  auto options = alexnet::AlexNetOptions()
+                     .num_classes(7)
+                     .dropout(0.25)
+                     .columns(1)
+                     .activation(alexnet::Activation::kTanh)
+                     .lrn_options(alexnet::LocalResponseNormOptions(3).alpha(5e-4).k(1.0));
+  const auto back =
+      alexnet::train::model_options_from_json(alexnet::train::model_options_to_json(options));
+  CHECK(back.num_classes() == 7);
+  CHECK(back.dropout() == 0.25);
+  CHECK(back.columns() == 1);
+  CHECK(back.activation() == alexnet::Activation::kTanh);
+  CHECK(back.lrn_options().size() == 3);
+  CHECK(back.lrn_options().alpha() == 5e-4);
+  CHECK(back.lrn_options().k() == 1.0);
+  CHECK_THROWS_WITH(alexnet::train::model_options_from_json({{"lrn_size", 4}}),
+                    Catch::Contains("model.lrn_size") && Catch::Contains("odd"));
+}
+
+TEST_CASE("set_config_value parses values and refuses unknown keys", "[config]") {
+  json j = alexnet::train::to_json(TrainConfig());
+  alexnet::train::set_config_value(j, "optimizer.lr", "0.5");
+  alexnet::train::set_config_value(j, "schedule.milestones", "[1,2]");
+  alexnet::train::set_config_value(j, "data.source", "/some/folder");
+  alexnet::train::set_config_value(j, "data.flip", "false");
+  const auto config = config_from_json(j);
+  CHECK(config.optimizer.lr == 0.5);
+  CHECK(config.schedule.milestones == std::vector<double>{1, 2});
+  CHECK(config.data.source == "/some/folder");
+  CHECK_FALSE(config.data.flip);
+  CHECK_THROWS_WITH(alexnet::train::set_config_value(j, "optimizer.learning_rate", "1"),
+                    Catch::Contains("optimizer.learning_rate"));
+}
+
+TEST_CASE("The shipped configurations parse", "[config]") {
+  const std::string dir = std::string(ALEXNET_SOURCE_DIR) + "/configs/";
+  const auto demo = config_from_json(alexnet::train::read_json_file(dir + "fashion-mnist.json"));
+  CHECK(demo.data.source == "fashion-mnist");
+  CHECK(demo.model.init() == alexnet::Init::kKaiming);
+  CHECK(demo.model.lrn());
+  CHECK(demo.model.dropout() == 0.5);
+
+  // imagenet.json leaves data.source to --data.
+  json imagenet = alexnet::train::read_json_file(dir + "imagenet.json");
+  CHECK_THROWS_WITH(config_from_json(imagenet), Catch::Contains("data.source"));
+  alexnet::train::set_config_value(imagenet, "data.source", "/data/imagenet");
+  const auto paper = config_from_json(imagenet);
+  CHECK(paper.batch_size == 128);
+  CHECK(paper.optimizer.momentum == 0.9);
+  CHECK(paper.optimizer.weight_decay == 0.0005);
+  CHECK(paper.optimizer.lr == 0.01);
+  CHECK(paper.schedule.kind == "plateau");
+  CHECK(paper.schedule.max_drops == 3);
+  CHECK(paper.model.init() == alexnet::Init::kPaper);
+  CHECK(paper.data.pca_lighting);
+  CHECK(paper.data.crop == 224);
+  CHECK(paper.devices == "auto");
+
+  CHECK_THROWS_WITH(alexnet::train::read_json_file(dir + "missing.json"),
+                    Catch::Contains("missing.json"));
+}

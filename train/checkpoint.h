@@ -1,0 +1,53 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+#include <nlohmann/json.hpp>
+
+namespace alexnet::train {
+
+/// Everything needed to use a trained model or to continue its training exactly.
+struct Checkpoint {
+  /// The effective training configuration (see train/config.h); "model" holds the
+  /// AlexNetOptions (model_options_from_json reads it).
+  nlohmann::json config;
+  /// Parameters under their single-device names (conv1.weight, ... fc8.bias), on the CPU.
+  torch::OrderedDict<std::string, torch::Tensor> model;
+  /// Optimiser state (Sgd::state()).
+  torch::OrderedDict<std::string, torch::Tensor> optimizer;
+  /// Learning-rate schedule state (LrSchedule::state()).
+  nlohmann::json schedule;
+  /// The epoch in progress (0-based) and how many of its batches are done: the loader
+  /// position. A checkpoint written at an epoch end holds (epoch + 1, 0).
+  int64_t epoch = 0;
+  int64_t batch_in_epoch = 0;
+  /// Optimisation steps done.
+  int64_t step = 0;
+  /// The CPU generator's state (uint8), and one per CUDA device in use (may be empty).
+  torch::Tensor cpu_rng_state;
+  std::vector<torch::Tensor> cuda_rng_states;
+  /// Trainer bookkeeping: running epoch sums, best validation error, elapsed seconds.
+  nlohmann::json progress = nlohmann::json::object();
+  /// What a user of the model needs: class names by label, input crop and resize sizes,
+  /// per-channel mean and std (0..255 scale; std may be empty).
+  std::vector<std::string> class_names;
+  std::vector<double> mean, std;
+  int64_t image_size = 224;
+  int64_t resize_size = 256;
+};
+
+/// Reads a checkpoint written by save_checkpoint. Throws std::runtime_error naming the file
+/// when it is missing, truncated or not a checkpoint.
+Checkpoint load_checkpoint(const std::string& path);
+
+/// Writes a checkpoint atomically: to PATH.tmp, flushed, then renamed over PATH, so a crash
+/// at any moment leaves either the previous file or the new one whole. Creates the folder.
+void save_checkpoint(const Checkpoint& checkpoint, const std::string& path);
+
+/// Writes `text` to `path` atomically (temporary file, flush, rename).
+void write_file_atomically(const std::string& path, const std::string& text);
+
+}  // namespace alexnet::train

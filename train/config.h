@@ -1,0 +1,129 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "model/alexnet.h"
+
+namespace alexnet::train {
+
+/// The "model" object of a configuration: num_classes, in_channels, dropout, lrn, lrn_size,
+/// lrn_alpha, lrn_beta, lrn_k, lrn_divide_alpha_by_size, pool_kernel, pool_stride,
+/// activation ("relu"|"tanh"), init ("paper"|"kaiming"), columns (1|2). Devices are not part
+/// of it (they are the run's "devices"); checkpoints hold single-device parameter names.
+nlohmann::json model_options_to_json(const alexnet::AlexNetOptions& options);
+/// Reads the object written by model_options_to_json; missing keys keep their defaults.
+/// Unknown keys and invalid values throw std::invalid_argument naming the key ("model.init")
+/// and the allowed values.
+alexnet::AlexNetOptions model_options_from_json(const nlohmann::json& json);
+
+/// Where the data come from and how images are prepared ("data" object).
+struct DataConfig {
+  /// An image folder, a packed file, an IDX folder or "fashion-mnist" (see data::open_dataset).
+  std::string source = "fashion-mnist";
+  /// Validation source; empty: the source's "val" split (or the held-out samples).
+  std::string val_source;
+  /// > 0: the last `holdout` training samples are the validation set instead.
+  int64_t holdout = 0;
+  /// Use only the first N training / validation samples (0: all).
+  int64_t train_limit = 0;
+  int64_t val_limit = 0;
+  /// Image folders: shorter side rescaled to this when decoded, central square kept (0: as is).
+  int64_t decode_size = 256;
+  /// Pipeline: shorter side rescaled to `resize`, central square, then `crop` x `crop` crops.
+  int64_t resize = 256;
+  int64_t crop = 224;
+  bool flip = true;
+  bool pca_lighting = true;
+  /// "mean" (the paper: subtract the per-channel mean), "mean_std" or "none".
+  std::string normalize = "mean";
+  /// Per-channel mean/std (0..255 scale); empty: computed from the training set (or taken
+  /// from a packed file) at the start and recorded in the effective configuration.
+  std::vector<double> mean;
+  std::vector<double> std;
+  /// PCA lighting: eigenvalues [3] and eigenvectors [3x3, row-major, one per column] on the
+  /// 0..255 scale (see transforms::PcaLighting); empty: from the training set statistics
+  /// when they are computed, else the widely used ImageNet values.
+  std::vector<double> eigenvalues;
+  std::vector<double> eigenvectors;
+  /// Images the statistics are computed from (0: all).
+  int64_t stats_images = 10000;
+  /// Loader worker threads.
+  int64_t workers = 2;
+};
+
+/// Stochastic gradient descent ("optimizer" object).
+struct OptimizerConfig {
+  /// "paper": v <- m v - wd lr w - lr g, w <- w + v; "pytorch": torch::optim::SGD.
+  std::string rule = "paper";
+  double lr = 0.01;
+  double momentum = 0.9;
+  double weight_decay = 5e-4;
+  /// Biases use lr * bias_lr_multiplier and weight_decay * bias_weight_decay (the original
+  /// code: 2 and 0).
+  double bias_lr_multiplier = 1.0;
+  double bias_weight_decay = 1.0;
+};
+
+/// Learning-rate schedule ("schedule" object).
+struct ScheduleConfig {
+  /// "plateau" (drop by `factor` when the validation top-1 error has not improved by more
+  /// than `threshold` for `patience` epochs, at most `max_drops` times), "step" (drop by
+  /// `factor` at each of `milestones`, in epochs, fractions allowed) or "constant".
+  std::string kind = "plateau";
+  std::vector<double> milestones;
+  double factor = 0.1;
+  int64_t patience = 1;
+  int64_t max_drops = 3;
+  double threshold = 0.0;
+};
+
+/// Everything `alexnet train` reads from its configuration. The JSON form (see to_json) is
+/// what --config files hold and what RUN_DIR/config.json records.
+struct TrainConfig {
+  alexnet::AlexNetOptions model = alexnet::AlexNetOptions();
+  /// num_classes in the JSON may be "auto": taken from the training set.
+  bool num_classes_auto = true;
+  DataConfig data;
+  OptimizerConfig optimizer;
+  ScheduleConfig schedule;
+  int64_t epochs = 90;
+  /// Stop after this many optimisation steps in total (0: no limit).
+  int64_t max_steps = 0;
+  int64_t batch_size = 128;
+  int64_t eval_batch_size = 128;
+  uint64_t seed = 0;
+  /// "auto" (cuda:0,cuda:1 with two GPUs, cuda:0 with one, else cpu), "cpu", "cuda:0",
+  /// "cuda:0,cuda:1".
+  std::string devices = "auto";
+  /// Intra-op threads (0: all cores).
+  int64_t threads = 0;
+  /// Steps between progress lines and metrics.jsonl entries.
+  int64_t log_interval = 50;
+  /// Steps between checkpoints inside an epoch (0: only at epoch ends and when stopping).
+  int64_t checkpoint_interval = 0;
+  /// Validate with ten crops (softmax averaged) instead of the centre crop.
+  bool val_ten_crop = false;
+};
+
+/// The JSON form of a configuration (every key).
+nlohmann::json to_json(const TrainConfig& config);
+/// Reads a configuration; missing keys keep their defaults; keys starting with "_" are
+/// comments. Unknown keys and invalid values throw std::invalid_argument naming the key
+/// (e.g. "optimizer.rule") and the allowed values.
+TrainConfig config_from_json(const nlohmann::json& json);
+/// Reads a JSON configuration file; errors name the file.
+nlohmann::json read_json_file(const std::string& path);
+/// Sets a dotted key ("optimizer.lr") to `value`, parsed as JSON when it parses (numbers,
+/// true/false, lists) and as a string otherwise. Throws naming an unknown key.
+void set_config_value(nlohmann::json& json, const std::string& key, const std::string& value);
+/// `base` with the keys of `overrides` replaced (objects merged recursively).
+nlohmann::json merge_json(nlohmann::json base, const nlohmann::json& overrides);
+
+/// The devices "auto" stands for on this machine, or the parsed list.
+std::vector<torch::Device> resolve_devices(const std::string& devices);
+
+}  // namespace alexnet::train

@@ -1,0 +1,145 @@
+#include "train/metrics.h"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <sstream>
+#include <stdexcept>
+
+namespace alexnet::train {
+
+void ErrorCounts::add(const torch::Tensor& scores, const torch::Tensor& labels, double mean_loss) {
+  TORCH_CHECK(scores.dim() == 2 && labels.dim() == 1 && scores.size(0) == labels.size(0),
+              "scores [B, classes] and labels [B] expected, got ", scores.sizes(), " and ",
+              labels.sizes());
+  const auto k = std::min<int64_t>(5, scores.size(1));
+  const auto top = std::get<1>(scores.detach().topk(k, /*dim=*/1)).cpu();
+  const auto hits = top.eq(labels.cpu().view({-1, 1}));
+  const int64_t n = labels.size(0);
+  top1_wrong += n - hits.select(1, 0).sum().item<int64_t>();
+  top5_wrong += n - hits.any(1).sum().item<int64_t>();
+  samples += n;
+  loss_sum += mean_loss * static_cast<double>(n);
+}
+
+double ErrorCounts::top1_error() const {
+  return samples ? static_cast<double>(top1_wrong) / static_cast<double>(samples) : 0.0;
+}
+
+double ErrorCounts::top5_error() const {
+  return samples ? static_cast<double>(top5_wrong) / static_cast<double>(samples) : 0.0;
+}
+
+nlohmann::json ErrorCounts::to_json() const {
+  return {{"samples", samples},
+          {"top1_wrong", top1_wrong},
+          {"top5_wrong", top5_wrong},
+          {"loss_sum", loss_sum}};
+}
+
+ErrorCounts ErrorCounts::from_json(const nlohmann::json& json) {
+  ErrorCounts counts;
+  counts.samples = json.at("samples").get<int64_t>();
+  counts.top1_wrong = json.at("top1_wrong").get<int64_t>();
+  counts.top5_wrong = json.at("top5_wrong").get<int64_t>();
+  counts.loss_sum = json.at("loss_sum").get<double>();
+  return counts;
+}
+
+nlohmann::json EvalResult::to_json() const {
+  return {{"samples", samples},
+          {"loss", loss},
+          {"top1_error", top1_error},
+          {"top5_error", top5_error},
+          {"top1_accuracy", 1.0 - top1_error},
+          {"top5_accuracy", 1.0 - top5_error},
+          {"seconds", seconds}};
+}
+
+EvalResult evaluate(const std::function<torch::Tensor(const torch::Tensor&)>& forward,
+                    data::Loader& loader, torch::Device device,
+                    const std::function<void(int64_t, int64_t)>& progress) {
+  torch::NoGradGuard no_grad;
+  const auto start = std::chrono::steady_clock::now();
+  ErrorCounts counts;
+  loader.start_epoch(0);
+  const int64_t total = loader.batches_per_epoch();
+  int64_t done = 0;
+  while (auto batch = loader.next()) {
+    auto images = batch->images.to(device, torch::kFloat32);
+    auto labels = batch->labels.to(device);
+    torch::Tensor scores, loss;
+    if (images.dim() == 5) {
+      const auto b = images.size(0), crops = images.size(1);
+      auto flat = images.flatten(0, 1);
+      auto probs = torch::softmax(forward(flat), /*dim=*/1).view({b, crops, -1}).mean(1);
+      scores = probs;
+      loss = torch::nll_loss(torch::log(probs.clamp_min(1e-12)), labels);
+    } else {
+      scores = forward(images);
+      loss = torch::cross_entropy_loss(scores, labels);
+    }
+    counts.add(scores, labels, loss.item<double>());
+    if (progress) progress(++done, total);
+  }
+  EvalResult result;
+  result.samples = counts.samples;
+  result.loss = counts.loss();
+  result.top1_error = counts.top1_error();
+  result.top5_error = counts.top5_error();
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return result;
+}
+
+MetricsLog::MetricsLog(const std::string& path, bool append)
+    : path_(path), out_(path, append ? std::ios::app : std::ios::trunc) {
+  if (!out_) throw std::runtime_error("cannot write metrics file '" + path + "'");
+}
+
+void MetricsLog::write(const nlohmann::json& record) {
+  out_ << record.dump() << "\n";
+  out_.flush();
+  if (!out_) throw std::runtime_error("writing metrics file '" + path_ + "' failed");
+}
+
+ProgressLine::ProgressLine(std::ostream& out)
+    : out_(out),
+      live_(&out == &std::cerr ? isatty(fileno(stderr)) != 0
+                               : (&out == &std::cout && isatty(fileno(stdout)) != 0)) {}
+
+void ProgressLine::update(const std::string& text) {
+  if (!live_) {
+    out_ << text << std::endl;
+    return;
+  }
+  out_ << "\r" << text;
+  if (text.size() < last_width_) out_ << std::string(last_width_ - text.size(), ' ');
+  out_.flush();
+  last_width_ = text.size();
+}
+
+void ProgressLine::print(const std::string& text) {
+  if (live_ && last_width_ > 0) {
+    out_ << "\r" << std::string(last_width_, ' ') << "\r";
+    last_width_ = 0;
+  }
+  out_ << text << std::endl;
+}
+
+std::string format_duration(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "?";
+  const auto total = static_cast<int64_t>(std::llround(seconds));
+  char text[32];
+  if (total >= 3600) {
+    std::snprintf(text, sizeof(text), "%lld:%02lld:%02lld", static_cast<long long>(total / 3600),
+                  static_cast<long long>(total / 60 % 60), static_cast<long long>(total % 60));
+  } else {
+    std::snprintf(text, sizeof(text), "%lld:%02lld", static_cast<long long>(total / 60),
+                  static_cast<long long>(total % 60));
+  }
+  return text;
+}
+
+}  // namespace alexnet::train

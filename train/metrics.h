@@ -1,0 +1,82 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <fstream>
+#include <functional>
+#include <ostream>
+#include <string>
+
+#include <torch/torch.h>
+#include <nlohmann/json.hpp>
+
+#include "data/loader.h"
+
+namespace alexnet::train {
+
+/// Running loss and top-1 / top-5 error counts over batches.
+struct ErrorCounts {
+  int64_t samples = 0;
+  int64_t top1_wrong = 0;
+  int64_t top5_wrong = 0;
+  double loss_sum = 0.0;  ///< sum of per-sample losses
+
+  /// scores: [B, classes] logits or probabilities (any device); labels: [B] int64.
+  /// mean_loss: the batch's mean loss.
+  void add(const torch::Tensor& scores, const torch::Tensor& labels, double mean_loss);
+  double loss() const { return samples ? loss_sum / static_cast<double>(samples) : 0.0; }
+  double top1_error() const;
+  double top5_error() const;
+  nlohmann::json to_json() const;
+  static ErrorCounts from_json(const nlohmann::json& json);
+};
+
+/// Result of evaluate().
+struct EvalResult {
+  int64_t samples = 0;
+  /// Mean cross-entropy (of the averaged softmax with ten crops), top-1 and top-5 error (0..1).
+  double loss = 0.0, top1_error = 0.0, top5_error = 0.0;
+  double seconds = 0.0;
+  nlohmann::json to_json() const;
+};
+
+/// Runs `forward` ([N, C, h, w] float on `device` -> logits [N, classes]) over every batch of
+/// `loader` (one epoch, without gradients). Batches of ten crops, [B, 10, C, h, w], are
+/// scored by the softmax averaged over the ten. `progress(done, total)` is called per batch.
+EvalResult evaluate(const std::function<torch::Tensor(const torch::Tensor&)>& forward,
+                    data::Loader& loader, torch::Device device,
+                    const std::function<void(int64_t, int64_t)>& progress = {});
+
+/// Appends one JSON object per line to RUN_DIR/metrics.jsonl, flushed after each line.
+class MetricsLog {
+ public:
+  /// append: keep the lines already there (a resumed run).
+  MetricsLog(const std::string& path, bool append);
+  void write(const nlohmann::json& record);
+
+ private:
+  std::string path_;
+  std::ofstream out_;
+};
+
+/// Progress output: on a terminal, one live line rewritten with '\r'; otherwise plain lines,
+/// one per update().
+class ProgressLine {
+ public:
+  explicit ProgressLine(std::ostream& out);
+  /// Shows `text` (without newline).
+  void update(const std::string& text);
+  /// Ends the live line (if any) and prints `text` on a line of its own.
+  void print(const std::string& text);
+  bool live() const { return live_; }
+
+ private:
+  std::ostream& out_;
+  bool live_;
+  size_t last_width_ = 0;
+};
+
+/// "1:02:03" or "4:05" for a duration in seconds.
+std::string format_duration(double seconds);
+
+}  // namespace alexnet::train

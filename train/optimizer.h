@@ -1,0 +1,54 @@
+#pragma once
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "train/config.h"
+
+namespace alexnet::train {
+
+/// SGD with momentum and weight decay, with two update rules:
+///  - paper: v <- m v - wd lr w - lr g; w <- w + v. The velocity keeps the step size it was
+///    built with, so an lr drop fades in over ~1 / (1 - m) steps.
+///  - pytorch: torch::optim::SGD (buf <- m buf + g + wd w; w <- w - lr buf), whose step
+///    shrinks at once when lr drops. With a constant lr both rules give the same weights.
+/// Parameters whose name ends in "bias" use lr * bias_lr_multiplier and
+/// weight_decay * bias_weight_decay.
+class Sgd {
+ public:
+  /// `parameters`: (name, tensor) pairs, e.g. model->named_parameters().
+  Sgd(const torch::OrderedDict<std::string, torch::Tensor>& parameters,
+      const OptimizerConfig& options);
+
+  /// Zeroes the gradients (a no-op right after a paper-rule step(), which zeroes them).
+  void zero_grad();
+  /// One update from the gradients in the parameters' .grad().
+  void step();
+  /// Sets the base learning rate (biases get it times bias_lr_multiplier).
+  void set_lr(double lr);
+  double lr() const { return lr_; }
+
+  /// The optimiser's state as tensors (moved to the CPU): "velocity.<parameter name>" for the
+  /// paper rule; "pytorch_sgd" (the serialised torch::optim::SGD, uint8 bytes) for the
+  /// pytorch rule; "lr" (a float64 scalar) for both.
+  torch::OrderedDict<std::string, torch::Tensor> state() const;
+  /// Restores what state() returned (same rule, same parameters); throws naming a missing or
+  /// mismatched entry.
+  void load_state(const torch::OrderedDict<std::string, torch::Tensor>& state);
+
+ private:
+  bool is_bias(size_t index) const;
+
+  OptimizerConfig options_;
+  double lr_;
+  std::vector<std::pair<std::string, torch::Tensor>> parameters_;
+  std::vector<torch::Tensor> velocity_;         // paper rule
+  std::unique_ptr<torch::optim::SGD> pytorch_;  // pytorch rule
+  bool grads_zeroed_ = false;                   // the last step() zeroed every gradient
+};
+
+}  // namespace alexnet::train

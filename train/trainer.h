@@ -1,0 +1,81 @@
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "data/dataset.h"
+#include "model/alexnet.h"
+#include "train/checkpoint.h"
+#include "train/config.h"
+
+namespace alexnet::train {
+
+/// The training and validation sets of a run.
+struct RunData {
+  data::DatasetPtr train;
+  data::DatasetPtr val;
+};
+
+/// Opens config.data: the source's "train" split (its first train_limit samples), and as
+/// validation set the last `holdout` training samples, or the source's "val" split (or
+/// val_source), its first val_limit samples. Errors name the source.
+RunData open_run_data(const DataConfig& config);
+
+/// How one call of train() runs.
+struct RunOptions {
+  /// Output folder: config.json, metrics.jsonl, checkpoints/, curves.png, model.pt.
+  std::string run_dir;
+  /// Continue from RUN_DIR/checkpoints/last.pt instead of starting afresh.
+  bool resume = false;
+  /// Progress output (a live line when it is a terminal).
+  std::ostream* log = &std::cerr;
+  /// Polled after every step; when it becomes true the run writes a checkpoint and returns.
+  const std::atomic<bool>* stop = nullptr;
+  /// At the end, export RUN_DIR/model.pt from the best checkpoint and draw curves.png.
+  bool finalize = true;
+};
+
+/// What a call of train() did.
+struct TrainSummary {
+  /// The global step number of losses[0] (0 for a fresh run).
+  int64_t first_step = 0;
+  /// The training loss of every step this call ran.
+  std::vector<double> losses;
+  /// Steps done in total (including those before a resume).
+  int64_t steps = 0;
+  int64_t epochs_completed = 0;
+  /// Stopped by RunOptions::stop.
+  bool interrupted = false;
+  double best_val_top1_error = 1.0;
+  double last_val_top1_error = 1.0;
+  /// Training images per second over this call's steps (data loading included).
+  double images_per_s = 0.0;
+  double seconds = 0.0;
+  std::string last_checkpoint, best_checkpoint, model_path;
+};
+
+/// Trains AlexNet as `config` says, writing RUN_DIR/config.json (the effective
+/// configuration: "auto" values, mean/std resolved), metrics.jsonl, checkpoints/last.pt
+/// (each epoch, every checkpoint_interval steps and when stopping), checkpoints/best.pt
+/// (lowest validation top-1 error) and, with finalize, model.pt and curves.png.
+/// Deterministic on the CPU: a run resumed from any checkpoint computes the same losses as
+/// an uninterrupted one. Throws std::runtime_error when the loss becomes NaN or infinite
+/// (without writing a checkpoint, so the last one stays good).
+TrainSummary train(TrainConfig config, const RunData& data, const RunOptions& options);
+
+/// The model a checkpoint describes, on the CPU, single-device, in eval mode.
+alexnet::AlexNet model_from_checkpoint(const Checkpoint& checkpoint);
+
+/// A warning with the remedy when LibTorch's OpenBLAS runs its generic kernels on a CPU with
+/// AVX2 or AVX-512 (OpenBLAS cannot identify CPUs whose model a VM hides; the fix is the
+/// OPENBLAS_CORETYPE environment variable). Empty when there is nothing to say.
+std::string blas_advice();
+
+/// Sets LibTorch's intra-op threads: `threads`, or all cores when 0 (LibTorch would use one).
+void set_threads(int64_t threads);
+
+}  // namespace alexnet::train
