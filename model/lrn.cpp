@@ -432,6 +432,10 @@ torch::Tensor local_response_norm(const torch::Tensor& input,
     // Half and bfloat16 (e.g. under autocast): the window sum needs float's range.
     return local_response_norm(input.to(torch::kFloat), options).to(input.scalar_type());
   }
+#if !ALEXNET_WITH_CUDA
+  // LibTorch with CUDA but built without a CUDA compiler: plain tensor operations.
+  if (input.is_cuda()) return local_response_norm_reference(input, options);
+#endif
   const auto x = input.contiguous();
   const double alpha = options.effective_alpha();
   if (torch::GradMode::is_enabled() && x.requires_grad()) {

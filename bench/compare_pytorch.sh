@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: alexnet-cpp against its Python peer (PyTorch with
+# torch.nn.LocalResponseNorm; torchvision's ImageFolder + DataLoader) on this machine, one
+# after the other in one invocation. Prints each measured ratio with its target and PASS/MISS.
+#
+# Usage: bench/compare_pytorch.sh [ALEXNET_BINARY]   (default: build/app/alexnet)
+# Environment: PYTHON (default /usr/bin/python3, the interpreter with torch and torchvision),
+#              BENCH_DIR (scratch folder for the generated JPEGs and packed file; default: a
+#              temporary folder, removed at the end), REPEATS (timed training steps, default 3).
+# Takes a few minutes on a 2-core machine.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+alexnet=$(realpath "${1:-$repo/build/app/alexnet}")
+python=${PYTHON:-/usr/bin/python3}
+repeats=${REPEATS:-3}
+[[ -x "$alexnet" ]] || { echo "no alexnet binary at $alexnet (build first, or pass its path)" >&2; exit 2; }
+"$python" -c "import torch, torchvision" 2>/dev/null ||
+  { echo "$python cannot import torch and torchvision (apt-get install python3-torchvision)" >&2; exit 2; }
+if [[ -n "${BENCH_DIR:-}" ]]; then
+  work=$BENCH_DIR
+  mkdir -p "$work"
+else
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+fi
+results=()
+misses=0
+
+# json FILE KEY: one value of a JSON object.
+json() { "$python" -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
+# ratio NAME VALUE OP TARGET: records "NAME VALUE (target OP TARGET) PASS|MISS".
+ratio() {
+  local verdict
+  verdict=$("$python" -c 'import sys; v,op,t=float(sys.argv[1]),sys.argv[2],float(sys.argv[3]); print("PASS" if (v>=t if op==">=" else v<=t) else "MISS")' "$2" "$3" "$4")
+  [[ $verdict == PASS ]] || misses=$((misses + 1))
+  results+=("$(printf '%-46s %8.2f   target %s %-5s %s' "$1" "$2" "$3" "$4" "$verdict")")
+  echo "  -> ${results[-1]}"
+}
+run() { echo "\$ $*" >&2; "$@"; }
+
+echo "== machine"
+echo "  $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; $("$python" -c 'import torch; print("PyTorch", torch.__version__)')"
+
+echo "== 1. LRN forward+backward, 64x96x55x55 float"
+run "$alexnet" bench lrn --json > "$work/lrn.json"
+cat "$work/lrn.json"
+ratio "LRN: torch op time / ours" "$(json "$work/lrn.json" speedup_vs_torch)" ">=" 8
+ratio "LRN: ours / clone()" "$(json "$work/lrn.json" ratio_to_clone)" "<=" 5
+
+echo "== 2. training step, batch 64, 224x224, all cores"
+run "$alexnet" bench train --batch 64 --repeats "$repeats" --json > "$work/train.json"
+run "$alexnet" bench train --batch 64 --repeats "$repeats" --no-lrn --json > "$work/train_nolrn.json"
+run "$python" "$repo/bench/peer.py" train --batch 64 --repeats "$repeats" > "$work/peer_train.json"
+ours=$(json "$work/train.json" images_per_s)
+ours_nolrn=$(json "$work/train_nolrn.json" images_per_s)
+peer=$(json "$work/peer_train.json" images_per_s)
+echo "  ours $ours images/s, ours without LRN $ours_nolrn, PyTorch peer $peer"
+ratio "train: ours / PyTorch images/s" "$("$python" -c "print($ours / $peer)")" ">=" 2.5
+ratio "train: with LRN / without LRN (ours)" "$("$python" -c "print($ours / $ours_nolrn)")" ">=" 0.9
+
+echo "== 3. inference, batch 64: exported TorchScript vs eager C++"
+if "$alexnet" bench infer --help > /dev/null 2>&1; then
+  run "$alexnet" bench infer --batch 64 --json > "$work/infer.json"
+  cat "$work/infer.json"
+  ratio "infer: TorchScript time / eager time" "$(json "$work/infer.json" torchscript_over_eager)" "<=" 1.3
+else
+  echo "  this build has no 'bench infer' (train/export.h missing)"
+  misses=$((misses + 1))
+fi
+
+echo "== 4. input pipeline, 2 workers, batch 64"
+run "$python" "$repo/bench/make_jpeg_folder.py" "$work/jpegs" --classes 10 --per-class 32
+run "$alexnet" prepare --data "$work/jpegs" --out "$work/packed.bin" > /dev/null
+data_options=(--workers 2 --batch 64 --batches 5 --repeats 3 --json)
+run "$alexnet" bench data --data "$work/jpegs" "${data_options[@]}" > "$work/data_jpeg.json"
+run "$alexnet" bench data --data "$work/packed.bin" "${data_options[@]}" > "$work/data_packed.json"
+run "$python" "$repo/bench/peer.py" data --root "$work/jpegs" --workers 2 --batch 64 --repeats 3 > "$work/peer_data.json"
+jpeg=$(json "$work/data_jpeg.json" images_per_s)
+packed=$(json "$work/data_packed.json" images_per_s)
+tv=$(json "$work/peer_data.json" images_per_s)
+echo "  JPEG folder $jpeg images/s, packed file $packed, torchvision $tv"
+ratio "data: packed / JPEG folder" "$("$python" -c "print($packed / $jpeg)")" ">=" 10
+ratio "data: JPEG folder / torchvision" "$("$python" -c "print($jpeg / $tv)")" ">=" 1.5
+
+echo "== 5. peak resident memory, training step at batch 128"
+run "$alexnet" bench train --batch 128 --warmup 1 --repeats 1 --json > "$work/mem.json"
+run "$python" "$repo/bench/peer.py" train --batch 128 --warmup 1 --repeats 1 > "$work/peer_mem.json"
+ours_mib=$(json "$work/mem.json" peak_rss_mib)
+peer_mib=$(json "$work/peer_mem.json" peak_rss_mib)
+echo "  ours $ours_mib MiB, PyTorch peer $peer_mib MiB"
+ratio "memory: ours / PyTorch peak RSS" "$("$python" -c "print($ours_mib / $peer_mib)")" "<=" 1.0
+
+echo
+echo "== summary ($(date -u +%Y-%m-%dT%H:%MZ))"
+printf '%s\n' "${results[@]}"
+echo "$misses missed"
