@@ -48,6 +48,15 @@ Loader::Loader(DatasetPtr dataset, transforms::TransformPtr transform, LoaderOpt
   TORCH_CHECK(!options_.drop_last || dataset_->size() >= static_cast<size_t>(options_.batch_size),
               "Loader: drop_last with ", dataset_->size(), " samples and batch size ",
               options_.batch_size, " leaves no batch");
+  TORCH_CHECK(options_.world_size >= 1 && options_.rank >= 0 &&
+                  options_.rank < options_.world_size,
+              "Loader: rank ", options_.rank, " outside 0..world_size-1 (world_size ",
+              options_.world_size, ")");
+  TORCH_CHECK(options_.world_size == 1 ||
+                  (options_.drop_last && options_.batch_size % options_.world_size == 0),
+              "Loader: sharding over ", options_.world_size,
+              " ranks needs drop_last and a batch size that is a multiple of it, got batch size ",
+              options_.batch_size, options_.drop_last ? "" : " without drop_last");
 }
 
 Loader::~Loader() { stop_workers(); }
@@ -171,8 +180,13 @@ Loader::Result Loader::load_batch(int64_t batch_index) {
   Result result;
   try {
     const auto size = static_cast<int64_t>(order_.size());
-    const int64_t begin = batch_index * options_.batch_size;
-    const int64_t end = std::min(begin + options_.batch_size, size);
+    int64_t begin = batch_index * options_.batch_size;
+    int64_t end = std::min(begin + options_.batch_size, size);
+    if (options_.world_size > 1) {
+      const int64_t share = (end - begin) / options_.world_size;
+      begin += options_.rank * share;
+      end = begin + share;
+    }
     torch::Tensor batch;  // from the pool, filled slot by slot
     int64_t filled = 0;
     std::vector<int64_t> labels, indices;

@@ -31,6 +31,13 @@ struct LoaderOptions {
   bool strict = false;
   /// Appends "path<TAB>message" for every skipped sample; empty: no log.
   std::string skipped_log;
+  /// Data-parallel sharding. With world_size > 1 the loader yields only this rank's share of
+  /// every batch: of batch k's positions [k * B, (k + 1) * B) in the epoch's permutation
+  /// (the same on every rank), those in [k * B + rank * B / world_size, k * B + (rank + 1) *
+  /// B / world_size). batch_size is the global batch: a multiple of world_size, with
+  /// drop_last, so every rank gets the same number of equal batches.
+  int64_t rank = 0;
+  int64_t world_size = 1;
 };
 
 /// A batch in epoch order.
