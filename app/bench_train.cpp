@@ -11,6 +11,7 @@
 #include "bench_timing.h"
 #include "cli.h"
 #include "model/alexnet.h"
+#include "runtime_tuning.h"
 
 namespace alexnet::cli {
 namespace {
@@ -58,8 +59,18 @@ int run_bench_train(const std::vector<std::string>& args) {
       .flag("channels-last", "channels-last input and convolution kernels")
       .flag("no-mkldnn", "turn LibTorch's oneDNN (MKLDNN) CPU kernels off")
       .flag("bf16", "bfloat16 autocast on the model's device (LRN still computes in float)")
+      .flag("stock-runtime",
+            "keep OpenBLAS's own kernel choice and glibc's default of returning freed memory "
+            "(to measure what app/runtime_tuning.h gains)")
       .flag("json", "print one JSON object");
   if (!parser.parse(args)) return 0;
+  const bool tuned = !parser.get_flag("stock-runtime");
+  if (tuned) {
+    std::vector<std::string> argv{"alexnet", "bench", "train"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    use_openblas_kernels_for_this_cpu(argv);
+    retain_freed_memory();
+  }
   const int64_t batch = parser.get_int("batch");
   const int64_t image_size = parser.get_int("image-size");
   const int64_t warmup = parser.get_int("warmup");
@@ -120,6 +131,8 @@ int run_bench_train(const std::vector<std::string>& args) {
                        {"channels_last", channels_last},
                        {"mkldnn", at::globalContext().userEnabledMkldnn()},
                        {"bf16", bf16},
+                       {"openblas_core", openblas_core()},
+                       {"retain_freed_memory", tuned},
                        {"step_s", step_s},
                        {"images_per_s", images_per_s},
                        {"steps_s", seconds},
@@ -130,7 +143,8 @@ int run_bench_train(const std::vector<std::string>& args) {
     std::cout << std::fixed << std::setprecision(2) << "train: batch " << batch << ", "
               << image_size << "x" << image_size << ", " << parser.get("devices") << ", "
               << torch::get_num_threads() << " threads" << (options.lrn() ? "" : ", no LRN")
-              << (channels_last ? ", channels-last" : "") << (bf16 ? ", bf16 autocast" : "") << ": "
+              << (channels_last ? ", channels-last" : "") << (bf16 ? ", bf16 autocast" : "")
+              << (tuned ? "" : ", stock runtime") << ": "
               << images_per_s << " images/s (" << std::setprecision(3) << step_s
               << " s/step, median of " << repeats << "), peak RSS " << std::setprecision(0)
               << peak_mib << " MiB\n";

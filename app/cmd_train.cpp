@@ -11,6 +11,7 @@
 
 #include "cli.h"
 #include "train/config.h"
+#include "train/distributed.h"
 #include "train/trainer.h"
 
 #ifndef ALEXNET_CONFIG_DIR
@@ -47,6 +48,35 @@ std::string default_run_dir() {
   return out.str();
 }
 
+// `--nproc N`: runs `alexnet train` again in N processes (the data-parallel ranks) with the
+// same arguments, all writing to one run folder, and waits for them.
+int launch_ranks(const std::vector<std::string>& args, int64_t nproc, int64_t master_port,
+                 const std::string& run_dir, bool out_given) {
+  std::vector<std::string> child_args{"train"};
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--nproc") {
+      ++i;
+    } else if (args[i].rfind("--nproc=", 0) != 0) {
+      child_args.push_back(args[i]);
+    }
+  }
+  if (!out_given) child_args.insert(child_args.end(), {"--out", run_dir});
+  train::LaunchOptions launch;
+  launch.nproc = nproc;
+  launch.master_port = master_port;
+  launch.log = &std::cerr;
+  std::cerr << "starting " << nproc << " data-parallel processes; run folder: " << run_dir << "\n";
+  const auto result = train::launch_local_processes(fs::read_symlink("/proc/self/exe").string(),
+                                                    child_args, launch);
+  if (result.exit_code == 130) {
+    std::cerr << "interrupted; continue with: alexnet train --nproc " << nproc << " --resume "
+              << run_dir << "\n";
+  } else if (result.exit_code != 0) {
+    std::cerr << "error: " << result.message << "\n";
+  }
+  return result.exit_code;
+}
+
 int run_train(const std::vector<std::string>& args) {
   ArgParser parser(
       "alexnet train [--config FILE] [--data SRC] [--out RUN_DIR] [options]",
@@ -74,6 +104,15 @@ int run_train(const std::vector<std::string>& args) {
       .option("set",
               "other overrides, 'key=value' separated by ';' "
               "(e.g. 'optimizer.rule=pytorch;schedule.milestones=[30,60]')")
+      .option("nproc",
+              "data-parallel: start this many local processes (Gloo on the CPU); batch_size "
+              "stays the global batch, split evenly over them",
+              "1")
+      .option("dist-backend", "data-parallel backend: auto (NCCL on CUDA, else Gloo), gloo, nccl",
+              "auto")
+      .option("dist-timeout", "data-parallel: seconds a rank waits for the others before failing",
+              "300")
+      .option("master-port", "--nproc: rank 0's rendezvous port (default: a free one)", "0")
       .flag("print-config", "print the configuration that would be used and exit");
   if (!parser.parse(args)) return 0;
 
@@ -126,6 +165,25 @@ int run_train(const std::vector<std::string>& args) {
   }
   if (run_dir.empty()) run_dir = default_run_dir();
 
+  // Data-parallel: under torchrun (WORLD_SIZE set) this process is one rank; with --nproc it
+  // starts the ranks itself.
+  train::DistributedConfig distributed = train::distributed_config_from_env();
+  const int64_t nproc = parser.get_int("nproc");
+  if (nproc < 1) throw std::invalid_argument("--nproc must be at least 1");
+  if (nproc > 1 && distributed.enabled()) {
+    throw std::invalid_argument(
+        "--nproc starts its own processes; under a launcher that sets "
+        "WORLD_SIZE (torchrun) leave it out");
+  }
+  if (nproc > 1) {
+    return launch_ranks(args, nproc, parser.get_int("master-port"), run_dir,
+                        parser.has("out") || resume);
+  }
+  distributed.backend = parser.get("dist-backend");
+  distributed.timeout =
+      std::chrono::milliseconds(static_cast<int64_t>(1000 * parser.get_double("dist-timeout")));
+  const bool quiet = distributed.rank > 0;  // rank 0 speaks for the job
+
   train::set_threads(config.threads);
   const train::RunData data = train::open_run_data(config.data);
 
@@ -136,13 +194,15 @@ int run_train(const std::vector<std::string>& args) {
   options.run_dir = run_dir;
   options.resume = resume;
   options.stop = &g_stop;
-  std::cerr << "run folder: " << run_dir << "\n";
+  options.distributed = distributed;
+  if (!quiet) std::cerr << "run folder: " << run_dir << "\n";
   const train::TrainSummary summary = train::train(config, data, options);
   std::signal(SIGINT, SIG_DFL);
   std::signal(SIGTERM, SIG_DFL);
 
   std::ostringstream line;
   line << std::fixed << std::setprecision(2);
+  if (quiet) return summary.interrupted ? 130 : 0;
   if (summary.interrupted) {
     std::cerr << "interrupted at step " << summary.steps << "; checkpoint "
               << summary.last_checkpoint << "\ncontinue with: alexnet train --resume " << run_dir
@@ -153,6 +213,10 @@ int run_train(const std::vector<std::string>& args) {
        << summary.seconds << " s";
   if (summary.best_val_top1_error <= 1.0) {
     line << "; best validation top-1 error " << 100 * summary.best_val_top1_error << "%";
+  }
+  if (distributed.enabled()) {
+    line << "; " << distributed.world_size << " processes, all-reduce wait "
+         << summary.allreduce_wait_s << " s";
   }
   std::cerr << line.str() << "\n";
   if (!summary.model_path.empty()) std::cerr << "model: " << summary.model_path << "\n";

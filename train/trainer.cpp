@@ -212,12 +212,28 @@ alexnet::AlexNet model_from_checkpoint(const Checkpoint& checkpoint) {
 TrainSummary train(TrainConfig config, const RunData& run_data, const RunOptions& options) {
   TORCH_CHECK(!options.run_dir.empty(), "train: no run folder given");
   TORCH_CHECK(run_data.train && run_data.train->size() > 0, "train: empty training set");
-  std::ostream& log = *options.log;
   const auto start = Clock::now();
-  set_threads(config.threads);
-  if (const auto advice = blas_advice(); !advice.empty()) log << advice << std::endl;
-  const auto devices = resolve_devices(config.devices);
+  // Data-parallel: the processes on a machine share its cores; rank 0 alone writes and logs.
+  const DistributedConfig& dist = options.distributed;
+  const auto cores = static_cast<int64_t>(std::thread::hardware_concurrency());
+  set_threads(config.threads > 0 || !dist.enabled()
+                  ? config.threads
+                  : std::max<int64_t>(1, cores / dist.local_world_size));
+  const auto devices = dist.enabled()
+                           ? devices_for_rank(resolve_devices(config.devices), dist.local_rank)
+                           : resolve_devices(config.devices);
   const torch::Device device = devices.front();
+  std::unique_ptr<Communicator> comm;
+  if (dist.enabled()) {
+    TORCH_CHECK(config.batch_size % dist.world_size == 0, "batch_size ", config.batch_size,
+                " (the global batch) must be a multiple of the ", dist.world_size, " processes");
+    comm = std::make_unique<Communicator>(dist, device);
+  }
+  const bool writer = !comm || comm->rank() == 0;
+  const auto world = static_cast<int64_t>(dist.enabled() ? dist.world_size : 1);
+  std::ostream discard(nullptr);
+  std::ostream& log = writer ? *options.log : discard;
+  if (const auto advice = blas_advice(); !advice.empty()) log << advice << std::endl;
 
   const fs::path run_dir(options.run_dir);
   const std::string last_path = (run_dir / "checkpoints" / "last.pt").string();
@@ -234,7 +250,7 @@ TrainSummary train(TrainConfig config, const RunData& run_data, const RunOptions
   }
   resolve_statistics(config.data, *run_data.train, config.seed, log);
   json effective = to_json(config);
-  write_file_atomically((run_dir / "config.json").string(), effective.dump(2) + "\n");
+  if (writer) write_file_atomically((run_dir / "config.json").string(), effective.dump(2) + "\n");
 
   torch::manual_seed(config.seed);
   alexnet::AlexNet model(alexnet::AlexNetOptions(config.model).devices(devices));
@@ -246,7 +262,9 @@ TrainSummary train(TrainConfig config, const RunData& run_data, const RunOptions
   train_options.workers = config.data.workers;
   train_options.shuffle = true;
   train_options.seed = config.seed;
-  train_options.drop_last = run_data.train->size() > static_cast<size_t>(config.batch_size);
+  train_options.drop_last = comm || run_data.train->size() > static_cast<size_t>(config.batch_size);
+  train_options.rank = comm ? comm->rank() : 0;
+  train_options.world_size = world;
   train_options.prefetch_batches = std::max<int64_t>(2, 2 * config.data.workers);
   const auto pipeline = pipeline_options(config.data);
   data::Loader train_loader(run_data.train, transforms::training_pipeline(pipeline), train_options);
@@ -256,8 +274,12 @@ TrainSummary train(TrainConfig config, const RunData& run_data, const RunOptions
     val_options.batch_size = config.eval_batch_size;
     val_options.shuffle = false;
     val_options.drop_last = false;
+    val_options.rank = 0;
+    val_options.world_size = 1;
+    // Data-parallel: every rank evaluates its shard; the results are summed below.
     val_loader = std::make_unique<data::Loader>(
-        run_data.val, transforms::eval_pipeline(pipeline, config.val_ten_crop), val_options);
+        comm ? shard_for_rank(run_data.val, comm->rank(), world) : run_data.val,
+        transforms::eval_pipeline(pipeline, config.val_ten_crop), val_options);
   }
   const int64_t batches_per_epoch = train_loader.batches_per_epoch();
   TORCH_CHECK(batches_per_epoch > 0, "the training set has no full batch");
@@ -287,8 +309,38 @@ TrainSummary train(TrainConfig config, const RunData& run_data, const RunOptions
     }
     log << "resuming " << last_path << " at epoch " << epoch + 1 << ", step " << step << std::endl;
   }
+  std::unique_ptr<GradientReducer> reducer;
+  if (comm) {
+    broadcast_module(*comm, *model);  // identical weights, whatever each rank loaded
+    reducer = std::make_unique<GradientReducer>(*comm, parameters_in_backward_order(*model),
+                                                options.reducer);
+    // Rank 0 keeps the single-process random stream (and checkpoints it); the others draw
+    // their own dropout masks.
+    if (comm->rank() > 0) {
+      epoch_counts = ErrorCounts();  // rank 0 resumed the sum over ranks
+      torch::manual_seed(config.seed + 1000003 * static_cast<uint64_t>(comm->rank()) +
+                         static_cast<uint64_t>(step));
+    }
+  }
+  // Data-parallel: error counts summed over ranks.
+  auto global_counts = [&](const ErrorCounts& local) {
+    if (!comm) return local;
+    const auto sums =
+        comm->sum({static_cast<double>(local.samples), static_cast<double>(local.top1_wrong),
+                   static_cast<double>(local.top5_wrong), local.loss_sum});
+    ErrorCounts total;
+    total.samples = static_cast<int64_t>(std::llround(sums[0]));
+    total.top1_wrong = static_cast<int64_t>(std::llround(sums[1]));
+    total.top5_wrong = static_cast<int64_t>(std::llround(sums[2]));
+    total.loss_sum = sums[3];
+    return total;
+  };
 
-  MetricsLog metrics((run_dir / "metrics.jsonl").string(), /*append=*/options.resume);
+  std::unique_ptr<MetricsLog> metrics;
+  if (writer) {
+    metrics = std::make_unique<MetricsLog>((run_dir / "metrics.jsonl").string(),
+                                           /*append=*/options.resume);
+  }
   ProgressLine progress(log);
   TrainSummary summary;
   summary.first_step = step;
@@ -297,6 +349,8 @@ TrainSummary train(TrainConfig config, const RunData& run_data, const RunOptions
 
   // at_epoch/at_batch: the loader position a resumed run starts from.
   auto write_checkpoint = [&](const std::string& path, int64_t at_epoch, int64_t at_batch) {
+    const ErrorCounts counts = global_counts(epoch_counts);  // every rank calls this
+    if (!writer) return;
     state.model = model->single_device_state();
     state.optimizer = optimizer.state();
     state.schedule = schedule.state();
@@ -306,7 +360,7 @@ TrainSummary train(TrainConfig config, const RunData& run_data, const RunOptions
     capture_rng(state, devices);
     state.progress = {{"elapsed_s", elapsed_before + seconds_since(start)},
                       {"best_val_top1_error", best_val},
-                      {"epoch_counts", epoch_counts.to_json()}};
+                      {"epoch_counts", counts.to_json()}};
     save_checkpoint(state, path);
   };
 
@@ -316,6 +370,11 @@ TrainSummary train(TrainConfig config, const RunData& run_data, const RunOptions
       << (val_loader ? run_data.val->size() : 0) << "; devices " << config.devices << " -> "
       << devices.front() << (devices.size() > 1 ? "," + devices.back().str() : "") << ", threads "
       << torch::get_num_threads() << "; " << total_steps - step << " steps to go" << std::endl;
+  if (comm) {
+    log << "data-parallel: " << world << " processes (" << comm->backend() << "), "
+        << config.batch_size / world << " images each per step, gradients in "
+        << reducer->bucket_count() << " all-reduce buckets" << std::endl;
+  }
 
   const auto run_start = Clock::now();
   int64_t images_this_run = 0;
@@ -344,7 +403,16 @@ TrainSummary train(TrainConfig config, const RunData& run_data, const RunOptions
       auto labels = batch->labels.to(device);
       auto logits = model->forward(images);
       auto loss = torch::cross_entropy_loss(logits, labels);
-      const double loss_value = loss.item<double>();
+      const double local_loss = loss.item<double>();
+      double loss_value = local_loss;
+      bool stop_now = options.stop && options.stop->load();
+      if (comm) {
+        // The global batch's loss, and a stop every rank agrees on (a signal may reach the
+        // ranks at different steps).
+        const auto sums = comm->sum({local_loss, stop_now ? 1.0 : 0.0});
+        loss_value = sums[0] / static_cast<double>(world);
+        stop_now = sums[1] > 0;
+      }
       if (!std::isfinite(loss_value)) {
         throw std::runtime_error(
             "the training loss is " + std::string(std::isnan(loss_value) ? "NaN" : "infinite") +
@@ -355,12 +423,13 @@ TrainSummary train(TrainConfig config, const RunData& run_data, const RunOptions
       }
       optimizer.zero_grad();
       loss.backward();
+      if (reducer) reducer->synchronize();
       optimizer.step();
       ++step;
       ++batch_in_epoch;
-      const int64_t n = labels.size(0);
-      epoch_counts.add(logits, labels, loss_value);
-      interval_counts.add(logits, labels, loss_value);
+      const int64_t n = labels.size(0) * world;
+      epoch_counts.add(logits, labels, local_loss);
+      interval_counts.add(logits, labels, local_loss);
       summary.losses.push_back(loss_value);
       images_this_run += n;
       epoch_images += n;
@@ -380,21 +449,24 @@ TrainSummary train(TrainConfig config, const RunData& run_data, const RunOptions
       }
       if (log_now) {
         const double interval_seconds = seconds_since(interval_start);
-        metrics.write({{"kind", "step"},
-                       {"epoch", position + 1.0 / static_cast<double>(batches_per_epoch)},
-                       {"step", step},
-                       {"loss", interval_counts.loss()},
-                       {"lr", optimizer.lr()},
-                       {"train_top1_error", interval_counts.top1_error()},
-                       {"train_top5_error", interval_counts.top5_error()},
-                       {"images_per_s",
-                        static_cast<double>(interval_images) / std::max(interval_seconds, 1e-9)},
-                       {"elapsed_s", elapsed_before + seconds_since(start)}});
+        interval_counts = global_counts(interval_counts);
+        if (metrics) {
+          metrics->write({{"kind", "step"},
+                          {"epoch", position + 1.0 / static_cast<double>(batches_per_epoch)},
+                          {"step", step},
+                          {"loss", interval_counts.loss()},
+                          {"lr", optimizer.lr()},
+                          {"train_top1_error", interval_counts.top1_error()},
+                          {"train_top5_error", interval_counts.top5_error()},
+                          {"images_per_s",
+                           static_cast<double>(interval_images) / std::max(interval_seconds, 1e-9)},
+                          {"elapsed_s", elapsed_before + seconds_since(start)}});
+        }
         interval_counts = ErrorCounts();
         interval_images = 0;
         interval_start = Clock::now();
       }
-      if (options.stop && options.stop->load()) {
+      if (stop_now) {
         stop_requested = true;
         break;
       }
@@ -415,6 +487,7 @@ TrainSummary train(TrainConfig config, const RunData& run_data, const RunOptions
 
     // Epoch end: validate, update the schedule, log, checkpoint.
     const double epoch_seconds = seconds_since(epoch_start);
+    epoch_counts = global_counts(epoch_counts);
     json record{
         {"kind", "epoch"},
         {"epoch", epoch + 1},
@@ -427,7 +500,7 @@ TrainSummary train(TrainConfig config, const RunData& run_data, const RunOptions
     bool improved = true;
     if (val_loader) {
       model->eval();
-      const auto result = evaluate(
+      auto result = evaluate(
           [&](const torch::Tensor& x) { return model->forward(x); }, *val_loader, device,
           [&](int64_t done, int64_t total) {
             if (progress.live()) {
@@ -435,6 +508,16 @@ TrainSummary train(TrainConfig config, const RunData& run_data, const RunOptions
             }
           });
       model->train();
+      if (comm) {
+        const auto n_local = static_cast<double>(result.samples);
+        const auto sums = comm->sum({n_local, result.loss * n_local, result.top1_error * n_local,
+                                     result.top5_error * n_local});
+        result.samples = static_cast<int64_t>(std::llround(sums[0]));
+        const double total = std::max(sums[0], 1.0);
+        result.loss = sums[1] / total;
+        result.top1_error = sums[2] / total;
+        result.top5_error = sums[3] / total;
+      }
       record["val_loss"] = result.loss;
       record["val_top1_error"] = result.top1_error;
       record["val_top5_error"] = result.top5_error;
@@ -446,7 +529,7 @@ TrainSummary train(TrainConfig config, const RunData& run_data, const RunOptions
       }
     }
     record["elapsed_s"] = elapsed_before + seconds_since(start);
-    metrics.write(record);
+    if (metrics) metrics->write(record);
     std::ostringstream line;
     line << "epoch " << epoch + 1 << " done: loss " << fixed(epoch_counts.loss(), 4)
          << ", train top-1 error " << fixed(100 * epoch_counts.top1_error(), 2) << "%";
@@ -461,9 +544,11 @@ TrainSummary train(TrainConfig config, const RunData& run_data, const RunOptions
     batch_in_epoch = 0;
     epoch_counts = ErrorCounts();
     write_checkpoint(last_path, epoch + 1, 0);
-    if (improved) copy_file_atomically(last_path, best_path);
+    if (improved && writer) copy_file_atomically(last_path, best_path);
     ++summary.epochs_completed;
-    if (options.stop && options.stop->load()) {
+    bool stop_after_epoch = options.stop && options.stop->load();
+    if (comm) stop_after_epoch = comm->sum({stop_after_epoch ? 1.0 : 0.0})[0] > 0;
+    if (stop_after_epoch) {
       stop_requested = true;
       summary.interrupted = true;
       progress.print("stopping; checkpoint " + last_path);
@@ -474,9 +559,10 @@ TrainSummary train(TrainConfig config, const RunData& run_data, const RunOptions
   summary.best_val_top1_error = best_val;
   summary.seconds = seconds_since(run_start);
   summary.images_per_s = static_cast<double>(images_this_run) / std::max(summary.seconds, 1e-9);
+  if (reducer) summary.allreduce_wait_s = reducer->wait_seconds();
 
   const bool finished = !summary.interrupted && (step >= total_steps || epoch >= config.epochs);
-  if (options.finalize && finished) {
+  if (options.finalize && finished && writer) {
     const std::string source = fs::exists(best_path) ? best_path : last_path;
     if (fs::exists(source)) {
       const Checkpoint best = load_checkpoint(source);

@@ -11,6 +11,7 @@
 #include "model/alexnet.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
+#include "train/distributed.h"
 
 namespace alexnet::train {
 
@@ -37,6 +38,12 @@ struct RunOptions {
   const std::atomic<bool>* stop = nullptr;
   /// At the end, export RUN_DIR/model.pt from the best checkpoint and draw curves.png.
   bool finalize = true;
+  /// The data-parallel job this process is a rank of (world_size 1: none). With several
+  /// ranks, config.batch_size is the global batch, split evenly over them; the gradients are
+  /// averaged, so the run computes what one process would on the same global batches. Rank 0
+  /// alone writes files and logs; all ranks must see the same run folder (to resume).
+  DistributedConfig distributed;
+  GradientReducerOptions reducer;
 };
 
 /// What a call of train() did.
@@ -55,6 +62,8 @@ struct TrainSummary {
   /// Training images per second over this call's steps (data loading included).
   double images_per_s = 0.0;
   double seconds = 0.0;
+  /// Data-parallel runs: seconds spent waiting for the gradient all-reduce (not overlapped).
+  double allreduce_wait_s = 0.0;
   std::string last_checkpoint, best_checkpoint, model_path;
 };
 

@@ -1,0 +1,80 @@
+// `alexnet kernels`: the first layer's kernels as a picture (the paper's Figure 3).
+#include <iostream>
+
+#include "cli.h"
+#include "experiments/feature_extraction.h"
+#include "experiments/kernel_grid.h"
+#include "train/checkpoint.h"
+#if ALEXNET_WITH_OPENCV
+#include "experiments/drawing.h"
+#endif
+
+namespace alexnet::cli {
+namespace {
+
+int run_kernels(const std::vector<std::string>& args) {
+  ArgParser parser("alexnet kernels --model FILE | --checkpoint FILE --out PNG",
+                   "Draws the conv1 kernels of an exported model as tiles, each scaled to its own "
+                   "range, the first column's kernels above the second column's (the paper's "
+                   "Figure 3). Grey tiles for one-channel models.");
+  parser.option("model", "TorchScript model written by `alexnet export`")
+      .option("checkpoint", "training checkpoint written by `alexnet train`")
+      .option("out", "PNG to write", "kernels.png")
+      .option("scale", "pixels per kernel pixel", "4")
+      .option("per-row", "tiles per row", "16")
+      .option("blocks",
+              "groups drawn one above another; 0: the model's columns (from a checkpoint), "
+              "else 2 for 96 kernels and 1 otherwise",
+              "0");
+  if (!parser.parse(args)) return 0;
+  if (parser.has("model") == parser.has("checkpoint")) {
+    throw std::invalid_argument(
+        "give one of --model and --checkpoint (see alexnet kernels --help)");
+  }
+  torch::Tensor weight;
+  std::string path;
+  int64_t columns = 0;  // unknown
+  if (parser.has("model")) {
+    path = parser.get("model");
+    weight = experiments::model_tensor(experiments::load_model(path), "conv1.weight", path);
+  } else {
+    path = parser.get("checkpoint");
+    const auto checkpoint = train::load_checkpoint(path);
+    const auto* found = checkpoint.model.find("conv1.weight");
+    TORCH_CHECK(found != nullptr, "checkpoint ", path, " has no conv1.weight");
+    weight = *found;
+    if (checkpoint.config.contains("model")) {
+      columns = checkpoint.config["model"].value("columns", int64_t{0});
+    }
+  }
+  TORCH_CHECK(weight.dim() == 4, path, ": conv1.weight has shape ", weight.sizes(),
+              ", expected [K, C, kh, kw]");
+
+  int64_t blocks = parser.get_int("blocks");
+  if (blocks == 0) {
+    blocks = columns > 0 ? columns : (weight.size(0) == 96 ? 2 : 1);
+  }
+  const auto options = experiments::KernelGridOptions()
+                           .blocks(blocks)
+                           .scale(parser.get_int("scale"))
+                           .tiles_per_row(parser.get_int("per-row"));
+  const auto picture = experiments::kernel_grid(weight, options);
+#if ALEXNET_WITH_OPENCV
+  experiments::write_png(picture, parser.get("out"));
+  std::cout << "wrote " << parser.get("out") << ": " << weight.size(0) << " kernels of "
+            << weight.size(1) << " x " << weight.size(2) << " x " << weight.size(3) << " in "
+            << blocks << (blocks == 1 ? " block" : " blocks") << ", " << picture.size(1) << " x "
+            << picture.size(0) << " pixels\n";
+  return 0;
+#else
+  (void)picture;
+  throw std::runtime_error("this build has no OpenCV (ALEXNET_WITH_OPENCV=OFF): cannot write " +
+                           parser.get("out"));
+#endif
+}
+
+const Registration kRegistration{"kernels", "draw the first layer's kernels (Figure 3)",
+                                 run_kernels};
+
+}  // namespace
+}  // namespace alexnet::cli

@@ -1,0 +1,324 @@
+#include "experiments/drawing.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <limits>
+#include <stdexcept>
+
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+namespace alexnet::experiments {
+namespace {
+
+const cv::Scalar kBlack(0, 0, 0), kWhite(255, 255, 255), kGrid(225, 225, 225), kDark(90, 90, 90);
+constexpr int kFont = cv::FONT_HERSHEY_SIMPLEX;
+constexpr int64_t kLineHeight = 15;
+
+cv::Scalar scalar(const Rgb& c) { return cv::Scalar(c[0], c[1], c[2]); }
+
+// An RGB cv::Mat sharing nothing with the tensor.
+cv::Mat to_mat(const torch::Tensor& picture) {
+  TORCH_CHECK(picture.scalar_type() == torch::kUInt8 &&
+                  (picture.dim() == 2 || (picture.dim() == 3 && picture.size(2) == 3)),
+              "expected a picture [H, W, 3] or [H, W] uint8, got ", picture.sizes(), " ",
+              picture.scalar_type());
+  auto rgb = (picture.dim() == 2 ? picture.unsqueeze(2).expand({-1, -1, 3}) : picture)
+                 .to(torch::kCPU)
+                 .contiguous();
+  cv::Mat view(static_cast<int>(rgb.size(0)), static_cast<int>(rgb.size(1)), CV_8UC3,
+               rgb.data_ptr<uint8_t>());
+  return view.clone();
+}
+
+torch::Tensor to_tensor(const cv::Mat& mat) {
+  CV_Assert(mat.type() == CV_8UC3 && mat.isContinuous());
+  return torch::from_blob(const_cast<uint8_t*>(mat.ptr<uint8_t>()), {mat.rows, mat.cols, 3},
+                          torch::kUInt8)
+      .clone();
+}
+
+// [C, H, W] uint8 (C = 1 or 3) -> RGB cv::Mat fitted into size x size.
+cv::Mat fit_image(const torch::Tensor& image, int64_t size) {
+  TORCH_CHECK(image.dim() == 3 && (image.size(0) == 1 || image.size(0) == 3),
+              "tile image: expected [C, H, W] with C = 1 or 3, got ", image.sizes());
+  auto hwc = image.to(torch::kCPU).clamp(0, 255).to(torch::kUInt8).permute({1, 2, 0});
+  cv::Mat mat = to_mat(hwc.size(2) == 1 ? hwc.squeeze(2) : hwc);
+  const double scale =
+      static_cast<double>(size) / static_cast<double>(std::max(mat.rows, mat.cols));
+  const int h = std::max(1, static_cast<int>(std::lround(mat.rows * scale)));
+  const int w = std::max(1, static_cast<int>(std::lround(mat.cols * scale)));
+  cv::Mat out;
+  cv::resize(mat, out, cv::Size(w, h), 0, 0, scale >= 1 ? cv::INTER_NEAREST : cv::INTER_AREA);
+  return out;
+}
+
+// Writes text fitted into `width` pixels (smaller font, then cut with "..").
+void put_fitted(cv::Mat& canvas, std::string text, cv::Point origin, int width,
+                const cv::Scalar& colour) {
+  double scale = 0.42;
+  int baseline = 0;
+  auto text_width = [&](const std::string& t, double s) {
+    return cv::getTextSize(t, kFont, s, 1, &baseline).width;
+  };
+  while (scale > 0.32 && text_width(text, scale) > width) scale -= 0.02;
+  while (text.size() > 2 && text_width(text, scale) > width) {
+    text = text.substr(0, text.size() - 3) + "..";
+  }
+  const int left = origin.x + std::max(0, (width - text_width(text, scale)) / 2);
+  cv::putText(canvas, text, cv::Point(left, origin.y), kFont, scale, colour, 1, cv::LINE_AA);
+}
+
+double nice_step(double range, int target_ticks) {
+  const double raw = range / std::max(1, target_ticks);
+  const double magnitude = std::pow(10.0, std::floor(std::log10(raw)));
+  for (double m : {1.0, 2.0, 2.5, 5.0, 10.0}) {
+    if (raw <= m * magnitude) return m * magnitude;
+  }
+  return 10 * magnitude;
+}
+
+std::string tick_text(double value, double step) {
+  char buffer[32];
+  const int decimals =
+      step >= 1 ? 0 : std::min(4, static_cast<int>(std::ceil(-std::log10(step) - 1e-9)));
+  std::snprintf(buffer, sizeof(buffer), "%.*f", decimals, std::abs(value) < 1e-12 ? 0.0 : value);
+  return buffer;
+}
+
+void dashed_line(cv::Mat& canvas, cv::Point a, cv::Point b, const cv::Scalar& colour) {
+  const double length = std::hypot(b.x - a.x, b.y - a.y);
+  for (double t = 0; t < length; t += 12) {
+    const double u = std::min(length, t + 6);
+    cv::line(canvas, a + (b - a) * (t / length), a + (b - a) * (u / length), colour, 1,
+             cv::LINE_AA);
+  }
+}
+
+}  // namespace
+
+void write_png(const torch::Tensor& picture, const std::string& path) {
+  cv::Mat bgr;
+  cv::cvtColor(to_mat(picture), bgr, cv::COLOR_RGB2BGR);
+  const std::string temp = path + ".tmp.png";
+  bool ok = false;
+  try {
+    ok = cv::imwrite(temp, bgr);
+  } catch (const cv::Exception& e) {
+    throw std::runtime_error("cannot write PNG " + path + ": " + e.what());
+  }
+  if (!ok) throw std::runtime_error("cannot write PNG " + path);
+  std::error_code error;
+  std::filesystem::rename(temp, path, error);
+  if (error)
+    throw std::runtime_error("cannot rename " + temp + " to " + path + ": " + error.message());
+}
+
+torch::Tensor read_picture(const std::string& path) {
+  cv::Mat bgr = cv::imread(path, cv::IMREAD_COLOR);
+  if (bgr.empty()) throw std::runtime_error("cannot read picture " + path);
+  cv::Mat rgb;
+  cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
+  return to_tensor(rgb);
+}
+
+Rgb series_colour(size_t i) {
+  static const std::vector<Rgb> colours{{31, 119, 180},  {214, 39, 40},   {44, 160, 44},
+                                        {255, 127, 14},  {148, 103, 189}, {140, 86, 75},
+                                        {227, 119, 194}, {23, 190, 207}};
+  return colours[i % colours.size()];
+}
+
+std::pair<int64_t, int64_t> tile_grid_size(int64_t rows, int64_t columns,
+                                           const TileGridOptions& options) {
+  TORCH_CHECK(rows >= 1 && columns >= 1, "tile grid: nothing to draw (", rows, " rows, ", columns,
+              " columns)");
+  TORCH_CHECK(options.tile_size >= 8 && options.gap >= 0 && options.lines >= 0,
+              "tile grid: tile_size must be >= 8, gap and lines >= 0");
+  const int64_t caption = options.lines * kLineHeight + (options.lines ? 4 : 0);
+  const int64_t height =
+      2 * options.gap + rows * (options.tile_size + caption) + (rows - 1) * options.gap;
+  const int64_t width = 2 * options.gap + columns * options.tile_size +
+                        (columns - 1) * options.gap + (columns > 1 ? 2 * options.gap : 0);
+  return {height, width};
+}
+
+torch::Tensor tile_grid(const std::vector<std::vector<Tile>>& rows,
+                        const TileGridOptions& options) {
+  size_t columns = 0;
+  for (const auto& row : rows) columns = std::max(columns, row.size());
+  const auto [height, width] =
+      tile_grid_size(static_cast<int64_t>(rows.size()), static_cast<int64_t>(columns), options);
+  cv::Mat canvas(static_cast<int>(height), static_cast<int>(width), CV_8UC3, kWhite);
+  const int tile = static_cast<int>(options.tile_size), gap = static_cast<int>(options.gap);
+  const int caption = static_cast<int>(options.lines * kLineHeight + (options.lines ? 4 : 0));
+  for (size_t r = 0; r < rows.size(); ++r) {
+    const int top = gap + static_cast<int>(r) * (tile + caption + gap);
+    for (size_t c = 0; c < rows[r].size(); ++c) {
+      const auto& item = rows[r][c];
+      const int left = gap + static_cast<int>(c) * (tile + gap) + (c > 0 ? 2 * gap : 0);
+      cv::rectangle(canvas, cv::Rect(left, top, tile, tile), cv::Scalar(240, 240, 240), cv::FILLED);
+      if (item.image.defined()) {
+        const cv::Mat image = fit_image(item.image, options.tile_size);
+        const int x = left + (tile - image.cols) / 2, y = top + (tile - image.rows) / 2;
+        image.copyTo(canvas(cv::Rect(x, y, image.cols, image.rows)));
+      }
+      if (item.frame) {
+        cv::rectangle(canvas, cv::Rect(left - 3, top - 3, tile + 6, tile + 6), scalar(*item.frame),
+                      3);
+      }
+      for (size_t l = 0; l < item.lines.size() && l < static_cast<size_t>(options.lines); ++l) {
+        put_fitted(canvas, item.lines[l],
+                   cv::Point(left, top + tile + 4 + static_cast<int>((l + 1) * kLineHeight) - 3),
+                   tile, l == 0 ? kBlack : kDark);
+      }
+    }
+    if (rows[r].size() > 1) {
+      const int x = gap + tile + (3 * gap) / 2;
+      cv::line(canvas, cv::Point(x, top), cv::Point(x, top + tile + caption - 2), kDark, 1);
+    }
+  }
+  return to_tensor(canvas);
+}
+
+torch::Tensor line_chart(const std::vector<Series>& series, const ChartOptions& options) {
+  TORCH_CHECK(options.width >= 200 && options.height >= 150, "line chart: ", options.width, " x ",
+              options.height, " is too small (at least 200 x 150)");
+  double x_low = std::numeric_limits<double>::infinity(), x_high = -x_low;
+  double y_low = x_low, y_high = -x_low;
+  for (const auto& s : series) {
+    TORCH_CHECK(s.x.size() == s.y.size(), "line chart: series '", s.name, "' has ", s.x.size(),
+                " x values and ", s.y.size(), " y values");
+    for (size_t i = 0; i < s.x.size(); ++i) {
+      x_low = std::min(x_low, s.x[i]);
+      x_high = std::max(x_high, s.x[i]);
+      y_low = std::min(y_low, s.y[i]);
+      y_high = std::max(y_high, s.y[i]);
+    }
+  }
+  TORCH_CHECK(std::isfinite(x_low), "line chart '", options.title, "': no data points");
+  for (const auto& [y, label] : options.reference_lines) {
+    y_low = std::min(y_low, y);
+    y_high = std::max(y_high, y);
+  }
+  if (x_low >= 0) x_low = 0;
+  const double y_pad = 0.05 * std::max(1e-9, y_high - y_low);
+  y_low = options.y_min.value_or(y_low - y_pad);
+  y_high = options.y_max.value_or(y_high + y_pad);
+  x_low = options.x_min.value_or(x_low);
+  x_high = options.x_max.value_or(x_high);
+  if (x_high <= x_low) x_high = x_low + 1;
+  if (y_high <= y_low) y_high = y_low + 1;
+
+  const int width = static_cast<int>(options.width), height = static_cast<int>(options.height);
+  cv::Mat canvas(height, width, CV_8UC3, kWhite);
+  const int left = 64, right = width - 16, top = 36, bottom = height - 48;
+  auto px = [&](double x) {
+    return left + static_cast<int>(std::lround((x - x_low) / (x_high - x_low) * (right - left)));
+  };
+  auto py = [&](double y) {
+    return bottom - static_cast<int>(std::lround((y - y_low) / (y_high - y_low) * (bottom - top)));
+  };
+
+  const double x_step = nice_step(x_high - x_low, 6), y_step = nice_step(y_high - y_low, 6);
+  int baseline = 0;
+  for (double x = std::ceil(x_low / x_step) * x_step; x <= x_high + 1e-9 * x_step; x += x_step) {
+    cv::line(canvas, cv::Point(px(x), top), cv::Point(px(x), bottom), kGrid, 1);
+    const std::string text = tick_text(x, x_step);
+    const auto size = cv::getTextSize(text, kFont, 0.4, 1, &baseline);
+    cv::putText(canvas, text, cv::Point(px(x) - size.width / 2, bottom + 16), kFont, 0.4, kBlack, 1,
+                cv::LINE_AA);
+  }
+  for (double y = std::ceil(y_low / y_step) * y_step; y <= y_high + 1e-9 * y_step; y += y_step) {
+    cv::line(canvas, cv::Point(left, py(y)), cv::Point(right, py(y)), kGrid, 1);
+    const std::string text = tick_text(y * options.y_tick_scale, y_step * options.y_tick_scale);
+    const auto size = cv::getTextSize(text, kFont, 0.4, 1, &baseline);
+    cv::putText(canvas, text, cv::Point(left - 6 - size.width, py(y) + 4), kFont, 0.4, kBlack, 1,
+                cv::LINE_AA);
+  }
+  cv::rectangle(canvas, cv::Point(left, top), cv::Point(right, bottom), kBlack, 1);
+
+  for (const auto& [y, label] : options.reference_lines) {
+    if (y < y_low || y > y_high) continue;
+    dashed_line(canvas, cv::Point(left, py(y)), cv::Point(right, py(y)), kDark);
+    cv::putText(canvas, label, cv::Point(left + 6, py(y) - 5), kFont, 0.4, kDark, 1, cv::LINE_AA);
+  }
+
+  cv::Mat plot = canvas(cv::Rect(left, top, right - left + 1, bottom - top + 1));
+  for (size_t s = 0; s < series.size(); ++s) {
+    const cv::Scalar colour = scalar(series_colour(s));
+    std::vector<cv::Point> points;
+    for (size_t i = 0; i < series[s].x.size(); ++i) {
+      points.emplace_back(px(series[s].x[i]) - left, py(series[s].y[i]) - top);
+    }
+    if (points.size() > 1) cv::polylines(plot, points, false, colour, 2, cv::LINE_AA);
+    if (points.size() <= 40) {
+      for (const auto& p : points) cv::circle(plot, p, 3, colour, cv::FILLED, cv::LINE_AA);
+    }
+  }
+
+  // Legend, top right inside the plot.
+  int legend_width = 0;
+  for (const auto& s : series) {
+    legend_width = std::max(legend_width, cv::getTextSize(s.name, kFont, 0.45, 1, &baseline).width);
+  }
+  const int legend_left = right - legend_width - 44, legend_top = top + 8;
+  cv::rectangle(canvas,
+                cv::Rect(legend_left - 6, legend_top - 4, legend_width + 44,
+                         static_cast<int>(series.size()) * 18 + 6),
+                kWhite, cv::FILLED);
+  cv::rectangle(canvas,
+                cv::Rect(legend_left - 6, legend_top - 4, legend_width + 44,
+                         static_cast<int>(series.size()) * 18 + 6),
+                kDark, 1);
+  for (size_t s = 0; s < series.size(); ++s) {
+    const int y = legend_top + 10 + static_cast<int>(s) * 18;
+    cv::line(canvas, cv::Point(legend_left, y), cv::Point(legend_left + 24, y),
+             scalar(series_colour(s)), 2, cv::LINE_AA);
+    cv::putText(canvas, series[s].name, cv::Point(legend_left + 30, y + 5), kFont, 0.45, kBlack, 1,
+                cv::LINE_AA);
+  }
+
+  const auto title_size = cv::getTextSize(options.title, kFont, 0.55, 1, &baseline);
+  cv::putText(canvas, options.title, cv::Point((width - title_size.width) / 2, 22), kFont, 0.55,
+              kBlack, 1, cv::LINE_AA);
+  const auto x_size = cv::getTextSize(options.x_label, kFont, 0.45, 1, &baseline);
+  cv::putText(canvas, options.x_label, cv::Point((left + right - x_size.width) / 2, height - 12),
+              kFont, 0.45, kBlack, 1, cv::LINE_AA);
+  // The y label, written horizontally and rotated.
+  const auto y_size = cv::getTextSize(options.y_label, kFont, 0.45, 1, &baseline);
+  cv::Mat label(y_size.height + 8, y_size.width + 4, CV_8UC3, kWhite);
+  cv::putText(label, options.y_label, cv::Point(2, y_size.height + 2), kFont, 0.45, kBlack, 1,
+              cv::LINE_AA);
+  cv::Mat rotated;
+  cv::rotate(label, rotated, cv::ROTATE_90_COUNTERCLOCKWISE);
+  const int label_top = std::max(0, (top + bottom - rotated.rows) / 2);
+  if (rotated.rows + label_top <= height) {
+    rotated.copyTo(canvas(cv::Rect(2, label_top, rotated.cols, rotated.rows)));
+  }
+  return to_tensor(canvas);
+}
+
+torch::Tensor side_by_side(const std::vector<torch::Tensor>& pictures, int64_t gap) {
+  TORCH_CHECK(!pictures.empty(), "side_by_side: no pictures");
+  int64_t height = 0, width = 0;
+  for (const auto& p : pictures) {
+    TORCH_CHECK(p.dim() == 3 && p.size(2) == 3 && p.scalar_type() == torch::kUInt8,
+                "side_by_side: expected [H, W, 3] uint8, got ", p.sizes());
+    height = std::max(height, p.size(0));
+    width += p.size(1);
+  }
+  width += gap * static_cast<int64_t>(pictures.size() - 1);
+  auto out = torch::full({height, width, 3}, 255, torch::kUInt8);
+  int64_t left = 0;
+  for (const auto& p : pictures) {
+    out.slice(0, 0, p.size(0)).slice(1, left, left + p.size(1)).copy_(p);
+    left += p.size(1) + gap;
+  }
+  return out;
+}
+
+}  // namespace alexnet::experiments

@@ -1,0 +1,222 @@
+#include "experiments/feature_extraction.h"
+
+#include <algorithm>
+#include <stdexcept>
+
+#include "data/loader.h"
+
+namespace alexnet::experiments {
+namespace {
+
+c10::IValue attribute(const torch::jit::Module& model, const std::string& name,
+                      const std::string& what) {
+  if (!model.hasattr(name)) {
+    throw std::runtime_error("model " + what + " has no attribute '" + name +
+                             "' (expected a model written by `alexnet export`)");
+  }
+  return model.attr(name);
+}
+
+int64_t int_attribute(const torch::jit::Module& model, const std::string& name,
+                      const std::string& what) {
+  const auto value = attribute(model, name, what);
+  if (value.isInt()) return value.toInt();
+  if (value.isTensor() && value.toTensor().numel() == 1) return value.toTensor().item<int64_t>();
+  throw std::runtime_error("model " + what + ": attribute '" + name + "' is not an integer");
+}
+
+std::vector<double> double_list_attribute(const torch::jit::Module& model, const std::string& name,
+                                          const std::string& what) {
+  const auto value = attribute(model, name, what);
+  std::vector<double> out;
+  if (value.isTensor()) {
+    const auto t = value.toTensor().to(torch::kCPU, torch::kDouble).contiguous().flatten();
+    out.assign(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
+  } else if (value.isList()) {
+    for (const auto& item : value.toListRef()) {
+      if (!item.isDouble() && !item.isInt()) {
+        throw std::runtime_error("model " + what + ": attribute '" + name +
+                                 "' is not a list of numbers");
+      }
+      out.push_back(item.isDouble() ? item.toDouble() : static_cast<double>(item.toInt()));
+    }
+  } else {
+    throw std::runtime_error("model " + what + ": attribute '" + name + "' is not a list");
+  }
+  return out;
+}
+
+std::vector<std::string> string_list_attribute(const torch::jit::Module& model,
+                                               const std::string& name, const std::string& what) {
+  const auto value = attribute(model, name, what);
+  if (!value.isList()) {
+    throw std::runtime_error("model " + what + ": attribute '" + name + "' is not a list");
+  }
+  std::vector<std::string> out;
+  for (const auto& item : value.toListRef()) {
+    if (!item.isString()) {
+      throw std::runtime_error("model " + what + ": attribute '" + name +
+                               "' is not a list of strings");
+    }
+    out.push_back(item.toStringRef());
+  }
+  return out;
+}
+
+torch::Device model_device(const torch::jit::Module& model) {
+  for (const auto& p : model.parameters()) return p.device();
+  return torch::kCPU;
+}
+
+}  // namespace
+
+torch::jit::Module load_model(const std::string& path) {
+  torch::jit::Module model;
+  try {
+    model = torch::jit::load(path, torch::kCPU);
+  } catch (const c10::Error& e) {
+    throw std::runtime_error("cannot load TorchScript model " + path + ": " +
+                             e.what_without_backtrace());
+  }
+  model.eval();
+  return model;
+}
+
+torch::Tensor model_tensor(const torch::jit::Module& model, const std::string& name,
+                           const std::string& what) {
+  std::string underscored = name;
+  std::replace(underscored.begin(), underscored.end(), '.', '_');
+  auto matches = [&](const std::string& key) {
+    for (const auto& candidate : {name, underscored}) {
+      if (key == candidate) return true;
+      if (key.size() > candidate.size() &&
+          key.compare(key.size() - candidate.size(), candidate.size(), candidate) == 0 &&
+          key[key.size() - candidate.size() - 1] == '.') {
+        return true;
+      }
+    }
+    return false;
+  };
+  for (const auto& item : model.named_parameters(/*recurse=*/true)) {
+    if (matches(item.name)) return item.value;
+  }
+  for (const auto& item : model.named_buffers(/*recurse=*/true)) {
+    if (matches(item.name)) return item.value;
+  }
+  for (const auto& item : model.named_attributes(/*recurse=*/true)) {
+    if (matches(item.name) && item.value.isTensor()) return item.value.toTensor();
+  }
+  throw std::runtime_error("model " + what + " has no tensor named '" + name + "' (nor '" +
+                           underscored + "')");
+}
+
+ModelPreprocessing read_preprocessing(const torch::jit::Module& model, const std::string& what) {
+  ModelPreprocessing p;
+  p.class_names = string_list_attribute(model, "class_names", what);
+  p.image_size = int_attribute(model, "image_size", what);
+  p.resize_size = int_attribute(model, "resize_size", what);
+  p.in_channels = int_attribute(model, "in_channels", what);
+  p.mean = double_list_attribute(model, "mean", what);
+  p.std = double_list_attribute(model, "std", what);
+  if (p.image_size <= 0 || p.resize_size < 0 ||
+      (p.resize_size > 0 && p.resize_size < p.image_size)) {
+    throw std::runtime_error("model " + what + ": image_size " + std::to_string(p.image_size) +
+                             " and resize_size " + std::to_string(p.resize_size) +
+                             " are inconsistent (need 0 < image_size <= resize_size, or "
+                             "resize_size 0)");
+  }
+  if (p.in_channels != 1 && p.in_channels != 3) {
+    throw std::runtime_error("model " + what + ": in_channels " + std::to_string(p.in_channels) +
+                             " (expected 1 or 3)");
+  }
+  return p;
+}
+
+transforms::TransformPtr preprocessing_pipeline(const ModelPreprocessing& preprocessing) {
+  transforms::PipelineOptions options;
+  options.resize = preprocessing.resize_size;
+  options.crop = preprocessing.image_size;
+  options.mean = preprocessing.mean;
+  options.std = preprocessing.std;
+  options.pca_lighting = false;
+  options.flip = false;
+  return transforms::eval_pipeline(options, /*ten_crop=*/false);
+}
+
+torch::Tensor match_channels(const torch::Tensor& batch, int64_t in_channels) {
+  TORCH_CHECK(batch.dim() == 4, "expected a batch [B, C, H, W], got ", batch.sizes());
+  const int64_t c = batch.size(1);
+  if (c == in_channels) return batch;
+  if (c == 3 && in_channels == 1) return batch.mean(1, /*keepdim=*/true);
+  if (c == 1 && in_channels == 3) return batch.expand({-1, 3, -1, -1}).contiguous();
+  TORCH_CHECK(false, "images have ", c, " channels but the model takes ", in_channels);
+}
+
+torch::Tensor model_features(torch::jit::Module& model, const torch::Tensor& input) {
+  TORCH_CHECK(input.dim() == 4, "features: expected [B, C, H, W] input, got ", input.sizes());
+  torch::NoGradGuard no_grad;
+  const auto device = model_device(model);
+  auto output = model.run_method("features", input.to(device, torch::kFloat));
+  TORCH_CHECK(output.isTensor(), "the model's features method did not return a tensor");
+  auto features = output.toTensor();
+  TORCH_CHECK(features.dim() == 2 && features.size(0) == input.size(0),
+              "the model's features method returned ", features.sizes(), " for ", input.size(0),
+              " images (expected [B, D])");
+  return features.to(torch::kCPU, torch::kFloat).contiguous();
+}
+
+torch::Tensor pixel_vectors(const torch::Tensor& input, int64_t pixel_size) {
+  TORCH_CHECK(input.dim() == 4, "pixel vectors: expected [B, C, H, W], got ", input.sizes());
+  TORCH_CHECK(pixel_size > 0, "pixel vectors: pixel_size must be positive, got ", pixel_size);
+  auto x = input.to(torch::kCPU, torch::kFloat);
+  const int64_t h = std::min(x.size(2), pixel_size), w = std::min(x.size(3), pixel_size);
+  if (h != x.size(2) || w != x.size(3)) x = torch::adaptive_avg_pool2d(x, {h, w});
+  return x.flatten(1).contiguous();
+}
+
+FeatureIndex extract_features(torch::jit::Module& model, const std::string& model_path,
+                              const data::DatasetPtr& dataset, const std::string& data_source,
+                              const std::string& split, const FeatureOptions& options,
+                              const std::function<void(int64_t, int64_t)>& progress) {
+  TORCH_CHECK(dataset != nullptr && dataset->size() > 0, "features: the data set ", data_source,
+              " (", split, ") is empty");
+  TORCH_CHECK(options.batch_size > 0, "features: batch size must be positive");
+  TORCH_CHECK(options.pixel_size >= 0, "features: pixel size must not be negative");
+  const auto preprocessing = read_preprocessing(model, model_path);
+  model.eval();
+
+  data::LoaderOptions loader_options;
+  loader_options.batch_size = options.batch_size;
+  loader_options.workers = options.workers;
+  loader_options.shuffle = false;
+  data::Loader loader(dataset, preprocessing_pipeline(preprocessing), loader_options);
+  loader.start_epoch(0);
+
+  std::vector<torch::Tensor> features, pixels, labels;
+  FeatureIndex index;
+  int64_t done = 0;
+  while (auto batch = loader.next()) {
+    const auto input = match_channels(batch->images, preprocessing.in_channels);
+    features.push_back(model_features(model, input));
+    if (options.pixel_size > 0) pixels.push_back(pixel_vectors(input, options.pixel_size));
+    labels.push_back(batch->labels.to(torch::kLong));
+    for (int64_t i : batch->indices) {
+      index.dataset_indices.push_back(i);
+      index.descriptions.push_back(dataset->describe(static_cast<size_t>(i)));
+    }
+    done += static_cast<int64_t>(batch->indices.size());
+    if (progress) progress(done, static_cast<int64_t>(dataset->size()));
+  }
+  TORCH_CHECK(!features.empty(), "features: no image of ", data_source, " could be read");
+  index.features = torch::cat(features);
+  index.labels = torch::cat(labels);
+  if (!pixels.empty()) index.pixels = torch::cat(pixels);
+  index.class_names = dataset->class_names();
+  index.data_source = data_source;
+  index.split = split;
+  index.model_path = model_path;
+  index.validate();
+  return index;
+}
+
+}  // namespace alexnet::experiments

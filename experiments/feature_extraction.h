@@ -1,0 +1,76 @@
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <torch/script.h>
+#include <torch/torch.h>
+
+#include "data/dataset.h"
+#include "experiments/feature_index.h"
+#include "transforms/transforms.h"
+
+namespace alexnet::experiments {
+
+/// The preprocessing an exported model declares in its attributes (see train/export.h):
+/// class_names, image_size, resize_size, mean and std (0..255 scale), in_channels.
+struct ModelPreprocessing {
+  std::vector<std::string> class_names;
+  int64_t image_size = 224;
+  int64_t resize_size = 256;
+  int64_t in_channels = 3;
+  std::vector<double> mean;
+  std::vector<double> std;
+};
+
+/// Loads a TorchScript model onto the CPU, in eval mode; throws naming the file.
+torch::jit::Module load_model(const std::string& path);
+
+/// A parameter, buffer or tensor attribute of a TorchScript model by its dotted name, e.g.
+/// "conv1.weight" (also found as "conv1_weight" or at any depth, "model.conv1.weight"). Throws
+/// naming `what` (the model file) and the name when absent.
+torch::Tensor model_tensor(const torch::jit::Module& model, const std::string& name,
+                           const std::string& what);
+
+/// Reads the attributes; throws naming `what` (the model file) and the missing or malformed
+/// attribute.
+ModelPreprocessing read_preprocessing(const torch::jit::Module& model, const std::string& what);
+
+/// The evaluation pipeline for the model: ResizeShorter(resize_size), CenterCrop(resize_size),
+/// CenterCrop(image_size), mean/std. Returns [C, image_size, image_size] float32.
+transforms::TransformPtr preprocessing_pipeline(const ModelPreprocessing& preprocessing);
+
+/// Adapts a batch [B, C, h, w] float32 to the model's channels: 3 -> 1 averages the channels,
+/// 1 -> 3 replicates; other mismatches throw.
+torch::Tensor match_channels(const torch::Tensor& batch, int64_t in_channels);
+
+/// Runs the model's `features` method (fc7 after ReLU) without gradients on the model's
+/// device. input: [B, in_channels, image_size, image_size] float32. Returns [B, D] float32 on
+/// the CPU.
+torch::Tensor model_features(torch::jit::Module& model, const torch::Tensor& input);
+
+/// The raw-pixel baseline vector of each model input: area-downsampled so that neither side
+/// exceeds `pixel_size` (kept as is when already smaller), flattened. input: [B, C, h, w]
+/// float32. Returns [B, C * h' * w'] float32.
+torch::Tensor pixel_vectors(const torch::Tensor& input, int64_t pixel_size);
+
+struct FeatureOptions {
+  int64_t batch_size = 64;
+  /// Loader threads (0: load on the calling thread).
+  int64_t workers = 2;
+  /// Side of the stored raw-pixel vectors; 0 stores none.
+  int64_t pixel_size = 32;
+};
+
+/// Computes the features (and pixel vectors) of every image of `dataset` in order, with the
+/// model's preprocessing. `data_source`, `split` and `model_path` are recorded in the index.
+/// Images that fail to decode are left out (and reported by the loader). `progress`, when
+/// given, is called after every batch with (images done, images in the data set).
+FeatureIndex extract_features(torch::jit::Module& model, const std::string& model_path,
+                              const data::DatasetPtr& dataset, const std::string& data_source,
+                              const std::string& split, const FeatureOptions& options,
+                              const std::function<void(int64_t, int64_t)>& progress = {});
+
+}  // namespace alexnet::experiments

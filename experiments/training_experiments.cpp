@@ -1,0 +1,334 @@
+#include "experiments/training_experiments.h"
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <map>
+#include <sstream>
+#include <stdexcept>
+
+#include "data/dataset.h"
+#include "train/checkpoint.h"
+
+namespace alexnet::experiments {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+std::vector<json> read_jsonl(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error("cannot read metrics file " + path);
+  std::vector<json> records;
+  std::string line;
+  for (int64_t number = 1; std::getline(in, line); ++number) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    try {
+      records.push_back(json::parse(line));
+    } catch (const json::exception& e) {
+      throw std::runtime_error("metrics file " + path + " line " + std::to_string(number) +
+                               " is not JSON: " + e.what());
+    }
+  }
+  return records;
+}
+
+double mean(const std::vector<double>& values) {
+  double sum = 0;
+  for (double v : values) sum += v;
+  return values.empty() ? 0 : sum / static_cast<double>(values.size());
+}
+
+double sample_std(const std::vector<double>& values) {
+  if (values.size() < 2) return 0;
+  const double m = mean(values);
+  double sum = 0;
+  for (double v : values) sum += (v - m) * (v - m);
+  return std::sqrt(sum / static_cast<double>(values.size() - 1));
+}
+
+std::string percent(double fraction, int decimals = 2) {
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(decimals) << 100 * fraction;
+  return out.str();
+}
+
+}  // namespace
+
+std::vector<CurvePoint> read_training_curve(const std::string& metrics_jsonl) {
+  std::vector<CurvePoint> curve;
+  for (const auto& record : read_jsonl(metrics_jsonl)) {
+    if (record.value("kind", "") != "step") continue;
+    try {
+      CurvePoint p;
+      p.step = record.at("step").get<int64_t>();
+      p.epoch = record.at("epoch").get<double>();
+      p.elapsed_s = record.at("elapsed_s").get<double>();
+      p.train_top1_error = record.at("train_top1_error").get<double>();
+      p.loss = record.at("loss").get<double>();
+      curve.push_back(p);
+    } catch (const json::exception& e) {
+      throw std::runtime_error("metrics file " + metrics_jsonl + ": step record " + record.dump() +
+                               " lacks a field: " + e.what());
+    }
+  }
+  return curve;
+}
+
+json read_last_validation(const std::string& metrics_jsonl) {
+  std::optional<json> last;
+  for (const auto& record : read_jsonl(metrics_jsonl)) {
+    if (record.value("kind", "") == "epoch" && record.contains("val_top1_error") &&
+        record.contains("val_top5_error")) {
+      last = record;
+    }
+  }
+  if (!last) {
+    throw std::runtime_error("metrics file " + metrics_jsonl +
+                             " holds no epoch record with validation errors");
+  }
+  return *last;
+}
+
+std::optional<CurvePoint> first_reaching(const std::vector<CurvePoint>& curve, double target) {
+  for (const auto& p : curve) {
+    if (p.train_top1_error <= target) return p;
+  }
+  return std::nullopt;
+}
+
+void resolve_shared_statistics(train::TrainConfig& config, const train::RunData& data,
+                               std::ostream& log) {
+  auto& d = config.data;
+  if (!d.mean.empty() && !d.std.empty() && !d.eigenvalues.empty()) return;
+  std::optional<data::DatasetStats> stats = data.train->stats();
+  if (!stats) {
+    log << "computing training set statistics once for all runs..." << std::endl;
+    stats = data::compute_stats(*data.train, static_cast<size_t>(d.stats_images), config.seed);
+  }
+  if (d.mean.empty()) d.mean = stats->mean;
+  if (d.std.empty()) d.std = stats->std;
+  if (d.eigenvalues.empty()) {
+    const auto values = stats->eigenvalues.to(torch::kFloat64).contiguous();
+    const auto vectors = stats->eigenvectors.to(torch::kFloat64).contiguous();
+    d.eigenvalues.assign(values.data_ptr<double>(), values.data_ptr<double>() + 3);
+    d.eigenvectors.assign(vectors.data_ptr<double>(), vectors.data_ptr<double>() + 9);
+  }
+}
+
+json RunResult::to_json() const {
+  return {{"group", group},
+          {"name", name},
+          {"seed", seed},
+          {"run_dir", run_dir},
+          {"val_top1_error", val_top1_error},
+          {"val_top5_error", val_top5_error},
+          {"final_train_top1_error", final_train_top1_error},
+          {"seconds", seconds},
+          {"steps", steps}};
+}
+
+RunResult RunResult::from_json(const json& j) {
+  RunResult r;
+  r.group = j.at("group").get<std::string>();
+  r.name = j.at("name").get<std::string>();
+  r.seed = j.at("seed").get<uint64_t>();
+  r.run_dir = j.at("run_dir").get<std::string>();
+  r.val_top1_error = j.at("val_top1_error").get<double>();
+  r.val_top5_error = j.at("val_top5_error").get<double>();
+  r.final_train_top1_error = j.at("final_train_top1_error").get<double>();
+  r.seconds = j.at("seconds").get<double>();
+  r.steps = j.at("steps").get<int64_t>();
+  return r;
+}
+
+RunResult run_training(const train::TrainConfig& config, const train::RunData& data,
+                       const std::string& group, const std::string& name,
+                       const ExperimentSettings& settings) {
+  std::ostream& log = settings.log ? *settings.log : std::cerr;
+  const fs::path run_dir = fs::path(settings.out_dir) / name;
+  const fs::path result_path = run_dir / "result.json";
+  if (settings.reuse && fs::exists(result_path)) {
+    log << "reusing " << result_path.string() << std::endl;
+    return RunResult::from_json(train::read_json_file(result_path.string()));
+  }
+  std::error_code error;
+  fs::remove_all(run_dir, error);
+  log << "== run " << name << " (seed " << config.seed << ") -> " << run_dir.string() << std::endl;
+
+  train::RunOptions options;
+  options.run_dir = run_dir.string();
+  options.log = &log;
+  options.finalize = false;
+  const auto summary = train::train(config, data, options);
+
+  RunResult result;
+  result.group = group;
+  result.name = name;
+  result.seed = config.seed;
+  result.run_dir = run_dir.string();
+  result.seconds = summary.seconds;
+  result.steps = summary.steps;
+  const std::string metrics = (run_dir / "metrics.jsonl").string();
+  if (data.val && data.val->size() > 0) {
+    const auto last = read_last_validation(metrics);
+    result.val_top1_error = last.at("val_top1_error").get<double>();
+    result.val_top5_error = last.at("val_top5_error").get<double>();
+    result.final_train_top1_error = last.at("train_top1_error").get<double>();
+  } else {
+    const auto curve = read_training_curve(metrics);
+    if (!curve.empty()) result.final_train_top1_error = curve.back().train_top1_error;
+  }
+  if (!settings.keep_checkpoints) fs::remove_all(run_dir / "checkpoints", error);
+  train::write_file_atomically(result_path.string(), result.to_json().dump(2) + "\n");
+  return result;
+}
+
+json ActivationComparison::to_json() const {
+  auto reached = [](const std::optional<CurvePoint>& p) -> json {
+    if (!p) return nullptr;
+    return {{"step", p->step},
+            {"epoch", p->epoch},
+            {"elapsed_s", p->elapsed_s},
+            {"train_top1_error", p->train_top1_error}};
+  };
+  auto curve = [](const std::vector<CurvePoint>& points) {
+    json out = json::array();
+    for (const auto& p : points) {
+      out.push_back({{"step", p.step},
+                     {"epoch", p.epoch},
+                     {"elapsed_s", p.elapsed_s},
+                     {"train_top1_error", p.train_top1_error},
+                     {"loss", p.loss}});
+    }
+    return out;
+  };
+  json out{{"target_train_error", target},
+           {"relu", relu.to_json()},
+           {"tanh", tanh.to_json()},
+           {"relu_reached", reached(relu_reached)},
+           {"tanh_reached", reached(tanh_reached)},
+           {"speedup_epochs", speedup_epochs ? json(*speedup_epochs) : json(nullptr)},
+           {"speedup_seconds", speedup_seconds ? json(*speedup_seconds) : json(nullptr)},
+           {"relu_curve", curve(relu_curve)},
+           {"tanh_curve", curve(tanh_curve)}};
+  return out;
+}
+
+ActivationComparison compare_activations(const ExperimentSettings& settings,
+                                         const train::RunData& data, double target) {
+  TORCH_CHECK(target > 0 && target < 1, "target training error must be in (0, 1), got ", target);
+  ActivationComparison result;
+  result.target = target;
+  auto config = settings.base;
+  config.model.activation(Activation::kReLU);
+  result.relu = run_training(config, data, "relu", "relu", settings);
+  config.model.activation(Activation::kTanh);
+  result.tanh = run_training(config, data, "tanh", "tanh", settings);
+  result.relu_curve = read_training_curve(result.relu.run_dir + "/metrics.jsonl");
+  result.tanh_curve = read_training_curve(result.tanh.run_dir + "/metrics.jsonl");
+  result.relu_reached = first_reaching(result.relu_curve, target);
+  result.tanh_reached = first_reaching(result.tanh_curve, target);
+  if (result.relu_reached && result.tanh_reached) {
+    result.speedup_epochs = result.tanh_reached->epoch / result.relu_reached->epoch;
+    result.speedup_seconds = result.tanh_reached->elapsed_s / result.relu_reached->elapsed_s;
+  }
+  return result;
+}
+
+std::vector<AblationVariant> ablation_variants() {
+  return {
+      {"full", "LRN, 3/2 pooling, two columns, PCA lighting, dropout 0.5",
+       [](train::TrainConfig&) {}},
+      {"no-lrn", "without local response normalisation",
+       [](train::TrainConfig& c) { c.model.lrn(false); }},
+      {"pool-2x2", "non-overlapping 2/2 max-pooling instead of 3/2",
+       [](train::TrainConfig& c) { c.model.pool_kernel(2).pool_stride(2); }},
+      {"one-column", "one column of half width instead of two",
+       [](train::TrainConfig& c) { c.model.columns(1); }},
+      {"no-pca", "without PCA lighting",
+       [](train::TrainConfig& c) { c.data.pca_lighting = false; }},
+      {"no-dropout", "without dropout", [](train::TrainConfig& c) { c.model.dropout(0.0); }},
+  };
+}
+
+std::vector<AblationRow> summarise_ablation(const std::vector<AblationVariant>& variants,
+                                            const std::vector<RunResult>& runs) {
+  std::vector<AblationRow> rows;
+  for (const auto& v : variants) {
+    AblationRow row;
+    row.name = v.name;
+    row.description = v.description;
+    std::vector<double> top1, top5;
+    for (const auto& r : runs) {
+      if (r.group != v.name) continue;
+      row.runs.push_back(r);
+      top1.push_back(r.val_top1_error);
+      top5.push_back(r.val_top5_error);
+    }
+    if (row.runs.empty()) continue;
+    row.top1_mean = mean(top1);
+    row.top1_std = sample_std(top1);
+    row.top5_mean = mean(top5);
+    row.top5_std = sample_std(top5);
+    rows.push_back(row);
+  }
+  return rows;
+}
+
+std::string ablation_markdown(const std::vector<AblationRow>& rows) {
+  std::ostringstream out;
+  out << "| variant | change | runs | val top-1 error (%) | val top-5 error (%) | top-1 vs full "
+         "| top-5 vs full |\n"
+      << "|---|---|---|---|---|---|---|\n";
+  for (const auto& row : rows) {
+    auto delta = [&](double value, double base) {
+      std::ostringstream d;
+      d << std::showpos << std::fixed << std::setprecision(2) << 100 * (value - base);
+      return d.str();
+    };
+    out << "| " << row.name << " | " << row.description << " | " << row.runs.size() << " | "
+        << percent(row.top1_mean) << " ± " << percent(row.top1_std) << " | "
+        << percent(row.top5_mean) << " ± " << percent(row.top5_std) << " | "
+        << (&row == &rows.front() ? "" : delta(row.top1_mean, rows.front().top1_mean)) << " | "
+        << (&row == &rows.front() ? "" : delta(row.top5_mean, rows.front().top5_mean)) << " |\n";
+  }
+  return out.str();
+}
+
+json ablation_json(const std::vector<AblationRow>& rows) {
+  json out = json::array();
+  for (const auto& row : rows) {
+    json runs = json::array();
+    for (const auto& r : row.runs) runs.push_back(r.to_json());
+    out.push_back({{"variant", row.name},
+                   {"change", row.description},
+                   {"val_top1_error_mean", row.top1_mean},
+                   {"val_top1_error_std", row.top1_std},
+                   {"val_top5_error_mean", row.top5_mean},
+                   {"val_top5_error_std", row.top5_std},
+                   {"runs", runs}});
+  }
+  return out;
+}
+
+std::vector<RunResult> run_ablation(const ExperimentSettings& settings, const train::RunData& data,
+                                    const std::vector<AblationVariant>& variants, int64_t seeds) {
+  TORCH_CHECK(seeds >= 1, "ablation: seeds must be positive, got ", seeds);
+  TORCH_CHECK(data.val && data.val->size() > 0,
+              "ablation: needs a validation set (data.holdout or the source's val split)");
+  std::vector<RunResult> runs;
+  for (int64_t s = 0; s < seeds; ++s) {
+    for (const auto& v : variants) {
+      auto config = settings.base;
+      config.seed = settings.base.seed + static_cast<uint64_t>(s);
+      v.apply(config);
+      runs.push_back(run_training(config, data, v.name, v.name + "-s" + std::to_string(config.seed),
+                                  settings));
+    }
+  }
+  return runs;
+}
+
+}  // namespace alexnet::experiments

@@ -1,0 +1,623 @@
+// Tests of train/distributed: configuration from the environment, sharding, the two-process
+// data-parallel step against one process on the global batch (Gloo on 127.0.0.1), and the
+// faults (port in use, unreachable master, WORLD_SIZE mismatch, a dead and a hung rank).
+//
+// Multi-process tests start this test binary again (launch_local_processes) running the
+// hidden test case "distributed worker", which reads its scenario from the environment.
+#include <catch2/catch.hpp>
+
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include <torch/torch.h>
+
+#include "data/loader.h"
+#include "model/alexnet.h"
+#include "train/checkpoint.h"
+#include "train/distributed.h"
+#include "train/trainer.h"
+
+using namespace alexnet;
+using namespace alexnet::train;
+using alexnet::train::RunData;
+using alexnet::train::RunOptions;
+using alexnet::train::TrainConfig;
+using alexnet::train::TrainSummary;
+namespace fs = std::filesystem;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// Image i is [1, 6, 5] filled from i; label i % 3.
+class TinyDataset : public data::Dataset {
+ public:
+  explicit TinyDataset(size_t size) : size_(size) {}
+  size_t size() const override { return size_; }
+  data::Sample get(size_t index) const override {
+    auto image =
+        (torch::arange(30, torch::kLong).view({1, 6, 5}) + static_cast<int64_t>(index)) % 256;
+    return data::Sample{image.to(torch::kByte), label(index)};
+  }
+  int64_t label(size_t index) const override { return static_cast<int64_t>(index % 3); }
+  const std::vector<std::string>& class_names() const override { return names_; }
+  std::string describe(size_t index) const override { return "tiny#" + std::to_string(index); }
+
+ private:
+  size_t size_;
+  std::vector<std::string> names_{"a", "b", "c"};
+};
+
+// Sets environment variables for one scope and restores them afterwards.
+class ScopedEnv {
+ public:
+  ScopedEnv(std::vector<std::pair<std::string, std::string>> set, std::vector<std::string> unset) {
+    for (const auto& name : unset) remember(name), unsetenv(name.c_str());
+    for (const auto& [name, value] : set) remember(name), setenv(name.c_str(), value.c_str(), 1);
+  }
+  ~ScopedEnv() {
+    for (const auto& [name, value] : saved_) {
+      if (value) {
+        setenv(name.c_str(), value->c_str(), 1);
+      } else {
+        unsetenv(name.c_str());
+      }
+    }
+  }
+
+ private:
+  void remember(const std::string& name) {
+    const char* value = std::getenv(name.c_str());
+    saved_.emplace_back(name, value ? std::optional<std::string>(value) : std::nullopt);
+  }
+  std::vector<std::pair<std::string, std::optional<std::string>>> saved_;
+};
+
+const std::vector<std::string> kDistVars{"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
+                                         "MASTER_PORT"};
+
+std::string self_executable() { return fs::read_symlink("/proc/self/exe").string(); }
+
+fs::path fresh_dir(const std::string& name) {
+  auto dir = fs::temp_directory_path() /
+             ("alexnet_test_distributed_" + name + "_" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+std::string read_text(const fs::path& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// Runs the hidden worker test case in `nproc` processes.
+LaunchResult run_workers(const std::string& scenario, const fs::path& out, int64_t nproc = 2,
+                         std::vector<std::pair<std::string, std::string>> env = {}) {
+  LaunchOptions options;
+  options.nproc = nproc;
+  options.kill_grace = std::chrono::seconds(20);
+  options.env = std::move(env);
+  options.env.emplace_back("ALEXNET_TEST_SCENARIO", scenario);
+  options.env.emplace_back("ALEXNET_TEST_OUT", out.string());
+  options.env.emplace_back("OMP_NUM_THREADS", "1");
+  return launch_local_processes(self_executable(), {"distributed worker"}, options);
+}
+
+// The small AlexNet of the data-parallel test: 64x64 grey images, 10 classes, no dropout.
+AlexNetOptions small_alexnet(std::vector<torch::Device> devices = {torch::kCPU}) {
+  return AlexNetOptions()
+      .num_classes(10)
+      .in_channels(1)
+      .dropout(0.0)
+      .init(Init::kKaiming)
+      .devices(std::move(devices));
+}
+
+constexpr int64_t kGlobalBatch = 8;
+constexpr int64_t kSteps = 3;
+
+// The global batch of step `step`: [8, 1, 64, 64] float and [8] labels, the same on every rank.
+std::pair<torch::Tensor, torch::Tensor> global_batch(int64_t step) {
+  auto generator = at::detail::createCPUGenerator(static_cast<uint64_t>(1000 + step));
+  auto images = torch::randn({kGlobalBatch, 1, 64, 64}, generator);
+  auto labels = torch::randint(0, 10, {kGlobalBatch}, generator, torch::kLong);
+  return {images, labels};
+}
+
+torch::optim::SGD make_sgd(AlexNet& model) {
+  return torch::optim::SGD(model->parameters(),
+                           torch::optim::SGDOptions(0.05).momentum(0.9).weight_decay(5e-4));
+}
+
+std::vector<torch::Tensor> state_values(AlexNet& model) {
+  std::vector<torch::Tensor> values;
+  for (const auto& item : model->single_device_state()) values.push_back(item.value().clone());
+  return values;
+}
+
+// One process training on the whole global batch: the reference.
+std::vector<torch::Tensor> reference_weights(std::vector<torch::Device> devices) {
+  torch::manual_seed(100);  // rank 0's initial weights
+  AlexNet model(small_alexnet(std::move(devices)));
+  auto sgd = make_sgd(model);
+  for (int64_t step = 0; step < kSteps; ++step) {
+    auto [images, labels] = global_batch(step);
+    sgd.zero_grad();
+    torch::nn::functional::cross_entropy(model->forward(images), labels).backward();
+    sgd.step();
+  }
+  return state_values(model);
+}
+
+// 40 images [3, 64, 64] whose class (of 4) is a bright corner square over noise.
+class CornerDataset : public data::Dataset {
+ public:
+  explicit CornerDataset(size_t size, uint64_t seed) {
+    auto generator = at::detail::createCPUGenerator(seed);
+    for (size_t i = 0; i < size; ++i) {
+      const auto label = static_cast<int64_t>(i % 4);
+      auto image = torch::randint(0, 80, {3, 64, 64}, generator, torch::kLong);
+      image.narrow(1, (label / 2) * 32, 32).narrow(2, (label % 2) * 32, 32).add_(150);
+      images_.push_back(image.to(torch::kByte));
+    }
+  }
+  size_t size() const override { return images_.size(); }
+  data::Sample get(size_t i) const override { return {images_.at(i), static_cast<int64_t>(i % 4)}; }
+  int64_t label(size_t i) const override { return static_cast<int64_t>(i % 4); }
+  const std::vector<std::string>& class_names() const override { return names_; }
+  std::string describe(size_t i) const override { return "corner#" + std::to_string(i); }
+
+ private:
+  std::vector<torch::Tensor> images_;
+  std::vector<std::string> names_{"a", "b", "c", "d"};
+};
+
+// The trainer's run on CornerDataset: 4 steps per epoch, flips, no dropout.
+TrainConfig trainer_config(int64_t max_steps) {
+  TrainConfig c;
+  c.model.init(Init::kKaiming).dropout(0.0);
+  c.data.resize = 0;
+  c.data.crop = 64;
+  c.data.flip = true;
+  c.data.pca_lighting = false;
+  c.data.normalize = "mean_std";
+  c.data.stats_images = 0;
+  c.data.workers = 0;
+  c.optimizer.lr = 0.01;
+  c.schedule.kind = "constant";
+  c.epochs = 3;
+  c.max_steps = max_steps;
+  c.batch_size = 8;
+  c.eval_batch_size = 8;
+  c.devices = "cpu";
+  c.threads = 1;
+  c.log_interval = 1;
+  c.seed = 3;
+  return c;
+}
+
+RunData corner_data() {
+  return {std::make_shared<CornerDataset>(36, 1), std::make_shared<CornerDataset>(10, 2)};
+}
+
+TrainSummary run_trainer(int64_t max_steps, const std::string& run_dir, bool resume,
+                         const DistributedConfig& distributed = {}) {
+  RunOptions options;
+  options.run_dir = run_dir;
+  options.resume = resume;
+  options.finalize = false;
+  options.distributed = distributed;
+  std::ostringstream log;
+  options.log = &log;
+  return train::train(trainer_config(max_steps), corner_data(), options);
+}
+
+DistributedConfig worker_config() {
+  auto config = distributed_config_from_env();
+  const char* timeout = std::getenv("ALEXNET_TEST_TIMEOUT_MS");
+  config.timeout = std::chrono::milliseconds(timeout ? std::atoll(timeout) : 60000);
+  return config;
+}
+
+}  // namespace
+
+// Started by the tests below in several processes; does nothing when run directly.
+TEST_CASE("distributed worker", "[.dist-worker]") {
+  const char* scenario_text = std::getenv("ALEXNET_TEST_SCENARIO");
+  if (scenario_text == nullptr) return;
+  const std::string scenario = scenario_text;
+  const fs::path out = std::getenv("ALEXNET_TEST_OUT");
+  torch::set_num_threads(1);
+  auto config = worker_config();
+  const std::string rank_name = "rank" + std::to_string(config.rank);
+
+  if (scenario == "train" || scenario == "train-two-device") {
+    Communicator communicator(config, torch::kCPU);
+    // Different initial weights on every rank: the broadcast must make them equal.
+    torch::manual_seed(static_cast<uint64_t>(100 + config.rank));
+    const bool two = scenario == "train-two-device";
+    AlexNet model(two ? small_alexnet({torch::kCPU, torch::kCPU}) : small_alexnet());
+    broadcast_module(communicator, *model);
+    GradientReducerOptions reducer_options;
+    reducer_options.bucket_bytes = 4 << 20;  // several buckets
+    reducer_options.overlap = std::getenv("ALEXNET_TEST_NO_OVERLAP") == nullptr;
+    GradientReducer reducer(communicator, parameters_in_backward_order(*model), reducer_options);
+    auto sgd = make_sgd(model);
+    const int64_t share = kGlobalBatch / config.world_size;
+    for (int64_t step = 0; step < kSteps; ++step) {
+      auto [images, labels] = global_batch(step);
+      images = images.narrow(0, config.rank * share, share);
+      labels = labels.narrow(0, config.rank * share, share);
+      sgd.zero_grad();
+      torch::nn::functional::cross_entropy(model->forward(images), labels).backward();
+      reducer.synchronize();
+      sgd.step();
+    }
+    torch::save(state_values(model), (out / (rank_name + ".pt")).string());
+    std::ofstream(out / (rank_name + ".txt")) << reducer.bucket_count();
+    communicator.barrier();
+    return;
+  }
+
+  if (scenario == "trainer") {
+    const int64_t max_steps = std::atoll(std::getenv("ALEXNET_TEST_MAX_STEPS"));
+    const auto summary = run_trainer(max_steps, (out / "run").string(),
+                                     std::getenv("ALEXNET_TEST_RESUME") != nullptr, config);
+    std::ofstream losses(out / (rank_name + "_losses.txt"), std::ios::app);
+    losses.precision(17);
+    for (double loss : summary.losses) losses << loss << "\n";
+    return;
+  }
+
+  // Fault scenarios: rank 0 reports what it saw in rank0.txt.
+  if (scenario == "dead" || scenario == "hung") {
+    if (config.rank == 0) signal(SIGTERM, SIG_IGN);  // finish the report after rank 1 fails
+    Communicator communicator(config, torch::kCPU);
+    auto tensor = torch::ones({1000});
+    communicator.all_reduce_sum(tensor);
+    if (config.rank == 1) {
+      if (scenario == "dead") _exit(3);
+      signal(SIGTERM, SIG_DFL);  // stopped by the launcher without a Catch report
+      std::this_thread::sleep_for(std::chrono::seconds(60));
+      _exit(4);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    const auto start = Clock::now();
+    std::string message = "no error";
+    try {
+      communicator.all_reduce_sum(tensor);
+    } catch (const DistributedError& e) {
+      message = e.what();
+    }
+    std::ofstream(out / "rank0.txt") << seconds_since(start) << "\n" << message;
+    _exit(scenario == "hung" ? 2 : 0);  // as a trainer would, after its error
+  }
+  FAIL("unknown scenario " << scenario);
+}
+
+TEST_CASE("DistributedConfig reads torchrun's variables", "[distributed]") {
+  {
+    ScopedEnv env({}, kDistVars);
+    const auto config = distributed_config_from_env();
+    CHECK(config.world_size == 1);
+    CHECK(config.rank == 0);
+    CHECK_FALSE(config.enabled());
+  }
+  {
+    ScopedEnv env({{"RANK", "1"},
+                   {"WORLD_SIZE", "4"},
+                   {"LOCAL_RANK", "1"},
+                   {"MASTER_ADDR", "10.0.0.7"},
+                   {"MASTER_PORT", "29400"}},
+                  {});
+    const auto config = distributed_config_from_env();
+    CHECK(config.rank == 1);
+    CHECK(config.world_size == 4);
+    CHECK(config.local_rank == 1);
+    CHECK(config.master_addr == "10.0.0.7");
+    CHECK(config.master_port == 29400);
+    CHECK(config.enabled());
+  }
+  auto error_of = [](std::vector<std::pair<std::string, std::string>> vars) {
+    ScopedEnv env(std::move(vars), kDistVars);
+    try {
+      distributed_config_from_env();
+    } catch (const std::invalid_argument& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  using Catch::Matchers::Contains;
+  CHECK_THAT(
+      error_of({{"RANK", "2"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "x"}, {"MASTER_PORT", "1234"}}),
+      Contains("RANK=2") && Contains("[0, 1]"));
+  CHECK_THAT(
+      error_of(
+          {{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "x"}, {"MASTER_PORT", "70000"}}),
+      Contains("MASTER_PORT=70000"));
+  CHECK_THAT(error_of({{"WORLD_SIZE", "two"}}), Contains("WORLD_SIZE='two'"));
+  CHECK_THAT(error_of({{"RANK", "0"}}), Contains("WORLD_SIZE is not"));
+  CHECK_THAT(error_of({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_PORT", "1234"}}),
+             Contains("MASTER_ADDR"));
+}
+
+TEST_CASE("The backend follows the device unless chosen", "[distributed]") {
+  CHECK(resolve_backend("auto", torch::kCPU) == "gloo");
+  CHECK(resolve_backend("gloo", torch::kCPU) == "gloo");
+  CHECK_THROWS_WITH(resolve_backend("mpi", torch::kCPU),
+                    Catch::Matchers::Contains("'mpi'") && Catch::Matchers::Contains("gloo"));
+  CHECK_THROWS_WITH(resolve_backend("nccl", torch::kCPU), Catch::Matchers::Contains("nccl"));
+  if (!nccl_available()) {
+    CHECK(resolve_backend("auto", torch::Device("cuda:0")) == "gloo");
+  }
+}
+
+TEST_CASE("Loader shards every global batch across ranks", "[distributed][loader]") {
+  auto dataset = std::make_shared<TinyDataset>(23);
+  data::LoaderOptions options;
+  options.batch_size = 6;
+  options.workers = 0;
+  options.seed = 5;
+  options.drop_last = true;
+  data::Loader whole(dataset, nullptr, options);
+  std::vector<std::unique_ptr<data::Loader>> ranks;
+  for (int64_t r = 0; r < 2; ++r) {
+    auto shard_options = options;
+    shard_options.rank = r;
+    shard_options.world_size = 2;
+    ranks.push_back(std::make_unique<data::Loader>(dataset, nullptr, shard_options));
+    CHECK(ranks.back()->batches_per_epoch() == whole.batches_per_epoch());
+  }
+  for (int64_t epoch = 0; epoch < 2; ++epoch) {
+    whole.start_epoch(epoch);
+    for (auto& loader : ranks) loader->start_epoch(epoch);
+    int64_t batches = 0;
+    while (auto batch = whole.next()) {
+      auto first = ranks[0]->next();
+      auto second = ranks[1]->next();
+      REQUIRE(first);
+      REQUIRE(second);
+      CHECK(first->images.size(0) == 3);
+      std::vector<int64_t> joined = first->indices;
+      joined.insert(joined.end(), second->indices.begin(), second->indices.end());
+      CHECK(joined == batch->indices);
+      CHECK(torch::equal(torch::cat({first->images, second->images}), batch->images));
+      CHECK(torch::equal(torch::cat({first->labels, second->labels}), batch->labels));
+      ++batches;
+    }
+    CHECK(batches == 3);
+    CHECK_FALSE(ranks[0]->next());
+  }
+  auto bad = options;
+  bad.world_size = 4;  // 6 is not a multiple of 4
+  bad.rank = 1;
+  CHECK_THROWS_WITH(data::Loader(dataset, nullptr, bad), Catch::Matchers::Contains("multiple"));
+  bad.world_size = 2;
+  bad.rank = 2;
+  CHECK_THROWS_WITH(data::Loader(dataset, nullptr, bad), Catch::Matchers::Contains("rank 2"));
+}
+
+TEST_CASE("shard_for_rank splits a data set into disjoint parts", "[distributed]") {
+  auto dataset = std::make_shared<TinyDataset>(10);
+  std::multiset<int64_t> seen;
+  for (int64_t r = 0; r < 3; ++r) {
+    auto shard = shard_for_rank(dataset, r, 3);
+    CHECK(shard->size() == (r == 0 ? 4u : 3u));
+    for (size_t i = 0; i < shard->size(); ++i) {
+      // TinyDataset's pixel 0 is the sample's index.
+      seen.insert(shard->get(i).image[0][0][0].item<int64_t>());
+    }
+  }
+  CHECK(seen == std::multiset<int64_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9});
+  CHECK_THROWS(shard_for_rank(dataset, 3, 3));
+}
+
+TEST_CASE("Two processes train like one process on the global batch", "[distributed][slow]") {
+  for (const std::string scenario : {"train", "train-two-device"}) {
+    const bool two = scenario == "train-two-device";
+    const auto expected =
+        reference_weights(two ? std::vector<torch::Device>{torch::kCPU, torch::kCPU}
+                              : std::vector<torch::Device>{torch::kCPU});
+    // The weights moved: the comparison is not between two untouched initialisations.
+    torch::manual_seed(100);
+    AlexNet initial(small_alexnet());
+    CHECK((state_values(initial)[0] - expected[0]).abs().max().item<double>() > 1e-4);
+    // The two-device form also checks the path without overlap.
+    for (const bool overlap : {!two}) {
+      INFO(scenario << (overlap ? " with overlap" : " without overlap"));
+      const auto out = fresh_dir(scenario);
+      std::vector<std::pair<std::string, std::string>> env;
+      if (!overlap) env.emplace_back("ALEXNET_TEST_NO_OVERLAP", "1");
+      const auto result = run_workers(scenario, out, 2, env);
+      REQUIRE(result.message == "");
+      REQUIRE(result.exit_code == 0);
+      CHECK(std::stoi(read_text(out / "rank0.txt")) > 2);  // several buckets
+      for (const std::string rank : {"rank0", "rank1"}) {
+        std::vector<torch::Tensor> weights;
+        torch::load(weights, (out / (rank + ".pt")).string());
+        REQUIRE(weights.size() == expected.size());
+        double worst = 0.0;
+        for (size_t i = 0; i < weights.size(); ++i) {
+          worst = std::max(worst, (weights[i] - expected[i]).abs().max().item<double>());
+        }
+        INFO(rank << ": largest difference " << worst);
+        CHECK(worst < 1e-5);
+      }
+      fs::remove_all(out);
+    }
+  }
+}
+
+TEST_CASE("A port in use is a clear error", "[distributed]") {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = 0;
+  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0);
+  REQUIRE(listen(fd, 4) == 0);
+  socklen_t length = sizeof(address);
+  REQUIRE(getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0);
+  const int port = ntohs(address.sin_port);
+
+  DistributedConfig config;
+  config.world_size = 2;
+  config.master_port = port;
+  config.timeout = std::chrono::seconds(3);
+  const auto start = Clock::now();
+  CHECK_THROWS_WITH(Communicator(config, torch::kCPU),
+                    Catch::Matchers::Contains("rank 0") &&
+                        Catch::Matchers::Contains(std::to_string(port)) &&
+                        Catch::Matchers::Contains("in use"));
+  CHECK(seconds_since(start) < 15);
+  close(fd);
+}
+
+TEST_CASE("An unreachable master or a missing rank fails within the timeout", "[distributed]") {
+  DistributedConfig config;
+  config.world_size = 2;
+  config.master_port = find_free_port();  // nobody listens there
+  config.timeout = std::chrono::seconds(2);
+  config.rank = 1;
+  auto start = Clock::now();
+  CHECK_THROWS_WITH(Communicator(config, torch::kCPU),
+                    Catch::Matchers::Contains("rank 1") &&
+                        Catch::Matchers::Contains("cannot reach rank 0") &&
+                        Catch::Matchers::Contains(std::to_string(config.master_port)));
+  CHECK(seconds_since(start) < 15);
+
+  config.rank = 0;  // alone: rank 1 never comes
+  start = Clock::now();
+  CHECK_THROWS_WITH(
+      Communicator(config, torch::kCPU),
+      Catch::Matchers::Contains("rank(s) 1") && Catch::Matchers::Contains("WORLD_SIZE=2"));
+  CHECK(seconds_since(start) >= 1.9);
+  CHECK(seconds_since(start) < 15);
+}
+
+TEST_CASE("Ranks that disagree on WORLD_SIZE are told so", "[distributed]") {
+  const auto port = find_free_port();
+  std::string errors[2];
+  auto join = [&](int64_t rank, int64_t world_size) {
+    DistributedConfig config;
+    config.rank = rank;
+    config.world_size = world_size;
+    config.master_port = port;
+    config.timeout = std::chrono::seconds(5);
+    try {
+      Communicator communicator(config, torch::kCPU);
+      errors[rank] = "no error";
+    } catch (const DistributedError& e) {
+      errors[rank] = e.what();
+    }
+  };
+  const auto start = Clock::now();
+  std::thread first(join, 0, 2);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  std::thread second(join, 1, 3);
+  first.join();
+  second.join();
+  for (const auto& error : errors) {
+    CHECK_THAT(error, Catch::Matchers::Contains("WORLD_SIZE mismatch") &&
+                          Catch::Matchers::Contains("WORLD_SIZE=2") &&
+                          Catch::Matchers::Contains("WORLD_SIZE=3"));
+  }
+  CHECK(seconds_since(start) < 4);  // found out at once, not at the timeout
+}
+
+TEST_CASE("A dead rank stops the others with an error naming it", "[distributed]") {
+  const auto out = fresh_dir("dead");
+  const auto result = run_workers("dead", out, 2, {{"ALEXNET_TEST_TIMEOUT_MS", "20000"}});
+  CHECK(result.failed_rank == 1);
+  CHECK(result.exit_code == 3);
+  CHECK_THAT(result.message, Catch::Matchers::Contains("rank 1") &&
+                                 Catch::Matchers::Contains("exited with code 3"));
+  std::istringstream report(read_text(out / "rank0.txt"));
+  double seconds = 0;
+  report >> seconds;
+  const std::string message(std::istreambuf_iterator<char>(report), {});
+  INFO(message);
+  CHECK_THAT(message, Catch::Matchers::Contains("rank 1") && Catch::Matchers::Contains("gone"));
+  CHECK(seconds < 20);  // a closed connection is noticed before the timeout
+  fs::remove_all(out);
+}
+
+TEST_CASE("A hung rank makes the others fail after the timeout, naming it", "[distributed]") {
+  const auto out = fresh_dir("hung");
+  const auto start = Clock::now();
+  const auto result = run_workers("hung", out, 2, {{"ALEXNET_TEST_TIMEOUT_MS", "2000"}});
+  CHECK(seconds_since(start) < 30);  // rank 1 sleeps for 60 s: it was stopped
+  std::istringstream report(read_text(out / "rank0.txt"));
+  double seconds = 0;
+  report >> seconds;
+  const std::string message(std::istreambuf_iterator<char>(report), {});
+  INFO(message);
+  CHECK_THAT(message, Catch::Matchers::Contains("rank 0") &&
+                          Catch::Matchers::Contains("rank 1 never started it") &&
+                          Catch::Matchers::Contains("hung"));
+  CHECK(seconds >= 1.5);
+  CHECK(seconds < 10);
+  // Rank 0 failed (exit code 2) and the launcher stopped the hung rank 1.
+  CHECK(result.failed_rank == 0);
+  CHECK(result.exit_code == 2);
+  fs::remove_all(out);
+}
+
+TEST_CASE("alexnet's trainer in two processes, stopped and resumed, matches one process",
+          "[distributed][slow]") {
+  const auto out = fresh_dir("trainer");
+  torch::set_num_threads(1);
+  const auto single = run_trainer(6, (out / "single").string(), false);
+  REQUIRE(single.losses.size() == 6);
+
+  auto first = run_workers("trainer", out, 2, {{"ALEXNET_TEST_MAX_STEPS", "3"}});
+  REQUIRE(first.message == "");
+  auto second = run_workers("trainer", out, 2,
+                            {{"ALEXNET_TEST_MAX_STEPS", "6"}, {"ALEXNET_TEST_RESUME", "1"}});
+  REQUIRE(second.message == "");
+
+  for (const std::string rank : {"rank0", "rank1"}) {
+    std::ifstream in(out / (rank + "_losses.txt"));
+    std::vector<double> losses;
+    for (double loss; in >> loss;) losses.push_back(loss);
+    REQUIRE(losses.size() == single.losses.size());
+    for (size_t i = 0; i < losses.size(); ++i) {
+      INFO(rank << " step " << i + 1);
+      CHECK(losses[i] == Approx(single.losses[i]).epsilon(1e-5));
+    }
+  }
+  const auto expected =
+      train::load_checkpoint((out / "single" / "checkpoints" / "last.pt").string());
+  const auto got = train::load_checkpoint((out / "run" / "checkpoints" / "last.pt").string());
+  CHECK(got.step == 6);
+  double worst = 0.0;
+  for (const auto& item : expected.model) {
+    worst = std::max(worst, (got.model[item.key()] - item.value()).abs().max().item<double>());
+  }
+  CHECK(worst < 1e-5);
+  // Rank 0 alone wrote the run folder's metrics: one line per step (log_interval 1) and
+  // per epoch, from both runs.
+  std::ifstream metrics(out / "run" / "metrics.jsonl");
+  int64_t lines = 0;
+  for (std::string line; std::getline(metrics, line);) ++lines;
+  CHECK(lines == 6 + 1);
+  fs::remove_all(out);
+}

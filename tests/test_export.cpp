@@ -1,0 +1,365 @@
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <torch/script.h>
+#include <torch/torch.h>
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include "model/alexnet.h"
+#include "train/export.h"
+
+#if ALEXNET_WITH_OPENCV
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
+
+#include "data/image_decode.h"
+#include "transforms/transforms.h"
+#endif
+
+using alexnet::AlexNet;
+using alexnet::AlexNetOptions;
+using alexnet::train::ExportInfo;
+namespace fs = std::filesystem;
+
+namespace {
+
+fs::path fresh_dir(const std::string& name) {
+  const fs::path dir =
+      fs::temp_directory_path() / ("alexnet_test_export_" + name + "_" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+AlexNet make_model(AlexNetOptions options) {
+  torch::manual_seed(0);
+  AlexNet model(options.num_classes(10).init(alexnet::Init::kKaiming));
+  model->eval();
+  return model;
+}
+
+ExportInfo tiny_info(int64_t channels) {
+  ExportInfo info;
+  for (int i = 0; i < 10; ++i) info.class_names.push_back("class " + std::to_string(i));
+  info.image_size = 64;
+  info.resize_size = 72;
+  info.mean.assign(static_cast<size_t>(channels), 100.0);
+  info.std.assign(static_cast<size_t>(channels), 50.0);
+  return info;
+}
+
+// Two images with the spread of mean-subtracted pixels, so that the LRN scale matters.
+torch::Tensor tiny_input(int64_t channels) {
+  torch::manual_seed(1);
+  return torch::randn({2, channels, 64, 64}) * 60.0;
+}
+
+// max |actual - expected| relative to the largest |expected| (at least 1).
+double relative_difference(const torch::Tensor& actual, const torch::Tensor& expected) {
+  REQUIRE(actual.sizes() == expected.sizes());
+  const double scale = std::max(1.0, expected.abs().max().item<double>());
+  return (actual - expected).abs().max().item<double>() / scale;
+}
+
+torch::Tensor run(torch::jit::Module& module, const std::string& method, const torch::Tensor& x) {
+  torch::NoGradGuard no_grad;
+  return module.get_method(method)({x}).toTensor();
+}
+
+torch::Tensor eager(AlexNet& model, const std::string& method, const torch::Tensor& x) {
+  torch::NoGradGuard no_grad;
+  return method == "forward" ? model->forward(x) : model->features(x);
+}
+
+int run_command(const std::string& command) {
+  const int status = std::system(command.c_str());
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+std::string read_text(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+void write_floats(const fs::path& path, const torch::Tensor& t) {
+  const auto c = t.contiguous().to(torch::kFloat32);
+  std::ofstream out(path, std::ios::binary);
+  out.write(reinterpret_cast<const char*>(c.data_ptr<float>()),
+            static_cast<std::streamsize>(c.numel() * sizeof(float)));
+}
+
+torch::Tensor read_floats(const fs::path& path, std::vector<int64_t> shape) {
+  const std::string bytes = read_text(path);
+  auto t = torch::empty(shape);
+  REQUIRE(bytes.size() == static_cast<size_t>(t.numel()) * sizeof(float));
+  std::memcpy(t.data_ptr<float>(), bytes.data(), bytes.size());
+  return t;
+}
+
+}  // namespace
+
+TEST_CASE("Exported TorchScript computes the eager model in eval mode", "[export]") {
+  const auto paper_lrn = alexnet::LocalResponseNormOptions(5);
+  const std::vector<std::pair<std::string, AlexNetOptions>> variants{
+      {"paper LRN (alpha not divided by n)", AlexNetOptions()},
+      {"LRN alpha divided by n",
+       AlexNetOptions().lrn_options(
+           alexnet::LocalResponseNormOptions(5).alpha(5e-3).divide_alpha_by_size(true))},
+      {"LRN n=3, beta 0.6, k 1",
+       AlexNetOptions().lrn_options(alexnet::LocalResponseNormOptions(3).beta(0.6).k(1.0))},
+      {"tanh", AlexNetOptions().activation(alexnet::Activation::kTanh)},
+      {"2/2 pooling", AlexNetOptions().pool_kernel(2).pool_stride(2)},
+      {"one column", AlexNetOptions().columns(1)},
+      {"no LRN", AlexNetOptions().lrn(false)},
+      {"one input channel", AlexNetOptions().in_channels(1)},
+  };
+  for (const auto& [name, options] : variants) {
+    INFO(name);
+    AlexNet model = make_model(options);
+    const auto x = tiny_input(model->options.in_channels());
+    auto scripted = alexnet::train::export_torchscript(model, tiny_info(x.size(1)));
+    for (const std::string method : {"forward", "features"}) {
+      INFO(method);
+      CHECK(relative_difference(run(scripted, method, x), eager(model, method, x)) < 1e-5);
+    }
+  }
+}
+
+TEST_CASE("Export follows the model's LRN convention and constants", "[export]") {
+  // Sensitivity check for the test above: the same weights with the other alpha/n
+  // convention give clearly different logits.
+  AlexNet model = make_model(AlexNetOptions());
+  const auto x = tiny_input(3);
+  const auto expected = eager(model, "forward", x);
+  AlexNet other = make_model(AlexNetOptions().lrn_options(
+      alexnet::LocalResponseNormOptions(5).divide_alpha_by_size(true)));
+  auto scripted = alexnet::train::export_torchscript(other, tiny_info(3));
+  CHECK(relative_difference(run(scripted, "forward", x), expected) > 1e-3);
+}
+
+TEST_CASE("Every TorchScript LRN formulation computes the fused LRN", "[export]") {
+  using alexnet::train::detail::LrnScript;
+  AlexNet model = make_model(AlexNetOptions());
+  const auto x = tiny_input(3);
+  const auto expected = eager(model, "forward", x);
+  for (auto lrn : {LrnScript::kShiftedInPlace, LrnScript::kCumsum, LrnScript::kAvgPool3d,
+                   LrnScript::kBandConv}) {
+    INFO("formulation " << static_cast<int>(lrn));
+    auto scripted = alexnet::train::detail::export_torchscript(model, tiny_info(3), lrn);
+    CHECK(relative_difference(run(scripted, "forward", x), expected) < 1e-5);
+  }
+}
+
+TEST_CASE("A two-device model exports as its single-device function", "[export]") {
+  AlexNet two = make_model(AlexNetOptions().devices({torch::kCPU, torch::kCPU}));
+  const auto x = tiny_input(3);
+  auto scripted = alexnet::train::export_torchscript(two, tiny_info(3));
+  CHECK(relative_difference(run(scripted, "forward", x), eager(two, "forward", x)) < 1e-5);
+  std::vector<std::string> names;
+  for (const auto& p : scripted.named_parameters()) names.push_back(p.name);
+  CHECK(names.front() == "conv1.weight");
+  CHECK(names.size() == 16);
+}
+
+TEST_CASE("Exported module carries its attributes and single-device parameter names", "[export]") {
+  AlexNet model = make_model(AlexNetOptions());
+  ExportInfo info = tiny_info(3);
+  info.mean = {123.5, 116.25, 103.0};
+  info.std = {};
+  auto scripted = alexnet::train::export_torchscript(model, info);
+
+  const auto names = scripted.attr("class_names").toList();
+  REQUIRE(names.size() == 10);
+  CHECK(names.get(3).toStringRef() == "class 3");
+  CHECK(scripted.attr("image_size").toInt() == 64);
+  CHECK(scripted.attr("resize_size").toInt() == 72);
+  CHECK(scripted.attr("in_channels").toInt() == 3);
+  CHECK(scripted.attr("num_classes").toInt() == 10);
+  const auto mean = scripted.attr("mean").toList();
+  REQUIRE(mean.size() == 3);
+  CHECK(mean.get(1).toDouble() == 116.25);
+  CHECK(scripted.attr("std").toList().size() == 0);
+  const auto options = nlohmann::json::parse(scripted.attr("model_options").toStringRef());
+  CHECK(options.at("num_classes") == 10);
+  CHECK_FALSE(scripted.is_training());
+
+  std::vector<std::string> expected;
+  for (const auto& layer : alexnet::AlexNetImpl::layer_names()) {
+    expected.push_back(layer + ".weight");
+    expected.push_back(layer + ".bias");
+  }
+  std::vector<std::string> actual;
+  for (const auto& p : scripted.named_parameters()) {
+    actual.push_back(p.name);
+    CHECK_FALSE(p.value.requires_grad());
+    CHECK(p.value.device().is_cpu());
+  }
+  CHECK(actual == expected);
+  CHECK(run(scripted, "features", tiny_input(3)).sizes() == torch::IntArrayRef({2, 4096}));
+}
+
+TEST_CASE("Exported model refuses inputs of the wrong shape, naming the shape", "[export]") {
+  AlexNet model = make_model(AlexNetOptions());
+  auto scripted = alexnet::train::export_torchscript(model, tiny_info(3));
+  CHECK_THROWS_WITH(run(scripted, "forward", torch::zeros({1, 1, 64, 64})),
+                    Catch::Contains("expects input [N, 3, H, W]"));
+  CHECK_THROWS_WITH(run(scripted, "forward", torch::zeros({1, 3, 32, 32})),
+                    Catch::Contains("at least 63x63"));
+}
+
+TEST_CASE("Export refuses preprocessing information that does not fit the model", "[export]") {
+  AlexNet model = make_model(AlexNetOptions());
+  ExportInfo info = tiny_info(3);
+  info.mean = {1.0, 2.0};
+  CHECK_THROWS_WITH(alexnet::train::export_torchscript(model, info), Catch::Contains("mean"));
+  info = tiny_info(3);
+  info.class_names.pop_back();
+  CHECK_THROWS_WITH(alexnet::train::export_torchscript(model, info),
+                    Catch::Contains("9 class names"));
+  info = tiny_info(3);
+  info.resize_size = 60;
+  CHECK_THROWS_WITH(alexnet::train::export_torchscript(model, info),
+                    Catch::Contains("resize_size"));
+}
+
+TEST_CASE("save_torchscript writes atomically and the file loads back", "[export]") {
+  const fs::path dir = fresh_dir("save");
+  const fs::path path = dir / "run" / "model.pt";
+  AlexNet model = make_model(AlexNetOptions());
+  const auto x = tiny_input(3);
+  alexnet::train::save_torchscript(model, tiny_info(3), path.string());
+  REQUIRE(fs::exists(path));
+  for (const auto& entry : fs::directory_iterator(path.parent_path())) {
+    CHECK(entry.path().filename() == "model.pt");  // no temporary file left behind
+  }
+  auto loaded = torch::jit::load(path.string());
+  CHECK(relative_difference(run(loaded, "forward", x), eager(model, "forward", x)) < 1e-5);
+  CHECK(loaded.attr("class_names").toList().size() == 10);
+
+  // Overwriting replaces the model as a whole.
+  AlexNet other = make_model(AlexNetOptions().activation(alexnet::Activation::kTanh));
+  alexnet::train::save_torchscript(other, tiny_info(3), path.string());
+  auto reloaded = torch::jit::load(path.string());
+  CHECK(relative_difference(run(reloaded, "forward", x), eager(other, "forward", x)) < 1e-5);
+
+  CHECK_THROWS_WITH(alexnet::train::save_torchscript(model, tiny_info(3), "/proc/no/model.pt"),
+                    Catch::Contains("/proc/no/model.pt"));
+  fs::remove_all(dir);
+}
+
+TEST_CASE("Python's torch.jit.load runs the exported file with the same outputs", "[export]") {
+  const std::string python = "/usr/bin/python3";
+  if (!fs::exists(python) || run_command(python + " -c 'import torch' >/dev/null 2>&1") != 0) {
+    WARN("skipped: " << python
+                     << " is missing or cannot import torch (install Debian's "
+                        "python3-torch for the Python load-back check)");
+    return;
+  }
+  const fs::path dir = fresh_dir("python");
+  AlexNet model = make_model(AlexNetOptions());
+  const auto x = tiny_input(3);
+  alexnet::train::save_torchscript(model, tiny_info(3), (dir / "model.pt").string());
+  write_floats(dir / "input.bin", x);
+  const std::string script = std::string(ALEXNET_SOURCE_DIR) + "/tests/python/check_torchscript.py";
+  const std::string command = python + " " + script + " " + (dir / "model.pt").string() + " " +
+                              (dir / "input.bin").string() + " 2 3 64 64 " + dir.string() + " 2>" +
+                              (dir / "stderr.txt").string();
+  const int status = run_command(command);
+  INFO("python stderr: " << read_text(dir / "stderr.txt"));
+  REQUIRE(status == 0);
+
+  const auto logits = read_floats(dir / "logits.bin", {2, 10});
+  const auto features = read_floats(dir / "features.bin", {2, 4096});
+  CHECK(relative_difference(logits, eager(model, "forward", x)) < 1e-5);
+  CHECK(relative_difference(features, eager(model, "features", x)) < 1e-5);
+  const auto attributes = nlohmann::json::parse(read_text(dir / "attributes.json"));
+  INFO("PyTorch " << attributes.value("torch_version", "?"));
+  CHECK(attributes.at("class_names").size() == 10);
+  CHECK(attributes.at("image_size") == 64);
+  CHECK(attributes.at("in_channels") == 3);
+  CHECK(attributes.at("mean") == nlohmann::json({100.0, 100.0, 100.0}));
+  CHECK(attributes.at("state_dict_keys").at(0) == "conv1.weight");
+  CHECK(attributes.at("state_dict_keys").size() == 16);
+  fs::remove_all(dir);
+}
+
+#if ALEXNET_WITH_OPENCV
+TEST_CASE("alexnet predict prints top-5 classes from the exported file alone", "[export]") {
+  const fs::path dir = fresh_dir("predict");
+  AlexNet model = make_model(AlexNetOptions().in_channels(1));
+  ExportInfo info = tiny_info(1);
+  info.class_names[7] = "Sneaker";
+  const std::string model_path = (dir / "model.pt").string();
+  alexnet::train::save_torchscript(model, info, model_path);
+
+  // A colour 80x100 picture, a grey 64x64 one, a missing file and a file that is no image.
+  torch::manual_seed(3);
+  const auto colour = torch::randint(0, 256, {80, 100, 3}, torch::kUInt8);
+  const auto grey = torch::randint(0, 256, {64, 64}, torch::kUInt8);
+  const std::string a = (dir / "a.png").string(), b = (dir / "b.png").string();
+  const std::string missing = (dir / "missing.png").string(), bad = (dir / "bad.png").string();
+  REQUIRE(cv::imwrite(a, cv::Mat(80, 100, CV_8UC3, colour.data_ptr<uint8_t>())));
+  REQUIRE(cv::imwrite(b, cv::Mat(64, 64, CV_8UC1, grey.data_ptr<uint8_t>())));
+  std::ofstream(bad) << "not an image";
+
+  const std::string binary = ALEXNET_BINARY;
+  const std::string images = a + " " + missing + " " + b + " " + bad;
+  const int json_status = run_command(binary + " predict --model " + model_path + " --json " +
+                                      images + " >" + (dir / "out.json").string());
+  CHECK(json_status == 1);
+  const auto out = nlohmann::json::parse(read_text(dir / "out.json"));
+  REQUIRE(out.size() == 4);
+  CHECK(out[1].at("error").get<std::string>().find("missing.png") != std::string::npos);
+  CHECK(out[3].at("error").get<std::string>().find("bad.png") != std::string::npos);
+  for (size_t i : {size_t{0}, size_t{2}}) {
+    const auto& top = out[i].at("top");
+    REQUIRE(top.size() == 5);
+    double total = 0.0;
+    for (size_t r = 0; r < top.size(); ++r) {
+      total += top[r].at("probability").get<double>();
+      if (r > 0) CHECK(top[r].at("probability") <= top[r - 1].at("probability"));
+      const int64_t label = top[r].at("label");
+      CHECK(top[r].at("class") == info.class_names.at(static_cast<size_t>(label)));
+    }
+    CHECK(total <= 1.0 + 1e-9);
+  }
+
+  // The same probabilities as the model on the image prepared by the training transforms:
+  // shorter side to resize_size, central crop, grey, minus mean, divided by std.
+  alexnet::transforms::Rng rng(0);
+  auto image = alexnet::data::decode_image_file(a, 0);
+  image = alexnet::transforms::ResizeShorter(info.resize_size).apply(image, rng);
+  image = alexnet::transforms::CenterCrop(info.image_size).apply(image, rng).to(torch::kFloat32);
+  auto x = ((image[0] * 0.299 + image[1] * 0.587 + image[2] * 0.114).round() - 100.0) / 50.0;
+  const auto p = torch::softmax(eager(model, "forward", x.view({1, 1, 64, 64})), 1)[0];
+  const int64_t best = out[0]["top"][0].at("label");
+  CHECK(best == p.argmax().item<int64_t>());
+  CHECK(out[0]["top"][0].at("probability").get<double>() ==
+        Approx(p[best].item<double>()).epsilon(1e-5));
+
+  // Human-readable output: one line per image, errors on stderr naming the file.
+  const int text_status =
+      run_command(binary + " predict --model " + model_path + " --top 3 " + images + " >" +
+                  (dir / "out.txt").string() + " 2>" + (dir / "err.txt").string());
+  CHECK(text_status == 1);
+  const std::string text = read_text(dir / "out.txt");
+  CHECK(text.find(a + ": 1. ") != std::string::npos);
+  CHECK(text.find(" 3. ") != std::string::npos);
+  CHECK(text.find(" 4. ") == std::string::npos);
+  CHECK(read_text(dir / "err.txt").find("missing.png") != std::string::npos);
+
+  CHECK(run_command(binary + " predict --model " + model_path + " " + a + " >/dev/null") == 0);
+  CHECK(run_command(binary + " predict --model " + (dir / "nope.pt").string() + " " + a +
+                    " >/dev/null 2>&1") != 0);
+  fs::remove_all(dir);
+}
+#endif

@@ -1,0 +1,264 @@
+#include "train/export.h"
+
+#include <cctype>
+#include <cstdio>
+#include <cstdlib>
+#include <sstream>
+#include <stdexcept>
+
+#include "train/checkpoint.h"
+#include "train/config.h"
+
+namespace alexnet::train {
+namespace {
+
+// The architecture's fixed convolution geometry (model/alexnet.cpp): kernel, stride, padding,
+// and whether the layer is grouped by column.
+struct ConvGeometry {
+  const char* name;
+  int64_t stride, padding;
+  bool grouped;
+};
+constexpr ConvGeometry kConvs[] = {{"conv1", 4, 2, false},
+                                   {"conv2", 1, 2, true},
+                                   {"conv3", 1, 1, false},
+                                   {"conv4", 1, 1, true},
+                                   {"conv5", 1, 1, true}};
+constexpr int64_t kPooled = 6;
+
+// A double as a TorchScript literal that parses back to the same value.
+std::string literal(double value) {
+  char text[64];
+  std::snprintf(text, sizeof(text), "%.17g", value);
+  std::string out = text;
+  if (out.find_first_of(".e") == std::string::npos) out += ".0";
+  return out;
+}
+
+std::string list_literal(std::initializer_list<int64_t> values) {
+  std::string out = "[";
+  for (auto it = values.begin(); it != values.end(); ++it) {
+    out += (it == values.begin() ? "" : ", ") + std::to_string(*it);
+  }
+  return out + "]";
+}
+
+// `s` holds k + alpha * (window sum of squares) of `y`; multiplies y by s^-beta in place
+// (s is overwritten). rsqrt and sqrt are far cheaper than a general pow.
+std::string apply_scale_in_place(double beta) {
+  if (beta == 0.75) return "    s.rsqrt_()\n    y.mul_(s)\n    s.sqrt_()\n    y.mul_(s)\n";
+  if (beta == 0.5) return "    s.rsqrt_()\n    y.mul_(s)\n";
+  if (beta == 1.0) return "    y.div_(s)\n";
+  return "    s.pow_(" + literal(-beta) + ")\n    y.mul_(s)\n";
+}
+
+// def _lrn(self, x, layer) -> x normalised across channels, per column. x is an activation
+// the caller owns, so the in-place forms may overwrite it.
+std::string lrn_source(const AlexNetOptions& options, detail::LrnScript lrn) {
+  const auto& o = options.lrn_options();
+  const int64_t groups = options.columns();
+  const int64_t size = o.size();
+  const int64_t half = size / 2;
+  const std::string alpha = literal(o.effective_alpha());
+  const std::string k = literal(o.k());
+  std::ostringstream s;
+  s << "def _lrn(self, x: Tensor, layer: int) -> Tensor:\n"
+    << "    n = x.size(0)\n    c = x.size(1)\n    h = x.size(2)\n    w = x.size(3)\n"
+    << "    cg = c // " << groups << "\n";
+  switch (lrn) {
+    case detail::LrnScript::kShiftedInPlace:
+      s << "    y = x.reshape([n * " << groups << ", cg, h, w])\n"
+        << "    s = torch.addcmul(torch.full([1], " << k
+        << ", dtype=y.dtype, device=y.device), y, y, value=" << alpha << ")\n";
+      for (int64_t d = 1; d <= half; ++d) {
+        s << "    if cg > " << d << ":\n"
+          << "        below = y.narrow(1, 0, cg - " << d << ")\n"
+          << "        above = y.narrow(1, " << d << ", cg - " << d << ")\n"
+          << "        s.narrow(1, " << d << ", cg - " << d
+          << ").addcmul_(below, below, value=" << alpha << ")\n"
+          << "        s.narrow(1, 0, cg - " << d << ").addcmul_(above, above, value=" << alpha
+          << ")\n";
+      }
+      s << apply_scale_in_place(o.beta()) << "    return y.view([n, c, h, w])\n";
+      break;
+    case detail::LrnScript::kCumsum:
+      s << "    y = x.reshape([n * " << groups << ", cg, h, w])\n"
+        << "    padded = torch.constant_pad_nd(y * y, [0, 0, 0, 0, " << half + 1 << ", " << half
+        << "])\n"
+        << "    total = padded.cumsum(1)\n"
+        << "    window = total.narrow(1, " << size << ", cg) - total.narrow(1, 0, cg)\n"
+        << "    return (y * (window * " << alpha << " + " << k << ").pow(" << literal(-o.beta())
+        << ")).view([n, c, h, w])\n";
+      break;
+    case detail::LrnScript::kAvgPool3d:
+      s << "    y = x.reshape([n * " << groups << ", cg, h, w])\n"
+        << "    div = torch.constant_pad_nd((y * y).unsqueeze(1), [0, 0, 0, 0, " << size / 2 << ", "
+        << (size - 1) / 2 << "])\n"
+        << "    div = torch.avg_pool3d(div, [" << size << ", 1, 1], [1, 1, 1]).squeeze(1)\n"
+        << "    div = div.mul(" << literal(o.effective_alpha() * static_cast<double>(size))
+        << ").add(" << k << ").pow(" << literal(o.beta()) << ")\n"
+        << "    return (y / div).view([n, c, h, w])\n";
+      break;
+    case detail::LrnScript::kBandConv:
+      s << "    y = x\n"
+        << "    if layer == 1:\n"
+        << "        s = torch.conv2d(y * y, self.lrn1_band, self.lrn1_k, [1, 1], [0, 0], [1, 1], "
+        << groups << ")\n"
+        << "    else:\n"
+        << "        s = torch.conv2d(y * y, self.lrn2_band, self.lrn2_k, [1, 1], [0, 0], [1, 1], "
+        << groups << ")\n"
+        << apply_scale_in_place(o.beta()) << "    return y\n";
+      break;
+  }
+  return s.str();
+}
+
+// The banded 1x1 convolution weight [C, C / groups, 1, 1] for LrnScript::kBandConv.
+torch::Tensor band_weight(int64_t channels, int64_t groups, const LocalResponseNormOptions& o) {
+  const int64_t per_group = channels / groups;
+  auto weight = torch::zeros({channels, per_group, 1, 1});
+  auto w = weight.accessor<float, 4>();
+  for (int64_t out = 0; out < channels; ++out) {
+    for (int64_t in = 0; in < per_group; ++in) {
+      if (std::abs(in - out % per_group) <= o.size() / 2) {
+        w[out][in][0][0] = static_cast<float>(o.effective_alpha());
+      }
+    }
+  }
+  return weight;
+}
+
+template <typename T>
+c10::List<T> to_list(const std::vector<T>& values) {
+  c10::List<T> list;
+  for (const auto& value : values) list.push_back(value);
+  return list;
+}
+
+void check_info(const AlexNetOptions& options, const ExportInfo& info) {
+  const auto channels = static_cast<size_t>(options.in_channels());
+  TORCH_CHECK(info.image_size >= 63, "export: image_size must be >= 63, got ", info.image_size);
+  TORCH_CHECK(info.resize_size >= info.image_size, "export: resize_size (", info.resize_size,
+              ") must be >= image_size (", info.image_size, ")");
+  TORCH_CHECK(info.mean.empty() || info.mean.size() == channels,
+              "export: mean must be empty or hold one value per input channel (",
+              options.in_channels(), "), got ", info.mean.size(), " values");
+  TORCH_CHECK(info.std.empty() || info.std.size() == channels,
+              "export: std must be empty or hold one value per input channel (",
+              options.in_channels(), "), got ", info.std.size(), " values");
+  for (double value : info.std) {
+    TORCH_CHECK(value > 0, "export: std values must be > 0, got ", value);
+  }
+  TORCH_CHECK(info.class_names.empty() ||
+                  static_cast<int64_t>(info.class_names.size()) == options.num_classes(),
+              "export: ", info.class_names.size(), " class names for a model with ",
+              options.num_classes(), " classes");
+}
+
+}  // namespace
+
+namespace detail {
+
+std::string torchscript_source(const AlexNetOptions& options, LrnScript lrn) {
+  const int64_t groups = options.columns();
+  const std::string activation =
+      options.activation() == Activation::kReLU ? "torch.relu_" : "torch.tanh_";
+  const std::string pool =
+      "torch.max_pool2d(x, " + list_literal({options.pool_kernel(), options.pool_kernel()}) + ", " +
+      list_literal({options.pool_stride(), options.pool_stride()}) + ", [0, 0], [1, 1], False)";
+  std::ostringstream s;
+  s << "def _fc7(self, x: Tensor) -> Tensor:\n"
+    << "    assert x.dim() == 4 and x.size(1) == " << options.in_channels()
+    << ", \"AlexNet expects input [N, " << options.in_channels()
+    << ", H, W], got \" + str(x.shape)\n"
+    << "    assert x.size(2) >= 63 and x.size(3) >= 63, "
+       "\"AlexNet needs images of at least 63x63 pixels, got \" + str(x.shape)\n";
+  for (const auto& conv : kConvs) {
+    const int64_t g = conv.grouped ? groups : 1;
+    const std::string name = conv.name;
+    s << "    x = " << activation << "(torch.conv2d(x, self." << name << ".weight, self." << name
+      << ".bias, " << list_literal({conv.stride, conv.stride}) << ", "
+      << list_literal({conv.padding, conv.padding}) << ", [1, 1], " << g << "))\n";
+    if (options.lrn() && (name == "conv1" || name == "conv2")) {
+      s << "    x = self._lrn(x, " << (name == "conv1" ? 1 : 2) << ")\n";
+    }
+    if (name == "conv1" || name == "conv2" || name == "conv5") s << "    x = " << pool << "\n";
+  }
+  s << "    x = torch.adaptive_avg_pool2d(x, [" << kPooled << ", " << kPooled << "]).flatten(1)\n"
+    << "    x = " << activation << "(torch.linear(x, self.fc6.weight, self.fc6.bias))\n"
+    << "    x = " << activation << "(torch.linear(x, self.fc7.weight, self.fc7.bias))\n"
+    << "    return x\n\n"
+    << "def features(self, x: Tensor) -> Tensor:\n"
+    << "    return self._fc7(x)\n\n"
+    << "def forward(self, x: Tensor) -> Tensor:\n"
+    << "    return torch.linear(self._fc7(x), self.fc8.weight, self.fc8.bias)\n";
+  if (options.lrn()) s << "\n" << lrn_source(options, lrn);
+  return s.str();
+}
+
+torch::jit::Module export_torchscript(AlexNet& model, const ExportInfo& info, LrnScript lrn) {
+  const AlexNetOptions& options = model->options;
+  check_info(options, info);
+  torch::NoGradGuard no_grad;
+  const auto state = model->single_device_state();
+
+  auto unit = std::make_shared<torch::jit::CompilationUnit>();
+  torch::jit::Module module(c10::QualifiedName("__torch__.alexnet.AlexNet"), unit);
+  for (const auto& layer : AlexNetImpl::layer_names()) {
+    std::string type_name = layer;
+    type_name[0] = static_cast<char>(std::toupper(type_name[0]));
+    torch::jit::Module sub(c10::QualifiedName("__torch__.alexnet." + type_name), unit);
+    for (const std::string kind : {"weight", "bias"}) {
+      const torch::Tensor* value = state.find(layer + "." + kind);
+      TORCH_CHECK(value != nullptr, "export: the model has no parameter ", layer, ".", kind);
+      auto tensor = value->detach().to(torch::kCPU, torch::kFloat32).contiguous().clone();
+      tensor.set_requires_grad(false);
+      sub.register_parameter(kind, tensor, /*is_buffer=*/false);
+    }
+    sub.eval();
+    module.register_module(layer, sub);
+  }
+  if (options.lrn() && lrn == LrnScript::kBandConv) {
+    const int64_t channels[] = {model->layer_width("conv1"), model->layer_width("conv2")};
+    for (int layer = 1; layer <= 2; ++layer) {
+      const int64_t c = channels[layer - 1];
+      const std::string prefix = "lrn" + std::to_string(layer);
+      module.register_buffer(prefix + "_band",
+                             band_weight(c, options.columns(), options.lrn_options()));
+      module.register_buffer(prefix + "_k", torch::full({c}, options.lrn_options().k()));
+    }
+  }
+
+  module.register_attribute("class_names", c10::ListType::ofStrings(), to_list(info.class_names));
+  module.register_attribute("image_size", c10::IntType::get(), info.image_size);
+  module.register_attribute("resize_size", c10::IntType::get(), info.resize_size);
+  module.register_attribute("in_channels", c10::IntType::get(), options.in_channels());
+  module.register_attribute("num_classes", c10::IntType::get(), options.num_classes());
+  module.register_attribute("mean", c10::ListType::ofFloats(), to_list(info.mean));
+  module.register_attribute("std", c10::ListType::ofFloats(), to_list(info.std));
+  module.register_attribute("model_options", c10::StringType::get(),
+                            model_options_to_json(options).dump());
+  module.define(torchscript_source(options, lrn));
+  module.eval();
+  return module;
+}
+
+}  // namespace detail
+
+torch::jit::Module export_torchscript(AlexNet& model, const ExportInfo& info) {
+  return detail::export_torchscript(model, info, detail::LrnScript::kShiftedInPlace);
+}
+
+void save_torchscript(AlexNet& model, const ExportInfo& info, const std::string& path) {
+  auto module = export_torchscript(model, info);
+  std::ostringstream bytes;
+  try {
+    module.save(bytes);
+  } catch (const c10::Error& e) {
+    throw std::runtime_error("cannot serialise the TorchScript model for '" + path +
+                             "': " + e.what_without_backtrace());
+  }
+  write_file_atomically(path, bytes.str());
+}
+
+}  // namespace alexnet::train

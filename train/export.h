@@ -1,0 +1,78 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <torch/script.h>
+#include <torch/torch.h>
+
+#include "model/alexnet.h"
+
+namespace alexnet::train {
+
+/// What a user of an exported model needs besides the weights.
+struct ExportInfo {
+  /// Class names by label (may be empty; then predictions print label numbers).
+  std::vector<std::string> class_names;
+  /// The crop the model was trained on (height = width).
+  int64_t image_size = 224;
+  /// The shorter side is rescaled to this before the central image_size crop.
+  int64_t resize_size = 256;
+  /// Per-channel mean subtracted from the pixels, 0..255 scale (empty: nothing subtracted).
+  std::vector<double> mean;
+  /// Empty, or per-channel divisor applied after the mean (0..255 scale).
+  std::vector<double> std;
+};
+
+/// A self-contained single-device TorchScript module (inference mode) that computes
+/// `model->forward` in eval mode (no dropout), whatever the model's form (a two-device model
+/// is converted through `single_device_state()`). Every tensor is on the CPU, float32, with
+/// requires_grad false; move the module with `to(device)` after loading.
+///
+/// Layout (the file's state_dict keys are the model's single-device names):
+/// submodules conv1 .. conv5, fc6 .. fc8, each holding parameters `weight` and `bias`.
+/// Attributes: class_names (List[str]), image_size, resize_size, in_channels, num_classes
+/// (int), mean, std (List[float], 0..255 scale; std may be empty), model_options (str: the
+/// JSON of train::model_options_to_json).
+/// Methods:
+///   forward(x: [N, in_channels, H, W] float32, H, W >= 63) -> logits [N, num_classes];
+///   features(x) -> the output of fc7 after its activation, [N, 4096] (2048 with one column).
+/// Preprocessing is the caller's: pixels on the 0..255 scale, minus mean, divided by std.
+///
+/// The local response normalisation is written in TorchScript (plain torch operations, so the
+/// file loads with stock PyTorch): a window sum of squares accumulated in place by shifted
+/// addcmul_, then s^-beta applied in place (rsqrt/sqrt for beta = 0.75; see export.cpp for
+/// the formulations measured).
+torch::jit::Module export_torchscript(alexnet::AlexNet& model, const ExportInfo& info);
+
+/// export_torchscript, written to `path` atomically (temporary file, flush, rename); creates
+/// the folder. Throws std::runtime_error naming the file when it cannot be written.
+void save_torchscript(alexnet::AlexNet& model, const ExportInfo& info, const std::string& path);
+
+namespace detail {
+
+/// Ways to write the LRN in TorchScript, for benchmarks and tests (export_torchscript uses
+/// kShiftedInPlace, the fastest measured).
+enum class LrnScript {
+  /// Window sum by shifted in-place addcmul_ on the activation, scale applied in place.
+  kShiftedInPlace,
+  /// Cumulative sum over channels (as alexnet::local_response_norm_reference).
+  kCumsum,
+  /// avg_pool3d over a padded channel axis (as torch.nn.functional.local_response_norm).
+  kAvgPool3d,
+  /// A 1x1 grouped convolution with a banded (alpha on the window, 0 elsewhere) weight and
+  /// bias k, i.e. a matrix product over channels.
+  kBandConv,
+};
+
+/// export_torchscript with a chosen LRN formulation.
+torch::jit::Module export_torchscript(alexnet::AlexNet& model, const ExportInfo& info,
+                                      LrnScript lrn);
+
+/// The TorchScript source of the methods export_torchscript defines (for inspection).
+std::string torchscript_source(const alexnet::AlexNetOptions& options, LrnScript lrn);
+
+}  // namespace detail
+
+}  // namespace alexnet::train
