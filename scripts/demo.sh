@@ -17,7 +17,7 @@ third_party/install_deps.sh
 echo "== build (./build)"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build --target alexnet -j"$jobs"
-alexnet=build/alexnet
+alexnet=build/app/alexnet
 
 rm -rf "$run_dir"
 mkdir -p "$run_dir"
