@@ -21,6 +21,7 @@
 
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/csrc/distributed/c10d/Types.hpp>
 #include <torch/csrc/distributed/c10d/Work.hpp>
 #if ALEXNET_WITH_GLOO
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
@@ -365,8 +366,8 @@ Communicator::Communicator(const DistributedConfig& config, const torch::Device&
   }
 
   auto group_store = c10::make_intrusive<c10d::PrefixStore>(s.backend, s.store);
-  const int rank = static_cast<int>(config.rank);
-  const int size = static_cast<int>(config.world_size);
+  [[maybe_unused]] const int rank = static_cast<int>(config.rank);
+  [[maybe_unused]] const int size = static_cast<int>(config.world_size);
   try {
     if (s.backend == "gloo") {
 #if ALEXNET_WITH_GLOO
