@@ -1,6 +1,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -108,7 +109,6 @@ torch::Tensor read_floats(const fs::path& path, std::vector<int64_t> shape) {
 }  // namespace
 
 TEST_CASE("Exported TorchScript computes the eager model in eval mode", "[export]") {
-  const auto paper_lrn = alexnet::LocalResponseNormOptions(5);
   const std::vector<std::pair<std::string, AlexNetOptions>> variants{
       {"paper LRN (alpha not divided by n)", AlexNetOptions()},
       {"LRN alpha divided by n",
@@ -190,8 +190,8 @@ TEST_CASE("Exported module carries its attributes and single-device parameter na
   CHECK(scripted.attr("std").toList().size() == 0);
   const auto options = nlohmann::json::parse(scripted.attr("model_options").toStringRef());
   CHECK(options.at("num_classes") == 10);
-  // Known bug (see issue 4 note): the scripted module still reports training mode.
-  CHECK_NOFAIL(!scripted.is_training());
+  CHECK_FALSE(scripted.is_training());
+  for (const auto& sub : scripted.modules()) CHECK_FALSE(sub.is_training());
 
   std::vector<std::string> expected;
   for (const auto& layer : alexnet::AlexNetImpl::layer_names()) {
@@ -287,9 +287,15 @@ TEST_CASE("Python's torch.jit.load runs the exported file with the same outputs"
   CHECK(attributes.at("class_names").size() == 10);
   CHECK(attributes.at("image_size") == 64);
   CHECK(attributes.at("in_channels") == 3);
+  // Loaded in inference mode, the module and each of its submodules.
+  CHECK(attributes.at("training").size() == 9);
+  for (const auto& training : attributes.at("training")) CHECK(training == false);
   CHECK(attributes.at("mean") == nlohmann::json({100.0, 100.0, 100.0}));
-  CHECK(attributes.at("state_dict_keys").at(0) == "conv1.weight");
-  CHECK(attributes.at("state_dict_keys").size() == 16);
+  // 16 parameters and the LRN's band weights and k for lrn1 and lrn2.
+  const auto& keys = attributes.at("state_dict_keys");
+  CHECK(keys.size() == 20);
+  CHECK(std::find(keys.begin(), keys.end(), "conv1.weight") != keys.end());
+  CHECK(std::find(keys.begin(), keys.end(), "lrn1_band") != keys.end());
   fs::remove_all(dir);
 }
 

@@ -215,7 +215,9 @@ torch::jit::Module export_torchscript(AlexNet& model, const ExportInfo& info, Lr
       tensor.set_requires_grad(false);
       sub.register_parameter(kind, tensor, /*is_buffer=*/false);
     }
-    sub.eval();
+    // torch::jit::Module has no "training" attribute of its own (is_training() then reports
+    // true and train(false) leaves it so); PyTorch's scripted modules all carry one.
+    sub.register_attribute("training", c10::BoolType::get(), false);
     module.register_module(layer, sub);
   }
   if (options.lrn() && lrn == LrnScript::kBandConv) {
@@ -238,6 +240,7 @@ torch::jit::Module export_torchscript(AlexNet& model, const ExportInfo& info, Lr
   module.register_attribute("std", c10::ListType::ofFloats(), to_list(info.std));
   module.register_attribute("model_options", c10::StringType::get(),
                             model_options_to_json(options).dump());
+  module.register_attribute("training", c10::BoolType::get(), false);
   module.define(torchscript_source(options, lrn));
   module.eval();
   return module;
@@ -246,7 +249,7 @@ torch::jit::Module export_torchscript(AlexNet& model, const ExportInfo& info, Lr
 }  // namespace detail
 
 torch::jit::Module export_torchscript(AlexNet& model, const ExportInfo& info) {
-  return detail::export_torchscript(model, info, detail::LrnScript::kShiftedInPlace);
+  return detail::export_torchscript(model, info, detail::LrnScript::kBandConv);
 }
 
 void save_torchscript(AlexNet& model, const ExportInfo& info, const std::string& path) {

@@ -30,8 +30,10 @@ struct ExportInfo {
 /// is converted through `single_device_state()`). Every tensor is on the CPU, float32, with
 /// requires_grad false; move the module with `to(device)` after loading.
 ///
-/// Layout (the file's state_dict keys are the model's single-device names):
-/// submodules conv1 .. conv5, fc6 .. fc8, each holding parameters `weight` and `bias`.
+/// Layout (parameter names are the model's single-device names): submodules conv1 .. conv5,
+/// fc6 .. fc8, each holding parameters `weight` and `bias`. With LRN, the buffers lrn1_band,
+/// lrn2_band ([C, C / columns, 1, 1]: alpha inside the channel window, else 0) and lrn1_k,
+/// lrn2_k ([C], k) are the LRN written as a convolution (see below).
 /// Attributes: class_names (List[str]), image_size, resize_size, in_channels, num_classes
 /// (int), mean, std (List[float], 0..255 scale; std may be empty), model_options (str: the
 /// JSON of train::model_options_to_json).
@@ -41,9 +43,11 @@ struct ExportInfo {
 /// Preprocessing is the caller's: pixels on the 0..255 scale, minus mean, divided by std.
 ///
 /// The local response normalisation is written in TorchScript (plain torch operations, so the
-/// file loads with stock PyTorch): a window sum of squares accumulated in place by shifted
-/// addcmul_, then s^-beta applied in place (rsqrt/sqrt for beta = 0.75; see export.cpp for
-/// the formulations measured).
+/// file loads with stock PyTorch): k + alpha * (window sum of squares) as a grouped 1x1
+/// convolution of x^2 with a banded weight, then x * s^-beta applied in place (rsqrt and sqrt
+/// for beta = 0.75). Measured at batch 64, 224x224, 2 threads: 0.99x the eager model's time,
+/// against 1.09x for shifted in-place sums, 1.37x for a cumulative sum and 1.54x for
+/// avg_pool3d (LrnScript below).
 torch::jit::Module export_torchscript(alexnet::AlexNet& model, const ExportInfo& info);
 
 /// export_torchscript, written to `path` atomically (temporary file, flush, rename); creates
@@ -53,7 +57,7 @@ void save_torchscript(alexnet::AlexNet& model, const ExportInfo& info, const std
 namespace detail {
 
 /// Ways to write the LRN in TorchScript, for benchmarks and tests (export_torchscript uses
-/// kShiftedInPlace, the fastest measured).
+/// kBandConv, the fastest measured).
 enum class LrnScript {
   /// Window sum by shifted in-place addcmul_ on the activation, scale applied in place.
   kShiftedInPlace,

@@ -33,6 +33,7 @@ def main(argv):
             f.write(tensor.contiguous().to(torch.float32).numpy().tobytes())
     attributes = {
         "torch_version": torch.__version__,
+        "training": [bool(m.training) for m in model.modules()],
         "class_names": list(model.class_names),
         "image_size": int(model.image_size),
         "resize_size": int(model.resize_size),
