@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -217,11 +218,18 @@ RunData corner_data() {
   return {std::make_shared<CornerDataset>(36, 1), std::make_shared<CornerDataset>(10, 2)};
 }
 
+std::atomic<bool> g_stop{false};
+extern "C" void request_stop(int) { g_stop = true; }
+
 TrainSummary run_trainer(int64_t max_steps, const std::string& run_dir, bool resume,
-                         const DistributedConfig& distributed = {}) {
+                         const DistributedConfig& distributed = {}, bool stop_on_sigint = false) {
   RunOptions options;
   options.run_dir = run_dir;
   options.resume = resume;
+  if (stop_on_sigint) {
+    signal(SIGINT, request_stop);
+    options.stop = &g_stop;
+  }
   options.finalize = false;
   options.distributed = distributed;
   std::ostringstream log;
@@ -278,11 +286,15 @@ TEST_CASE("distributed worker", "[.dist-worker]") {
 
   if (scenario == "trainer") {
     const int64_t max_steps = std::atoll(std::getenv("ALEXNET_TEST_MAX_STEPS"));
-    const auto summary = run_trainer(max_steps, (out / "run").string(),
-                                     std::getenv("ALEXNET_TEST_RESUME") != nullptr, config);
-    std::ofstream losses(out / (rank_name + "_losses.txt"), std::ios::app);
-    losses.precision(17);
-    for (double loss : summary.losses) losses << loss << "\n";
+    const auto summary =
+        run_trainer(max_steps, (out / "run").string(),
+                    std::getenv("ALEXNET_TEST_RESUME") != nullptr, config, /*stop_on_sigint=*/true);
+    {
+      std::ofstream losses(out / (rank_name + "_losses.txt"), std::ios::app);
+      losses.precision(17);
+      for (double loss : summary.losses) losses << loss << "\n";
+    }
+    if (summary.interrupted) _exit(130);  // as `alexnet train` does
     return;
   }
 
@@ -581,17 +593,40 @@ TEST_CASE("A hung rank makes the others fail after the timeout, naming it", "[di
   fs::remove_all(out);
 }
 
-TEST_CASE("alexnet's trainer in two processes, stopped and resumed, matches one process",
+TEST_CASE("alexnet's trainer in two processes, interrupted and resumed, matches one process",
           "[distributed][slow]") {
   const auto out = fresh_dir("trainer");
   torch::set_num_threads(1);
-  const auto single = run_trainer(6, (out / "single").string(), false);
-  REQUIRE(single.losses.size() == 6);
+  constexpr int64_t kTotal = 8;  // two epochs of 4 steps
+  const auto single = run_trainer(kTotal, (out / "single").string(), false);
+  REQUIRE(single.losses.size() == kTotal);
 
-  auto first = run_workers("trainer", out, 2, {{"ALEXNET_TEST_MAX_STEPS", "3"}});
-  REQUIRE(first.message == "");
-  auto second = run_workers("trainer", out, 2,
-                            {{"ALEXNET_TEST_MAX_STEPS", "6"}, {"ALEXNET_TEST_RESUME", "1"}});
+  // Ctrl-C to the launcher once rank 0 has logged its first step: every rank stops at the
+  // same step, rank 0 writes the checkpoint, the exit code is 130.
+  std::atomic<bool> launched{true};
+  std::thread interrupter([&] {
+    const auto deadline = Clock::now() + std::chrono::seconds(120);
+    while (launched && Clock::now() < deadline) {
+      std::ifstream metrics(out / "run" / "metrics.jsonl");
+      std::string line;
+      if (std::getline(metrics, line)) {
+        kill(getpid(), SIGINT);
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  });
+  const auto first = run_workers("trainer", out, 2, {{"ALEXNET_TEST_MAX_STEPS", "8"}});
+  launched = false;
+  interrupter.join();
+  CHECK(first.exit_code == 130);
+  CHECK(first.failed_rank == -1);
+  const auto stopped = train::load_checkpoint((out / "run" / "checkpoints" / "last.pt").string());
+  CHECK(stopped.step >= 1);
+  CHECK(stopped.step < kTotal);
+
+  const auto second = run_workers("trainer", out, 2,
+                                  {{"ALEXNET_TEST_MAX_STEPS", "8"}, {"ALEXNET_TEST_RESUME", "1"}});
   REQUIRE(second.message == "");
 
   for (const std::string rank : {"rank0", "rank1"}) {
@@ -607,7 +642,7 @@ TEST_CASE("alexnet's trainer in two processes, stopped and resumed, matches one 
   const auto expected =
       train::load_checkpoint((out / "single" / "checkpoints" / "last.pt").string());
   const auto got = train::load_checkpoint((out / "run" / "checkpoints" / "last.pt").string());
-  CHECK(got.step == 6);
+  CHECK(got.step == kTotal);
   double worst = 0.0;
   for (const auto& item : expected.model) {
     worst = std::max(worst, (got.model[item.key()] - item.value()).abs().max().item<double>());
@@ -618,6 +653,6 @@ TEST_CASE("alexnet's trainer in two processes, stopped and resumed, matches one 
   std::ifstream metrics(out / "run" / "metrics.jsonl");
   int64_t lines = 0;
   for (std::string line; std::getline(metrics, line);) ++lines;
-  CHECK(lines == 6 + 1);
+  CHECK(lines == kTotal + 2);
   fs::remove_all(out);
 }

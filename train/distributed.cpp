@@ -4,6 +4,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -725,7 +726,11 @@ int64_t find_free_port(const std::string& address) {
 namespace {
 
 std::atomic<int> g_forward_signal{0};
-extern "C" void remember_signal(int signal_number) { g_forward_signal = signal_number; }
+std::atomic<int> g_signal_count{0};
+extern "C" void remember_signal(int signal_number) {
+  g_forward_signal = signal_number;
+  ++g_signal_count;
+}
 
 std::string status_text(int status, int* exit_code) {
   if (WIFEXITED(status)) {
@@ -782,6 +787,7 @@ LaunchResult launch_local_processes(const std::string& executable,
   forward.sa_handler = remember_signal;
   sigemptyset(&forward.sa_mask);
   g_forward_signal = 0;
+  g_signal_count = 0;
   sigaction(SIGINT, &forward, &old_int);
   sigaction(SIGTERM, &forward, &old_term);
 
@@ -802,8 +808,14 @@ LaunchResult launch_local_processes(const std::string& executable,
     std::vector<char*> envp;
     for (auto& e : env_text) envp.push_back(e.data());
     envp.push_back(nullptr);
+    const pid_t launcher = getpid();
     const pid_t pid = fork();
     if (pid == 0) {
+      // Its own process group: a Ctrl-C reaches the ranks once, through the launcher, so they
+      // all stop at the same step; and they go when the launcher goes.
+      setpgid(0, 0);
+      prctl(PR_SET_PDEATHSIG, SIGTERM);
+      if (getppid() != launcher) _exit(1);
       execve(executable.c_str(), argv.data(), envp.data());
       const char message[] = "launch_local_processes: execve failed\n";
       [[maybe_unused]] auto written = write(2, message, sizeof(message) - 1);
@@ -824,15 +836,19 @@ LaunchResult launch_local_processes(const std::string& executable,
   }
 
   LaunchResult result;
-  std::optional<Clock::time_point> kill_at;
+  bool kill_pending = false;  // SIGKILL at kill_at
+  Clock::time_point kill_at;
   int64_t running = options.nproc;
   bool forwarded = false;
   while (running > 0) {
+    // The first SIGINT/SIGTERM is passed on (the ranks checkpoint and stop together); a
+    // second one kills them.
     if (const int signal_number = g_forward_signal.load(); signal_number != 0 && !forwarded) {
       stop_all(signal_number);
       forwarded = true;
-      kill_at = Clock::now() + options.kill_grace;
+      kill_pending = false;
     }
+    if (g_signal_count.load() >= 2) stop_all(SIGKILL);
     bool reaped = false;
     for (size_t rank = 0; rank < children.size(); ++rank) {
       auto& child = children[rank];
@@ -845,7 +861,7 @@ LaunchResult launch_local_processes(const std::string& executable,
       reaped = true;
       int exit_code = 0;
       const std::string how = status_text(status, &exit_code);
-      if (exit_code != 0 && result.failed_rank < 0) {
+      if (exit_code != 0 && result.failed_rank < 0 && !forwarded) {
         result.failed_rank = static_cast<int64_t>(rank);
         result.exit_code = exit_code;
         result.message =
@@ -856,19 +872,22 @@ LaunchResult launch_local_processes(const std::string& executable,
         }
         stop_all(SIGTERM);
         kill_at = Clock::now() + options.kill_grace;
+        kill_pending = true;
       }
     }
-    if (kill_at && Clock::now() > *kill_at) {
+    if (kill_pending && Clock::now() > kill_at) {
       stop_all(SIGKILL);
-      kill_at.reset();
+      kill_pending = false;
     }
     if (!reaped && running > 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   sigaction(SIGINT, &old_int, nullptr);
   sigaction(SIGTERM, &old_term, nullptr);
   if (result.failed_rank < 0 && forwarded) {
-    result.exit_code = 128 + g_forward_signal.load();
-    result.message = "stopped by signal " + std::to_string(g_forward_signal.load());
+    const int signal_number = g_forward_signal.load();
+    result.exit_code = 128 + signal_number;
+    result.message = "stopped by signal " + std::to_string(signal_number) + " (" +
+                     strsignal(signal_number) + ")";
   }
   return result;
 }

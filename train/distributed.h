@@ -186,8 +186,11 @@ struct LaunchResult {
 
 /// Starts `nproc` copies of `executable` with `args` (argv[1..]) on this machine, each with
 /// RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT set, and waits for all of them.
-/// When one fails, the rest are stopped (SIGTERM, then SIGKILL) and the failure is
-/// reported. Throws std::runtime_error when a process cannot be started.
+/// When one fails, the rest are stopped (SIGTERM, then SIGKILL after kill_grace) and the
+/// failure is reported. The processes run in their own process group and end with the
+/// launcher; a SIGINT or SIGTERM to the launcher is passed on to each of them once (a second
+/// one kills them), and the result's exit code is then 128 + the signal's number. Throws
+/// std::runtime_error when a process cannot be started.
 LaunchResult launch_local_processes(const std::string& executable,
                                     const std::vector<std::string>& args,
                                     const LaunchOptions& options);
