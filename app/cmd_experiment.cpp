@@ -133,7 +133,8 @@ int run_relu_vs_tanh(const ArgParser& parser, const std::vector<std::string>& ov
   experiments::resolve_shared_statistics(base, data, std::cerr);
   auto settings = settings_from(parser, base);
   fs::create_directories(settings.out_dir);
-  const auto result = experiments::compare_activations(settings, data, target);
+  const auto result =
+      experiments::compare_activations(settings, data, target, parser.get_int("window"));
 
   json out = result.to_json();
   out["base_config"] = train::to_json(base);
@@ -145,7 +146,8 @@ int run_relu_vs_tanh(const ArgParser& parser, const std::vector<std::string>& ov
     return "reached at epoch " + fixed(p->epoch, 2) + " (step " + std::to_string(p->step) + ", " +
            fixed(p->elapsed_s, 0) + " s)";
   };
-  std::cout << "target training error " << fixed(100 * target, 1) << "%\n"
+  std::cout << "target training error " << fixed(100 * target, 1) << "% (mean of " << result.window
+            << " log intervals)\n"
             << "  ReLU: " << reached_text(result.relu_reached) << "; final train error "
             << fixed(100 * result.relu.final_train_top1_error, 2) << "%, "
             << fixed(result.relu.seconds, 0) << " s\n"
@@ -239,7 +241,8 @@ int run_experiment(const std::vector<std::string>& args) {
                      "target training error (the paper's Figure 1).");
     declare_common(parser, "runs/relu-vs-tanh", "2");
     parser.option("target-error", "target training top-1 error (0..1)", "0.25")
-        .option("log-interval", "steps per point of the training curves", "10");
+        .option("log-interval", "steps per point of the training curves", "10")
+        .option("window", "log intervals averaged when testing the target", "3");
     if (!parser.parse({args.begin() + 1, args.end()})) return 0;
     return run_relu_vs_tanh(parser, {"log_interval=" + parser.get("log-interval")});
   }

@@ -91,9 +91,15 @@ json read_last_validation(const std::string& metrics_jsonl) {
   return *last;
 }
 
-std::optional<CurvePoint> first_reaching(const std::vector<CurvePoint>& curve, double target) {
-  for (const auto& p : curve) {
-    if (p.train_top1_error <= target) return p;
+std::optional<CurvePoint> first_reaching(const std::vector<CurvePoint>& curve, double target,
+                                         int64_t window) {
+  TORCH_CHECK(window >= 1, "first_reaching: window must be positive, got ", window);
+  double sum = 0;
+  for (size_t i = 0; i < curve.size(); ++i) {
+    sum += curve[i].train_top1_error;
+    if (i >= static_cast<size_t>(window)) sum -= curve[i - window].train_top1_error;
+    const auto n = std::min<size_t>(i + 1, static_cast<size_t>(window));
+    if (sum / static_cast<double>(n) <= target + 1e-12) return curve[i];
   }
   return std::nullopt;
 }
@@ -205,6 +211,7 @@ json ActivationComparison::to_json() const {
     return out;
   };
   json out{{"target_train_error", target},
+           {"window", window},
            {"relu", relu.to_json()},
            {"tanh", tanh.to_json()},
            {"relu_reached", reached(relu_reached)},
@@ -217,10 +224,12 @@ json ActivationComparison::to_json() const {
 }
 
 ActivationComparison compare_activations(const ExperimentSettings& settings,
-                                         const train::RunData& data, double target) {
+                                         const train::RunData& data, double target,
+                                         int64_t window) {
   TORCH_CHECK(target > 0 && target < 1, "target training error must be in (0, 1), got ", target);
   ActivationComparison result;
   result.target = target;
+  result.window = window;
   auto config = settings.base;
   config.model.activation(Activation::kReLU);
   result.relu = run_training(config, data, "relu", "relu", settings);
@@ -228,8 +237,8 @@ ActivationComparison compare_activations(const ExperimentSettings& settings,
   result.tanh = run_training(config, data, "tanh", "tanh", settings);
   result.relu_curve = read_training_curve(result.relu.run_dir + "/metrics.jsonl");
   result.tanh_curve = read_training_curve(result.tanh.run_dir + "/metrics.jsonl");
-  result.relu_reached = first_reaching(result.relu_curve, target);
-  result.tanh_reached = first_reaching(result.tanh_curve, target);
+  result.relu_reached = first_reaching(result.relu_curve, target, window);
+  result.tanh_reached = first_reaching(result.tanh_curve, target, window);
   if (result.relu_reached && result.tanh_reached) {
     result.speedup_epochs = result.tanh_reached->epoch / result.relu_reached->epoch;
     result.speedup_seconds = result.tanh_reached->elapsed_s / result.relu_reached->elapsed_s;

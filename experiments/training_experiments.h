@@ -36,8 +36,11 @@ std::vector<CurvePoint> read_training_curve(const std::string& metrics_jsonl);
 /// (val_top1_error, val_top5_error); throws naming the file when there is none.
 nlohmann::json read_last_validation(const std::string& metrics_jsonl);
 
-/// The first point whose training error is at or below `target`, or nullopt.
-std::optional<CurvePoint> first_reaching(const std::vector<CurvePoint>& curve, double target);
+/// The first point at which the mean training error of the last `window` points (itself and
+/// the window - 1 before it; fewer at the start) is at or below `target`, or nullopt. A window
+/// above 1 keeps one lucky log interval from counting as reaching the target.
+std::optional<CurvePoint> first_reaching(const std::vector<CurvePoint>& curve, double target,
+                                         int64_t window = 1);
 
 /// How the runs of an experiment are made.
 struct ExperimentSettings {
@@ -89,6 +92,8 @@ struct ActivationComparison {
   RunResult relu, tanh;
   std::vector<CurvePoint> relu_curve, tanh_curve;
   double target = 0.25;
+  /// Points averaged when testing the target (see first_reaching).
+  int64_t window = 1;
   std::optional<CurvePoint> relu_reached, tanh_reached;
   /// tanh's epochs (and seconds) to the target divided by ReLU's; nullopt unless both reached
   /// it.
@@ -98,9 +103,10 @@ struct ActivationComparison {
 
 /// Trains the base configuration twice, with ReLU and with tanh (nothing else differs: same
 /// data, seed, budget), into OUT/relu and OUT/tanh, and compares when each reaches `target`
-/// training error.
+/// training error (the mean over `window` log intervals).
 ActivationComparison compare_activations(const ExperimentSettings& settings,
-                                         const train::RunData& data, double target);
+                                         const train::RunData& data, double target,
+                                         int64_t window = 3);
 
 /// One arm of the ablation: a name, what it changes, and the change.
 struct AblationVariant {

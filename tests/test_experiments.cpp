@@ -331,6 +331,11 @@ TEST_CASE("Training curves and the ReLU/tanh comparison read metrics.jsonl", "[e
   CHECK(reached->step == 50);
   CHECK(reached->elapsed_s == 25);
   CHECK_FALSE(first_reaching(curve, 0.1));
+  // Averaged over two intervals: (0.8 + 0.3) / 2 = 0.55, then (0.3 + 0.2) / 2 = 0.25.
+  REQUIRE(first_reaching(curve, 0.25, 2));
+  CHECK(first_reaching(curve, 0.25, 2)->step == 50);
+  CHECK_FALSE(first_reaching(curve, 0.24, 2));
+  CHECK(first_reaching(curve, 0.55, 2)->step == 20);
   CHECK(read_last_validation(dir / "metrics.jsonl")["val_top5_error"].get<double>() == 0.02);
 
   std::ofstream(dir / "bad.jsonl") << "{\"kind\":\"step\"}\nnot json\n";
