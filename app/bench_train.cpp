@@ -115,7 +115,12 @@ int run_bench_train(const std::vector<std::string>& args) {
   };
   std::function<void()> sync;
   if (device.is_cuda()) sync = [] { torch::cuda::synchronize(); };
-  const auto seconds = time_repeats(step, warmup, repeats, sync);
+  time_repeats(step, warmup, /*repeats=*/0, sync);
+  // CPU time per step as well: unlike wall time it barely changes when other processes
+  // compete for the cores, so it compares runs made on a busy machine.
+  const double cpu_start = process_cpu_seconds();
+  const auto seconds = time_repeats(step, /*warmup=*/0, repeats, sync);
+  const double cpu_per_step = (process_cpu_seconds() - cpu_start) / static_cast<double>(repeats);
   if (bf16) set_bf16_autocast(device.type(), false);
   const double step_s = median(seconds);
   const double images_per_s = static_cast<double>(batch) / step_s;
@@ -136,6 +141,8 @@ int run_bench_train(const std::vector<std::string>& args) {
                        {"step_s", step_s},
                        {"images_per_s", images_per_s},
                        {"steps_s", seconds},
+                       {"cpu_s_per_step", cpu_per_step},
+                       {"images_per_cpu_s", static_cast<double>(batch) / cpu_per_step},
                        {"peak_rss_mib", peak_mib},
                        {"libtorch", TORCH_VERSION}};
     std::cout << out.dump(2) << "\n";
@@ -144,10 +151,10 @@ int run_bench_train(const std::vector<std::string>& args) {
               << image_size << "x" << image_size << ", " << parser.get("devices") << ", "
               << torch::get_num_threads() << " threads" << (options.lrn() ? "" : ", no LRN")
               << (channels_last ? ", channels-last" : "") << (bf16 ? ", bf16 autocast" : "")
-              << (tuned ? "" : ", stock runtime") << ": "
-              << images_per_s << " images/s (" << std::setprecision(3) << step_s
-              << " s/step, median of " << repeats << "), peak RSS " << std::setprecision(0)
-              << peak_mib << " MiB\n";
+              << (tuned ? "" : ", stock runtime") << ": " << images_per_s << " images/s ("
+              << std::setprecision(3) << step_s << " s/step, median of " << repeats << "; "
+              << cpu_per_step << " CPU s/step), peak RSS " << std::setprecision(0) << peak_mib
+              << " MiB\n";
   }
   return 0;
 }

@@ -92,16 +92,19 @@ def run_train(args):
     for _ in range(args.warmup):
         step()
     seconds = []
+    cpu_start = time.process_time()
     for _ in range(args.repeats):
         start = time.perf_counter()
         step()
         seconds.append(time.perf_counter() - start)
+    cpu_per_step = (time.process_time() - cpu_start) / args.repeats
     step_s = statistics.median(seconds)
     return {
         "bench": "train", "peer": "pytorch", "torch": torch.__version__,
         "batch": args.batch, "image_size": args.image_size, "device": args.device,
         "threads": torch.get_num_threads(), "lrn": not args.no_lrn, "bf16": args.bf16,
         "step_s": step_s, "images_per_s": args.batch / step_s, "steps_s": seconds,
+        "cpu_s_per_step": cpu_per_step, "images_per_cpu_s": args.batch / cpu_per_step,
         "peak_rss_mib": peak_rss_mib(),
     }
 
