@@ -160,7 +160,7 @@ std::string blas_advice() {
          (std::string(better) == "SKYLAKEX" ? "AVX-512" : "AVX2") +
          " (its CPU model is hidden, e.g. in a VM); matrix products run about 5x faster with "
          "OPENBLAS_CORETYPE=" +
-         better + " in the environment (scripts/demo.sh sets it)";
+         better + " in the environment (the alexnet command sets it and restarts itself)";
 }
 
 void set_threads(int64_t threads) {
