@@ -1,8 +1,13 @@
 #include "cli.h"
 
+#include <filesystem>
 #include <iostream>
 #include <sstream>
 #include <stdexcept>
+
+#ifndef ALEXNET_CONFIG_DIR
+#define ALEXNET_CONFIG_DIR "configs"
+#endif
 
 namespace alexnet::cli {
 
@@ -181,6 +186,15 @@ std::map<std::string, Command>& bench_kinds() {
 BenchRegistration::BenchRegistration(std::string name, std::string summary,
                                      std::function<int(const std::vector<std::string>&)> run) {
   bench_kinds()[name] = Command{name, std::move(summary), std::move(run)};
+}
+
+std::string find_config(const std::string& name) {
+  namespace fs = std::filesystem;
+  for (const fs::path& dir : {fs::path("configs"), fs::path(ALEXNET_CONFIG_DIR)}) {
+    if (fs::exists(dir / name)) return (dir / name).string();
+  }
+  throw std::runtime_error("cannot find configs/" + name + " (looked in ./configs and " +
+                           ALEXNET_CONFIG_DIR + "); pass --config FILE");
 }
 
 }  // namespace alexnet::cli

@@ -60,6 +60,10 @@ std::vector<int64_t> parse_int_list(const std::string& text, const std::string& 
 /// Splits on commas, dropping empty items.
 std::vector<std::string> split(const std::string& text, char sep = ',');
 
+/// configs/NAME under the working directory, else in the source tree's configs/ folder that the
+/// binary was built from; throws naming both places when neither has it.
+std::string find_config(const std::string& name);
+
 /// A subcommand of `alexnet`. Each app/cmd_*.cpp registers its commands with a static
 /// `Registration`, so adding a command touches only its own file.
 struct Command {

@@ -17,24 +17,11 @@
 #include "experiments/drawing.h"
 #endif
 
-#ifndef ALEXNET_CONFIG_DIR
-#define ALEXNET_CONFIG_DIR "configs"
-#endif
-
 namespace alexnet::cli {
 namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-std::string default_config() {
-  for (const fs::path& dir : {fs::path("configs"), fs::path(ALEXNET_CONFIG_DIR)}) {
-    if (fs::exists(dir / "fashion-mnist.json")) return (dir / "fashion-mnist.json").string();
-  }
-  throw std::runtime_error(std::string("cannot find configs/fashion-mnist.json (looked in "
-                                       "./configs and ") +
-                           ALEXNET_CONFIG_DIR + "); pass --config FILE");
-}
 
 void declare_common(ArgParser& parser, const std::string& out, const std::string& epochs) {
   parser.option("config", "base training configuration (default: configs/fashion-mnist.json)")
@@ -55,7 +42,8 @@ void declare_common(ArgParser& parser, const std::string& out, const std::string
 train::TrainConfig base_config(const ArgParser& parser, std::vector<std::string> overrides,
                                json& effective) {
   for (const auto& item : split(parser.get("set"), ';')) overrides.push_back(item);
-  const std::string file = parser.has("config") ? parser.get("config") : default_config();
+  const std::string file =
+      parser.has("config") ? parser.get("config") : find_config("fashion-mnist.json");
   // Every key, so that the overrides below may set keys the file leaves out.
   json j = train::to_json(train::config_from_json(train::read_json_file(file)));
   for (const auto& item : overrides) {

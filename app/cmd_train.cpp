@@ -15,10 +15,6 @@
 #include "train/distributed.h"
 #include "train/trainer.h"
 
-#ifndef ALEXNET_CONFIG_DIR
-#define ALEXNET_CONFIG_DIR "configs"
-#endif
-
 namespace alexnet::cli {
 namespace {
 
@@ -31,15 +27,6 @@ void request_stop(int signal) {
   g_stop = true;
   // A second signal ends the process at once.
   std::signal(signal, SIG_DFL);
-}
-
-// configs/NAME next to the working directory, else in the source tree the binary was built from.
-std::string find_config(const std::string& name) {
-  for (const fs::path& dir : {fs::path("configs"), fs::path(ALEXNET_CONFIG_DIR)}) {
-    if (fs::exists(dir / name)) return (dir / name).string();
-  }
-  throw std::runtime_error("cannot find configs/" + name + " (looked in ./configs and " +
-                           ALEXNET_CONFIG_DIR + "); pass --config FILE");
 }
 
 std::string default_run_dir() {
