@@ -151,14 +151,7 @@ int run_eval(const std::vector<std::string>& args) {
       .flag("ten-crop", "average the softmax over the paper's ten crops")
       .flag("json", "print the result as JSON");
   if (!parser.parse(args)) return 0;
-  {
-    // OpenBLAS's own kernels for this CPU (a restart where it fell back to generic ones), and
-    // freed gradient buffers kept for the next step.
-    std::vector<std::string> argv{"alexnet", "eval"};
-    argv.insert(argv.end(), args.begin(), args.end());
-    use_openblas_kernels_for_this_cpu(argv);
-    retain_freed_memory();
-  }
+  tune_runtime({"eval"}, args);
   if (parser.has("model") == parser.has("checkpoint")) {
     throw std::invalid_argument("give exactly one of --model and --checkpoint");
   }

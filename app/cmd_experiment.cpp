@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli.h"
+#include "runtime_tuning.h"
 #include "experiments/training_experiments.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
@@ -232,6 +233,7 @@ int run_experiment(const std::vector<std::string>& args) {
         .option("log-interval", "steps per point of the training curves", "10")
         .option("window", "log intervals averaged when testing the target", "3");
     if (!parser.parse({args.begin() + 1, args.end()})) return 0;
+    tune_runtime({"experiment"}, args);
     return run_relu_vs_tanh(parser, {"log_interval=" + parser.get("log-interval")});
   }
   if (which == "ablation") {
@@ -245,6 +247,7 @@ int run_experiment(const std::vector<std::string>& args) {
     parser.option("seeds", "seeds per variant", "2")
         .option("variants", "comma-separated subset of the variants (default: all)");
     if (!parser.parse({args.begin() + 1, args.end()})) return 0;
+    tune_runtime({"experiment"}, args);
     return run_ablation(parser, {});
   }
   std::cout << "usage: alexnet experiment relu-vs-tanh|ablation [options]\n\n"

@@ -10,6 +10,8 @@
 #include "data/image_decode.h"
 #include "experiments/feature_extraction.h"
 #include "experiments/feature_index.h"
+#include "runtime_tuning.h"
+#include "train/trainer.h"
 #if ALEXNET_WITH_OPENCV
 #include "experiments/drawing.h"
 #endif
@@ -37,8 +39,11 @@ int run_features(const std::vector<std::string>& args) {
       .option("pixel-size",
               "side of the stored raw-pixel vectors (area-downsampled model "
               "input); 0: none",
-              "32");
+              "32")
+      .option("threads", "intra-op threads (0: all cores)", "0");
   if (!parser.parse(args)) return 0;
+  tune_runtime({"features"}, args);
+  train::set_threads(parser.get_int("threads"));
   for (const char* required : {"model", "data", "out"}) {
     if (!parser.has(required)) {
       throw std::invalid_argument(std::string("--") + required +
@@ -197,8 +202,11 @@ int run_neighbours(const std::vector<std::string>& args) {
       .option("precision-at", "score retrieval: mean precision@K over the whole index")
       .flag("pixels", "with --precision-at: also score raw-pixel vectors (the baseline)")
       .flag("json", "print JSON")
+      .option("threads", "intra-op threads (0: all cores)", "0")
       .positionals("QUERY", "an image file, or #N for the N-th image of the index");
   if (!parser.parse(args)) return 0;
+  tune_runtime({"neighbours"}, args);
+  train::set_threads(parser.get_int("threads"));
   if (!parser.has("index")) {
     throw std::invalid_argument("--index is required (see alexnet neighbours --help)");
   }

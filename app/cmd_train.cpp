@@ -103,14 +103,7 @@ int run_train(const std::vector<std::string>& args) {
       .option("master-port", "--nproc: rank 0's rendezvous port (default: a free one)", "0")
       .flag("print-config", "print the configuration that would be used and exit");
   if (!parser.parse(args)) return 0;
-  {
-    // OpenBLAS's own kernels for this CPU (a restart where it fell back to generic ones), and
-    // freed gradient buffers kept for the next step.
-    std::vector<std::string> argv{"alexnet", "train"};
-    argv.insert(argv.end(), args.begin(), args.end());
-    use_openblas_kernels_for_this_cpu(argv);
-    retain_freed_memory();
-  }
+  tune_runtime({"train"}, args);
 
   std::string run_dir = parser.has("out") ? parser.get("out") : "";
   json config_json = train::to_json(train::TrainConfig());

@@ -55,4 +55,12 @@ void retain_freed_memory() {
 #endif
 }
 
+void tune_runtime(const std::vector<std::string>& command, const std::vector<std::string>& args) {
+  std::vector<std::string> argv{"alexnet"};
+  argv.insert(argv.end(), command.begin(), command.end());
+  argv.insert(argv.end(), args.begin(), args.end());
+  use_openblas_kernels_for_this_cpu(argv);
+  retain_freed_memory();
+}
+
 }  // namespace alexnet::cli

@@ -1,7 +1,7 @@
 #pragma once
 
 // Process-wide settings that make CPU training faster on LibTorch builds such as Debian's.
-// Used by `alexnet bench train|infer`; any command that trains may call them first thing.
+// Used by `alexnet train|eval|features|neighbours` and `alexnet bench train|infer`.
 
 #include <string>
 #include <vector>
@@ -26,5 +26,9 @@ void use_openblas_kernels_for_this_cpu(const std::vector<std::string>& argv);
 /// fresh pages for them (page faults, zeroing) cost about 20% of a CPU step here. Raises
 /// peak resident memory somewhat (reported by `alexnet bench train`).
 void retain_freed_memory();
+
+/// Both of the above for a command's run, first thing after its options are parsed:
+/// `command` is its words after the program name (e.g. {"train"}), `args` its arguments.
+void tune_runtime(const std::vector<std::string>& command, const std::vector<std::string>& args);
 
 }  // namespace alexnet::cli
