@@ -25,7 +25,10 @@ int run_kernels(const std::vector<std::string>& args) {
       .option("blocks",
               "groups drawn one above another; 0: the model's columns (from a checkpoint), "
               "else 2 for 96 kernels and 1 otherwise",
-              "0");
+              "0")
+      .flag("sum-channels",
+            "draw each kernel summed over its input channels (grey): all that a model sees of "
+            "its kernels when its input channels are equal, e.g. grey images replicated to RGB");
   if (!parser.parse(args)) return 0;
   if (parser.has("model") == parser.has("checkpoint")) {
     throw std::invalid_argument(
@@ -50,6 +53,7 @@ int run_kernels(const std::vector<std::string>& args) {
   TORCH_CHECK(weight.dim() == 4, path, ": conv1.weight has shape ", weight.sizes(),
               ", expected [K, C, kh, kw]");
 
+  if (parser.has("sum-channels")) weight = weight.sum(1, /*keepdim=*/true);
   int64_t blocks = parser.get_int("blocks");
   if (blocks == 0) {
     blocks = columns > 0 ? columns : (weight.size(0) == 96 ? 2 : 1);

@@ -113,8 +113,11 @@ std::string read_text(const std::string& path) {
 }
 
 // Runs the alexnet binary with `args`, stdout to `out`; returns the exit status.
+// Runs the alexnet binary; its standard output goes to `out`, its errors and notes to
+// `out`.err.
 int run_alexnet(const std::string& args, const std::string& out) {
-  const std::string command = std::string(ALEXNET_BINARY) + " " + args + " > " + out + " 2>&1";
+  const std::string command =
+      std::string(ALEXNET_BINARY) + " " + args + " > " + out + " 2> " + out + ".err";
   return std::system(command.c_str());
 }
 
@@ -439,13 +442,22 @@ TEST_CASE("The kernels, features and neighbours commands on a tiny model", "[exp
   CHECK(precision["pixels"].get<double>() == Approx(precision_at_k(index.pixels, index.labels, 2)));
 
   CHECK(run_alexnet("neighbours --index " + dir / "tiny.index" + " '#12'", dir / "bad.txt") != 0);
-  CHECK(read_text(dir / "bad.txt").find("#12") != std::string::npos);
+  CHECK(read_text(dir / "bad.txt.err").find("#12") != std::string::npos);
 
 #if ALEXNET_WITH_OPENCV
   REQUIRE(run_alexnet("kernels --model " + dir / "tiny.pt" + " --out " + dir / "kernels.png",
                       dir / "kernels.txt") == 0);
   const auto [kernels_h, kernels_w] = kernel_grid_size(6, 5, 5, KernelGridOptions().blocks(1));
   CHECK(read_picture(dir / "kernels.png").sizes() == torch::IntArrayRef({kernels_h, kernels_w, 3}));
+  // Summed over the input channels: the same layout, grey (every pixel's R = G = B).
+  REQUIRE(run_alexnet("kernels --sum-channels --model " + dir / "tiny.pt" + " --out " +
+                          dir / "kernels_sum.png",
+                      dir / "kernels_sum.txt") == 0);
+  const auto summed = read_picture(dir / "kernels_sum.png");
+  CHECK(summed.sizes() == torch::IntArrayRef({kernels_h, kernels_w, 3}));
+  CHECK(torch::equal(summed.select(2, 0), summed.select(2, 1)));
+  CHECK(torch::equal(summed.select(2, 0), summed.select(2, 2)));
+  CHECK_FALSE(torch::equal(summed, read_picture(dir / "kernels.png")));
 
   REQUIRE(run_alexnet("neighbours --index " + dir / "tiny.index" + " --k 4 --tile 48 --out " +
                           dir / "grid.png" + " '#1' '#2' '#3'",
