@@ -30,9 +30,9 @@ int run_bench_infer(const std::vector<std::string>& args) {
       .option("repeats", "timed passes", "5")
       .option("model", "an exported model.pt to time instead of exporting a fresh model")
       .option("lrn-script",
-              "TorchScript LRN formulation to export: shifted (export_torchscript's), cumsum, "
-              "avgpool3d or bandconv",
-              "shifted")
+              "TorchScript LRN formulation to export: shifted, cumsum, "
+              "avgpool3d or bandconv (export_torchscript's)",
+              "bandconv")
       .option("device", "cpu or cuda:N", "cpu")
       .flag("no-lrn", "leave out local response normalisation (ignored with --model)")
       .flag("stock-runtime", "keep OpenBLAS's own kernel choice (see app/runtime_tuning.h)")

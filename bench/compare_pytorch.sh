@@ -6,13 +6,15 @@
 # Usage: bench/compare_pytorch.sh [ALEXNET_BINARY]   (default: build/app/alexnet)
 # Environment: PYTHON (default /usr/bin/python3, the interpreter with torch and torchvision),
 #              BENCH_DIR (scratch folder for the generated JPEGs and packed file; default: a
-#              temporary folder, removed at the end), REPEATS (timed training steps, default 3).
+#              temporary folder, removed at the end), REPEATS (timed training steps, default 3),
+#              ROUNDS (turns each side takes in the training comparison, default 2).
 # Takes a few minutes on a 2-core machine.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 alexnet=$(realpath "${1:-$repo/build/app/alexnet}")
 python=${PYTHON:-/usr/bin/python3}
 repeats=${REPEATS:-3}
+rounds=${ROUNDS:-2}
 [[ -x "$alexnet" ]] || { echo "no alexnet binary at $alexnet (build first, or pass its path)" >&2; exit 2; }
 "$python" -c "import torch, torchvision" 2>/dev/null ||
   { echo "$python cannot import torch and torchvision (apt-get install python3-torchvision)" >&2; exit 2; }
@@ -48,24 +50,36 @@ cat "$work/lrn.json"
 ratio "LRN: torch op time / ours" "$(json "$work/lrn.json" speedup_vs_torch)" ">=" 8
 ratio "LRN: ours / clone()" "$(json "$work/lrn.json" ratio_to_clone)" "<=" 5
 
-echo "== 2. training step, batch 64, 224x224, all cores"
-run "$alexnet" bench train --batch 64 --repeats "$repeats" --json > "$work/train.json"
-run "$alexnet" bench train --batch 64 --repeats "$repeats" --no-lrn --json > "$work/train_nolrn.json"
-run "$python" "$repo/bench/peer.py" train --batch 64 --repeats "$repeats" > "$work/peer_train.json"
-ours=$(json "$work/train.json" images_per_s)
-ours_nolrn=$(json "$work/train_nolrn.json" images_per_s)
-peer=$(json "$work/peer_train.json" images_per_s)
-echo "  ours $ours images/s, ours without LRN $ours_nolrn, PyTorch peer $peer"
+echo "== 2. training step, batch 64, 224x224, all cores ($rounds rounds, best of each)"
+# The sides take turns, so that a slow spell of a shared machine hits all of them; each
+# side's figure is its best round. The peer runs with all cores (torch.set_num_threads;
+# PyTorch here defaults to one thread) and OpenBLAS as it comes; the two lines after the
+# target show the peer as PyTorch starts by default (one thread) and with the OpenBLAS
+# kernels that alexnet picks for itself (OPENBLAS_CORETYPE).
+cores=$(nproc)
+core_type=$("$alexnet" bench train --batch 1 --image-size 64 --warmup 0 --repeats 1 --json | json /dev/stdin openblas_core 2>/dev/null || true)
+for round in $(seq "$rounds"); do
+  run "$alexnet" bench train --batch 64 --repeats "$repeats" --json > "$work/train.$round.json"
+  run "$alexnet" bench train --batch 64 --repeats "$repeats" --no-lrn --json > "$work/train_nolrn.$round.json"
+  run "$python" "$repo/bench/peer.py" train --batch 64 --repeats "$repeats" --threads "$cores" > "$work/peer_train.$round.json"
+done
+run "$python" "$repo/bench/peer.py" train --batch 64 --repeats "$repeats" > "$work/peer_train_default.json"
+if [[ -n "$core_type" && "$core_type" != "default" ]]; then
+  OPENBLAS_CORETYPE=$core_type run "$python" "$repo/bench/peer.py" train --batch 64 --repeats "$repeats" --threads "$cores" > "$work/peer_train_blas.json"
+fi
+best() { "$python" -c 'import json,sys; print(max(json.load(open(f))["images_per_s"] for f in sys.argv[1:]))' "$@"; }
+ours=$(best "$work"/train.*.json)
+ours_nolrn=$(best "$work"/train_nolrn.*.json)
+peer=$(best "$work"/peer_train.*.json)
+echo "  images/s: ours $ours, ours without LRN $ours_nolrn, PyTorch peer with $cores threads $peer"
 ratio "train: ours / PyTorch images/s" "$("$python" -c "print($ours / $peer)")" ">=" 2.5
 ratio "train: with LRN / without LRN (ours)" "$("$python" -c "print($ours / $ours_nolrn)")" ">=" 0.9
-# CPU time per step barely changes when other processes compete for the cores: these two
-# show what the wall-clock ratios above would be on an otherwise idle machine.
-cpu_ours=$(json "$work/train.json" images_per_cpu_s)
-cpu_nolrn=$(json "$work/train_nolrn.json" images_per_cpu_s)
-cpu_peer=$(json "$work/peer_train.json" images_per_cpu_s)
-echo "  per CPU-second: ours $cpu_ours images, without LRN $cpu_nolrn, PyTorch peer $cpu_peer"
-ratio "train (CPU time): ours / PyTorch" "$("$python" -c "print($cpu_ours / $cpu_peer)")" ">=" 2.5
-ratio "train (CPU time): with / without LRN" "$("$python" -c "print($cpu_ours / $cpu_nolrn)")" ">=" 0.9
+peer_default=$(json "$work/peer_train_default.json" images_per_s)
+echo "  for reference: ours / PyTorch with its default $(json "$work/peer_train_default.json" threads) thread(s): $("$python" -c "print(round($ours / $peer_default, 2))") ($peer_default images/s)"
+if [[ -f "$work/peer_train_blas.json" ]]; then
+  peer_blas=$(json "$work/peer_train_blas.json" images_per_s)
+  echo "  for reference: ours / PyTorch with $cores threads and OPENBLAS_CORETYPE=$core_type: $("$python" -c "print(round($ours / $peer_blas, 2))") ($peer_blas images/s)"
+fi
 
 echo "== 3. inference, batch 64: exported TorchScript vs eager C++"
 if "$alexnet" bench infer --help > /dev/null 2>&1; then
@@ -77,16 +91,18 @@ else
   misses=$((misses + 1))
 fi
 
-echo "== 4. input pipeline, 2 workers, batch 64"
-run "$python" "$repo/bench/make_jpeg_folder.py" "$work/jpegs" --classes 10 --per-class 32
+echo "== 4. input pipeline, 2 workers, batch 64 ($rounds rounds, best of each)"
+run "$python" "$repo/bench/make_jpeg_folder.py" "$work/jpegs" --classes 10 --per-class 64
 run "$alexnet" prepare --data "$work/jpegs" --out "$work/packed.bin" > /dev/null
-data_options=(--workers 2 --batch 64 --batches 5 --repeats 3 --json)
-run "$alexnet" bench data --data "$work/jpegs" "${data_options[@]}" > "$work/data_jpeg.json"
-run "$alexnet" bench data --data "$work/packed.bin" "${data_options[@]}" > "$work/data_packed.json"
-run "$python" "$repo/bench/peer.py" data --root "$work/jpegs" --workers 2 --batch 64 --repeats 3 > "$work/peer_data.json"
-jpeg=$(json "$work/data_jpeg.json" images_per_s)
-packed=$(json "$work/data_packed.json" images_per_s)
-tv=$(json "$work/peer_data.json" images_per_s)
+data_options=(--workers 2 --batch 64 --batches 10 --repeats 3 --json)
+for round in $(seq "$rounds"); do
+  run "$alexnet" bench data --data "$work/jpegs" "${data_options[@]}" > "$work/data_jpeg.$round.json"
+  run "$alexnet" bench data --data "$work/packed.bin" "${data_options[@]}" > "$work/data_packed.$round.json"
+  run "$python" "$repo/bench/peer.py" data --root "$work/jpegs" --workers 2 --batch 64 --repeats 3 > "$work/peer_data.$round.json"
+done
+jpeg=$(best "$work"/data_jpeg.*.json)
+packed=$(best "$work"/data_packed.*.json)
+tv=$(best "$work"/peer_data.*.json)
 echo "  JPEG folder $jpeg images/s, packed file $packed, torchvision $tv"
 ratio "data: packed / JPEG folder" "$("$python" -c "print($packed / $jpeg)")" ">=" 10
 ratio "data: JPEG folder / torchvision" "$("$python" -c "print($jpeg / $tv)")" ">=" 1.5
