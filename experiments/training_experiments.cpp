@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
+#include <limits>
 #include <map>
 #include <sstream>
 #include <stdexcept>
@@ -132,7 +133,8 @@ json RunResult::to_json() const {
           {"val_top5_error", val_top5_error},
           {"final_train_top1_error", final_train_top1_error},
           {"seconds", seconds},
-          {"steps", steps}};
+          {"steps", steps},
+          {"diverged", diverged}};
 }
 
 RunResult RunResult::from_json(const json& j) {
@@ -141,9 +143,15 @@ RunResult RunResult::from_json(const json& j) {
   r.name = j.at("name").get<std::string>();
   r.seed = j.at("seed").get<uint64_t>();
   r.run_dir = j.at("run_dir").get<std::string>();
-  r.val_top1_error = j.at("val_top1_error").get<double>();
-  r.val_top5_error = j.at("val_top5_error").get<double>();
-  r.final_train_top1_error = j.at("final_train_top1_error").get<double>();
+  // NaN (a diverged run's errors) is written as null.
+  const auto number = [&](const char* key) {
+    const auto& v = j.at(key);
+    return v.is_null() ? std::numeric_limits<double>::quiet_NaN() : v.get<double>();
+  };
+  r.val_top1_error = number("val_top1_error");
+  r.val_top5_error = number("val_top5_error");
+  r.final_train_top1_error = number("final_train_top1_error");
+  r.diverged = j.value("diverged", std::string());
   r.seconds = j.at("seconds").get<double>();
   r.steps = j.at("steps").get<int64_t>();
   return r;
@@ -167,13 +175,23 @@ RunResult run_training(const train::TrainConfig& config, const train::RunData& d
   options.run_dir = run_dir.string();
   options.log = &log;
   options.finalize = false;
-  const auto summary = train::train(config, data, options);
-
   RunResult result;
   result.group = group;
   result.name = name;
   result.seed = config.seed;
   result.run_dir = run_dir.string();
+  train::TrainSummary summary;
+  try {
+    summary = train::train(config, data, options);
+  } catch (const train::DivergedError& e) {
+    log << "run " << name << " diverged: " << e.what() << std::endl;
+    result.diverged = e.what();
+    result.val_top1_error = result.val_top5_error = result.final_train_top1_error =
+        std::numeric_limits<double>::quiet_NaN();
+    if (!settings.keep_checkpoints) fs::remove_all(run_dir / "checkpoints", error);
+    train::write_file_atomically(result_path.string(), result.to_json().dump(2) + "\n");
+    return result;
+  }
   result.seconds = summary.seconds;
   result.steps = summary.steps;
   const std::string metrics = (run_dir / "metrics.jsonl").string();
@@ -273,10 +291,20 @@ std::vector<AblationRow> summarise_ablation(const std::vector<AblationVariant>& 
     for (const auto& r : runs) {
       if (r.group != v.name) continue;
       row.runs.push_back(r);
+      if (!r.diverged.empty()) {
+        ++row.diverged;
+        continue;
+      }
       top1.push_back(r.val_top1_error);
       top5.push_back(r.val_top5_error);
     }
     if (row.runs.empty()) continue;
+    if (top1.empty()) {  // every run diverged
+      row.top1_mean = row.top1_std = row.top5_mean = row.top5_std =
+          std::numeric_limits<double>::quiet_NaN();
+      rows.push_back(row);
+      continue;
+    }
     row.top1_mean = mean(top1);
     row.top1_std = sample_std(top1);
     row.top5_mean = mean(top5);
@@ -297,11 +325,21 @@ std::string ablation_markdown(const std::vector<AblationRow>& rows) {
       d << std::showpos << std::fixed << std::setprecision(2) << 100 * (value - base);
       return d.str();
     };
-    out << "| " << row.name << " | " << row.description << " | " << row.runs.size() << " | "
-        << percent(row.top1_mean) << " ± " << percent(row.top1_std) << " | "
+    const int64_t finished = static_cast<int64_t>(row.runs.size()) - row.diverged;
+    out << "| " << row.name << " | " << row.description << " | " << finished;
+    if (row.diverged > 0) out << " (+" << row.diverged << " diverged)";
+    out << " | ";
+    if (finished == 0) {
+      out << "diverged | diverged | | |\n";
+      continue;
+    }
+    // No difference for the first row itself, nor when all of its runs diverged.
+    const auto& first = rows.front();
+    const bool base = &row == &first || first.diverged == static_cast<int64_t>(first.runs.size());
+    out << percent(row.top1_mean) << " ± " << percent(row.top1_std) << " | "
         << percent(row.top5_mean) << " ± " << percent(row.top5_std) << " | "
-        << (&row == &rows.front() ? "" : delta(row.top1_mean, rows.front().top1_mean)) << " | "
-        << (&row == &rows.front() ? "" : delta(row.top5_mean, rows.front().top5_mean)) << " |\n";
+        << (base ? "" : delta(row.top1_mean, rows.front().top1_mean)) << " | "
+        << (base ? "" : delta(row.top5_mean, rows.front().top5_mean)) << " |\n";
   }
   return out.str();
 }
@@ -317,6 +355,7 @@ json ablation_json(const std::vector<AblationRow>& rows) {
                    {"val_top1_error_std", row.top1_std},
                    {"val_top5_error_mean", row.top5_mean},
                    {"val_top5_error_std", row.top5_std},
+                   {"diverged_runs", row.diverged},
                    {"runs", runs}});
   }
   return out;

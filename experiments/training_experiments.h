@@ -77,12 +77,16 @@ struct RunResult {
   double final_train_top1_error = 1;
   double seconds = 0;
   int64_t steps = 0;
+  /// Empty for a finished run; the trainer's message when the run diverged (NaN or infinite
+  /// loss), in which case the errors above are meaningless and the run counts as diverged.
+  std::string diverged;
   nlohmann::json to_json() const;
   static RunResult from_json(const nlohmann::json& json);
 };
 
 /// Trains `config` into settings.out_dir/name (unless reused), writes result.json there and
-/// returns the result.
+/// returns it; a run whose loss becomes NaN or infinite is returned (and written) with
+/// `diverged` set instead of stopping the experiment. Other errors are thrown.
 RunResult run_training(const train::TrainConfig& config, const train::RunData& data,
                        const std::string& group, const std::string& name,
                        const ExperimentSettings& settings);
@@ -122,7 +126,9 @@ std::vector<AblationVariant> ablation_variants();
 /// Mean and spread of one variant's runs.
 struct AblationRow {
   std::string name, description;
+  /// Every run of the variant, diverged ones included; the statistics are over the others.
   std::vector<RunResult> runs;
+  int64_t diverged = 0;
   double top1_mean = 0, top1_std = 0, top5_mean = 0, top5_std = 0;
   /// Sample standard deviation (n - 1); 0 for one run.
 };

@@ -1,5 +1,6 @@
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -400,6 +401,31 @@ TEST_CASE("Ablation table: one row per variant with mean and sample spread", "[e
   const auto back = RunResult::from_json(runs[3].to_json());
   CHECK(back.group == "no-lrn");
   CHECK(back.val_top5_error == 0.05);
+  CHECK(back.diverged.empty());
+
+  // A diverged run is counted, left out of the mean, and survives JSON (NaN as null).
+  RunResult diverged;
+  diverged.group = "no-lrn";
+  diverged.name = "no-lrn-s9";
+  diverged.diverged = "the training loss is NaN at epoch 1, step 45";
+  diverged.val_top1_error = diverged.val_top5_error = std::nan("");
+  runs.push_back(RunResult::from_json(nlohmann::json::parse(diverged.to_json().dump())));
+  CHECK(runs.back().diverged == diverged.diverged);
+  CHECK(std::isnan(runs.back().val_top1_error));
+  const auto with_diverged = summarise_ablation(variants, runs);
+  REQUIRE(with_diverged.size() == 2);
+  CHECK(with_diverged[1].runs.size() == 3);
+  CHECK(with_diverged[1].diverged == 1);
+  CHECK(with_diverged[1].top1_mean == Approx(0.30));
+  CHECK(with_diverged[1].top5_mean == Approx(0.04));
+  CHECK(ablation_markdown(with_diverged).find("| 2 (+1 diverged) | 30.00") != std::string::npos);
+  CHECK(ablation_json(with_diverged)[1]["diverged_runs"] == 1);
+  // All runs of a variant diverged: no statistics, the table says so.
+  const auto all_diverged = summarise_ablation(variants, {runs.back()});
+  REQUIRE(all_diverged.size() == 1);
+  CHECK(all_diverged[0].diverged == 1);
+  CHECK(ablation_markdown(all_diverged).find("| 0 (+1 diverged) | diverged |") !=
+        std::string::npos);
 }
 
 TEST_CASE("The kernels, features and neighbours commands on a tiny model", "[experiments][app]") {

@@ -206,7 +206,7 @@ TEST_CASE("A NaN or infinite loss stops the run and leaves the last good checkpo
   std::string message;
   try {
     alexnet::train::train(config, pattern_data(16, 8), quiet(dir, log));
-  } catch (const std::runtime_error& e) {
+  } catch (const alexnet::train::DivergedError& e) {  // a std::runtime_error of its own kind
     message = e.what();
   }
   INFO(log.str());

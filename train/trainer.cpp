@@ -414,7 +414,7 @@ TrainSummary train(TrainConfig config, const RunData& run_data, const RunOptions
         stop_now = sums[1] > 0;
       }
       if (!std::isfinite(loss_value)) {
-        throw std::runtime_error(
+        throw DivergedError(
             "the training loss is " + std::string(std::isnan(loss_value) ? "NaN" : "infinite") +
             " at epoch " + std::to_string(epoch + 1) + ", step " + std::to_string(step + 1) +
             " (lr " + lr_text(optimizer.lr()) + "); stopped without updating the model. The " +

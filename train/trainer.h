@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <functional>
 #include <iostream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,12 @@ struct RunOptions {
   GradientReducerOptions reducer;
 };
 
+/// Thrown by train() when the loss becomes NaN or infinite (the run diverged).
+class DivergedError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 /// What a call of train() did.
 struct TrainSummary {
   /// The global step number of losses[0] (0 for a fresh run).
@@ -72,8 +79,8 @@ struct TrainSummary {
 /// (each epoch, every checkpoint_interval steps and when stopping), checkpoints/best.pt
 /// (lowest validation top-1 error) and, with finalize, model.pt and curves.png.
 /// Deterministic on the CPU: a run resumed from any checkpoint computes the same losses as
-/// an uninterrupted one. Throws std::runtime_error when the loss becomes NaN or infinite
-/// (without writing a checkpoint, so the last one stays good).
+/// an uninterrupted one. Throws DivergedError when the loss becomes NaN or infinite (without
+/// writing a checkpoint, so the last one stays good).
 TrainSummary train(TrainConfig config, const RunData& data, const RunOptions& options);
 
 /// The model a checkpoint describes, on the CPU, single-device, in eval mode.
