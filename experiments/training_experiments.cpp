@@ -336,8 +336,10 @@ std::string ablation_markdown(const std::vector<AblationRow>& rows) {
     // No difference for the first row itself, nor when all of its runs diverged.
     const auto& first = rows.front();
     const bool base = &row == &first || first.diverged == static_cast<int64_t>(first.runs.size());
-    out << percent(row.top1_mean) << " ± " << percent(row.top1_std) << " | "
-        << percent(row.top5_mean) << " ± " << percent(row.top5_std) << " | "
+    // A spread needs two runs: one finished run is shown alone.
+    const auto spread = [&](double std) { return finished > 1 ? " ± " + percent(std) : ""; };
+    out << percent(row.top1_mean) << spread(row.top1_std) << " | " << percent(row.top5_mean)
+        << spread(row.top5_std) << " | "
         << (base ? "" : delta(row.top1_mean, rows.front().top1_mean)) << " | "
         << (base ? "" : delta(row.top5_mean, rows.front().top5_mean)) << " |\n";
   }

@@ -419,6 +419,9 @@ TEST_CASE("Ablation table: one row per variant with mean and sample spread", "[e
   CHECK(with_diverged[1].top1_mean == Approx(0.30));
   CHECK(with_diverged[1].top5_mean == Approx(0.04));
   CHECK(ablation_markdown(with_diverged).find("| 2 (+1 diverged) | 30.00") != std::string::npos);
+  // One finished run: its errors without a spread.
+  const auto single = ablation_markdown(summarise_ablation(variants, {runs[0]}));
+  CHECK(single.find("| 1 | 20.00 | 1.00 |") != std::string::npos);
   CHECK(ablation_json(with_diverged)[1]["diverged_runs"] == 1);
   // All runs of a variant diverged: no statistics, the table says so.
   const auto all_diverged = summarise_ablation(variants, {runs.back()});
