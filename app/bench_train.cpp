@@ -65,12 +65,7 @@ int run_bench_train(const std::vector<std::string>& args) {
       .flag("json", "print one JSON object");
   if (!parser.parse(args)) return 0;
   const bool tuned = !parser.get_flag("stock-runtime");
-  if (tuned) {
-    std::vector<std::string> argv{"alexnet", "bench", "train"};
-    argv.insert(argv.end(), args.begin(), args.end());
-    use_openblas_kernels_for_this_cpu(argv);
-    retain_freed_memory();
-  }
+  if (tuned) tune_runtime({"bench", "train"}, args);
   const int64_t batch = parser.get_int("batch");
   const int64_t image_size = parser.get_int("image-size");
   const int64_t warmup = parser.get_int("warmup");

@@ -339,9 +339,8 @@ std::string ablation_markdown(const std::vector<AblationRow>& rows) {
     // A spread needs two runs: one finished run is shown alone.
     const auto spread = [&](double std) { return finished > 1 ? " ± " + percent(std) : ""; };
     out << percent(row.top1_mean) << spread(row.top1_std) << " | " << percent(row.top5_mean)
-        << spread(row.top5_std) << " | "
-        << (base ? "" : delta(row.top1_mean, rows.front().top1_mean)) << " | "
-        << (base ? "" : delta(row.top5_mean, rows.front().top5_mean)) << " |\n";
+        << spread(row.top5_std) << " | " << (base ? "" : delta(row.top1_mean, first.top1_mean))
+        << " | " << (base ? "" : delta(row.top5_mean, first.top5_mean)) << " |\n";
   }
   return out.str();
 }

@@ -836,7 +836,9 @@ LaunchResult launch_local_processes(const std::string& executable,
   }
 
   LaunchResult result;
-  bool kill_pending = false;  // SIGKILL at kill_at
+  // SIGKILL at kill_at when kill_pending (not a std::optional: GCC 12 then warns that its
+  // time point may be used uninitialised).
+  bool kill_pending = false;
   Clock::time_point kill_at;
   int64_t running = options.nproc;
   bool forwarded = false;

@@ -47,7 +47,8 @@ struct ExportInfo {
 /// convolution of x^2 with a banded weight, then x * s^-beta applied in place (rsqrt and sqrt
 /// for beta = 0.75). Measured at batch 64, 224x224, 2 threads: 0.99x the eager model's time,
 /// against 1.09x for shifted in-place sums, 1.37x for a cumulative sum and 1.54x for
-/// avg_pool3d (LrnScript below).
+/// avg_pool3d (LrnScript below); alternating runs later put the banded convolution and the
+/// shifted sums within noise of each other (BENCHMARKS.md).
 torch::jit::Module export_torchscript(alexnet::AlexNet& model, const ExportInfo& info);
 
 /// export_torchscript, written to `path` atomically (temporary file, flush, rename); creates
@@ -57,7 +58,7 @@ void save_torchscript(alexnet::AlexNet& model, const ExportInfo& info, const std
 namespace detail {
 
 /// Ways to write the LRN in TorchScript, for benchmarks and tests (export_torchscript uses
-/// kBandConv, the fastest measured).
+/// kBandConv, with kShiftedInPlace the fastest measured).
 enum class LrnScript {
   /// Window sum by shifted in-place addcmul_ on the activation, scale applied in place.
   kShiftedInPlace,
