@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "train/checkpoint.h"
+#include "tests/support.h"
 
 namespace fs = std::filesystem;
 using alexnet::train::Checkpoint;
@@ -13,12 +14,8 @@ using alexnet::train::save_checkpoint;
 
 namespace {
 
-fs::path temp_dir(const std::string& name) {
-  const auto dir = fs::temp_directory_path() / ("alexnet_test_checkpoint_" + name);
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
+using alexnet::testing::fresh_dir;
+
 
 Checkpoint example(float scale) {
   torch::manual_seed(1);
@@ -45,7 +42,7 @@ Checkpoint example(float scale) {
 }  // namespace
 
 TEST_CASE("Checkpoints round-trip every field", "[checkpoint]") {
-  const auto dir = temp_dir("roundtrip");
+  const auto dir = fresh_dir("roundtrip");
   const auto path = (dir / "sub" / "last.pt").string();
   const Checkpoint saved = example(1.0f);
   save_checkpoint(saved, path);
@@ -73,7 +70,7 @@ TEST_CASE("Checkpoints round-trip every field", "[checkpoint]") {
 
 TEST_CASE("A missing, truncated or foreign checkpoint gives an error naming the file",
           "[checkpoint]") {
-  const auto dir = temp_dir("errors");
+  const auto dir = fresh_dir("errors");
   const auto missing = (dir / "missing.pt").string();
   CHECK_THROWS_WITH(load_checkpoint(missing), Catch::Contains(missing));
 
@@ -91,7 +88,7 @@ TEST_CASE("A missing, truncated or foreign checkpoint gives an error naming the 
 }
 
 TEST_CASE("An interrupted write leaves the previous checkpoint whole", "[checkpoint]") {
-  const auto dir = temp_dir("atomic");
+  const auto dir = fresh_dir("atomic");
   const auto path = (dir / "last.pt").string();
   const Checkpoint first = example(1.0f);
   save_checkpoint(first, path);

@@ -8,27 +8,15 @@
 
 #include "data/cifar10.h"
 #include "data/loader.h"
+#include "tests/support.h"
 
 using namespace alexnet::data;
 namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() /
-           ("alexnet_test_cifar10_" + std::to_string(getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code error;
-    fs::remove_all(path, error);
-  }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
+using alexnet::testing::TempDir;
+
 
 // The value of pixel (c, y, x) of record r in file f: distinct per record and position.
 uint8_t pixel(int f, int r, int c, int y, int x) {

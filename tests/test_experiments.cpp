@@ -17,6 +17,7 @@
 #include "experiments/training_experiments.h"
 #if ALEXNET_WITH_OPENCV
 #include "experiments/drawing.h"
+#include "tests/support.h"
 #endif
 
 using namespace alexnet::experiments;
@@ -24,21 +25,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() / ("alexnet_test_experiments_" + std::to_string(getpid()) +
-                                        "_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code error;
-    fs::remove_all(path, error);
-  }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
+using alexnet::testing::TempDir;
+
 
 // A tiny in-memory data set: image i is [3, 12, 12] filled with a pattern of i, label i % 3.
 class TinyDataset : public alexnet::data::Dataset {

@@ -9,19 +9,15 @@
 #include <opencv2/imgcodecs.hpp>
 
 #include "train/plot.h"
+#include "tests/support.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
 
-fs::path fresh_dir(const std::string& name) {
-  const fs::path dir =
-      fs::temp_directory_path() / ("alexnet_test_plot_" + name + "_" + std::to_string(getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
+using alexnet::testing::fresh_dir;
+
 
 // Three epochs of 10 steps, logged every 2 steps, as the trainer writes them; step lines
 // have no validation fields and one has a null error.
