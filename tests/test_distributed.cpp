@@ -27,6 +27,7 @@
 #include "train/checkpoint.h"
 #include "train/distributed.h"
 #include "train/trainer.h"
+#include "tests/support.h"
 
 using namespace alexnet;
 using namespace alexnet::train;
@@ -37,6 +38,8 @@ using alexnet::train::TrainSummary;
 namespace fs = std::filesystem;
 
 namespace {
+
+using alexnet::testing::fresh_dir;
 
 using Clock = std::chrono::steady_clock;
 
@@ -93,13 +96,6 @@ const std::vector<std::string> kDistVars{"RANK", "WORLD_SIZE", "LOCAL_RANK", "MA
 
 std::string self_executable() { return fs::read_symlink("/proc/self/exe").string(); }
 
-fs::path fresh_dir(const std::string& name) {
-  auto dir = fs::temp_directory_path() /
-             ("alexnet_test_distributed_" + name + "_" + std::to_string(getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
 
 std::string read_text(const fs::path& path) {
   std::ifstream in(path);
@@ -134,12 +130,48 @@ AlexNetOptions small_alexnet(std::vector<torch::Device> devices = {torch::kCPU})
 constexpr int64_t kGlobalBatch = 8;
 constexpr int64_t kSteps = 3;
 
-// The global batch of step `step`: [8, 1, 64, 64] float and [8] labels, the same on every rank.
+// The global batch of step `step`: [8, 1, 64, 64] float64 and [8] labels, the same on every
+// rank.
 std::pair<torch::Tensor, torch::Tensor> global_batch(int64_t step) {
   auto generator = at::detail::createCPUGenerator(static_cast<uint64_t>(1000 + step));
-  auto images = torch::randn({kGlobalBatch, 1, 64, 64}, generator);
+  auto images = torch::randn({kGlobalBatch, 1, 64, 64}, generator).to(torch::kFloat64);
   auto labels = torch::randint(0, 10, {kGlobalBatch}, generator, torch::kLong);
   return {images, labels};
+}
+
+// How the data-parallel runs below are compared with one process.
+//
+// They compute the same function with sums in another order: each rank reduces over its half
+// of the batch, then the all-reduce adds the halves. Both sides therefore run in float64. With
+// unit roundoff u = 1.1e-16, a sum of n terms is off by at most n * u times the sum of the
+// terms' magnitudes; the longest sums here have n < 10^4 (conv1's weight gradient over 8 images
+// of 15 x 15 positions, conv3's 2304 inputs), so one gradient is off by < 1e-12 of its terms'
+// magnitude. Three to eight SGD steps with momentum 0.9 add at most ten times that per step,
+// and cancellation between terms of opposite sign can make the error a hundred times larger
+// relative to the result: about 1e-8 of the distance the weights travelled, at worst.
+//
+// A real fault moves weights by a fraction of that distance, not by 1e-8 of it: a reducer that
+// sums instead of averaging doubles every update (a difference of 1.0 times the distance), one
+// that skips a bucket leaves those parameters with one rank's gradient (a difference of the
+// order of the distance), a resume that loses the momentum buffers shortens the next updates
+// by up to 90%. The test "float64 tells a data-parallel fault from rounding" checks the first
+// of these.
+constexpr double kMovementTolerance = 1e-8;
+
+// The largest difference between `got` and `expected`, per tensor relative to the distance
+// that training moved the tensor from `initial` (what a wrong gradient changes).
+double worst_relative_to_movement(const std::vector<torch::Tensor>& got,
+                                  const std::vector<torch::Tensor>& expected,
+                                  const std::vector<torch::Tensor>& initial) {
+  REQUIRE(got.size() == expected.size());
+  REQUIRE(initial.size() == expected.size());
+  double worst = 0.0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double moved = (expected[i] - initial[i]).abs().max().item<double>();
+    REQUIRE(moved > 0.0);
+    worst = std::max(worst, (got[i] - expected[i]).abs().max().item<double>() / moved);
+  }
+  return worst;
 }
 
 torch::optim::SGD make_sgd(AlexNet& model) {
@@ -153,15 +185,25 @@ std::vector<torch::Tensor> state_values(AlexNet& model) {
   return values;
 }
 
-// One process training on the whole global batch: the reference.
-std::vector<torch::Tensor> reference_weights(std::vector<torch::Device> devices) {
-  torch::manual_seed(100);  // rank 0's initial weights
+// Rank 0's initial weights, float64.
+AlexNet initial_model(std::vector<torch::Device> devices) {
+  torch::manual_seed(100);
   AlexNet model(small_alexnet(std::move(devices)));
+  model->to(torch::kFloat64);
+  return model;
+}
+
+// One process training on the whole global batch: the reference. `gradient_scale` 2 is what
+// a reducer that forgot to divide by two processes would compute.
+std::vector<torch::Tensor> reference_weights(std::vector<torch::Device> devices,
+                                             double gradient_scale = 1.0) {
+  AlexNet model = initial_model(std::move(devices));
   auto sgd = make_sgd(model);
   for (int64_t step = 0; step < kSteps; ++step) {
     auto [images, labels] = global_batch(step);
     sgd.zero_grad();
-    torch::nn::functional::cross_entropy(model->forward(images), labels).backward();
+    (gradient_scale * torch::nn::functional::cross_entropy(model->forward(images), labels))
+        .backward();
     sgd.step();
   }
   return state_values(model);
@@ -232,6 +274,7 @@ TrainSummary run_trainer(int64_t max_steps, const std::string& run_dir, bool res
   }
   options.finalize = false;
   options.distributed = distributed;
+  options.dtype = torch::kFloat64;  // comparable across process counts (kMovementTolerance)
   std::ostringstream log;
   options.log = &log;
   return train::train(trainer_config(max_steps), corner_data(), options);
@@ -262,6 +305,7 @@ TEST_CASE("distributed worker", "[.dist-worker]") {
     torch::manual_seed(static_cast<uint64_t>(100 + config.rank));
     const bool two = scenario == "train-two-device";
     AlexNet model(two ? small_alexnet({torch::kCPU, torch::kCPU}) : small_alexnet());
+    model->to(torch::kFloat64);
     broadcast_module(communicator, *model);
     GradientReducerOptions reducer_options;
     reducer_options.bucket_bytes = 4 << 20;  // several buckets
@@ -447,10 +491,8 @@ TEST_CASE("Two processes train like one process on the global batch", "[distribu
     const auto expected =
         reference_weights(two ? std::vector<torch::Device>{torch::kCPU, torch::kCPU}
                               : std::vector<torch::Device>{torch::kCPU});
-    // The weights moved: the comparison is not between two untouched initialisations.
-    torch::manual_seed(100);
-    AlexNet initial(small_alexnet());
-    CHECK((state_values(initial)[0] - expected[0]).abs().max().item<double>() > 1e-4);
+    AlexNet initial_single = initial_model({torch::kCPU});
+    const auto initial = state_values(initial_single);
     // The two-device form also checks the path without overlap.
     for (const bool overlap : {!two}) {
       INFO(scenario << (overlap ? " with overlap" : " without overlap"));
@@ -464,17 +506,26 @@ TEST_CASE("Two processes train like one process on the global batch", "[distribu
       for (const std::string rank : {"rank0", "rank1"}) {
         std::vector<torch::Tensor> weights;
         torch::load(weights, (out / (rank + ".pt")).string());
-        REQUIRE(weights.size() == expected.size());
-        double worst = 0.0;
-        for (size_t i = 0; i < weights.size(); ++i) {
-          worst = std::max(worst, (weights[i] - expected[i]).abs().max().item<double>());
-        }
-        INFO(rank << ": largest difference " << worst);
-        CHECK(worst < 1e-5);
+        const double worst = worst_relative_to_movement(weights, expected, initial);
+        INFO(rank << ": largest difference " << worst << " of the distance moved");
+        CHECK(worst < kMovementTolerance);
       }
       fs::remove_all(out);
     }
   }
+}
+
+TEST_CASE("float64 tells a data-parallel fault from rounding", "[distributed]") {
+  // What a reducer that sums instead of averaging would compute, against the right result:
+  // the difference is of the order of the distance moved, far above kMovementTolerance.
+  AlexNet initial_single = initial_model({torch::kCPU});
+  const auto initial = state_values(initial_single);
+  const auto right = reference_weights({torch::kCPU});
+  const auto summed = reference_weights({torch::kCPU}, /*gradient_scale=*/2.0);
+  CHECK(worst_relative_to_movement(summed, right, initial) > 0.1);
+  // And the same computation repeated agrees far inside the tolerance.
+  CHECK(worst_relative_to_movement(reference_weights({torch::kCPU}), right, initial) <
+        kMovementTolerance);
 }
 
 TEST_CASE("A port in use is a clear error", "[distributed]") {
@@ -600,6 +651,10 @@ TEST_CASE("alexnet's trainer in two processes, interrupted and resumed, matches 
   constexpr int64_t kTotal = 8;  // two epochs of 4 steps
   const auto single = run_trainer(kTotal, (out / "single").string(), false);
   REQUIRE(single.losses.size() == kTotal);
+  // The distance moved is measured from the weights after the first step.
+  run_trainer(1, (out / "single1").string(), false);
+  const auto single_initial =
+      train::load_checkpoint((out / "single1" / "checkpoints" / "last.pt").string());
 
   // Ctrl-C to the launcher once rank 0 has logged its first step: every rank stops at the
   // same step, rank 0 writes the checkpoint, the exit code is 130.
@@ -636,18 +691,23 @@ TEST_CASE("alexnet's trainer in two processes, interrupted and resumed, matches 
     REQUIRE(losses.size() == single.losses.size());
     for (size_t i = 0; i < losses.size(); ++i) {
       INFO(rank << " step " << i + 1);
-      CHECK(losses[i] == Approx(single.losses[i]).epsilon(1e-5));
+      // float64 losses of the same batches, summed in another order (see kMovementTolerance).
+      CHECK(losses[i] == Approx(single.losses[i]).epsilon(kMovementTolerance));
     }
   }
   const auto expected =
       train::load_checkpoint((out / "single" / "checkpoints" / "last.pt").string());
   const auto got = train::load_checkpoint((out / "run" / "checkpoints" / "last.pt").string());
   CHECK(got.step == kTotal);
-  double worst = 0.0;
+  std::vector<torch::Tensor> got_weights, expected_weights, initial_weights;
   for (const auto& item : expected.model) {
-    worst = std::max(worst, (got.model[item.key()] - item.value()).abs().max().item<double>());
+    got_weights.push_back(got.model[item.key()]);
+    expected_weights.push_back(item.value());
+    initial_weights.push_back(single_initial.model[item.key()]);
   }
-  CHECK(worst < 1e-5);
+  const double worst = worst_relative_to_movement(got_weights, expected_weights, initial_weights);
+  INFO("largest difference " << worst << " of the distance moved");
+  CHECK(worst < kMovementTolerance);
   // Rank 0 alone wrote the run folder's metrics: one line per step (log_interval 1) and
   // per epoch, from both runs.
   std::ifstream metrics(out / "run" / "metrics.jsonl");

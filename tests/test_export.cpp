@@ -22,6 +22,7 @@
 
 #include "data/image_decode.h"
 #include "transforms/transforms.h"
+#include "tests/support.h"
 #endif
 
 using alexnet::AlexNet;
@@ -31,13 +32,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-fs::path fresh_dir(const std::string& name) {
-  const fs::path dir =
-      fs::temp_directory_path() / ("alexnet_test_export_" + name + "_" + std::to_string(getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
+using alexnet::testing::fresh_dir;
+
 
 AlexNet make_model(AlexNetOptions options) {
   torch::manual_seed(0);
@@ -56,11 +52,31 @@ ExportInfo tiny_info(int64_t channels) {
   return info;
 }
 
-// Two images with the spread of mean-subtracted pixels, so that the LRN scale matters.
-torch::Tensor tiny_input(int64_t channels) {
-  torch::manual_seed(1);
-  return torch::randn({2, channels, 64, 64}) * 60.0;
+// The model of make_model in float64, which export_torchscript writes in float64.
+AlexNet make_double_model(AlexNetOptions options) {
+  AlexNet model = make_model(std::move(options));
+  model->to(torch::kFloat64);
+  return model;
 }
+
+// Two images with the spread of mean-subtracted pixels, so that the LRN scale matters.
+torch::Tensor tiny_input(int64_t channels, torch::ScalarType dtype = torch::kFloat32) {
+  torch::manual_seed(1);
+  return (torch::randn({2, channels, 64, 64}) * 60.0).to(dtype);
+}
+
+// How exported modules are compared with the eager model: both in float64.
+//
+// The exported module calls the same convolution, pooling and linear ops on the same weights as
+// the eager model; only the LRN is written differently (a banded 1x1 convolution: each sum of
+// n <= 5 squares is added in another order, then pow). With unit roundoff u = 1.1e-16 that
+// changes an LRN output by about 10 u of its size; the layers after it add sums of at most 9216
+// terms, each off by at most 9216 u of its terms' magnitudes, so the outputs agree to about
+// 1e-11 of their scale. 1e-9 leaves a hundred times that for cancellation. A wrong LRN
+// convention (alpha divided by n or not) changes the logits by more than 1e-3 of their scale
+// (the test "Export follows the model's LRN convention"), a missing layer or wrong constant by
+// their own size.
+constexpr double kExportTolerance = 1e-9;
 
 // max |actual - expected| relative to the largest |expected| (at least 1).
 double relative_difference(const torch::Tensor& actual, const torch::Tensor& expected) {
@@ -98,11 +114,11 @@ void write_floats(const fs::path& path, const torch::Tensor& t) {
             static_cast<std::streamsize>(c.numel() * sizeof(float)));
 }
 
-torch::Tensor read_floats(const fs::path& path, std::vector<int64_t> shape) {
+torch::Tensor read_doubles(const fs::path& path, std::vector<int64_t> shape) {
   const std::string bytes = read_text(path);
-  auto t = torch::empty(shape);
-  REQUIRE(bytes.size() == static_cast<size_t>(t.numel()) * sizeof(float));
-  std::memcpy(t.data_ptr<float>(), bytes.data(), bytes.size());
+  auto t = torch::empty(shape, torch::kFloat64);
+  REQUIRE(bytes.size() == static_cast<size_t>(t.numel()) * sizeof(double));
+  std::memcpy(t.data_ptr<double>(), bytes.data(), bytes.size());
   return t;
 }
 
@@ -124,12 +140,13 @@ TEST_CASE("Exported TorchScript computes the eager model in eval mode", "[export
   };
   for (const auto& [name, options] : variants) {
     INFO(name);
-    AlexNet model = make_model(options);
-    const auto x = tiny_input(model->options.in_channels());
+    AlexNet model = make_double_model(options);
+    const auto x = tiny_input(model->options.in_channels(), torch::kFloat64);
     auto scripted = alexnet::train::export_torchscript(model, tiny_info(x.size(1)));
     for (const std::string method : {"forward", "features"}) {
       INFO(method);
-      CHECK(relative_difference(run(scripted, method, x), eager(model, method, x)) < 1e-5);
+      CHECK(relative_difference(run(scripted, method, x), eager(model, method, x)) <
+            kExportTolerance);
     }
   }
 }
@@ -148,22 +165,23 @@ TEST_CASE("Export follows the model's LRN convention and constants", "[export]")
 
 TEST_CASE("Every TorchScript LRN formulation computes the fused LRN", "[export]") {
   using alexnet::train::detail::LrnScript;
-  AlexNet model = make_model(AlexNetOptions());
-  const auto x = tiny_input(3);
+  AlexNet model = make_double_model(AlexNetOptions());
+  const auto x = tiny_input(3, torch::kFloat64);
   const auto expected = eager(model, "forward", x);
   for (auto lrn : {LrnScript::kShiftedInPlace, LrnScript::kCumsum, LrnScript::kAvgPool3d,
                    LrnScript::kBandConv}) {
     INFO("formulation " << static_cast<int>(lrn));
     auto scripted = alexnet::train::detail::export_torchscript(model, tiny_info(3), lrn);
-    CHECK(relative_difference(run(scripted, "forward", x), expected) < 1e-5);
+    CHECK(relative_difference(run(scripted, "forward", x), expected) < kExportTolerance);
   }
 }
 
 TEST_CASE("A two-device model exports as its single-device function", "[export]") {
-  AlexNet two = make_model(AlexNetOptions().devices({torch::kCPU, torch::kCPU}));
-  const auto x = tiny_input(3);
+  AlexNet two = make_double_model(AlexNetOptions().devices({torch::kCPU, torch::kCPU}));
+  const auto x = tiny_input(3, torch::kFloat64);
   auto scripted = alexnet::train::export_torchscript(two, tiny_info(3));
-  CHECK(relative_difference(run(scripted, "forward", x), eager(two, "forward", x)) < 1e-5);
+  CHECK(relative_difference(run(scripted, "forward", x), eager(two, "forward", x)) <
+        kExportTolerance);
   std::vector<std::string> names;
   for (const auto& p : scripted.named_parameters()) names.push_back(p.name);
   CHECK(names.front() == "conv1.weight");
@@ -235,22 +253,24 @@ TEST_CASE("Export refuses preprocessing information that does not fit the model"
 TEST_CASE("save_torchscript writes atomically and the file loads back", "[export]") {
   const fs::path dir = fresh_dir("save");
   const fs::path path = dir / "run" / "model.pt";
-  AlexNet model = make_model(AlexNetOptions());
-  const auto x = tiny_input(3);
+  AlexNet model = make_double_model(AlexNetOptions());
+  const auto x = tiny_input(3, torch::kFloat64);
   alexnet::train::save_torchscript(model, tiny_info(3), path.string());
   REQUIRE(fs::exists(path));
   for (const auto& entry : fs::directory_iterator(path.parent_path())) {
     CHECK(entry.path().filename() == "model.pt");  // no temporary file left behind
   }
   auto loaded = torch::jit::load(path.string());
-  CHECK(relative_difference(run(loaded, "forward", x), eager(model, "forward", x)) < 1e-5);
+  CHECK(relative_difference(run(loaded, "forward", x), eager(model, "forward", x)) <
+        kExportTolerance);
   CHECK(loaded.attr("class_names").toList().size() == 10);
 
   // Overwriting replaces the model as a whole.
-  AlexNet other = make_model(AlexNetOptions().activation(alexnet::Activation::kTanh));
+  AlexNet other = make_double_model(AlexNetOptions().activation(alexnet::Activation::kTanh));
   alexnet::train::save_torchscript(other, tiny_info(3), path.string());
   auto reloaded = torch::jit::load(path.string());
-  CHECK(relative_difference(run(reloaded, "forward", x), eager(other, "forward", x)) < 1e-5);
+  CHECK(relative_difference(run(reloaded, "forward", x), eager(other, "forward", x)) <
+        kExportTolerance);
 
   CHECK_THROWS_WITH(alexnet::train::save_torchscript(model, tiny_info(3), "/proc/no/model.pt"),
                     Catch::Contains("/proc/no"));
@@ -266,8 +286,10 @@ TEST_CASE("Python's torch.jit.load runs the exported file with the same outputs"
     return;
   }
   const fs::path dir = fresh_dir("python");
-  AlexNet model = make_model(AlexNetOptions());
-  const auto x = tiny_input(3);
+  AlexNet model = make_double_model(AlexNetOptions());
+  // float32 values in the input file, exact in float64; the script computes in the weights'
+  // float64 and writes float64 results.
+  const auto x = tiny_input(3).to(torch::kFloat64);
   alexnet::train::save_torchscript(model, tiny_info(3), (dir / "model.pt").string());
   write_floats(dir / "input.bin", x);
   const std::string script = std::string(ALEXNET_SOURCE_DIR) + "/tests/python/check_torchscript.py";
@@ -278,10 +300,10 @@ TEST_CASE("Python's torch.jit.load runs the exported file with the same outputs"
   INFO("python stderr: " << read_text(dir / "stderr.txt"));
   REQUIRE(status == 0);
 
-  const auto logits = read_floats(dir / "logits.bin", {2, 10});
-  const auto features = read_floats(dir / "features.bin", {2, 4096});
-  CHECK(relative_difference(logits, eager(model, "forward", x)) < 1e-5);
-  CHECK(relative_difference(features, eager(model, "features", x)) < 1e-5);
+  const auto logits = read_doubles(dir / "logits.bin", {2, 10});
+  const auto features = read_doubles(dir / "features.bin", {2, 4096});
+  CHECK(relative_difference(logits, eager(model, "forward", x)) < kExportTolerance);
+  CHECK(relative_difference(features, eager(model, "features", x)) < kExportTolerance);
   const auto attributes = nlohmann::json::parse(read_text(dir / "attributes.json"));
   INFO("PyTorch " << attributes.value("torch_version", "?"));
   CHECK(attributes.at("class_names").size() == 10);

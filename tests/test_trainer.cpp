@@ -14,6 +14,7 @@
 
 #if ALEXNET_WITH_OPENCV
 #include <opencv2/imgcodecs.hpp>
+#include "tests/support.h"
 #endif
 
 namespace fs = std::filesystem;
@@ -22,6 +23,8 @@ using alexnet::train::RunOptions;
 using alexnet::train::TrainConfig;
 
 namespace {
+
+using alexnet::testing::fresh_dir;
 
 // Tiny RGB images whose class is a bright square at a class-dependent corner, over noise.
 class PatternDataset : public alexnet::data::Dataset {
@@ -79,11 +82,6 @@ TrainConfig tiny_config() {
   return c;
 }
 
-fs::path fresh_dir(const std::string& name) {
-  const auto dir = fs::temp_directory_path() / ("alexnet_test_trainer_" + name);
-  fs::remove_all(dir);
-  return dir;
-}
 
 RunOptions quiet(const fs::path& dir, std::ostringstream& log) {
   RunOptions options;
@@ -185,6 +183,9 @@ TEST_CASE("A stopped and resumed run computes the same losses as an uninterrupte
   CHECK(part.first_step == 2);
   losses.insert(losses.end(), part.losses.begin(), part.losses.end());
 
+  // Exact equality: one process, the same thread count and the same sequence of operations on
+  // the same values give the same bits, so any difference is a resume that lost something (the
+  // momentum buffers, the random stream, the loader position), never rounding.
   INFO(log.str());
   REQUIRE(losses.size() == whole.losses.size());
   for (size_t i = 0; i < losses.size(); ++i) {

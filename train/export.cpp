@@ -113,19 +113,18 @@ std::string lrn_source(const AlexNetOptions& options, detail::LrnScript lrn) {
   return s.str();
 }
 
-// The banded 1x1 convolution weight [C, C / groups, 1, 1] for LrnScript::kBandConv.
-torch::Tensor band_weight(int64_t channels, int64_t groups, const LocalResponseNormOptions& o) {
+// The banded 1x1 convolution weight [C, C / groups, 1, 1] for LrnScript::kBandConv, `dtype`.
+torch::Tensor band_weight(int64_t channels, int64_t groups, const LocalResponseNormOptions& o,
+                          torch::ScalarType dtype) {
   const int64_t per_group = channels / groups;
-  auto weight = torch::zeros({channels, per_group, 1, 1});
-  auto w = weight.accessor<float, 4>();
+  auto weight = torch::zeros({channels, per_group, 1, 1}, torch::kFloat64);
+  auto w = weight.accessor<double, 4>();
   for (int64_t out = 0; out < channels; ++out) {
     for (int64_t in = 0; in < per_group; ++in) {
-      if (std::abs(in - out % per_group) <= o.size() / 2) {
-        w[out][in][0][0] = static_cast<float>(o.effective_alpha());
-      }
+      if (std::abs(in - out % per_group) <= o.size() / 2) w[out][in][0][0] = o.effective_alpha();
     }
   }
-  return weight;
+  return weight.to(dtype);
 }
 
 template <typename T>
@@ -211,7 +210,8 @@ torch::jit::Module export_torchscript(AlexNet& model, const ExportInfo& info, Lr
     for (const std::string kind : {"weight", "bias"}) {
       const torch::Tensor* value = state.find(layer + "." + kind);
       TORCH_CHECK(value != nullptr, "export: the model has no parameter ", layer, ".", kind);
-      auto tensor = value->detach().to(torch::kCPU, torch::kFloat32).contiguous().clone();
+      // In the model's floating type: float32 for every model the trainer makes.
+      auto tensor = value->detach().to(torch::kCPU).contiguous().clone();
       tensor.set_requires_grad(false);
       sub.register_parameter(kind, tensor, /*is_buffer=*/false);
     }
@@ -222,12 +222,14 @@ torch::jit::Module export_torchscript(AlexNet& model, const ExportInfo& info, Lr
   }
   if (options.lrn() && lrn == LrnScript::kBandConv) {
     const int64_t channels[] = {model->layer_width("conv1"), model->layer_width("conv2")};
+    const auto dtype = state.begin()->value().scalar_type();
     for (int layer = 1; layer <= 2; ++layer) {
       const int64_t c = channels[layer - 1];
       const std::string prefix = "lrn" + std::to_string(layer);
       module.register_buffer(prefix + "_band",
-                             band_weight(c, options.columns(), options.lrn_options()));
-      module.register_buffer(prefix + "_k", torch::full({c}, options.lrn_options().k()));
+                             band_weight(c, options.columns(), options.lrn_options(), dtype));
+      module.register_buffer(prefix + "_k",
+                             torch::full({c}, options.lrn_options().k(), torch::dtype(dtype)));
     }
   }
 

@@ -254,6 +254,7 @@ TrainSummary train(TrainConfig config, const RunData& run_data, const RunOptions
 
   torch::manual_seed(config.seed);
   alexnet::AlexNet model(alexnet::AlexNetOptions(config.model).devices(devices));
+  model->to(options.dtype);
   Sgd optimizer(model->named_parameters(), config.optimizer);
   LrSchedule schedule(config.schedule, config.optimizer.lr);
 
@@ -399,7 +400,7 @@ TrainSummary train(TrainConfig config, const RunData& run_data, const RunOptions
           static_cast<double>(epoch) +
           static_cast<double>(batch_in_epoch) / static_cast<double>(batches_per_epoch);
       optimizer.set_lr(schedule.lr(position));
-      auto images = batch->images.to(device, torch::kFloat32);
+      auto images = batch->images.to(device, options.dtype);
       auto labels = batch->labels.to(device);
       auto logits = model->forward(images);
       auto loss = torch::cross_entropy_loss(logits, labels);
@@ -501,7 +502,8 @@ TrainSummary train(TrainConfig config, const RunData& run_data, const RunOptions
     if (val_loader) {
       model->eval();
       auto result = evaluate(
-          [&](const torch::Tensor& x) { return model->forward(x); }, *val_loader, device,
+          [&](const torch::Tensor& x) { return model->forward(x.to(options.dtype)); },
+          *val_loader, device,
           [&](int64_t done, int64_t total) {
             if (progress.live()) {
               progress.update("validating " + std::to_string(done) + "/" + std::to_string(total));

@@ -45,6 +45,10 @@ struct RunOptions {
   /// alone writes files and logs; all ranks must see the same run folder (to resume).
   DistributedConfig distributed;
   GradientReducerOptions reducer;
+  /// The floating type of the weights, optimiser state and computation. Float64 makes runs
+  /// that sum in different orders (several ranks against one) comparable to about 1e-12, so
+  /// tests can tell a real difference from rounding; training itself uses float32.
+  torch::ScalarType dtype = torch::kFloat32;
 };
 
 /// Thrown by train() when the loss becomes NaN or infinite (the run diverged).

@@ -3,7 +3,7 @@
 Usage: check_torchscript.py MODEL.pt INPUT.bin N C H W OUT_DIR
 
 INPUT.bin holds N*C*H*W little-endian float32 values. Writes to OUT_DIR:
-logits.bin and features.bin (float32, row-major), and attributes.json with the model's
+logits.bin and features.bin (row-major, float64, computed in the weights' floating type), and attributes.json with the model's
 attributes, its state_dict keys and the PyTorch version. Used by tests/test_export.cpp.
 """
 import json
@@ -24,13 +24,14 @@ def main(argv):
     model.eval()
     with open(input_path, "rb") as f:
         data = bytearray(f.read())
-    x = torch.frombuffer(data, dtype=torch.float32).reshape(shape).clone()
+    dtype = next(model.parameters()).dtype
+    x = torch.frombuffer(data, dtype=torch.float32).reshape(shape).clone().to(dtype)
     with torch.no_grad():
         logits = model(x)
         features = model.features(x)
     for name, tensor in (("logits", logits), ("features", features)):
         with open(os.path.join(out_dir, name + ".bin"), "wb") as f:
-            f.write(tensor.contiguous().to(torch.float32).numpy().tobytes())
+            f.write(tensor.contiguous().to(torch.float64).numpy().tobytes())
     attributes = {
         "torch_version": torch.__version__,
         "training": [bool(m.training) for m in model.modules()],
