@@ -17,11 +17,11 @@
 #include "data/image_folder.h"
 #include "data/loader.h"
 #include "data/packed.h"
+#include "tests/support.h"
 
 #if ALEXNET_WITH_OPENCV
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
-#include "tests/support.h"
 #endif
 
 using namespace alexnet::data;

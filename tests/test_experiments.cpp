@@ -15,9 +15,9 @@
 #include "experiments/feature_index.h"
 #include "experiments/kernel_grid.h"
 #include "experiments/training_experiments.h"
+#include "tests/support.h"
 #if ALEXNET_WITH_OPENCV
 #include "experiments/drawing.h"
-#include "tests/support.h"
 #endif
 
 using namespace alexnet::experiments;

@@ -11,10 +11,10 @@
 #include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/trainer.h"
+#include "tests/support.h"
 
 #if ALEXNET_WITH_OPENCV
 #include <opencv2/imgcodecs.hpp>
-#include "tests/support.h"
 #endif
 
 namespace fs = std::filesystem;
