@@ -1,21 +1,13 @@
 #include "model/alexnet.h"
 
+#include <iterator>
 #include <sstream>
 #include <stdexcept>
 
 namespace alexnet {
 namespace {
 
-// Per-column widths of the paper's layers.
-constexpr int64_t kConv1 = 48, kConv2 = 128, kConv3 = 192, kConv4 = 192, kConv5 = 128;
-constexpr int64_t kFc = 2048;
-constexpr int64_t kPooled = 6;
-
-// Layers with bias 1 in the paper's initialisation.
-bool paper_bias_one(const std::string& layer) {
-  return layer == "conv2" || layer == "conv4" || layer == "conv5" || layer == "fc6" ||
-         layer == "fc7";
-}
+constexpr size_t kLayerCount = std::size(kPaperLayers);
 
 std::vector<int64_t> without_batch(const torch::Tensor& t) {
   return std::vector<int64_t>(t.sizes().begin() + 1, t.sizes().end());
@@ -27,12 +19,64 @@ int64_t count_params(torch::nn::Module& module) {
   return total;
 }
 
-torch::nn::Conv2d make_conv(int64_t in, int64_t out, int64_t kernel, int64_t stride,
-                            int64_t padding, int64_t groups) {
-  return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, kernel)
-                               .stride(stride)
-                               .padding(padding)
-                               .groups(groups));
+// "conv1" -> "1": the number that the LRN and pooling after a layer are named with.
+std::string layer_number(const LayerSpec& spec) {
+  const std::string name = spec.name;
+  return name.substr(name.find_first_of("0123456789"));
+}
+
+// The shape of one layer in a module that computes `held` columns' units (the single-device
+// form holds options.columns(), a column of the two-device form 1) and whose fc8 has
+// `classes` outputs.
+struct LayerShape {
+  int64_t in = 0, out = 0, groups = 1;
+};
+
+std::vector<LayerShape> layer_shapes(const AlexNetOptions& o, int64_t held, int64_t classes) {
+  std::vector<LayerShape> shapes;
+  int64_t per_column_in = 0;  // the previous layer's outputs per column
+  for (size_t i = 0; i < kLayerCount; ++i) {
+    const LayerSpec& spec = kPaperLayers[i];
+    LayerShape shape;
+    if (i == 0) {
+      shape.in = o.in_channels();  // every column sees the whole image
+    } else {
+      shape.in = (spec.crosses ? o.columns() : held) * per_column_in;
+      shape.groups = spec.crosses ? 1 : held;
+    }
+    shape.out = spec.width > 0 ? held * spec.width : classes;
+    shapes.push_back(shape);
+    const bool flattens = spec.conv && i + 1 < kLayerCount && !kPaperLayers[i + 1].conv;
+    per_column_in = spec.width * (flattens ? kPooledSide * kPooledSide : 1);
+  }
+  return shapes;
+}
+
+// Registers the layers of kPaperLayers under their names in `owner`.
+std::vector<torch::nn::AnyModule> register_layers(torch::nn::Module& owner,
+                                                  const std::vector<LayerShape>& shapes) {
+  std::vector<torch::nn::AnyModule> layers;
+  for (size_t i = 0; i < kLayerCount; ++i) {
+    const LayerSpec& spec = kPaperLayers[i];
+    const LayerShape& shape = shapes[i];
+    if (spec.conv) {
+      layers.emplace_back(owner.register_module(
+          spec.name, torch::nn::Conv2d(torch::nn::Conv2dOptions(shape.in, shape.out, spec.kernel)
+                                           .stride(spec.stride)
+                                           .padding(spec.padding)
+                                           .groups(shape.groups))));
+    } else {
+      layers.emplace_back(
+          owner.register_module(spec.name, torch::nn::Linear(shape.in, shape.out)));
+    }
+  }
+  return layers;
+}
+
+// Whether layer i is the last convolution, after which the maps are pooled to 6 x 6 and
+// flattened for the fully connected layers.
+bool flattens_after(size_t i) {
+  return kPaperLayers[i].conv && i + 1 < kLayerCount && !kPaperLayers[i + 1].conv;
 }
 
 }  // namespace
@@ -107,14 +151,7 @@ void validate(const AlexNetOptions& o) {
 
 AlexNetColumnImpl::AlexNetColumnImpl(const AlexNetOptions& o, int64_t column) {
   const int64_t classes = column == 0 ? (o.num_classes() + 1) / 2 : o.num_classes() / 2;
-  conv1 = register_module("conv1", make_conv(o.in_channels(), kConv1, 11, 4, 2, 1));
-  conv2 = register_module("conv2", make_conv(kConv1, kConv2, 5, 1, 2, 1));
-  conv3 = register_module("conv3", make_conv(2 * kConv2, kConv3, 3, 1, 1, 1));
-  conv4 = register_module("conv4", make_conv(kConv3, kConv4, 3, 1, 1, 1));
-  conv5 = register_module("conv5", make_conv(kConv4, kConv5, 3, 1, 1, 1));
-  fc6 = register_module("fc6", torch::nn::Linear(2 * kConv5 * kPooled * kPooled, kFc));
-  fc7 = register_module("fc7", torch::nn::Linear(2 * kFc, kFc));
-  fc8 = register_module("fc8", torch::nn::Linear(2 * kFc, classes));
+  layers = register_layers(*this, layer_shapes(o, /*held=*/1, classes));
   to(o.devices()[column]);
 }
 
@@ -124,35 +161,27 @@ AlexNetImpl::AlexNetImpl(AlexNetOptions options_) : options(std::move(options_))
     column0 = register_module("column0", AlexNetColumn(options, 0));
     column1 = register_module("column1", AlexNetColumn(options, 1));
   } else {
-    const int64_t g = options.columns();
-    conv1 = register_module("conv1", make_conv(options.in_channels(), g * kConv1, 11, 4, 2, 1));
-    conv2 = register_module("conv2", make_conv(g * kConv1, g * kConv2, 5, 1, 2, g));
-    conv3 = register_module("conv3", make_conv(g * kConv2, g * kConv3, 3, 1, 1, 1));
-    conv4 = register_module("conv4", make_conv(g * kConv3, g * kConv4, 3, 1, 1, g));
-    conv5 = register_module("conv5", make_conv(g * kConv4, g * kConv5, 3, 1, 1, g));
-    fc6 = register_module("fc6", torch::nn::Linear(g * kConv5 * kPooled * kPooled, g * kFc));
-    fc7 = register_module("fc7", torch::nn::Linear(g * kFc, g * kFc));
-    fc8 = register_module("fc8", torch::nn::Linear(g * kFc, options.num_classes()));
+    layers = register_layers(*this, layer_shapes(options, options.columns(), options.num_classes()));
     to(options.devices()[0]);
   }
   reset_parameters();
 }
 
 const std::vector<std::string>& AlexNetImpl::layer_names() {
-  static const std::vector<std::string> names{"conv1", "conv2", "conv3", "conv4",
-                                              "conv5", "fc6",   "fc7",   "fc8"};
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> all;
+    for (const auto& spec : kPaperLayers) all.emplace_back(spec.name);
+    return all;
+  }();
   return names;
 }
 
 int64_t AlexNetImpl::layer_width(const std::string& layer) const {
-  const int64_t g = options.columns();
-  if (layer == "conv1") return g * kConv1;
-  if (layer == "conv2") return g * kConv2;
-  if (layer == "conv3") return g * kConv3;
-  if (layer == "conv4") return g * kConv4;
-  if (layer == "conv5") return g * kConv5;
-  if (layer == "fc6" || layer == "fc7") return g * kFc;
-  if (layer == "fc8") return options.num_classes();
+  for (const auto& spec : kPaperLayers) {
+    if (layer == spec.name) {
+      return spec.width > 0 ? options.columns() * spec.width : options.num_classes();
+    }
+  }
   throw std::invalid_argument("AlexNet has no layer '" + layer + "'");
 }
 
@@ -174,29 +203,24 @@ torch::nn::Module& AlexNetImpl::layer(const std::string& name, int64_t column) c
 void AlexNetImpl::reset_parameters() {
   torch::NoGradGuard no_grad;
   torch::OrderedDict<std::string, torch::Tensor> state;
-  const int64_t g = options.columns();
-  const int64_t in_per_layer[] = {options.in_channels(), kConv1, g * kConv2, kConv3, kConv4,
-                                  g * kConv5 * kPooled * kPooled, g * kFc, g * kFc};
-  const int64_t kernel[] = {11, 5, 3, 3, 3, 1, 1, 1};
-  for (size_t i = 0; i < layer_names().size(); ++i) {
-    const std::string& name = layer_names()[i];
-    const int64_t out = layer_width(name);
-    std::vector<int64_t> shape{out, in_per_layer[i]};
-    if (kernel[i] > 1) {
-      shape.push_back(kernel[i]);
-      shape.push_back(kernel[i]);
-    }
-    // Drawn on the CPU so that both forms and every device get the same numbers.
-    auto weight = torch::empty(shape);
-    auto bias = torch::zeros({out});
+  const auto shapes = layer_shapes(options, options.columns(), options.num_classes());
+  for (size_t i = 0; i < kLayerCount; ++i) {
+    const LayerSpec& spec = kPaperLayers[i];
+    const LayerShape& shape = shapes[i];
+    std::vector<int64_t> weight_shape{shape.out, shape.in / shape.groups};
+    if (spec.conv) weight_shape.insert(weight_shape.end(), {spec.kernel, spec.kernel});
+    // Drawn on the CPU in the single-device shapes, so that both forms and every device get
+    // the same numbers.
+    auto weight = torch::empty(weight_shape);
+    auto bias = torch::zeros({shape.out});
     if (options.init() == Init::kPaper) {
       weight.normal_(0.0, 0.01);
-      if (paper_bias_one(name)) bias.fill_(1.0);
+      bias.fill_(spec.paper_bias);
     } else {
       torch::nn::init::kaiming_normal_(weight, /*a=*/0.0, torch::kFanIn, torch::kReLU);
     }
-    state.insert(name + ".weight", weight);
-    state.insert(name + ".bias", bias);
+    state.insert(std::string(spec.name) + ".weight", weight);
+    state.insert(std::string(spec.name) + ".bias", bias);
   }
   load_single_device_state(state);
 }
@@ -295,37 +319,24 @@ torch::Tensor AlexNetImpl::run_single(torch::Tensor x, bool stop_at_fc7, Recorde
     }
   };
   x = x.to(options.devices()[0]);
-  x = conv1(x);
-  record("conv1", x, conv1.get());
-  x = activate(x);
-  x = normalise(x, g);
-  if (options.lrn()) record("lrn1", x, nullptr);
-  x = pool(x);
-  record("pool1", x, nullptr);
-  x = activate(conv2(x));
-  record("conv2", x, conv2.get());
-  x = normalise(x, g);
-  if (options.lrn()) record("lrn2", x, nullptr);
-  x = pool(x);
-  record("pool2", x, nullptr);
-  x = activate(conv3(x));
-  record("conv3", x, conv3.get());
-  x = activate(conv4(x));
-  record("conv4", x, conv4.get());
-  x = activate(conv5(x));
-  record("conv5", x, conv5.get());
-  x = pool(x);
-  record("pool5", x, nullptr);
-  x = torch::adaptive_avg_pool2d(x, {kPooled, kPooled}).flatten(1);
-  x = activate(fc6(x));
-  x = torch::dropout(x, options.dropout(), is_training());
-  record("fc6", x, fc6.get());
-  x = activate(fc7(x));
-  x = torch::dropout(x, options.dropout(), is_training());
-  record("fc7", x, fc7.get());
-  if (stop_at_fc7) return x;
-  x = fc8(x);
-  record("fc8", x, fc8.get());
+  for (size_t i = 0; i < kLayerCount; ++i) {
+    const LayerSpec& spec = kPaperLayers[i];
+    x = layers[i].forward(x);
+    record(spec.name, x, layers[i].ptr().get());
+    if (i + 1 == kLayerCount) break;  // fc8: the logits
+    x = activate(x);
+    if (spec.lrn_after && options.lrn()) {
+      x = normalise(x, g);
+      record("lrn" + layer_number(spec), x, nullptr);
+    }
+    if (spec.pool_after) {
+      x = pool(x);
+      record("pool" + layer_number(spec), x, nullptr);
+    }
+    if (spec.dropout_after) x = torch::dropout(x, options.dropout(), is_training());
+    if (flattens_after(i)) x = torch::adaptive_avg_pool2d(x, {kPooledSide, kPooledSide}).flatten(1);
+    if (stop_at_fc7 && i + 2 == kLayerCount) break;
+  }
   return x;
 }
 
@@ -333,67 +344,55 @@ torch::Tensor AlexNetImpl::run_two_device(torch::Tensor x, bool stop_at_fc7, Rec
   const auto& devices = options.devices();
   AlexNetColumn columns[2] = {column0, column1};
   torch::Tensor h[2];
-  auto record = [&](const std::string& name, torch::nn::Module* owner0,
-                    torch::nn::Module* owner1) {
+  auto record = [&](const std::string& name, size_t layer) {
     if (recorder == nullptr) return;
-    torch::nn::Module* owners[2] = {owner0, owner1};
     for (int c = 0; c < 2; ++c) {
-      recorder->push_back({"column" + std::to_string(c) + "." + name, without_batch(h[c]),
-                           owners[c] ? count_params(*owners[c]) : 0, devices[c].str()});
+      const int64_t params =
+          layer < kLayerCount ? count_params(*columns[c]->layers[layer].ptr()) : 0;
+      recorder->push_back({"column" + std::to_string(c) + "." + name, without_batch(h[c]), params,
+                           devices[c].str()});
     }
   };
-  // Both columns read the image; each then works on its own device.
   auto each = [&](auto&& fn) {
     for (int c = 0; c < 2; ++c) h[c] = fn(c, h[c]);
   };
   // The paper's cross-column connections: each column gets both columns' maps, its own
   // first, so that channel order equals the single-device form's.
-  auto cross = [&](int64_t dim) {
+  auto cross = [&] {
     torch::Tensor joined[2];
-    for (int c = 0; c < 2; ++c) {
-      joined[c] = torch::cat({h[0].to(devices[c]), h[1].to(devices[c])}, dim);
-    }
+    for (int c = 0; c < 2; ++c) joined[c] = torch::cat({h[0].to(devices[c]), h[1].to(devices[c])}, 1);
     h[0] = joined[0];
     h[1] = joined[1];
   };
-  each([&](int c, const torch::Tensor&) { return columns[c]->conv1(x.to(devices[c])); });
-  record("conv1", columns[0]->conv1.get(), columns[1]->conv1.get());
-  each([&](int, torch::Tensor t) { return normalise(activate(t), 1); });
-  if (options.lrn()) record("lrn1", nullptr, nullptr);
-  each([&](int, torch::Tensor t) { return pool(t); });
-  record("pool1", nullptr, nullptr);
-  each([&](int c, torch::Tensor t) { return activate(columns[c]->conv2(t)); });
-  record("conv2", columns[0]->conv2.get(), columns[1]->conv2.get());
-  each([&](int, torch::Tensor t) { return normalise(t, 1); });
-  if (options.lrn()) record("lrn2", nullptr, nullptr);
-  each([&](int, torch::Tensor t) { return pool(t); });
-  record("pool2", nullptr, nullptr);
-  cross(1);
-  each([&](int c, torch::Tensor t) { return activate(columns[c]->conv3(t)); });
-  record("conv3", columns[0]->conv3.get(), columns[1]->conv3.get());
-  each([&](int c, torch::Tensor t) { return activate(columns[c]->conv4(t)); });
-  record("conv4", columns[0]->conv4.get(), columns[1]->conv4.get());
-  each([&](int c, torch::Tensor t) { return activate(columns[c]->conv5(t)); });
-  record("conv5", columns[0]->conv5.get(), columns[1]->conv5.get());
-  each([&](int, torch::Tensor t) { return pool(t); });
-  record("pool5", nullptr, nullptr);
-  each([&](int, torch::Tensor t) {
-    return torch::adaptive_avg_pool2d(t, {kPooled, kPooled}).flatten(1);
-  });
-  cross(1);
-  each([&](int c, torch::Tensor t) {
-    return torch::dropout(activate(columns[c]->fc6(t)), options.dropout(), is_training());
-  });
-  record("fc6", columns[0]->fc6.get(), columns[1]->fc6.get());
-  cross(1);
-  each([&](int c, torch::Tensor t) {
-    return torch::dropout(activate(columns[c]->fc7(t)), options.dropout(), is_training());
-  });
-  record("fc7", columns[0]->fc7.get(), columns[1]->fc7.get());
-  if (stop_at_fc7) return torch::cat({h[0], h[1].to(devices[0])}, 1);
-  cross(1);
-  each([&](int c, torch::Tensor t) { return columns[c]->fc8(t); });
-  record("fc8", columns[0]->fc8.get(), columns[1]->fc8.get());
+  for (size_t i = 0; i < kLayerCount; ++i) {
+    const LayerSpec& spec = kPaperLayers[i];
+    if (i == 0) {
+      each([&](int c, const torch::Tensor&) { return columns[c]->layers[0].forward(x.to(devices[c])); });
+    } else {
+      if (spec.crosses) cross();
+      each([&](int c, torch::Tensor t) { return columns[c]->layers[i].forward(t); });
+    }
+    record(spec.name, i);
+    if (i + 1 == kLayerCount) break;  // fc8: the logits
+    each([&](int, torch::Tensor t) { return activate(t); });
+    if (spec.lrn_after && options.lrn()) {
+      each([&](int, torch::Tensor t) { return normalise(t, 1); });
+      record("lrn" + layer_number(spec), kLayerCount);
+    }
+    if (spec.pool_after) {
+      each([&](int, torch::Tensor t) { return pool(t); });
+      record("pool" + layer_number(spec), kLayerCount);
+    }
+    if (spec.dropout_after) {
+      each([&](int, torch::Tensor t) { return torch::dropout(t, options.dropout(), is_training()); });
+    }
+    if (flattens_after(i)) {
+      each([&](int, torch::Tensor t) {
+        return torch::adaptive_avg_pool2d(t, {kPooledSide, kPooledSide}).flatten(1);
+      });
+    }
+    if (stop_at_fc7 && i + 2 == kLayerCount) break;
+  }
   return torch::cat({h[0], h[1].to(devices[0])}, 1);
 }
 

@@ -5,6 +5,7 @@
 
 #include <torch/torch.h>
 
+#include "model/layers.h"
 #include "model/lrn.h"
 
 namespace alexnet {
@@ -24,8 +25,8 @@ Init parse_init(const std::string& name);
 std::string to_string(Activation activation);
 std::string to_string(Init init);
 
-/// Options for `AlexNet`. The layer widths are the paper's (per column: 48, 128, 192, 192,
-/// 128 kernels, 2048 fully connected units); what may vary is below.
+/// Options for `AlexNet`. The layers are the paper's (kPaperLayers in model/layers.h); what
+/// may vary is below.
 struct AlexNetOptions {
   TORCH_ARG(int64_t, num_classes) = 1000;
   TORCH_ARG(int64_t, in_channels) = 3;
@@ -60,16 +61,15 @@ struct LayerInfo {
   std::string device;
 };
 
-/// One column's layers in the two-device form: every layer holds the rows of the
-/// single-device layer of the same name that belong to this column (see
+/// One column's layers in the two-device form, registered as conv1 .. fc8: every layer holds
+/// the rows of the single-device layer of the same name that belong to this column (see
 /// `AlexNetImpl::column_slice`).
 class AlexNetColumnImpl : public torch::nn::Module {
  public:
   AlexNetColumnImpl(const AlexNetOptions& options, int64_t column);
 
-  torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr}, conv4{nullptr},
-      conv5{nullptr};
-  torch::nn::Linear fc6{nullptr}, fc7{nullptr}, fc8{nullptr};
+  /// The layers of kPaperLayers, in its order (Conv2d or Linear).
+  std::vector<torch::nn::AnyModule> layers;
 };
 TORCH_MODULE(AlexNetColumn);
 
@@ -120,10 +120,9 @@ class AlexNetImpl : public torch::nn::Module {
 
   AlexNetOptions options;
 
-  // Single-device form (null in the two-device form).
-  torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr}, conv4{nullptr},
-      conv5{nullptr};
-  torch::nn::Linear fc6{nullptr}, fc7{nullptr}, fc8{nullptr};
+  // Single-device form: the layers of kPaperLayers in its order, registered as conv1 .. fc8
+  // (empty in the two-device form).
+  std::vector<torch::nn::AnyModule> layers;
   // Two-device form (null in the single-device form).
   AlexNetColumn column0{nullptr}, column1{nullptr};
 

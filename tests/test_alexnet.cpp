@@ -123,19 +123,19 @@ TEST_CASE("Single-device LRN is per column", "[alexnet]") {
   AlexNet model(AlexNetOptions().num_classes(4).init(alexnet::Init::kKaiming));
   model->eval();
   auto x = torch::randn({1, 3, 224, 224});
-  auto before = model->conv1->forward(x);
+  auto weight = model->named_parameters()["conv1.weight"];
+  auto bias = model->named_parameters()["conv1.bias"];
   auto column0 = [&] {
-    auto h = torch::relu(model->conv1->forward(x));
+    auto h = torch::relu(torch::conv2d(x, weight, bias, /*stride=*/4, /*padding=*/2));
     auto grouped = h.reshape({2, 48, 55, 55});
     return alexnet::local_response_norm(grouped, model->options.lrn_options())[0].clone();
   };
   auto a = column0();
   {
     torch::NoGradGuard no_grad;
-    model->conv1->weight.narrow(0, 48, 48).mul_(10.0);
+    weight.narrow(0, 48, 48).mul_(10.0);
   }
   CHECK(torch::equal(a, column0()));
-  (void)before;
 }
 
 TEST_CASE("Paper and Kaiming initialisation statistics", "[alexnet]") {

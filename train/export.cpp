@@ -3,28 +3,24 @@
 #include <cctype>
 #include <cstdio>
 #include <cstdlib>
+#include <iterator>
 #include <sstream>
 #include <stdexcept>
 
+#include "model/layers.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
 
 namespace alexnet::train {
 namespace {
 
-// The architecture's fixed convolution geometry (model/alexnet.cpp): kernel, stride, padding,
-// and whether the layer is grouped by column.
-struct ConvGeometry {
-  const char* name;
-  int64_t stride, padding;
-  bool grouped;
-};
-constexpr ConvGeometry kConvs[] = {{"conv1", 4, 2, false},
-                                   {"conv2", 1, 2, true},
-                                   {"conv3", 1, 1, false},
-                                   {"conv4", 1, 1, true},
-                                   {"conv5", 1, 1, true}};
-constexpr int64_t kPooled = 6;
+constexpr size_t kLayerCount = std::size(kPaperLayers);
+
+// "conv1" -> 1: the number of an LRN after a layer (self._lrn(x, 1)).
+int64_t layer_number(const LayerSpec& spec) {
+  const std::string name = spec.name;
+  return std::stoll(name.substr(name.find_first_of("0123456789")));
+}
 
 // A double as a TorchScript literal that parses back to the same value.
 std::string literal(double value) {
@@ -172,25 +168,32 @@ std::string torchscript_source(const AlexNetOptions& options, LrnScript lrn) {
     << ", H, W], got \" + str(x.shape)\n"
     << "    assert x.size(2) >= 63 and x.size(3) >= 63, "
        "\"AlexNet needs images of at least 63x63 pixels, got \" + str(x.shape)\n";
-  for (const auto& conv : kConvs) {
-    const int64_t g = conv.grouped ? groups : 1;
-    const std::string name = conv.name;
-    s << "    x = " << activation << "(torch.conv2d(x, self." << name << ".weight, self." << name
-      << ".bias, " << list_literal({conv.stride, conv.stride}) << ", "
-      << list_literal({conv.padding, conv.padding}) << ", [1, 1], " << g << "))\n";
-    if (options.lrn() && (name == "conv1" || name == "conv2")) {
-      s << "    x = self._lrn(x, " << (name == "conv1" ? 1 : 2) << ")\n";
+  // Every layer of the table but the last (fc8, in forward), as AlexNetImpl::run_single.
+  for (size_t i = 0; i + 1 < kLayerCount; ++i) {
+    const LayerSpec& spec = kPaperLayers[i];
+    const std::string self = std::string("self.") + spec.name;
+    if (spec.conv) {
+      const int64_t g = i == 0 || spec.crosses ? 1 : groups;
+      s << "    x = " << activation << "(torch.conv2d(x, " << self << ".weight, " << self
+        << ".bias, " << list_literal({spec.stride, spec.stride}) << ", "
+        << list_literal({spec.padding, spec.padding}) << ", [1, 1], " << g << "))\n";
+    } else {
+      s << "    x = " << activation << "(torch.linear(x, " << self << ".weight, " << self
+        << ".bias))\n";
     }
-    if (name == "conv1" || name == "conv2" || name == "conv5") s << "    x = " << pool << "\n";
+    if (spec.lrn_after && options.lrn()) s << "    x = self._lrn(x, " << layer_number(spec) << ")\n";
+    if (spec.pool_after) s << "    x = " << pool << "\n";
+    if (spec.conv && !kPaperLayers[i + 1].conv) {
+      s << "    x = torch.adaptive_avg_pool2d(x, [" << kPooledSide << ", " << kPooledSide
+        << "]).flatten(1)\n";
+    }
   }
-  s << "    x = torch.adaptive_avg_pool2d(x, [" << kPooled << ", " << kPooled << "]).flatten(1)\n"
-    << "    x = " << activation << "(torch.linear(x, self.fc6.weight, self.fc6.bias))\n"
-    << "    x = " << activation << "(torch.linear(x, self.fc7.weight, self.fc7.bias))\n"
-    << "    return x\n\n"
+  const std::string last = std::string("self.") + kPaperLayers[kLayerCount - 1].name;
+  s << "    return x\n\n"
     << "def features(self, x: Tensor) -> Tensor:\n"
     << "    return self._fc7(x)\n\n"
     << "def forward(self, x: Tensor) -> Tensor:\n"
-    << "    return torch.linear(self._fc7(x), self.fc8.weight, self.fc8.bias)\n";
+    << "    return torch.linear(self._fc7(x), " << last << ".weight, " << last << ".bias)\n";
   if (options.lrn()) s << "\n" << lrn_source(options, lrn);
   return s.str();
 }
