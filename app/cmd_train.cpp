@@ -81,6 +81,9 @@ int run_train(const std::vector<std::string>& args) {
       .option("val-data", "validation data; sets data.val_source")
       .option("out", "run folder (default: runs/train-DATE-TIME)")
       .option("resume", "continue the run in this folder from checkpoints/last.pt")
+      .flag("overwrite",
+            "start afresh in a run folder that holds an earlier run, removing its files "
+            "(without it such a folder is refused)")
       .option("epochs", "sets epochs")
       .option("max-steps", "stop after this many steps in total; sets max_steps")
       .option("batch-size", "sets batch_size")
@@ -182,6 +185,7 @@ int run_train(const std::vector<std::string>& args) {
   train::RunOptions options;
   options.run_dir = run_dir;
   options.resume = resume;
+  options.overwrite = parser.get_flag("overwrite");
   options.stop = &g_stop;
   options.distributed = distributed;
   if (!quiet) std::cerr << "run folder: " << run_dir << "\n";

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <stdexcept>
 
@@ -52,29 +53,6 @@ torch::OrderedDict<std::string, torch::Tensor> read_dict(torch::serialize::Input
 }
 
 }  // namespace
-
-void write_file_atomically(const std::string& path, const std::string& text) {
-  const fs::path target(path);
-  if (target.has_parent_path()) fs::create_directories(target.parent_path());
-  const std::string temp = path + ".tmp";
-  {
-    std::ofstream out(temp, std::ios::binary | std::ios::trunc);
-    if (!out) throw std::runtime_error("cannot write '" + temp + "'");
-    out.write(text.data(), static_cast<std::streamsize>(text.size()));
-    out.flush();
-    if (!out) throw std::runtime_error("writing '" + temp + "' failed (disk full?)");
-  }
-  // fsync so that the rename never exposes a file whose data is not on disk yet.
-  if (FILE* file = std::fopen(temp.c_str(), "rb")) {
-    ::fsync(fileno(file));
-    std::fclose(file);
-  }
-  std::error_code error;
-  fs::rename(temp, target, error);
-  if (error) {
-    throw std::runtime_error("cannot rename '" + temp + "' to '" + path + "': " + error.message());
-  }
-}
 
 void save_checkpoint(const Checkpoint& checkpoint, const std::string& path) {
   torch::serialize::OutputArchive archive;
@@ -166,5 +144,33 @@ Checkpoint load_checkpoint(const std::string& path) {
   }
   return checkpoint;
 }
+
+void capture_rng_states(Checkpoint& checkpoint, const std::vector<torch::Device>& devices) {
+  checkpoint.cpu_rng_state = at::detail::getDefaultCPUGenerator().get_state();
+  checkpoint.cuda_rng_states.clear();
+  for (const auto& device : devices) {
+    if (device.is_cuda()) {
+      checkpoint.cuda_rng_states.push_back(
+          at::globalContext().defaultGenerator(device).get_state());
+    }
+  }
+}
+
+void restore_rng_states(const Checkpoint& checkpoint, const std::vector<torch::Device>& devices) {
+  if (checkpoint.cpu_rng_state.defined()) {
+    at::Generator generator = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    generator.set_state(checkpoint.cpu_rng_state);
+  }
+  size_t next = 0;
+  for (const auto& device : devices) {
+    if (device.is_cuda() && next < checkpoint.cuda_rng_states.size()) {
+      at::Generator generator = at::globalContext().defaultGenerator(device);
+      std::lock_guard<std::mutex> lock(generator.mutex());
+      generator.set_state(checkpoint.cuda_rng_states[next++]);
+    }
+  }
+}
+
 
 }  // namespace alexnet::train

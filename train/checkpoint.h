@@ -7,6 +7,8 @@
 #include <torch/torch.h>
 #include <nlohmann/json.hpp>
 
+#include "train/atomic_file.h"
+
 namespace alexnet::train {
 
 /// Everything needed to use a trained model or to continue its training exactly.
@@ -43,11 +45,17 @@ struct Checkpoint {
 /// when it is missing, truncated or not a checkpoint.
 Checkpoint load_checkpoint(const std::string& path);
 
-/// Writes a checkpoint atomically: to PATH.tmp, flushed, then renamed over PATH, so a crash
+/// Writes a checkpoint atomically (an AtomicFile: a temporary file, flushed, renamed over PATH), so a crash
 /// at any moment leaves either the previous file or the new one whole. Creates the folder.
 void save_checkpoint(const Checkpoint& checkpoint, const std::string& path);
 
-/// Writes `text` to `path` atomically (temporary file, flush, rename).
-void write_file_atomically(const std::string& path, const std::string& text);
+
+/// Records the generator states of the CPU and of each CUDA device of `devices`.
+void capture_rng_states(Checkpoint& checkpoint, const std::vector<torch::Device>& devices);
+
+/// Restores the states capture_rng_states recorded (CUDA states in the order of the CUDA
+/// devices of `devices`).
+void restore_rng_states(const Checkpoint& checkpoint, const std::vector<torch::Device>& devices);
+
 
 }  // namespace alexnet::train

@@ -13,26 +13,21 @@
 #include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/distributed.h"
+#include "train/run_data.h"
+#include "train/run_folder.h"
 
 namespace alexnet::train {
-
-/// The training and validation sets of a run.
-struct RunData {
-  data::DatasetPtr train;
-  data::DatasetPtr val;
-};
-
-/// Opens config.data: the source's "train" split (its first train_limit samples), and as
-/// validation set the last `holdout` training samples, or the source's "val" split (or
-/// val_source), its first val_limit samples. Errors name the source.
-RunData open_run_data(const DataConfig& config);
 
 /// How one call of train() runs.
 struct RunOptions {
   /// Output folder: config.json, metrics.jsonl, checkpoints/, curves.png, model.pt.
   std::string run_dir;
-  /// Continue from RUN_DIR/checkpoints/last.pt instead of starting afresh.
+  /// Continue from RUN_DIR/checkpoints/last.pt instead of starting afresh. The settings that
+  /// shape the computation must equal the checkpoint's (see check_resume_config).
   bool resume = false;
+  /// Start afresh in a folder that holds an earlier run, removing its files. Without it (and
+  /// without resume) such a folder is refused.
+  bool overwrite = false;
   /// Progress output (a live line when it is a terminal).
   std::ostream* log = &std::cerr;
   /// Polled after every step; when it becomes true the run writes a checkpoint and returns.

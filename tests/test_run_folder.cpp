@@ -1,0 +1,189 @@
+// Tests of train/run_folder and train/atomic_file: who may use a run folder, what a crash
+// leaves in it, which settings a resumed run may change, and files replaced whole.
+#include <catch2/catch.hpp>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "train/atomic_file.h"
+#include "train/run_folder.h"
+#include "tests/support.h"
+
+namespace fs = std::filesystem;
+using alexnet::testing::fresh_dir;
+using alexnet::train::FolderPolicy;
+using alexnet::train::RunFolder;
+using Catch::Matchers::Contains;
+using nlohmann::json;
+
+namespace {
+
+std::string read_text(const fs::path& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+void write_text(const fs::path& path, const std::string& text) {
+  fs::create_directories(path.parent_path());
+  std::ofstream(path) << text;
+}
+
+}  // namespace
+
+TEST_CASE("A folder that holds a run is refused unless resuming or overwriting", "[run_folder]") {
+  const auto dir = fresh_dir("held");
+  { RunFolder empty(dir, FolderPolicy::kNew); }  // an empty folder is fine
+  write_text(dir / "config.json", "{}");
+  write_text(dir / "checkpoints" / "last.pt", "weights");
+  CHECK_THROWS_WITH(RunFolder(dir, FolderPolicy::kNew),
+                    Contains("already holds a run") && Contains("--resume") &&
+                        Contains("--overwrite") && Contains(dir.string()));
+  CHECK(read_text(dir / "config.json") == "{}");  // nothing replaced
+  { RunFolder resumed(dir, FolderPolicy::kResume); }
+  { RunFolder overwritten(dir, FolderPolicy::kOverwrite); }
+  CHECK_FALSE(fs::exists(dir / "config.json"));
+  CHECK_FALSE(fs::exists(dir / "checkpoints"));
+  CHECK_THROWS_WITH(RunFolder(dir, FolderPolicy::kResume), Contains("last.pt"));
+}
+
+TEST_CASE("A second run into a folder in use is refused, naming the holder", "[run_folder]") {
+  const auto dir = fresh_dir("locked");
+  std::string message;
+  {
+    RunFolder first(dir, FolderPolicy::kNew);
+    try {
+      RunFolder second(dir, FolderPolicy::kResume);
+    } catch (const std::runtime_error& e) {
+      message = e.what();
+    }
+  }
+  CHECK_THAT(message, Contains("in use") && Contains("pid " + std::to_string(getpid())));
+  RunFolder after(dir, FolderPolicy::kNew);  // released with the first
+}
+
+TEST_CASE("Stale temporary files are removed, a planted link is never written through",
+          "[run_folder]") {
+  const auto dir = fresh_dir("stale");
+  write_text(dir / "checkpoints" / "last.pt", "weights");
+  write_text(dir / "checkpoints" / "last.pt.a1b2c3.tmp", "half a checkpoint");
+  write_text(dir / "victim.txt", "precious");
+  fs::create_symlink(dir / "victim.txt", dir / "checkpoints" / "last.pt.tmp");
+  { RunFolder folder(dir, FolderPolicy::kResume); }
+  CHECK_FALSE(fs::exists(dir / "checkpoints" / "last.pt.a1b2c3.tmp"));
+  CHECK_FALSE(fs::exists(fs::symlink_status(dir / "checkpoints" / "last.pt.tmp")));
+  CHECK(read_text(dir / "victim.txt") == "precious");
+
+  // A link planted where a temporary file might go while the run writes.
+  fs::create_symlink(dir / "victim.txt", dir / "checkpoints" / "last.pt.tmp");
+  alexnet::train::write_file_atomically((dir / "checkpoints" / "last.pt").string(), "new");
+  CHECK(read_text(dir / "victim.txt") == "precious");
+  CHECK(read_text(dir / "checkpoints" / "last.pt") == "new");
+}
+
+TEST_CASE("An atomic write that fails leaves the previous file and no temporary file",
+          "[run_folder]") {
+  const auto dir = fresh_dir("atomic");
+  const auto path = dir / "model.pt";
+  alexnet::train::write_file_atomically(path.string(), "old");
+  {
+    alexnet::train::AtomicFile file(path.string());
+    file.write("half", 4);
+    // Destroyed without commit, as when an exception (a full disk) interrupts the write.
+  }
+  CHECK(read_text(path) == "old");
+  int files = 0;
+  for ([[maybe_unused]] const auto& entry : fs::directory_iterator(dir)) ++files;
+  CHECK(files == 1);
+  // A folder that cannot be written: the error names the file.
+  if (geteuid() != 0) {
+    const auto locked = dir / "locked";
+    fs::create_directories(locked);
+    ::chmod(locked.c_str(), 0500);
+    CHECK_THROWS_WITH(alexnet::train::write_file_atomically((locked / "x").string(), "y"),
+                      Contains((locked / "x").string()));
+    ::chmod(locked.c_str(), 0700);
+  }
+  // A folder that cannot be created: the error names the file.
+  CHECK_THROWS_WITH(alexnet::train::write_file_atomically("/proc/no/such/file", "y"),
+                    Contains("/proc/no/such/file"));
+}
+
+TEST_CASE("A full disk gives an error naming the file and keeps the previous version",
+          "[run_folder]") {
+  // A 64 KiB file system, where root may mount one; skipped elsewhere.
+  const auto dir = fresh_dir("full");
+  const std::string mount = "mount -t tmpfs -o size=64k tmpfs " + dir.string() + " 2>/dev/null";
+  if (geteuid() != 0 || std::system(mount.c_str()) != 0) {
+    WARN("skipped: cannot mount a small tmpfs here (needs root)");
+    return;
+  }
+  const auto path = dir / "checkpoints" / "last.pt";
+  alexnet::train::write_file_atomically(path.string(), std::string(1000, 'a'));
+  std::string message;
+  try {
+    alexnet::train::write_file_atomically(path.string(), std::string(200000, 'b'));
+  } catch (const std::runtime_error& e) {
+    message = e.what();
+  }
+  CHECK_THAT(message, Contains(path.string()) && Contains("No space left"));
+  CHECK(read_text(path) == std::string(1000, 'a'));
+  int files = 0;
+  for ([[maybe_unused]] const auto& entry : fs::directory_iterator(path.parent_path())) ++files;
+  CHECK(files == 1);
+  CHECK(std::system(("umount " + dir.string()).c_str()) == 0);
+}
+
+TEST_CASE("trim_metrics keeps every step once and drops a torn line", "[run_folder]") {
+  const auto dir = fresh_dir("metrics");
+  const auto path = dir / "metrics.jsonl";
+  write_text(path,
+             "{\"kind\":\"step\",\"step\":2}\n"
+             "{\"kind\":\"step\",\"step\":4}\n"
+             "{\"kind\":\"epoch\",\"epoch\":1,\"step\":4}\n"
+             "{\"kind\":\"step\",\"step\":6}\n"
+             "{\"kind\":\"st");
+  std::ostringstream log;
+  alexnet::train::trim_metrics(path, 4, log);
+  CHECK(read_text(path) ==
+        "{\"kind\":\"step\",\"step\":2}\n"
+        "{\"kind\":\"step\",\"step\":4}\n"
+        "{\"kind\":\"epoch\",\"epoch\":1,\"step\":4}\n");
+  CHECK_THAT(log.str(), Contains("line 5") && Contains("metrics.jsonl"));
+}
+
+TEST_CASE("A resumed run may change only the settings that do not shape the computation",
+          "[run_folder]") {
+  const json saved{{"batch_size", 128}, {"seed", 0}, {"epochs", 90}, {"threads", 0},
+                   {"model", {{"lrn", true}, {"activation", "relu"}}},
+                   {"data", {{"workers", 2}, {"crop", 224}}}};
+  json now = saved;
+  now["epochs"] = 100;
+  now["threads"] = 2;
+  now["data"]["workers"] = 8;
+  CHECK_NOTHROW(alexnet::train::check_resume_config(saved, now));
+  for (const auto& [key, value] :
+       std::vector<std::pair<std::string, json>>{{"/batch_size", 64},
+                                                 {"/seed", 1},
+                                                 {"/model/lrn", false},
+                                                 {"/model/activation", "tanh"},
+                                                 {"/data/crop", 200}}) {
+    INFO(key);
+    json changed = saved;
+    changed[json::json_pointer(key)] = value;
+    std::string dotted = key.substr(1);
+    std::replace(dotted.begin(), dotted.end(), '/', '.');
+    CHECK_THROWS_WITH(alexnet::train::check_resume_config(saved, changed),
+                      Contains("'" + dotted + "'") && Contains(saved[json::json_pointer(key)].dump()) &&
+                          Contains(value.dump()));
+  }
+}

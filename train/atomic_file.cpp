@@ -1,0 +1,110 @@
+#include "train/atomic_file.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <stdexcept>
+#include <vector>
+
+namespace alexnet::train {
+namespace {
+
+namespace fs = std::filesystem;
+
+// "<what> '<path>': <the error of errno>".
+std::runtime_error io_error(const std::string& what, const std::string& path) {
+  return std::runtime_error(what + " '" + path + "': " + std::strerror(errno));
+}
+
+void sync_folder(const fs::path& folder) {
+  const int fd = ::open(folder.empty() ? "." : folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;
+  ::fsync(fd);
+  ::close(fd);
+}
+
+}  // namespace
+
+AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
+  const fs::path target(path_);
+  std::error_code error;
+  if (target.has_parent_path()) fs::create_directories(target.parent_path(), error);
+  if (error) {
+    throw std::runtime_error("cannot create the folder of '" + path_ + "': " + error.message());
+  }
+  // NAME.XXXXXX.tmp: mkstemps creates it with O_EXCL (a planted link makes it pick another
+  // name, never write through the link), and RunFolder removes stale *.tmp files.
+  std::vector<char> name(path_.begin(), path_.end());
+  const std::string pattern = ".XXXXXX.tmp";
+  name.insert(name.end(), pattern.begin(), pattern.end());
+  name.push_back('\0');
+  fd_ = ::mkstemps(name.data(), /*suffixlen=*/4);
+  if (fd_ < 0) throw io_error("cannot create a temporary file for", path_);
+  ::fcntl(fd_, F_SETFD, FD_CLOEXEC);
+  ::fchmod(fd_, 0644);
+  temp_ = name.data();
+}
+
+AtomicFile::~AtomicFile() {
+  if (fd_ >= 0) ::close(fd_);
+  if (!committed_ && !temp_.empty()) ::unlink(temp_.c_str());
+}
+
+void AtomicFile::write(const char* data, size_t size) {
+  while (size > 0) {
+    const ssize_t n = ::write(fd_, data, size);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw io_error("writing a new version of", path_);
+    }
+    data += n;
+    size -= static_cast<size_t>(n);
+  }
+}
+
+void AtomicFile::commit() {
+  if (::fsync(fd_) != 0) throw io_error("flushing a new version of", path_);
+  if (::close(fd_) != 0) {
+    fd_ = -1;
+    throw io_error("closing a new version of", path_);
+  }
+  fd_ = -1;
+  if (::rename(temp_.c_str(), path_.c_str()) != 0) {
+    throw io_error("cannot rename '" + temp_ + "' to", path_);
+  }
+  committed_ = true;
+  sync_folder(fs::path(path_).parent_path());
+}
+
+void write_file_atomically(const std::string& path, const std::string& text) {
+  AtomicFile file(path);
+  file.write(text.data(), text.size());
+  file.commit();
+}
+
+void copy_file_atomically(const std::string& from, const std::string& to) {
+  const int in = ::open(from.c_str(), O_RDONLY | O_CLOEXEC);
+  if (in < 0) throw io_error("cannot read", from);
+  try {
+    AtomicFile file(to);
+    std::vector<char> buffer(1 << 20);
+    for (;;) {
+      const ssize_t n = ::read(in, buffer.data(), buffer.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) throw io_error("reading", from);
+      if (n == 0) break;
+      file.write(buffer.data(), static_cast<size_t>(n));
+    }
+    file.commit();
+  } catch (...) {
+    ::close(in);
+    throw;
+  }
+  ::close(in);
+}
+
+}  // namespace alexnet::train

@@ -1,0 +1,36 @@
+// Files that are replaced whole or not at all.
+#pragma once
+
+#include <string>
+
+namespace alexnet::train {
+
+/// Writes a new version of `path`: the bytes go to a fresh temporary file beside it (created
+/// exclusively, never through a symbolic link), which is flushed to disk and renamed over
+/// `path`, then the folder is flushed too. On any failure (a full disk, say) the temporary
+/// file is removed, the previous `path` stays whole, and std::runtime_error names the file.
+class AtomicFile {
+ public:
+  explicit AtomicFile(std::string path);
+  /// Removes the temporary file unless commit() succeeded.
+  ~AtomicFile();
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+
+  void write(const char* data, size_t size);
+  /// Flushes, renames over the target and flushes the folder.
+  void commit();
+
+ private:
+  std::string path_, temp_;
+  int fd_ = -1;
+  bool committed_ = false;
+};
+
+/// Replaces `path` with `text` through an AtomicFile.
+void write_file_atomically(const std::string& path, const std::string& text);
+
+/// Replaces `to` with a copy of `from` through an AtomicFile (streamed, not read whole).
+void copy_file_atomically(const std::string& from, const std::string& to);
+
+}  // namespace alexnet::train

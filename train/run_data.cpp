@@ -1,0 +1,97 @@
+#include "train/run_data.h"
+
+#include <algorithm>
+#include <numeric>
+#include <stdexcept>
+
+namespace alexnet::train {
+namespace {
+
+data::DatasetPtr limit(data::DatasetPtr dataset, int64_t n) {
+  return n > 0 ? data::subset(std::move(dataset), static_cast<size_t>(n)) : dataset;
+}
+
+}  // namespace
+
+void resolve_statistics(DataConfig& config, const data::Dataset& train, uint64_t seed,
+                        std::ostream& log) {
+  const bool need_mean = config.normalize != "none" && config.mean.empty();
+  const bool need_std = config.normalize == "mean_std" && config.std.empty();
+  const bool need_pca = config.pca_lighting && config.eigenvalues.empty();
+  if (!need_mean && !need_std && !need_pca) return;
+  std::optional<data::DatasetStats> stats = train.stats();
+  if (!stats) {
+    log << "computing training set statistics from "
+        << (config.stats_images ? std::min<size_t>(config.stats_images, train.size())
+                                : train.size())
+        << " images..." << std::endl;
+    stats = data::compute_stats(train, static_cast<size_t>(config.stats_images), seed);
+  }
+  if (need_mean) config.mean = stats->mean;
+  if (need_std) config.std = stats->std;
+  if (need_pca) {
+    auto values = stats->eigenvalues.to(torch::kFloat64).contiguous();
+    auto vectors = stats->eigenvectors.to(torch::kFloat64).contiguous();
+    config.eigenvalues.assign(values.data_ptr<double>(), values.data_ptr<double>() + 3);
+    config.eigenvectors.assign(vectors.data_ptr<double>(), vectors.data_ptr<double>() + 9);
+  }
+}
+
+transforms::PipelineOptions pipeline_options(const DataConfig& config) {
+  transforms::PipelineOptions options;
+  options.resize = config.resize;
+  options.crop = config.crop;
+  options.flip = config.flip;
+  options.pca_lighting = config.pca_lighting;
+  if (config.normalize != "none") options.mean = config.mean;
+  if (config.normalize == "mean_std") options.std = config.std;
+  if (!config.eigenvalues.empty()) {
+    options.eigenvalues = torch::tensor(config.eigenvalues, torch::kFloat64);
+    options.eigenvectors = torch::tensor(config.eigenvectors, torch::kFloat64).view({3, 3});
+  }
+  return options;
+}
+
+void describe_inputs(Checkpoint& checkpoint, const TrainConfig& config,
+                     const data::Dataset& train) {
+  checkpoint.class_names = train.class_names();
+  checkpoint.image_size = config.data.crop;
+  checkpoint.resize_size = config.data.resize > 0 ? config.data.resize : config.data.crop;
+  checkpoint.mean = config.data.normalize != "none" ? config.data.mean : std::vector<double>{};
+  checkpoint.std = config.data.normalize == "mean_std" ? config.data.std : std::vector<double>{};
+}
+
+RunData open_run_data(const DataConfig& config) {
+  data::DatasetOptions options;
+  options.split = "train";
+  options.image_size = config.decode_size;
+  RunData run;
+  run.train = data::open_dataset(config.source, options);
+  if (config.holdout > 0) {
+    const auto n = run.train->size();
+    TORCH_CHECK(static_cast<size_t>(config.holdout) < n, "data.holdout (", config.holdout,
+                ") must be smaller than the training set of '", config.source, "' (", n,
+                " samples)");
+    std::vector<size_t> train_indices(n - config.holdout), val_indices(config.holdout);
+    std::iota(train_indices.begin(), train_indices.end(), size_t{0});
+    std::iota(val_indices.begin(), val_indices.end(), n - config.holdout);
+    run.val = data::subset(run.train, std::move(val_indices));
+    run.train = data::subset(run.train, std::move(train_indices));
+  } else {
+    options.split = "val";
+    options.val_source = config.val_source;
+    try {
+      run.val = data::open_dataset(config.source, options);
+    } catch (const std::exception& e) {
+      throw std::runtime_error(std::string(e.what()) +
+                               "\n(no validation set: set data.val_source, or data.holdout to "
+                               "hold out training samples)");
+    }
+  }
+  run.train = limit(run.train, config.train_limit);
+  run.val = limit(run.val, config.val_limit);
+  TORCH_CHECK(run.train->size() > 0, "the training set of '", config.source, "' is empty");
+  return run;
+}
+
+}  // namespace alexnet::train

@@ -1,0 +1,40 @@
+// The data of a training run: its training and validation sets, their statistics, and the
+// preprocessing the configuration asks for.
+#pragma once
+
+#include <cstdint>
+#include <iostream>
+
+#include "data/dataset.h"
+#include "train/checkpoint.h"
+#include "train/config.h"
+#include "transforms/transforms.h"
+
+namespace alexnet::train {
+
+/// The training and validation sets of a run.
+struct RunData {
+  data::DatasetPtr train;
+  data::DatasetPtr val;
+};
+
+/// Opens config.data: the source's "train" split (its first train_limit samples), and as
+/// validation set the last `holdout` training samples, or the source's "val" split (or
+/// val_source), its first val_limit samples. Errors name the source.
+RunData open_run_data(const DataConfig& config);
+
+/// Fills in the mean, std and PCA lighting data that `config` leaves open, from the
+/// dataset's stored statistics or by computing them (config.stats_images samples, seeded by
+/// `seed`); says so on `log` when it computes.
+void resolve_statistics(DataConfig& config, const data::Dataset& train, uint64_t seed,
+                        std::ostream& log);
+
+/// The transform pipeline's options for `config` (statistics resolved).
+transforms::PipelineOptions pipeline_options(const DataConfig& config);
+
+/// Records in `checkpoint` what the exported model needs to prepare images: class names,
+/// image and resize size, mean and std.
+void describe_inputs(Checkpoint& checkpoint, const TrainConfig& config,
+                     const data::Dataset& train);
+
+}  // namespace alexnet::train
