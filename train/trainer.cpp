@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "data/loader.h"
+#include "distributed/communicator.h"
 #include "train/metrics.h"
 #include "train/optimizer.h"
 #include "train/schedule.h"
@@ -214,20 +215,20 @@ TrainSummary train(TrainConfig config, const RunData& run_data, const RunOptions
   TORCH_CHECK(run_data.train && run_data.train->size() > 0, "train: empty training set");
   const auto start = Clock::now();
   // Data-parallel: the processes on a machine share its cores; rank 0 alone writes and logs.
-  const DistributedConfig& dist = options.distributed;
+  const distributed::DistributedConfig& dist = options.distributed;
   const auto cores = static_cast<int64_t>(std::thread::hardware_concurrency());
   set_threads(config.threads > 0 || !dist.enabled()
                   ? config.threads
                   : std::max<int64_t>(1, cores / dist.local_world_size));
-  const auto devices = dist.enabled()
-                           ? devices_for_rank(resolve_devices(config.devices), dist.local_rank)
-                           : resolve_devices(config.devices);
+  const auto devices = dist.enabled() ? distributed::devices_for_rank(
+                                            resolve_devices(config.devices), dist.local_rank)
+                                      : resolve_devices(config.devices);
   const torch::Device device = devices.front();
-  std::unique_ptr<Communicator> comm;
+  std::unique_ptr<distributed::Communicator> comm;
   if (dist.enabled()) {
     TORCH_CHECK(config.batch_size % dist.world_size == 0, "batch_size ", config.batch_size,
                 " (the global batch) must be a multiple of the ", dist.world_size, " processes");
-    comm = std::make_unique<Communicator>(dist, device);
+    comm = std::make_unique<distributed::Communicator>(dist, device);
   }
   const bool writer = !comm || comm->rank() == 0;
   const auto world = static_cast<int64_t>(dist.enabled() ? dist.world_size : 1);
@@ -279,7 +280,7 @@ TrainSummary train(TrainConfig config, const RunData& run_data, const RunOptions
     val_options.world_size = 1;
     // Data-parallel: every rank evaluates its shard; the results are summed below.
     val_loader = std::make_unique<data::Loader>(
-        comm ? shard_for_rank(run_data.val, comm->rank(), world) : run_data.val,
+        comm ? distributed::shard_for_rank(run_data.val, comm->rank(), world) : run_data.val,
         transforms::eval_pipeline(pipeline, config.val_ten_crop), val_options);
   }
   const int64_t batches_per_epoch = train_loader.batches_per_epoch();
@@ -310,11 +311,11 @@ TrainSummary train(TrainConfig config, const RunData& run_data, const RunOptions
     }
     log << "resuming " << last_path << " at epoch " << epoch + 1 << ", step " << step << std::endl;
   }
-  std::unique_ptr<GradientReducer> reducer;
+  std::unique_ptr<distributed::GradientReducer> reducer;
   if (comm) {
-    broadcast_module(*comm, *model);  // identical weights, whatever each rank loaded
-    reducer = std::make_unique<GradientReducer>(*comm, parameters_in_backward_order(*model),
-                                                options.reducer);
+    distributed::broadcast_module(*comm, *model);  // identical weights, whatever each rank loaded
+    reducer = std::make_unique<distributed::GradientReducer>(
+        *comm, distributed::parameters_in_backward_order(*model), options.reducer);
     // Rank 0 keeps the single-process random stream (and checkpoints it); the others draw
     // their own dropout masks.
     if (comm->rank() > 0) {
