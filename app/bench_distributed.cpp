@@ -9,8 +9,11 @@
 
 #include "bench_timing.h"
 #include "cli.h"
+#include "distributed/communicator.h"
+#include "distributed/environment.h"
+#include "distributed/gradient_reducer.h"
+#include "distributed/launcher.h"
 #include "model/alexnet.h"
-#include "train/distributed.h"
 
 namespace alexnet::cli {
 namespace {
@@ -26,14 +29,14 @@ struct StepTimes {
 };
 
 // `steps` timed SGD steps (after `warmup`) of one rank on its share of a synthetic batch.
-StepTimes time_steps(AlexNet& model, train::Communicator* communicator, int64_t share,
+StepTimes time_steps(AlexNet& model, distributed::Communicator* communicator, int64_t share,
                      int64_t image_size, int64_t warmup, int64_t steps, bool overlap) {
-  std::unique_ptr<train::GradientReducer> reducer;
+  std::unique_ptr<distributed::GradientReducer> reducer;
   if (communicator != nullptr) {
-    train::GradientReducerOptions options;
+    distributed::GradientReducerOptions options;
     options.overlap = overlap;
-    reducer = std::make_unique<train::GradientReducer>(
-        *communicator, train::parameters_in_backward_order(*model), options);
+    reducer = std::make_unique<distributed::GradientReducer>(
+        *communicator, distributed::parameters_in_backward_order(*model), options);
   }
   torch::optim::SGD sgd(model->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9));
   auto images = torch::randn({share, model->options.in_channels(), image_size, image_size});
@@ -82,7 +85,7 @@ int run_bench_distributed(const std::vector<std::string>& args) {
       .flag("json", "print one JSON object (rank 0)");
   if (!parser.parse(args)) return 0;
   const int64_t nproc = parser.get_int("nproc");
-  const auto config_env = train::distributed_config_from_env();
+  const auto config_env = distributed::distributed_config_from_env();
   if (nproc > 1 && !config_env.enabled()) {
     std::vector<std::string> child_args{"bench", "distributed"};
     for (size_t i = 0; i < args.size(); ++i) {
@@ -93,11 +96,11 @@ int run_bench_distributed(const std::vector<std::string>& args) {
       if (args[i].rfind("--nproc=", 0) == 0) continue;
       child_args.push_back(args[i]);
     }
-    train::LaunchOptions launch;
+    distributed::LaunchOptions launch;
     launch.nproc = nproc;
     launch.log = &std::cerr;
     launch.env = {{"OMP_NUM_THREADS", parser.get("threads")}};
-    const auto result = train::launch_local_processes(
+    const auto result = distributed::launch_local_processes(
         std::filesystem::read_symlink("/proc/self/exe").string(), child_args, launch);
     if (result.exit_code != 0) std::cerr << "error: " << result.message << "\n";
     return result.exit_code;
@@ -117,12 +120,12 @@ int run_bench_distributed(const std::vector<std::string>& args) {
   AlexNet model(AlexNetOptions().num_classes(parser.get_int("num-classes")));
   model->train();
 
-  std::unique_ptr<train::Communicator> communicator;
+  std::unique_ptr<distributed::Communicator> communicator;
   if (config_env.enabled()) {
     auto config = config_env;
     config.timeout = std::chrono::seconds(parser.get_int("timeout"));
-    communicator = std::make_unique<train::Communicator>(config, torch::kCPU);
-    train::broadcast_module(*communicator, *model);
+    communicator = std::make_unique<distributed::Communicator>(config, torch::kCPU);
+    distributed::broadcast_module(*communicator, *model);
   }
   const int64_t world = config_env.world_size;
   const int64_t share = batch / world;

@@ -10,9 +10,10 @@
 #include <nlohmann/json.hpp>
 
 #include "cli.h"
+#include "distributed/environment.h"
+#include "distributed/launcher.h"
 #include "runtime_tuning.h"
 #include "train/config.h"
-#include "train/distributed.h"
 #include "train/trainer.h"
 
 namespace alexnet::cli {
@@ -49,13 +50,13 @@ int launch_ranks(const std::vector<std::string>& args, int64_t nproc, int64_t ma
     }
   }
   if (!out_given) child_args.insert(child_args.end(), {"--out", run_dir});
-  train::LaunchOptions launch;
+  distributed::LaunchOptions launch;
   launch.nproc = nproc;
   launch.master_port = master_port;
   launch.log = &std::cerr;
   std::cerr << "starting " << nproc << " data-parallel processes; run folder: " << run_dir << "\n";
-  const auto result = train::launch_local_processes(fs::read_symlink("/proc/self/exe").string(),
-                                                    child_args, launch);
+  const auto result = distributed::launch_local_processes(
+      fs::read_symlink("/proc/self/exe").string(), child_args, launch);
   if (result.exit_code == 130) {
     std::cerr << "interrupted; continue with: alexnet train --nproc " << nproc << " --resume "
               << run_dir << "\n";
@@ -159,7 +160,7 @@ int run_train(const std::vector<std::string>& args) {
 
   // Data-parallel: under torchrun (WORLD_SIZE set) this process is one rank; with --nproc it
   // starts the ranks itself.
-  train::DistributedConfig distributed = train::distributed_config_from_env();
+  distributed::DistributedConfig distributed = distributed::distributed_config_from_env();
   const int64_t nproc = parser.get_int("nproc");
   if (nproc < 1) throw std::invalid_argument("--nproc must be at least 1");
   if (nproc > 1 && distributed.enabled()) {

@@ -1,4 +1,4 @@
-// Tests of train/distributed: configuration from the environment, sharding, the two-process
+// Tests of distributed/: configuration from the environment, sharding, the two-process
 // data-parallel step against one process on the global batch (Gloo on 127.0.0.1), and the
 // faults (port in use, unreachable master, WORLD_SIZE mismatch, a dead and a hung rank).
 //
@@ -23,13 +23,17 @@
 #include <torch/torch.h>
 
 #include "data/loader.h"
+#include "distributed/communicator.h"
+#include "distributed/environment.h"
+#include "distributed/gradient_reducer.h"
+#include "distributed/launcher.h"
 #include "model/alexnet.h"
 #include "train/checkpoint.h"
-#include "train/distributed.h"
 #include "train/trainer.h"
 #include "tests/support.h"
 
 using namespace alexnet;
+using namespace alexnet::distributed;
 using namespace alexnet::train;
 using alexnet::train::RunData;
 using alexnet::train::RunOptions;

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "data/loader.h"
+#include "distributed/communicator.h"
 #include "train/metrics.h"
 #include "train/optimizer.h"
 #include "train/schedule.h"
@@ -91,7 +92,7 @@ alexnet::AlexNet model_from_checkpoint(const Checkpoint& checkpoint) {
 namespace {
 
 // Error counts summed over the ranks of a data-parallel job (unchanged with one process).
-ErrorCounts sum_over_ranks(Communicator* comm, const ErrorCounts& local) {
+ErrorCounts sum_over_ranks(distributed::Communicator* comm, const ErrorCounts& local) {
   if (comm == nullptr) return local;
   const auto sums =
       comm->sum({static_cast<double>(local.samples), static_cast<double>(local.top1_wrong),
@@ -105,7 +106,7 @@ ErrorCounts sum_over_ranks(Communicator* comm, const ErrorCounts& local) {
 }
 
 // A validation result over every rank's shard (unchanged with one process).
-EvalResult sum_over_ranks(Communicator* comm, EvalResult result) {
+EvalResult sum_over_ranks(distributed::Communicator* comm, EvalResult result) {
   if (comm == nullptr) return result;
   const auto n_local = static_cast<double>(result.samples);
   const auto sums = comm->sum({n_local, result.loss * n_local, result.top1_error * n_local,
@@ -122,7 +123,7 @@ EvalResult sum_over_ranks(Communicator* comm, EvalResult result) {
 struct ValidationStopped {};
 
 // Whether any rank says yes (the local answer with one process).
-bool any_rank(Communicator* comm, bool local) {
+bool any_rank(distributed::Communicator* comm, bool local) {
   return comm ? comm->sum({local ? 1.0 : 0.0})[0] > 0 : local;
 }
 
@@ -161,7 +162,7 @@ class Run {
   const Clock::time_point start_ = Clock::now();
   std::unique_ptr<RunFolder> folder_;  // held by the writer
   std::vector<torch::Device> devices_;
-  std::unique_ptr<Communicator> comm_;
+  std::unique_ptr<distributed::Communicator> comm_;
   bool writer_ = true;  // rank 0 alone writes files and logs
   int64_t world_ = 1;
   std::ostream discard_{nullptr};
@@ -173,7 +174,7 @@ class Run {
   std::unique_ptr<Sgd> optimizer_;
   std::unique_ptr<LrSchedule> schedule_;
   std::unique_ptr<data::Loader> train_loader_, val_loader_;
-  std::unique_ptr<GradientReducer> reducer_;
+  std::unique_ptr<distributed::GradientReducer> reducer_;
   std::unique_ptr<MetricsLog> metrics_;
   std::unique_ptr<ProgressLine> progress_;
   int64_t batches_per_epoch_ = 0, total_steps_ = 0;
@@ -194,17 +195,17 @@ Run::Run(TrainConfig config, const RunData& data, const RunOptions& options)
   TORCH_CHECK(!options.run_dir.empty(), "train: no run folder given");
   TORCH_CHECK(data.train && data.train->size() > 0, "train: empty training set");
   // Data-parallel: the processes on a machine share its cores.
-  const DistributedConfig& dist = options.distributed;
+  const distributed::DistributedConfig& dist = options.distributed;
   const auto cores = static_cast<int64_t>(std::thread::hardware_concurrency());
   set_threads(config_.threads > 0 || !dist.enabled()
                   ? config_.threads
                   : std::max<int64_t>(1, cores / dist.local_world_size));
-  devices_ = dist.enabled() ? devices_for_rank(resolve_devices(config_.devices), dist.local_rank)
+  devices_ = dist.enabled() ? distributed::devices_for_rank(resolve_devices(config_.devices), dist.local_rank)
                             : resolve_devices(config_.devices);
   if (dist.enabled()) {
     TORCH_CHECK(config_.batch_size % dist.world_size == 0, "batch_size ", config_.batch_size,
                 " (the global batch) must be a multiple of the ", dist.world_size, " processes");
-    comm_ = std::make_unique<Communicator>(dist, devices_.front());
+    comm_ = std::make_unique<distributed::Communicator>(dist, devices_.front());
     world_ = dist.world_size;
   }
   writer_ = !comm_ || comm_->rank() == 0;
@@ -288,7 +289,7 @@ void Run::open_model_and_loaders(const RunData& data) {
     val_options.world_size = 1;
     // Data-parallel: every rank evaluates its shard; validate() sums the results.
     val_loader_ = std::make_unique<data::Loader>(
-        comm_ ? shard_for_rank(data.val, comm_->rank(), world_) : data.val,
+        comm_ ? distributed::shard_for_rank(data.val, comm_->rank(), world_) : data.val,
         transforms::eval_pipeline(pipeline, config_.val_ten_crop), val_options);
   }
   batches_per_epoch_ = train_loader_->batches_per_epoch();
@@ -315,8 +316,8 @@ void Run::resume_from(const Checkpoint& checkpoint) {
 }
 
 void Run::join_ranks() {
-  broadcast_module(*comm_, *model_);  // identical weights, whatever each rank loaded
-  reducer_ = std::make_unique<GradientReducer>(*comm_, parameters_in_backward_order(*model_),
+  distributed::broadcast_module(*comm_, *model_);  // identical weights, whatever each rank loaded
+  reducer_ = std::make_unique<distributed::GradientReducer>(*comm_, distributed::parameters_in_backward_order(*model_),
                                                options_.reducer);
   // Rank 0 keeps the single-process random stream (and checkpoints it); the others draw
   // their own dropout masks.

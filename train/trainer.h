@@ -12,7 +12,8 @@
 #include "model/alexnet.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
-#include "train/distributed.h"
+#include "distributed/environment.h"
+#include "distributed/gradient_reducer.h"
 #include "train/run_data.h"
 #include "train/run_folder.h"
 
@@ -38,8 +39,8 @@ struct RunOptions {
   /// ranks, config.batch_size is the global batch, split evenly over them; the gradients are
   /// averaged, so the run computes what one process would on the same global batches. Rank 0
   /// alone writes files and logs; all ranks must see the same run folder (to resume).
-  DistributedConfig distributed;
-  GradientReducerOptions reducer;
+  distributed::DistributedConfig distributed;
+  distributed::GradientReducerOptions reducer;
   /// The floating type of the weights, optimiser state and computation. Float64 makes runs
   /// that sum in different orders (several ranks against one) comparable to about 1e-12, so
   /// tests can tell a real difference from rounding; training itself uses float32.
