@@ -25,13 +25,12 @@ cli::ArgParser inference_parser() {
                         "of the TorchScript module that `export_torchscript` makes from it (or "
                         "one loaded with --model), on the same random batch. Median of the "
                         "repeats.");
-  parser.option("batch", "images per forward pass", "64")
-      .option("image-size", "input height and width", "224")
-      .option("num-classes", "output classes (ignored with --model)", "1000");
+  add_timed_run_options(parser, "images per forward pass",
+                        "untimed passes first (TorchScript optimises during its first runs)",
+                        /*warmup_default=*/"2", "timed passes");
+  parser.option("num-classes", "output classes (ignored with --model)", "1000");
   add_threads_option(parser);
-  parser.option("warmup", "untimed passes first (TorchScript optimises during its first runs)", "2")
-      .option("repeats", "timed passes", "5")
-      .option("model", "an exported model.pt to time instead of exporting a fresh model")
+  parser.option("model", "an exported model.pt to time instead of exporting a fresh model")
       .option("lrn-script",
               "TorchScript LRN formulation to export: shifted, cumsum, "
               "avgpool3d or bandconv (export_torchscript's)",

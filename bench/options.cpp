@@ -35,6 +35,15 @@ int64_t int_option(const cli::ArgParser& parser, const std::string& name, int64_
   return value;
 }
 
+void add_timed_run_options(cli::ArgParser& parser, const std::string& batch_help,
+                           const std::string& warmup_help, const std::string& warmup_default,
+                           const std::string& repeats_help) {
+  parser.option("batch", batch_help, "64")
+      .option("image-size", "input height and width", "224")
+      .option("warmup", warmup_help, warmup_default)
+      .option("repeats", repeats_help, "5");
+}
+
 TimedRun timed_run_options(const cli::ArgParser& parser) {
   TimedRun run;
   run.batch = int_option(parser, "batch", /*minimum=*/1);

@@ -48,15 +48,13 @@ cli::ArgParser train_step_parser() {
       "Times full training steps of AlexNet (forward, cross-entropy loss, backward, SGD with "
       "momentum 0.9 and weight decay 5e-4) on random images, and reports images/s (median of "
       "the repeats) and the process's peak resident memory.");
-  parser.option("batch", "images per step", "64")
-      .option("image-size", "input height and width", "224")
-      .option("num-classes", "output classes", "1000")
+  add_timed_run_options(parser, "images per step", "untimed steps first",
+                        /*warmup_default=*/"1", "timed steps");
+  parser.option("num-classes", "output classes", "1000")
       .option("columns", "2: the paper's two columns; 1: one column of half width", "2")
       .option("devices", "cpu, cuda:0, or two devices for the column split (cpu,cpu)", "cpu");
   add_threads_option(parser);
-  parser.option("warmup", "untimed steps first", "1")
-      .option("repeats", "timed steps", "5")
-      .flag("no-lrn", "leave out local response normalisation")
+  parser.flag("no-lrn", "leave out local response normalisation")
       .flag("channels-last", "channels-last input and convolution kernels")
       .flag("no-mkldnn", "turn LibTorch's oneDNN (MKLDNN) CPU kernels off")
       .flag("bf16", "bfloat16 autocast on the model's device (LRN still computes in float)")
