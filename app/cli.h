@@ -2,63 +2,12 @@
 
 #include <functional>
 #include <map>
-#include <optional>
 #include <string>
 #include <vector>
 
+#include "cli/arg_parser.h"
+
 namespace alexnet::cli {
-
-/// A small command-line parser: `--name value`, `--name=value` and `--flag` options plus
-/// positional arguments. Unknown options and missing values are errors that name them.
-class ArgParser {
- public:
-  /// `usage` is the first help line, e.g. "alexnet summary [options]".
-  ArgParser(std::string usage, std::string description);
-
-  /// An option taking a value; `default_value` empty means "not set".
-  ArgParser& option(const std::string& name, const std::string& help,
-                    const std::string& default_value = "");
-  /// A boolean flag, false unless given.
-  ArgParser& flag(const std::string& name, const std::string& help);
-  /// Accept positional arguments, described by `name` in the help text.
-  ArgParser& positionals(const std::string& name, const std::string& help);
-
-  /// Parses argv (without the program and subcommand names). Returns false and prints the
-  /// help when --help was given. Throws std::invalid_argument on bad input.
-  bool parse(const std::vector<std::string>& args);
-
-  std::string help() const;
-
-  bool has(const std::string& name) const;
-  std::string get(const std::string& name) const;
-  bool get_flag(const std::string& name) const;
-  int64_t get_int(const std::string& name) const;
-  double get_double(const std::string& name) const;
-  /// Whether the user gave the option on the command line (as opposed to its default).
-  bool given(const std::string& name) const;
-  const std::vector<std::string>& positional() const { return positional_; }
-
- private:
-  struct Spec {
-    std::string help;
-    std::string default_value;
-    bool is_flag = false;
-  };
-  const Spec& spec(const std::string& name) const;
-
-  std::string usage_;
-  std::string description_;
-  std::vector<std::string> order_;
-  std::map<std::string, Spec> specs_;
-  std::map<std::string, std::string> values_;
-  std::optional<std::pair<std::string, std::string>> positional_spec_;
-  std::vector<std::string> positional_;
-};
-
-/// Parses "1,2,3" into integers; `what` names the option in errors.
-std::vector<int64_t> parse_int_list(const std::string& text, const std::string& what);
-/// Splits on commas, dropping empty items.
-std::vector<std::string> split(const std::string& text, char sep = ',');
 
 /// configs/NAME under the working directory, else in the source tree's configs/ folder that the
 /// binary was built from; throws naming both places when neither has it.
@@ -77,14 +26,6 @@ std::map<std::string, Command>& commands();
 struct Registration {
   Registration(std::string name, std::string summary,
                std::function<int(const std::vector<std::string>&)> run);
-};
-
-/// Sub-benchmarks of `alexnet bench KIND`, registered the same way (app/bench_*.cpp).
-std::map<std::string, Command>& bench_kinds();
-
-struct BenchRegistration {
-  BenchRegistration(std::string name, std::string summary,
-                    std::function<int(const std::vector<std::string>&)> run);
 };
 
 }  // namespace alexnet::cli

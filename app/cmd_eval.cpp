@@ -10,11 +10,11 @@
 #include "cli.h"
 #include "data/dataset.h"
 #include "data/loader.h"
-#include "runtime_tuning.h"
+#include "runtime/runtime.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
+#include "train/exported_model.h"
 #include "train/metrics.h"
-#include "train/trainer.h"
 #include "transforms/transforms.h"
 
 #if ALEXNET_WITH_OPENCV
@@ -30,58 +30,18 @@ using nlohmann::json;
 // What evaluation needs from a model, whichever file it came from.
 struct LoadedModel {
   std::function<torch::Tensor(const torch::Tensor&)> forward;
-  int64_t image_size = 224;
-  int64_t resize_size = 256;
-  std::vector<double> mean, std;
+  /// The preprocessing the model was trained with (evaluation pipeline).
+  transforms::PipelineOptions pipeline;
   std::string default_data;
 };
 
-std::vector<double> to_doubles(const c10::IValue& value, const std::string& what) {
-  if (value.isTensor()) {
-    auto t = value.toTensor().to(torch::kFloat64).contiguous().cpu();
-    return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
-  }
-  if (value.isList()) {
-    std::vector<double> out;
-    for (const auto& item : value.toListRef())
-      out.push_back(item.isInt() ? item.toInt() : item.toDouble());
-    return out;
-  }
-  if (value.isInt()) return {static_cast<double>(value.toInt())};
-  if (value.isDouble()) return {value.toDouble()};
-  throw std::runtime_error("exported model attribute '" + what + "' is not a number list");
-}
-
-int64_t to_int(const c10::IValue& value, const std::string& what) {
-  if (value.isInt()) return value.toInt();
-  const auto values = to_doubles(value, what);
-  if (values.size() != 1)
-    throw std::runtime_error("exported model attribute '" + what + "' is not a number");
-  return static_cast<int64_t>(values[0]);
-}
-
 LoadedModel load_torchscript(const std::string& path, torch::Device device) {
-  if (!fs::exists(path)) throw std::runtime_error("model file '" + path + "' does not exist");
-  auto module = std::make_shared<torch::jit::Module>();
-  try {
-    *module = torch::jit::load(path, device);
-  } catch (const c10::Error& e) {
-    throw std::runtime_error("cannot load TorchScript model '" + path +
-                             "': " + e.what_without_backtrace());
-  }
-  module->eval();
-  for (const char* name : {"image_size", "resize_size", "mean"}) {
-    if (!module->hasattr(name)) {
-      throw std::runtime_error("model '" + path + "' has no attribute '" + name +
-                               "' (not exported by alexnet export?)");
-    }
-  }
+  auto exported = std::make_shared<train::ExportedModel>(train::load_exported_model(path, device));
   LoadedModel model;
-  model.image_size = to_int(module->attr("image_size"), "image_size");
-  model.resize_size = to_int(module->attr("resize_size"), "resize_size");
-  model.mean = to_doubles(module->attr("mean"), "mean");
-  if (module->hasattr("std")) model.std = to_doubles(module->attr("std"), "std");
-  model.forward = [module](const torch::Tensor& x) { return module->forward({x}).toTensor(); };
+  model.pipeline = exported->pipeline_options();
+  model.forward = [exported](const torch::Tensor& x) {
+    return exported->module.forward({x}).toTensor();
+  };
   model.default_data = "fashion-mnist";
   return model;
 }
@@ -93,10 +53,10 @@ LoadedModel load_checkpoint_model(const std::string& path, torch::Device device)
   net->load_single_device_state(checkpoint.model);
   net->eval();
   LoadedModel model;
-  model.image_size = checkpoint.image_size;
-  model.resize_size = checkpoint.resize_size;
-  model.mean = checkpoint.mean;
-  model.std = checkpoint.std;
+  model.pipeline.resize = checkpoint.resize_size;
+  model.pipeline.crop = checkpoint.image_size;
+  model.pipeline.mean = checkpoint.mean;
+  model.pipeline.std = checkpoint.std;
   model.forward = [net](const torch::Tensor& x) mutable { return net->forward(x); };
   model.default_data = checkpoint.config.value("data", json::object()).value("source", "");
   return model;
@@ -126,6 +86,24 @@ void save_images(const data::Dataset& dataset, size_t count, const std::string& 
 #endif
 }
 
+// The --split of `source` (its first --limit images), decoded for a shorter side of `resize`;
+// writes the first of them with --save-images.
+data::DatasetPtr open_eval_data(const ArgParser& parser, const std::string& source,
+                                int64_t resize) {
+  data::DatasetOptions data_options;
+  data_options.split = parser.get("split");
+  data_options.image_size = resize;
+  data::DatasetPtr dataset = data::open_dataset(source, data_options);
+  if (parser.get_int("limit") > 0) {
+    dataset = data::subset(dataset, static_cast<size_t>(parser.get_int("limit")));
+  }
+  if (parser.has("save-images")) {
+    save_images(*dataset, static_cast<size_t>(parser.get_int("save-count")),
+                parser.get("save-images"));
+  }
+  return dataset;
+}
+
 int run_eval(const std::vector<std::string>& args) {
   ArgParser parser(
       "alexnet eval (--model FILE.pt | --checkpoint FILE) [--data SRC] [options]",
@@ -151,11 +129,11 @@ int run_eval(const std::vector<std::string>& args) {
       .flag("ten-crop", "average the softmax over the paper's ten crops")
       .flag("json", "print the result as JSON");
   if (!parser.parse(args)) return 0;
-  tune_runtime({"eval"}, args);
+  runtime::tune_runtime({"eval"}, args);
   if (parser.has("model") == parser.has("checkpoint")) {
     throw std::invalid_argument("give exactly one of --model and --checkpoint");
   }
-  train::set_threads(parser.get_int("threads"));
+  runtime::set_threads(parser.get_int("threads"));
   const auto devices = parse_devices(parser.get("devices"));
   if (devices.size() != 1) throw std::invalid_argument("--devices: eval runs on one device");
   const torch::Device device = devices.front();
@@ -165,29 +143,14 @@ int run_eval(const std::vector<std::string>& args) {
   std::string source = parser.has("data") ? parser.get("data") : model.default_data;
   if (source.empty()) source = "fashion-mnist";
 
-  data::DatasetOptions data_options;
-  data_options.split = parser.get("split");
-  data_options.image_size = model.resize_size;
-  data::DatasetPtr dataset = data::open_dataset(source, data_options);
-  if (parser.get_int("limit") > 0) {
-    dataset = data::subset(dataset, static_cast<size_t>(parser.get_int("limit")));
-  }
-  if (parser.has("save-images")) {
-    save_images(*dataset, static_cast<size_t>(parser.get_int("save-count")),
-                parser.get("save-images"));
-  }
+  const data::DatasetPtr dataset = open_eval_data(parser, source, model.pipeline.resize);
 
-  transforms::PipelineOptions pipeline;
-  pipeline.resize = model.resize_size;
-  pipeline.crop = model.image_size;
-  pipeline.mean = model.mean;
-  pipeline.std = model.std;
   data::LoaderOptions loader_options;
   loader_options.batch_size = parser.get_int("batch-size");
   loader_options.workers = parser.get_int("workers");
   loader_options.shuffle = false;
   const bool ten_crop = parser.get_flag("ten-crop");
-  data::Loader loader(dataset, transforms::eval_pipeline(pipeline, ten_crop), loader_options);
+  data::Loader loader(dataset, transforms::eval_pipeline(model.pipeline, ten_crop), loader_options);
 
   const bool json_output = parser.get_flag("json");
   train::ProgressLine progress(std::cerr);

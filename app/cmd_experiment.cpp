@@ -9,8 +9,8 @@
 #include <nlohmann/json.hpp>
 
 #include "cli.h"
-#include "runtime_tuning.h"
 #include "experiments/training_experiments.h"
+#include "runtime/runtime.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/trainer.h"
@@ -36,24 +36,18 @@ void declare_common(ArgParser& parser, const std::string& out, const std::string
       .flag("keep-checkpoints", "keep each run's checkpoints (deleted by default)")
       .option("set",
               "other configuration overrides, 'key=value' separated by ';' (as `alexnet "
-              "train --set`), e.g. 'optimizer.lr=0.02;data.workers=2'");
+              "train --set`), e.g. 'optimizer.lr=0.02;data.workers=2'; may be repeated");
 }
 
-// The base configuration: the file, the overrides, then the options.
-train::TrainConfig base_config(const ArgParser& parser, std::vector<std::string> overrides,
+// The base configuration: the file, the experiment's overrides, --set, then the options.
+train::TrainConfig base_config(const ArgParser& parser, const std::vector<std::string>& overrides,
                                json& effective) {
-  for (const auto& item : split(parser.get("set"), ';')) overrides.push_back(item);
   const std::string file =
       parser.has("config") ? parser.get("config") : find_config("fashion-mnist.json");
   // Every key, so that the overrides below may set keys the file leaves out.
   json j = train::to_json(train::config_from_json(train::read_json_file(file)));
-  for (const auto& item : overrides) {
-    const auto eq = item.find('=');
-    if (eq == std::string::npos || eq == 0) {
-      throw std::invalid_argument("expected KEY=VALUE, got '" + item + "'");
-    }
-    train::set_config_value(j, item.substr(0, eq), item.substr(eq + 1));
-  }
+  for (const auto& item : overrides) train::apply_config_overrides(j, item);
+  for (const auto& item : parser.get_all("set")) train::apply_config_overrides(j, item);
   if (parser.has("data")) train::set_config_value(j, "data.source", parser.get("data"));
   train::set_config_value(j, "data.train_limit", parser.get("train-limit"));
   train::set_config_value(j, "epochs", parser.get("epochs"));
@@ -117,7 +111,7 @@ int run_relu_vs_tanh(const ArgParser& parser, const std::vector<std::string>& ov
   json effective;
   auto base = base_config(parser, overrides, effective);
   const double target = parser.get_double("target-error");
-  train::set_threads(base.threads);
+  runtime::set_threads(base.threads);
   const auto data = train::open_run_data(base.data);
   experiments::resolve_shared_statistics(base, data, std::cerr);
   auto settings = settings_from(parser, base);
@@ -170,7 +164,7 @@ int run_relu_vs_tanh(const ArgParser& parser, const std::vector<std::string>& ov
 int run_ablation(const ArgParser& parser, const std::vector<std::string>& overrides) {
   json effective;
   auto base = base_config(parser, overrides, effective);
-  train::set_threads(base.threads);
+  runtime::set_threads(base.threads);
   const auto data = train::open_run_data(base.data);
   experiments::resolve_shared_statistics(base, data, std::cerr);
   auto settings = settings_from(parser, base);
@@ -233,7 +227,7 @@ int run_experiment(const std::vector<std::string>& args) {
         .option("log-interval", "steps per point of the training curves", "10")
         .option("window", "log intervals averaged when testing the target", "3");
     if (!parser.parse({args.begin() + 1, args.end()})) return 0;
-    tune_runtime({"experiment"}, args);
+    runtime::tune_runtime({"experiment"}, args);
     return run_relu_vs_tanh(parser, {"log_interval=" + parser.get("log-interval")});
   }
   if (which == "ablation") {
@@ -247,7 +241,7 @@ int run_experiment(const std::vector<std::string>& args) {
     parser.option("seeds", "seeds per variant", "2")
         .option("variants", "comma-separated subset of the variants (default: all)");
     if (!parser.parse({args.begin() + 1, args.end()})) return 0;
-    tune_runtime({"experiment"}, args);
+    runtime::tune_runtime({"experiment"}, args);
     return run_ablation(parser, {});
   }
   std::cout << "usage: alexnet experiment relu-vs-tanh|ablation [options]\n\n"

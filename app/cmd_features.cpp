@@ -10,8 +10,8 @@
 #include "data/image_decode.h"
 #include "experiments/feature_extraction.h"
 #include "experiments/feature_index.h"
-#include "runtime_tuning.h"
-#include "train/trainer.h"
+#include "runtime/runtime.h"
+#include "train/exported_model.h"
 #if ALEXNET_WITH_OPENCV
 #include "experiments/drawing.h"
 #endif
@@ -42,8 +42,8 @@ int run_features(const std::vector<std::string>& args) {
               "32")
       .option("threads", "intra-op threads (0: all cores)", "0");
   if (!parser.parse(args)) return 0;
-  tune_runtime({"features"}, args);
-  train::set_threads(parser.get_int("threads"));
+  runtime::tune_runtime({"features"}, args);
+  runtime::set_threads(parser.get_int("threads"));
   for (const char* required : {"model", "data", "out"}) {
     if (!parser.has(required)) {
       throw std::invalid_argument(std::string("--") + required +
@@ -52,7 +52,7 @@ int run_features(const std::vector<std::string>& args) {
   }
   const std::string model_path = parser.get("model"), source = parser.get("data");
   const std::string split = parser.get("split");
-  auto model = experiments::load_model(model_path);
+  auto model = train::load_exported_model(model_path);
   auto dataset = data::open_dataset(source, split);
   if (parser.get_int("limit") > 0) {
     dataset = data::subset(dataset, static_cast<size_t>(parser.get_int("limit")));
@@ -63,7 +63,7 @@ int run_features(const std::vector<std::string>& args) {
   options.pixel_size = parser.get_int("pixel-size");
   int64_t reported = 0;
   const auto index = experiments::extract_features(
-      model, model_path, dataset, source, split, options, [&](int64_t done, int64_t total) {
+      model, dataset, source, split, options, [&](int64_t done, int64_t total) {
         if (done - reported >= 2000 || done == total) {
           std::cerr << "features: " << done << " / " << total << "\n";
           reported = done;
@@ -99,8 +99,7 @@ int64_t parse_position(const std::string& text, int64_t size) {
 std::vector<Query> make_queries(const FeatureIndex& index, const std::vector<std::string>& texts,
                                 const std::string& model_override) {
   std::vector<Query> queries;
-  std::optional<torch::jit::Module> model;
-  std::string model_path;
+  std::optional<train::ExportedModel> model;
   for (const auto& text : texts) {
     Query query;
     query.text = text;
@@ -109,16 +108,15 @@ std::vector<Query> make_queries(const FeatureIndex& index, const std::vector<std
       query.feature = index.features[query.position];
     } else {
       if (!model) {
-        model_path = model_override.empty() ? index.model_path : model_override;
-        model = experiments::load_model(model_path);
+        model =
+            train::load_exported_model(model_override.empty() ? index.model_path : model_override);
       }
-      const auto preprocessing = experiments::read_preprocessing(*model, model_path);
       query.image = data::decode_image_file(text, 0);
       transforms::Rng rng(0);
-      auto input = experiments::preprocessing_pipeline(preprocessing)->apply(query.image, rng);
-      input = experiments::match_channels(input.unsqueeze(0), preprocessing.in_channels);
-      query.feature = experiments::model_features(*model, input)[0];
-      TORCH_CHECK(query.feature.size(0) == index.features.size(1), "model ", model_path, " gives ",
+      auto input = experiments::feature_pipeline(*model)->apply(query.image, rng);
+      input = experiments::match_channels(input.unsqueeze(0), model->in_channels);
+      query.feature = experiments::model_features(model->module, input)[0];
+      TORCH_CHECK(query.feature.size(0) == index.features.size(1), "model ", model->path, " gives ",
                   query.feature.size(0), "-d features but the index holds ", index.features.size(1),
                   "-d ones");
     }
@@ -205,8 +203,8 @@ int run_neighbours(const std::vector<std::string>& args) {
       .option("threads", "intra-op threads (0: all cores)", "0")
       .positionals("QUERY", "an image file, or #N for the N-th image of the index");
   if (!parser.parse(args)) return 0;
-  tune_runtime({"neighbours"}, args);
-  train::set_threads(parser.get_int("threads"));
+  runtime::tune_runtime({"neighbours"}, args);
+  runtime::set_threads(parser.get_int("threads"));
   if (!parser.has("index")) {
     throw std::invalid_argument("--index is required (see alexnet neighbours --help)");
   }

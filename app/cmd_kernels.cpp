@@ -5,6 +5,7 @@
 #include "experiments/feature_extraction.h"
 #include "experiments/kernel_grid.h"
 #include "train/checkpoint.h"
+#include "train/exported_model.h"
 #if ALEXNET_WITH_OPENCV
 #include "experiments/drawing.h"
 #endif
@@ -39,7 +40,8 @@ int run_kernels(const std::vector<std::string>& args) {
   int64_t columns = 0;  // unknown
   if (parser.has("model")) {
     path = parser.get("model");
-    weight = experiments::model_tensor(experiments::load_model(path), "conv1.weight", path);
+    weight =
+        experiments::model_tensor(train::load_exported_model(path).module, "conv1.weight", path);
   } else {
     path = parser.get("checkpoint");
     const auto checkpoint = train::load_checkpoint(path);

@@ -3,7 +3,6 @@
 #include <cstdio>
 #include <iostream>
 #include <stdexcept>
-#include <thread>
 
 #include <torch/script.h>
 #include <nlohmann/json.hpp>
@@ -11,107 +10,53 @@
 #include "cli.h"
 #include "data/dataset.h"
 #include "data/image_decode.h"
+#include "runtime/runtime.h"
+#include "train/exported_model.h"
 #include "transforms/transforms.h"
 
 namespace alexnet::cli {
 namespace {
 
-// What predict reads from the exported model (train/export.h).
-struct ScriptedModel {
-  torch::jit::Module module;
-  int64_t image_size = 0, resize_size = 0, in_channels = 0;
-  std::vector<double> mean, std;
-  std::vector<std::string> class_names;
-};
-
-c10::IValue attribute(const torch::jit::Module& module, const std::string& name,
-                      const std::string& path) {
-  if (!module.hasattr(name)) {
-    throw std::runtime_error("model '" + path + "' has no attribute '" + name +
-                             "' (not written by alexnet export?)");
-  }
-  return module.attr(name);
-}
-
-std::vector<double> double_list(const c10::IValue& value, const std::string& name,
-                                const std::string& path) {
-  if (!value.isList()) {
-    throw std::runtime_error("model '" + path + "' attribute '" + name + "' is not a list");
-  }
-  std::vector<double> out;
-  for (const auto& item : value.toListRef()) {
-    if (!item.isDouble() && !item.isInt()) {
-      throw std::runtime_error("model '" + path + "' attribute '" + name + "' holds a non-number");
-    }
-    out.push_back(item.isDouble() ? item.toDouble() : static_cast<double>(item.toInt()));
-  }
-  return out;
-}
-
-int64_t int_attribute(const torch::jit::Module& module, const std::string& name,
-                      const std::string& path) {
-  const auto value = attribute(module, name, path);
-  if (!value.isInt()) {
-    throw std::runtime_error("model '" + path + "' attribute '" + name + "' is not an int");
-  }
-  return value.toInt();
-}
-
-ScriptedModel load_model(const std::string& path) {
-  ScriptedModel model;
-  try {
-    model.module = torch::jit::load(path);
-  } catch (const c10::Error& e) {
-    throw std::runtime_error("cannot load TorchScript model '" + path +
-                             "': " + e.what_without_backtrace());
-  }
-  model.module.eval();
-  model.image_size = int_attribute(model.module, "image_size", path);
-  model.resize_size = int_attribute(model.module, "resize_size", path);
-  model.in_channels = int_attribute(model.module, "in_channels", path);
-  model.mean = double_list(attribute(model.module, "mean", path), "mean", path);
-  model.std = double_list(attribute(model.module, "std", path), "std", path);
-  const auto names = attribute(model.module, "class_names", path);
-  if (!names.isList()) {
-    throw std::runtime_error("model '" + path + "' attribute 'class_names' is not a list");
-  }
-  for (const auto& name : names.toListRef()) model.class_names.push_back(name.toStringRef());
-  const auto channels = static_cast<size_t>(model.in_channels);
-  if ((model.in_channels != 1 && model.in_channels != 3) ||
-      (!model.mean.empty() && model.mean.size() != channels) ||
-      (!model.std.empty() && model.std.size() != channels) || model.image_size < 1 ||
-      model.resize_size < model.image_size) {
-    throw std::runtime_error("model '" + path +
-                             "' has inconsistent preprocessing attributes (in_channels, mean, "
-                             "std, image_size, resize_size)");
-  }
-  return model;
-}
-
-// An image file -> [in_channels, image_size, image_size] float32, normalised as in training:
-// shorter side to resize_size, central crop, grey or colour, minus mean, divided by std.
-torch::Tensor prepare(const ScriptedModel& model, const std::string& path) {
-  torch::Tensor image = data::decode_image_file(path, /*size=*/0);  // [3, H, W] uint8 RGB
+// An image file -> [in_channels, image_size, image_size] float32, prepared as `alexnet eval`
+// prepares validation images.
+torch::Tensor prepare(const transforms::Transform& pipeline, const std::string& path) {
   transforms::Rng rng(0);
-  image = transforms::ResizeShorter(model.resize_size).apply(image, rng);
-  image = transforms::CenterCrop(model.image_size).apply(image, rng);
-  auto x = image.to(torch::kFloat32);
-  if (model.in_channels == 1) {
-    // ITU-R 601 luma, as PIL's convert("L"); exact for grey images stored as RGB.
-    x = (x[0] * 0.299 + x[1] * 0.587 + x[2] * 0.114).round().unsqueeze(0);
-  }
-  for (int64_t c = 0; c < model.in_channels; ++c) {
-    const auto i = static_cast<size_t>(c);
-    if (!model.mean.empty()) x[c].sub_(model.mean[i]);
-    if (!model.std.empty()) x[c].div_(model.std[i]);
-  }
-  return x;
+  return pipeline.apply(data::decode_image_file(path, /*size=*/0), rng);
 }
 
 std::string percent(double p) {
   char text[32];
   std::snprintf(text, sizeof(text), "%.1f%%", 100.0 * p);
   return text;
+}
+
+// What is said about an image that could not be prepared, naming the file.
+std::string failure_message(const std::exception& e, const std::string& image) {
+  // Decoding errors name the file; others (e.g. a crop larger than the image) get it.
+  if (const auto* c10_error = dynamic_cast<const c10::Error*>(&e)) {
+    return "'" + image + "': " + c10_error->what_without_backtrace();
+  }
+  if (dynamic_cast<const data::DecodeError*>(&e) == nullptr) return "'" + image + "': " + e.what();
+  return e.what();
+}
+
+// {image, top: [{label, class, probability}]} of one image from its top-k probabilities
+// `values` and `labels` ([k] each); `line` receives the same as one line of text.
+nlohmann::json top_entry(const std::string& image, const torch::Tensor& values,
+                         const torch::Tensor& labels, const std::vector<std::string>& class_names,
+                         std::string& line) {
+  nlohmann::json entry{{"image", image}, {"top", nlohmann::json::array()}};
+  line = image + ":";
+  for (int64_t r = 0; r < values.size(0); ++r) {
+    const int64_t label = labels[r].item<int64_t>();
+    const double p = values[r].item<double>();
+    const auto index = static_cast<size_t>(label);
+    const std::string name =
+        index < class_names.size() ? class_names[index] : "class " + std::to_string(label);
+    entry["top"].push_back({{"label", label}, {"class", name}, {"probability", p}});
+    line += (r ? "  " : " ") + std::to_string(r + 1) + ". " + name + " " + percent(p);
+  }
+  return entry;
 }
 
 int run_predict(const std::vector<std::string>& args) {
@@ -132,15 +77,13 @@ int run_predict(const std::vector<std::string>& args) {
   if (parser.positional().empty()) throw std::invalid_argument("no IMAGE given");
   const int64_t top = parser.get_int("top");
   const int64_t batch = parser.get_int("batch");
-  const int64_t threads = parser.get_int("threads");
   if (top < 1) throw std::invalid_argument("--top must be >= 1, got " + std::to_string(top));
   if (batch < 1) throw std::invalid_argument("--batch must be >= 1, got " + std::to_string(batch));
-  if (threads < 0) throw std::invalid_argument("--threads must be >= 0");
-  torch::set_num_threads(threads > 0 ? static_cast<int>(threads)
-                                     : static_cast<int>(std::thread::hardware_concurrency()));
+  runtime::set_threads(parser.get_int("threads"));
   const bool as_json = parser.get_flag("json");
 
-  ScriptedModel model = load_model(parser.get("model"));
+  train::ExportedModel model = train::load_exported_model(parser.get("model"));
+  const auto pipeline = transforms::eval_pipeline(model.pipeline_options(), /*ten_crop=*/false);
   const auto& images = parser.positional();
   nlohmann::json results = nlohmann::json::array();
   int failures = 0;
@@ -153,17 +96,11 @@ int run_predict(const std::vector<std::string>& args) {
     std::vector<nlohmann::json> slot(end - begin);
     for (size_t i = begin; i < end; ++i) {
       try {
-        inputs.push_back(prepare(model, images[i]));
+        inputs.push_back(prepare(*pipeline, images[i]));
         which.push_back(i);
       } catch (const std::exception& e) {
         ++failures;
-        // Decoding errors name the file; others (e.g. a crop larger than the image) get it.
-        std::string message = e.what();
-        if (const auto* c10_error = dynamic_cast<const c10::Error*>(&e)) {
-          message = "'" + images[i] + "': " + c10_error->what_without_backtrace();
-        } else if (dynamic_cast<const data::DecodeError*>(&e) == nullptr) {
-          message = "'" + images[i] + "': " + message;
-        }
+        const std::string message = failure_message(e, images[i]);
         slot[i - begin] = {{"image", images[i]}, {"error", message}};
         if (!as_json) std::cerr << "alexnet predict: error: " << message << "\n";
       }
@@ -175,19 +112,9 @@ int run_predict(const std::vector<std::string>& args) {
       const auto [values, labels] = probabilities.topk(k, 1);
       for (size_t j = 0; j < which.size(); ++j) {
         const auto row = static_cast<int64_t>(j);
-        nlohmann::json entry{{"image", images[which[j]]}, {"top", nlohmann::json::array()}};
-        std::string line = images[which[j]] + ":";
-        for (int64_t r = 0; r < k; ++r) {
-          const int64_t label = labels[row][r].item<int64_t>();
-          const double p = values[row][r].item<double>();
-          const auto index = static_cast<size_t>(label);
-          const std::string name = index < model.class_names.size()
-                                       ? model.class_names[index]
-                                       : "class " + std::to_string(label);
-          entry["top"].push_back({{"label", label}, {"class", name}, {"probability", p}});
-          line += (r ? "  " : " ") + std::to_string(r + 1) + ". " + name + " " + percent(p);
-        }
-        slot[which[j] - begin] = entry;
+        std::string line;
+        slot[which[j] - begin] =
+            top_entry(images[which[j]], values[row], labels[row], model.info.class_names, line);
         if (!as_json) std::cout << line << "\n";
       }
     }

@@ -12,7 +12,7 @@
 #include "cli.h"
 #include "distributed/environment.h"
 #include "distributed/launcher.h"
-#include "runtime_tuning.h"
+#include "runtime/runtime.h"
 #include "train/config.h"
 #include "train/trainer.h"
 
@@ -95,7 +95,7 @@ int run_train(const std::vector<std::string>& args) {
       .option("seed", "sets seed")
       .option("set",
               "other overrides, 'key=value' separated by ';' "
-              "(e.g. 'optimizer.rule=pytorch;schedule.milestones=[30,60]')")
+              "(e.g. 'optimizer.rule=pytorch;schedule.milestones=[30,60]'); may be repeated")
       .option("nproc",
               "data-parallel: start this many local processes (Gloo on the CPU); batch_size "
               "stays the global batch, split evenly over them",
@@ -107,7 +107,7 @@ int run_train(const std::vector<std::string>& args) {
       .option("master-port", "--nproc: rank 0's rendezvous port (default: a free one)", "0")
       .flag("print-config", "print the configuration that would be used and exit");
   if (!parser.parse(args)) return 0;
-  tune_runtime({"train"}, args);
+  runtime::tune_runtime({"train"}, args);
 
   std::string run_dir = parser.has("out") ? parser.get("out") : "";
   json config_json = train::to_json(train::TrainConfig());
@@ -142,14 +142,8 @@ int run_train(const std::vector<std::string>& args) {
   for (const auto& [option, key] : direct) {
     if (parser.has(option)) train::set_config_value(config_json, key, parser.get(option));
   }
-  if (parser.has("set")) {
-    for (const auto& item : split(parser.get("set"), ';')) {
-      const auto eq = item.find('=');
-      if (eq == std::string::npos) {
-        throw std::invalid_argument("--set expects key=value items, got '" + item + "'");
-      }
-      train::set_config_value(config_json, item.substr(0, eq), item.substr(eq + 1));
-    }
+  for (const auto& overrides : parser.get_all("set")) {
+    train::apply_config_overrides(config_json, overrides);
   }
   const train::TrainConfig config = train::config_from_json(config_json);
   if (parser.get_flag("print-config")) {
@@ -177,7 +171,7 @@ int run_train(const std::vector<std::string>& args) {
       std::chrono::milliseconds(static_cast<int64_t>(1000 * parser.get_double("dist-timeout")));
   const bool quiet = distributed.rank > 0;  // rank 0 speaks for the job
 
-  train::set_threads(config.threads);
+  runtime::set_threads(config.threads);
   const train::RunData data = train::open_run_data(config.data);
 
   g_stop = false;

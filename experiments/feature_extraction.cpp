@@ -8,79 +8,12 @@
 namespace alexnet::experiments {
 namespace {
 
-c10::IValue attribute(const torch::jit::Module& model, const std::string& name,
-                      const std::string& what) {
-  if (!model.hasattr(name)) {
-    throw std::runtime_error("model " + what + " has no attribute '" + name +
-                             "' (expected a model written by `alexnet export`)");
-  }
-  return model.attr(name);
-}
-
-int64_t int_attribute(const torch::jit::Module& model, const std::string& name,
-                      const std::string& what) {
-  const auto value = attribute(model, name, what);
-  if (value.isInt()) return value.toInt();
-  if (value.isTensor() && value.toTensor().numel() == 1) return value.toTensor().item<int64_t>();
-  throw std::runtime_error("model " + what + ": attribute '" + name + "' is not an integer");
-}
-
-std::vector<double> double_list_attribute(const torch::jit::Module& model, const std::string& name,
-                                          const std::string& what) {
-  const auto value = attribute(model, name, what);
-  std::vector<double> out;
-  if (value.isTensor()) {
-    const auto t = value.toTensor().to(torch::kCPU, torch::kDouble).contiguous().flatten();
-    out.assign(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
-  } else if (value.isList()) {
-    for (const auto& item : value.toListRef()) {
-      if (!item.isDouble() && !item.isInt()) {
-        throw std::runtime_error("model " + what + ": attribute '" + name +
-                                 "' is not a list of numbers");
-      }
-      out.push_back(item.isDouble() ? item.toDouble() : static_cast<double>(item.toInt()));
-    }
-  } else {
-    throw std::runtime_error("model " + what + ": attribute '" + name + "' is not a list");
-  }
-  return out;
-}
-
-std::vector<std::string> string_list_attribute(const torch::jit::Module& model,
-                                               const std::string& name, const std::string& what) {
-  const auto value = attribute(model, name, what);
-  if (!value.isList()) {
-    throw std::runtime_error("model " + what + ": attribute '" + name + "' is not a list");
-  }
-  std::vector<std::string> out;
-  for (const auto& item : value.toListRef()) {
-    if (!item.isString()) {
-      throw std::runtime_error("model " + what + ": attribute '" + name +
-                               "' is not a list of strings");
-    }
-    out.push_back(item.toStringRef());
-  }
-  return out;
-}
-
 torch::Device model_device(const torch::jit::Module& model) {
   for (const auto& p : model.parameters()) return p.device();
   return torch::kCPU;
 }
 
 }  // namespace
-
-torch::jit::Module load_model(const std::string& path) {
-  torch::jit::Module model;
-  try {
-    model = torch::jit::load(path, torch::kCPU);
-  } catch (const c10::Error& e) {
-    throw std::runtime_error("cannot load TorchScript model " + path + ": " +
-                             e.what_without_backtrace());
-  }
-  model.eval();
-  return model;
-}
 
 torch::Tensor model_tensor(const torch::jit::Module& model, const std::string& name,
                            const std::string& what) {
@@ -110,36 +43,9 @@ torch::Tensor model_tensor(const torch::jit::Module& model, const std::string& n
                            underscored + "')");
 }
 
-ModelPreprocessing read_preprocessing(const torch::jit::Module& model, const std::string& what) {
-  ModelPreprocessing p;
-  p.class_names = string_list_attribute(model, "class_names", what);
-  p.image_size = int_attribute(model, "image_size", what);
-  p.resize_size = int_attribute(model, "resize_size", what);
-  p.in_channels = int_attribute(model, "in_channels", what);
-  p.mean = double_list_attribute(model, "mean", what);
-  p.std = double_list_attribute(model, "std", what);
-  if (p.image_size <= 0 || p.resize_size < 0 ||
-      (p.resize_size > 0 && p.resize_size < p.image_size)) {
-    throw std::runtime_error("model " + what + ": image_size " + std::to_string(p.image_size) +
-                             " and resize_size " + std::to_string(p.resize_size) +
-                             " are inconsistent (need 0 < image_size <= resize_size, or "
-                             "resize_size 0)");
-  }
-  if (p.in_channels != 1 && p.in_channels != 3) {
-    throw std::runtime_error("model " + what + ": in_channels " + std::to_string(p.in_channels) +
-                             " (expected 1 or 3)");
-  }
-  return p;
-}
-
-transforms::TransformPtr preprocessing_pipeline(const ModelPreprocessing& preprocessing) {
-  transforms::PipelineOptions options;
-  options.resize = preprocessing.resize_size;
-  options.crop = preprocessing.image_size;
-  options.mean = preprocessing.mean;
-  options.std = preprocessing.std;
-  options.pca_lighting = false;
-  options.flip = false;
+transforms::TransformPtr feature_pipeline(const train::ExportedModel& model) {
+  auto options = model.pipeline_options();
+  options.channels = 0;  // match_channels adapts the channels after normalisation
   return transforms::eval_pipeline(options, /*ten_crop=*/false);
 }
 
@@ -174,30 +80,28 @@ torch::Tensor pixel_vectors(const torch::Tensor& input, int64_t pixel_size) {
   return x.flatten(1).contiguous();
 }
 
-FeatureIndex extract_features(torch::jit::Module& model, const std::string& model_path,
-                              const data::DatasetPtr& dataset, const std::string& data_source,
-                              const std::string& split, const FeatureOptions& options,
+FeatureIndex extract_features(train::ExportedModel& model, const data::DatasetPtr& dataset,
+                              const std::string& data_source, const std::string& split,
+                              const FeatureOptions& options,
                               const std::function<void(int64_t, int64_t)>& progress) {
   TORCH_CHECK(dataset != nullptr && dataset->size() > 0, "features: the data set ", data_source,
               " (", split, ") is empty");
   TORCH_CHECK(options.batch_size > 0, "features: batch size must be positive");
   TORCH_CHECK(options.pixel_size >= 0, "features: pixel size must not be negative");
-  const auto preprocessing = read_preprocessing(model, model_path);
-  model.eval();
 
   data::LoaderOptions loader_options;
   loader_options.batch_size = options.batch_size;
   loader_options.workers = options.workers;
   loader_options.shuffle = false;
-  data::Loader loader(dataset, preprocessing_pipeline(preprocessing), loader_options);
+  data::Loader loader(dataset, feature_pipeline(model), loader_options);
   loader.start_epoch(0);
 
   std::vector<torch::Tensor> features, pixels, labels;
   FeatureIndex index;
   int64_t done = 0;
   while (auto batch = loader.next()) {
-    const auto input = match_channels(batch->images, preprocessing.in_channels);
-    features.push_back(model_features(model, input));
+    const auto input = match_channels(batch->images, model.in_channels);
+    features.push_back(model_features(model.module, input));
     if (options.pixel_size > 0) pixels.push_back(pixel_vectors(input, options.pixel_size));
     labels.push_back(batch->labels.to(torch::kLong));
     for (int64_t i : batch->indices) {
@@ -214,7 +118,7 @@ FeatureIndex extract_features(torch::jit::Module& model, const std::string& mode
   index.class_names = dataset->class_names();
   index.data_source = data_source;
   index.split = split;
-  index.model_path = model_path;
+  index.model_path = model.path;
   index.validate();
   return index;
 }

@@ -10,23 +10,10 @@
 
 #include "data/dataset.h"
 #include "experiments/feature_index.h"
+#include "train/exported_model.h"
 #include "transforms/transforms.h"
 
 namespace alexnet::experiments {
-
-/// The preprocessing an exported model declares in its attributes (see train/export.h):
-/// class_names, image_size, resize_size, mean and std (0..255 scale), in_channels.
-struct ModelPreprocessing {
-  std::vector<std::string> class_names;
-  int64_t image_size = 224;
-  int64_t resize_size = 256;
-  int64_t in_channels = 3;
-  std::vector<double> mean;
-  std::vector<double> std;
-};
-
-/// Loads a TorchScript model onto the CPU, in eval mode; throws naming the file.
-torch::jit::Module load_model(const std::string& path);
 
 /// A parameter, buffer or tensor attribute of a TorchScript model by its dotted name, e.g.
 /// "conv1.weight" (also found as "conv1_weight" or at any depth, "model.conv1.weight"). Throws
@@ -34,13 +21,10 @@ torch::jit::Module load_model(const std::string& path);
 torch::Tensor model_tensor(const torch::jit::Module& model, const std::string& name,
                            const std::string& what);
 
-/// Reads the attributes; throws naming `what` (the model file) and the missing or malformed
-/// attribute.
-ModelPreprocessing read_preprocessing(const torch::jit::Module& model, const std::string& what);
-
-/// The evaluation pipeline for the model: ResizeShorter(resize_size), CenterCrop(resize_size),
-/// CenterCrop(image_size), mean/std. Returns [C, image_size, image_size] float32.
-transforms::TransformPtr preprocessing_pipeline(const ModelPreprocessing& preprocessing);
+/// The evaluation pipeline of an exported model (ResizeShorter(resize_size),
+/// CenterCrop(resize_size), CenterCrop(image_size), mean/std) keeping the image's channels.
+/// Returns [C, image_size, image_size] float32; match_channels adapts C to the model.
+transforms::TransformPtr feature_pipeline(const train::ExportedModel& model);
 
 /// Adapts a batch [B, C, h, w] float32 to the model's channels: 3 -> 1 averages the channels,
 /// 1 -> 3 replicates; other mismatches throw.
@@ -65,12 +49,12 @@ struct FeatureOptions {
 };
 
 /// Computes the features (and pixel vectors) of every image of `dataset` in order, with the
-/// model's preprocessing. `data_source`, `split` and `model_path` are recorded in the index.
+/// model's preprocessing. `data_source`, `split` and the model's file are recorded in the index.
 /// Images that fail to decode are left out (and reported by the loader). `progress`, when
 /// given, is called after every batch with (images done, images in the data set).
-FeatureIndex extract_features(torch::jit::Module& model, const std::string& model_path,
-                              const data::DatasetPtr& dataset, const std::string& data_source,
-                              const std::string& split, const FeatureOptions& options,
+FeatureIndex extract_features(train::ExportedModel& model, const data::DatasetPtr& dataset,
+                              const std::string& data_source, const std::string& split,
+                              const FeatureOptions& options,
                               const std::function<void(int64_t, int64_t)>& progress = {});
 
 }  // namespace alexnet::experiments

@@ -112,6 +112,20 @@ TEST_CASE("set_config_value parses values and refuses unknown keys", "[config]")
                     Catch::Contains("optimizer.learning_rate"));
 }
 
+TEST_CASE("apply_config_overrides sets each key=value item in order", "[config]") {
+  json j = alexnet::train::to_json(TrainConfig());
+  alexnet::train::apply_config_overrides(j, "optimizer.lr=0.5;;schedule.milestones=[1,2]");
+  alexnet::train::apply_config_overrides(j, "optimizer.lr=0.25");
+  const auto config = config_from_json(j);
+  CHECK(config.optimizer.lr == 0.25);
+  CHECK(config.schedule.milestones == std::vector<double>{1, 2});
+  CHECK_THROWS_WITH(alexnet::train::apply_config_overrides(j, "optimizer.lr"),
+                    Catch::Contains("'optimizer.lr' is not key=value"));
+  CHECK_THROWS_WITH(alexnet::train::apply_config_overrides(j, "=1"), Catch::Contains("'=1'"));
+  CHECK_THROWS_WITH(alexnet::train::apply_config_overrides(j, "optimizer.rate=1"),
+                    Catch::Contains("optimizer.rate"));
+}
+
 TEST_CASE("The shipped configurations parse", "[config]") {
   const std::string dir = std::string(ALEXNET_SOURCE_DIR) + "/configs/";
   const auto demo = config_from_json(alexnet::train::read_json_file(dir + "fashion-mnist.json"));

@@ -63,6 +63,7 @@ torch::jit::Module tiny_model() {
   model.register_attribute("image_size", c10::IntType::get(), int64_t{8});
   model.register_attribute("resize_size", c10::IntType::get(), int64_t{10});
   model.register_attribute("in_channels", c10::IntType::get(), int64_t{3});
+  model.register_attribute("num_classes", c10::IntType::get(), int64_t{3});
   model.register_attribute("mean", c10::ListType::ofFloats(), c10::List<double>({100, 110, 120}));
   model.register_attribute("std", c10::ListType::ofFloats(), c10::List<double>());
   model.define(R"JIT(
@@ -205,22 +206,22 @@ TEST_CASE("Nearest neighbours start with the query itself at distance 0", "[expe
 }
 
 TEST_CASE("Features of a tiny model go into an index that reads back", "[experiments]") {
-  auto model = tiny_model();
-  const auto preprocessing = read_preprocessing(model, "tiny");
-  CHECK(preprocessing.image_size == 8);
-  CHECK(preprocessing.resize_size == 10);
-  CHECK(preprocessing.mean == std::vector<double>{100, 110, 120});
-  CHECK(preprocessing.std.empty());
-  CHECK(preprocessing.class_names == std::vector<std::string>{"zero", "one", "two"});
-  CHECK(model_tensor(model, "conv1.weight", "tiny").sizes() == torch::IntArrayRef({6, 3, 5, 5}));
-  CHECK_THROWS_WITH(model_tensor(model, "conv9.weight", "tiny"), Catch::Contains("conv9"));
+  auto model = alexnet::train::read_exported_model(tiny_model(), "tiny.pt");
+  CHECK(model.info.image_size == 8);
+  CHECK(model.info.resize_size == 10);
+  CHECK(model.info.mean == std::vector<double>{100, 110, 120});
+  CHECK(model.info.std.empty());
+  CHECK(model.info.class_names == std::vector<std::string>{"zero", "one", "two"});
+  CHECK(model_tensor(model.module, "conv1.weight", "tiny").sizes() ==
+        torch::IntArrayRef({6, 3, 5, 5}));
+  CHECK_THROWS_WITH(model_tensor(model.module, "conv9.weight", "tiny"), Catch::Contains("conv9"));
 
   auto dataset = std::make_shared<TinyDataset>(11);
   FeatureOptions options;
   options.batch_size = 4;
   options.workers = 0;
   options.pixel_size = 4;
-  const auto index = extract_features(model, "tiny.pt", dataset, "tiny-source", "test", options);
+  const auto index = extract_features(model, dataset, "tiny-source", "test", options);
   REQUIRE(index.size() == 11);
   CHECK(index.features.sizes() == torch::IntArrayRef({11, 16}));
   CHECK(index.pixels.sizes() == torch::IntArrayRef({11, 3 * 4 * 4}));
@@ -229,9 +230,9 @@ TEST_CASE("Features of a tiny model go into an index that reads back", "[experim
   // The stored features are what the model computes on the preprocessed image.
   {
     alexnet::transforms::Rng rng(0);
-    const auto input = preprocessing_pipeline(preprocessing)->apply(dataset->get(7).image, rng);
+    const auto input = feature_pipeline(model)->apply(dataset->get(7).image, rng);
     CHECK(input.sizes() == torch::IntArrayRef({3, 8, 8}));
-    const auto expected = model_features(model, input.unsqueeze(0))[0];
+    const auto expected = model_features(model.module, input.unsqueeze(0))[0];
     CHECK(torch::allclose(index.features[7], expected, 1e-4, 1e-4));
   }
 

@@ -14,7 +14,9 @@
 #include <nlohmann/json.hpp>
 
 #include "model/alexnet.h"
+#include "tests/support.h"
 #include "train/export.h"
+#include "train/exported_model.h"
 
 #if ALEXNET_WITH_OPENCV
 #include <opencv2/core.hpp>
@@ -22,7 +24,6 @@
 
 #include "data/image_decode.h"
 #include "transforms/transforms.h"
-#include "tests/support.h"
 #endif
 
 using alexnet::AlexNet;
@@ -274,6 +275,82 @@ TEST_CASE("save_torchscript writes atomically and the file loads back", "[export
 
   CHECK_THROWS_WITH(alexnet::train::save_torchscript(model, tiny_info(3), "/proc/no/model.pt"),
                     Catch::Contains("/proc/no"));
+  fs::remove_all(dir);
+}
+
+// A module with the attributes of an exported model of 3 classes and 1 input channel, except
+// that `leave_out` is not registered and `replace` is registered as a string.
+torch::jit::Module module_with_attributes(const std::string& leave_out,
+                                          const std::string& replace) {
+  torch::jit::Module module("Exported");
+  auto add = [&](const std::string& name, const c10::TypePtr& type, const c10::IValue& value) {
+    if (name == leave_out) return;
+    if (name == replace) {
+      module.register_attribute(name, c10::StringType::get(), std::string("wrong"));
+    } else {
+      module.register_attribute(name, type, value);
+    }
+  };
+  add("class_names", c10::ListType::ofStrings(), c10::List<std::string>({"a", "b", "c"}));
+  add("image_size", c10::IntType::get(), int64_t{64});
+  add("resize_size", c10::IntType::get(), int64_t{72});
+  add("in_channels", c10::IntType::get(), int64_t{1});
+  add("num_classes", c10::IntType::get(), int64_t{3});
+  add("mean", c10::ListType::ofFloats(), c10::List<double>({100.0}));
+  add("std", c10::ListType::ofFloats(), c10::List<double>({50.0}));
+  module.define("def forward(self, x):\n    return x\n");
+  return module;
+}
+
+TEST_CASE("load_exported_model reads the attributes and names what is wrong", "[export]") {
+  using alexnet::train::load_exported_model;
+  const fs::path dir = fresh_dir("exported_model");
+  AlexNet model = make_model(AlexNetOptions().in_channels(1));
+  const std::string good = (dir / "model.pt").string();
+  alexnet::train::save_torchscript(model, tiny_info(1), good);
+  const auto loaded = load_exported_model(good);
+  CHECK(loaded.path == good);
+  CHECK(loaded.in_channels == 1);
+  CHECK(loaded.num_classes == 10);
+  CHECK(loaded.info.class_names.at(4) == "class 4");
+  CHECK(loaded.info.mean == std::vector<double>{100.0});
+  CHECK(loaded.info.std == std::vector<double>{50.0});
+  CHECK_FALSE(loaded.module.is_training());
+  const auto pipeline = loaded.pipeline_options();
+  CHECK(pipeline.resize == 72);
+  CHECK(pipeline.crop == 64);
+  CHECK(pipeline.channels == 1);
+
+  const std::string missing = (dir / "missing.pt").string();
+  CHECK_THROWS_WITH(load_exported_model(missing), Catch::Contains(missing));
+  const std::string junk = (dir / "junk.pt").string();
+  std::ofstream(junk) << "not a model";
+  CHECK_THROWS_WITH(load_exported_model(junk), Catch::Contains(junk));
+
+  for (const std::string name :
+       {"class_names", "image_size", "resize_size", "in_channels", "num_classes", "mean", "std"}) {
+    const std::string without = (dir / ("without_" + name + ".pt")).string();
+    module_with_attributes(name, "").save(without);
+    CHECK_THROWS_WITH(load_exported_model(without),
+                      Catch::Contains(without) && Catch::Contains("'" + name + "' is missing"));
+    const std::string wrong = (dir / ("wrong_" + name + ".pt")).string();
+    module_with_attributes("", name).save(wrong);
+    CHECK_THROWS_WITH(load_exported_model(wrong),
+                      Catch::Contains(wrong) && Catch::Contains("'" + name + "' is not a"));
+  }
+  // Values of the right type that do not fit together.
+  auto bad = module_with_attributes("", "");
+  bad.setattr("resize_size", int64_t{60});
+  CHECK_THROWS_WITH(alexnet::train::read_exported_model(bad, "bad.pt"),
+                    Catch::Contains("bad.pt") && Catch::Contains("'resize_size'"));
+  bad = module_with_attributes("", "");
+  bad.setattr("mean", c10::List<double>({1.0, 2.0, 3.0}));
+  CHECK_THROWS_WITH(alexnet::train::read_exported_model(bad, "bad.pt"),
+                    Catch::Contains("'mean' holds 3 values for 1 input channels"));
+  bad = module_with_attributes("", "");
+  bad.setattr("class_names", c10::List<std::string>({"a"}));
+  CHECK_THROWS_WITH(alexnet::train::read_exported_model(bad, "bad.pt"),
+                    Catch::Contains("'class_names' holds 1 names for 3 classes"));
   fs::remove_all(dir);
 }
 

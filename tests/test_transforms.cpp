@@ -90,6 +90,30 @@ TEST_CASE("RandomHorizontalFlip mirrors columns", "[transforms]") {
   CHECK(flips < 570);
 }
 
+TEST_CASE("MatchChannels takes the luma of RGB and replicates grey", "[transforms]") {
+  Rng rng(0);
+  auto rgb = torch::tensor({255, 0, 10, 0, 255, 20, 0, 0, 30}, torch::kByte).view({3, 1, 3});
+  auto grey = MatchChannels(1).apply(rgb, rng);
+  CHECK(grey.scalar_type() == torch::kByte);
+  REQUIRE(grey.sizes() == c10::IntArrayRef({1, 1, 3}));
+  // 0.299 * 255 = 76.2, 0.587 * 255 = 149.7, 0.299 * 10 + 0.587 * 20 + 0.114 * 30 = 18.15.
+  CHECK(grey[0][0][0].item<int>() == 76);
+  CHECK(grey[0][0][1].item<int>() == 150);
+  CHECK(grey[0][0][2].item<int>() == 18);
+  CHECK(torch::equal(MatchChannels(3).apply(rgb, rng), rgb));
+  auto back = MatchChannels(3).apply(grey, rng);
+  REQUIRE(back.sizes() == c10::IntArrayRef({3, 1, 3}));
+  CHECK(torch::equal(back[2], grey[0]));
+  CHECK_THROWS_WITH(MatchChannels(1).apply(torch::zeros({2, 4, 4}), rng),
+                    Catch::Contains("2 channels"));
+  // A pipeline with channels set converts before cropping.
+  PipelineOptions options;
+  options.resize = 0;
+  options.crop = 1;
+  options.channels = 1;
+  CHECK(eval_pipeline(options, false)->apply(rgb, rng).sizes() == c10::IntArrayRef({1, 1, 1}));
+}
+
 TEST_CASE("ToFloat and Normalize", "[transforms]") {
   Rng rng(0);
   auto image = torch::randint(0, 256, {3, 8, 8}, torch::kByte);

@@ -390,6 +390,20 @@ void set_config_value(json& object, const std::string& key, const std::string& v
   *node = parsed;
 }
 
+void apply_config_overrides(json& object, const std::string& overrides) {
+  std::stringstream in(overrides);
+  std::string item;
+  while (std::getline(in, item, ';')) {
+    if (item.empty()) continue;
+    const auto eq = item.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      throw std::invalid_argument("configuration override '" + item +
+                                  "' is not key=value (items are separated by ';')");
+    }
+    set_config_value(object, item.substr(0, eq), item.substr(eq + 1));
+  }
+}
+
 json merge_json(json base, const json& overrides) {
   if (!base.is_object() || !overrides.is_object()) return overrides;
   for (const auto& item : overrides.items()) {

@@ -120,6 +120,10 @@ nlohmann::json read_json_file(const std::string& path);
 /// Sets a dotted key ("optimizer.lr") to `value`, parsed as JSON when it parses (numbers,
 /// true/false, lists) and as a string otherwise. Throws naming an unknown key.
 void set_config_value(nlohmann::json& json, const std::string& key, const std::string& value);
+/// set_config_value for each "key=value" item of `overrides`, in order; items are separated
+/// by ';' (e.g. "optimizer.lr=0.02;schedule.milestones=[30,60]"), empty ones skipped. Throws
+/// naming an item without '=' or without a key.
+void apply_config_overrides(nlohmann::json& json, const std::string& overrides);
 /// `base` with the keys of `overrides` replaced (objects merged recursively).
 nlohmann::json merge_json(nlohmann::json base, const nlohmann::json& overrides);
 

@@ -1,9 +1,6 @@
 #include "train/trainer.h"
 
-#include <dlfcn.h>
-
 #include <algorithm>
-#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -15,6 +12,7 @@
 
 #include "data/loader.h"
 #include "distributed/communicator.h"
+#include "runtime/runtime.h"
 #include "train/metrics.h"
 #include "train/optimizer.h"
 #include "train/schedule.h"
@@ -49,37 +47,6 @@ std::string lr_text(double lr) {
 }
 
 }  // namespace
-
-std::string blas_advice() {
-  using CoreName = char* (*)();
-  auto core_name = reinterpret_cast<CoreName>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
-  if (core_name == nullptr || core_name() == nullptr) return "";
-  std::string core = core_name();
-  std::transform(core.begin(), core.end(), core.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  const bool generic = core == "prescott" || core == "core2" || core == "nehalem" ||
-                       core == "katmai" || core == "unknown";
-  if (!generic || std::getenv("OPENBLAS_CORETYPE") != nullptr) return "";
-  const char* better = nullptr;
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")) {
-    better = "SKYLAKEX";
-  } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-    better = "HASWELL";
-  }
-  if (better == nullptr) return "";
-  return std::string("warning: OpenBLAS runs its generic '") + core_name() +
-         "' kernels although this CPU has " +
-         (std::string(better) == "SKYLAKEX" ? "AVX-512" : "AVX2") +
-         " (its CPU model is hidden, e.g. in a VM); matrix products run about 5x faster with "
-         "OPENBLAS_CORETYPE=" +
-         better + " in the environment (the alexnet command sets it and restarts itself)";
-}
-
-void set_threads(int64_t threads) {
-  const auto cores = static_cast<int64_t>(std::thread::hardware_concurrency());
-  torch::set_num_threads(static_cast<int>(threads > 0 ? threads : std::max<int64_t>(1, cores)));
-}
 
 alexnet::AlexNet model_from_checkpoint(const Checkpoint& checkpoint) {
   TORCH_CHECK(checkpoint.config.contains("model"), "checkpoint configuration has no 'model'");
@@ -197,7 +164,7 @@ Run::Run(TrainConfig config, const RunData& data, const RunOptions& options)
   // Data-parallel: the processes on a machine share its cores.
   const distributed::DistributedConfig& dist = options.distributed;
   const auto cores = static_cast<int64_t>(std::thread::hardware_concurrency());
-  set_threads(config_.threads > 0 || !dist.enabled()
+  runtime::set_threads(config_.threads > 0 || !dist.enabled()
                   ? config_.threads
                   : std::max<int64_t>(1, cores / dist.local_world_size));
   devices_ = dist.enabled() ? distributed::devices_for_rank(resolve_devices(config_.devices), dist.local_rank)
@@ -210,7 +177,7 @@ Run::Run(TrainConfig config, const RunData& data, const RunOptions& options)
   }
   writer_ = !comm_ || comm_->rank() == 0;
   log_ = writer_ ? options.log : &discard_;
-  if (const auto advice = blas_advice(); !advice.empty()) *log_ << advice << std::endl;
+  if (const auto advice = runtime::blas_advice(); !advice.empty()) *log_ << advice << std::endl;
 
   run_dir_ = options.run_dir;
   last_path_ = (run_dir_ / "checkpoints" / "last.pt").string();

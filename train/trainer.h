@@ -86,12 +86,4 @@ TrainSummary train(TrainConfig config, const RunData& data, const RunOptions& op
 /// The model a checkpoint describes, on the CPU, single-device, in eval mode.
 alexnet::AlexNet model_from_checkpoint(const Checkpoint& checkpoint);
 
-/// A warning with the remedy when LibTorch's OpenBLAS runs its generic kernels on a CPU with
-/// AVX2 or AVX-512 (OpenBLAS cannot identify CPUs whose model a VM hides; the fix is the
-/// OPENBLAS_CORETYPE environment variable). Empty when there is nothing to say.
-std::string blas_advice();
-
-/// Sets LibTorch's intra-op threads: `threads`, or all cores when 0 (LibTorch would use one).
-void set_threads(int64_t threads);
-
 }  // namespace alexnet::train

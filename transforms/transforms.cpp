@@ -263,6 +263,33 @@ std::string RandomHorizontalFlip::name() const {
   return out.str();
 }
 
+MatchChannels::MatchChannels(int64_t channels) : channels_(channels) {
+  TORCH_CHECK(channels == 1 || channels == 3, "MatchChannels: channels must be 1 or 3, got ",
+              channels);
+}
+
+torch::Tensor MatchChannels::apply(torch::Tensor image, Rng&) const {
+  check_image(image, "MatchChannels");
+  const int64_t channels = image.size(-3);
+  if (channels == channels_) return image;
+  TORCH_CHECK(channels == 1 || channels == 3, name(), ": the image has ", channels,
+              " channels (expected 1 or 3)");
+  if (channels == 1) {
+    auto sizes = image.sizes().vec();
+    sizes[sizes.size() - 3] = channels_;
+    return image.expand(sizes).contiguous();
+  }
+  const auto x = image.to(torch::kFloat);
+  const auto grey = (x.select(-3, 0) * 0.299 + x.select(-3, 1) * 0.587 + x.select(-3, 2) * 0.114)
+                        .round()
+                        .unsqueeze(-3);
+  return grey.to(image.scalar_type());
+}
+
+std::string MatchChannels::name() const {
+  return "MatchChannels(" + std::to_string(channels_) + ")";
+}
+
 torch::Tensor ToFloat::apply(torch::Tensor image, Rng&) const { return to_float(image); }
 
 bool ToFloat::compose_channel_affine(int64_t, Rng&, std::vector<double>&,
@@ -421,6 +448,10 @@ void add_resize(std::vector<TransformPtr>& steps, const PipelineOptions& options
   }
 }
 
+void add_match_channels(std::vector<TransformPtr>& steps, const PipelineOptions& options) {
+  if (options.channels != 0) steps.push_back(std::make_shared<MatchChannels>(options.channels));
+}
+
 void add_normalize(std::vector<TransformPtr>& steps, const PipelineOptions& options) {
   if (!options.mean.empty()) {
     steps.push_back(std::make_shared<Normalize>(options.mean, options.std));
@@ -434,6 +465,7 @@ void add_normalize(std::vector<TransformPtr>& steps, const PipelineOptions& opti
 TransformPtr training_pipeline(const PipelineOptions& options) {
   std::vector<TransformPtr> steps;
   add_resize(steps, options);
+  add_match_channels(steps, options);
   steps.push_back(std::make_shared<RandomCrop>(options.crop));
   if (options.flip) steps.push_back(std::make_shared<RandomHorizontalFlip>(0.5));
   steps.push_back(std::make_shared<ToFloat>());
@@ -450,6 +482,7 @@ TransformPtr training_pipeline(const PipelineOptions& options) {
 TransformPtr eval_pipeline(const PipelineOptions& options, bool ten_crop) {
   std::vector<TransformPtr> steps;
   add_resize(steps, options);
+  add_match_channels(steps, options);
   if (ten_crop) {
     steps.push_back(std::make_shared<TenCrop>(options.crop));
   } else {

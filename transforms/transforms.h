@@ -116,6 +116,19 @@ class RandomHorizontalFlip : public Transform {
   double p_;
 };
 
+/// Gives the image `channels` channels (1 or 3): RGB becomes grey by ITU-R 601 luma
+/// (0.299 R + 0.587 G + 0.114 B, rounded to a whole level, as PIL's convert("L")), grey becomes
+/// RGB by replication; an image that has them already is returned unchanged. Keeps the dtype.
+class MatchChannels : public Transform {
+ public:
+  explicit MatchChannels(int64_t channels);
+  torch::Tensor apply(torch::Tensor image, Rng& rng) const override;
+  std::string name() const override;
+
+ private:
+  int64_t channels_;
+};
+
 /// Converts to float32, keeping the 0..255 scale.
 class ToFloat : public Transform {
  public:
@@ -197,16 +210,20 @@ struct PipelineOptions {
   std::vector<double> mean;
   /// Per-channel std on the 0..255 scale (divided by); empty: 1.
   std::vector<double> std;
+  /// Channels of the output, 1 or 3, made by MatchChannels after the resize; 0 keeps the
+  /// image's own.
+  int64_t channels = 0;
   /// PCA lighting data (see PcaLighting); undefined: the ImageNet values.
   torch::Tensor eigenvalues, eigenvectors;
   double alphastd = 0.1;
 };
 
 /// The paper's training pipeline: ResizeShorter(resize), CenterCrop(resize),
-/// RandomCrop(crop), RandomHorizontalFlip, ToFloat, PcaLighting, Normalize(mean, std).
-/// Returns [3, crop, crop] float32.
+/// MatchChannels(channels) when set, RandomCrop(crop), RandomHorizontalFlip, ToFloat, PcaLighting,
+/// Normalize(mean, std). Returns [3, crop, crop] float32.
 TransformPtr training_pipeline(const PipelineOptions& options);
-/// The evaluation pipeline: ResizeShorter(resize), CenterCrop(resize), then CenterCrop(crop)
+/// The evaluation pipeline: ResizeShorter(resize), CenterCrop(resize), MatchChannels(channels)
+/// when set, then CenterCrop(crop)
 /// (returns [3, crop, crop]) or TenCrop(crop) (returns [10, 3, crop, crop]), ToFloat,
 /// Normalize(mean, std). Float32.
 TransformPtr eval_pipeline(const PipelineOptions& options, bool ten_crop);

@@ -2,50 +2,40 @@
 // local_response_norm and against a clone() of the same tensor (the memory-traffic floor).
 #include <iomanip>
 #include <iostream>
-#include <thread>
 
 #include <nlohmann/json.hpp>
 
-#include "bench_timing.h"
-#include "cli.h"
+#include "bench/bench.h"
+#include "bench/options.h"
+#include "bench/timing.h"
 #include "model/lrn.h"
 
-namespace alexnet::cli {
-namespace {
+namespace alexnet::bench {
 
-int run_bench_lrn(const std::vector<std::string>& args) {
-  ArgParser parser("alexnet bench lrn [options]",
-                   "Times forward + backward of the fused LocalResponseNorm (the paper's "
-                   "constants: n 5, alpha 1e-4, beta 0.75, k 2) on an [N, C, S, S] float tensor, "
-                   "torch::nn::functional::local_response_norm with the same constants "
-                   "(alpha * n), and clone() of the tensor. Median of the repeats.");
+int run_lrn(const std::vector<std::string>& args) {
+  cli::ArgParser parser(
+      "alexnet bench lrn [options]",
+      "Times forward + backward of the fused LocalResponseNorm (the paper's "
+      "constants: n 5, alpha 1e-4, beta 0.75, k 2) on an [N, C, S, S] float tensor, "
+      "torch::nn::functional::local_response_norm with the same constants "
+      "(alpha * n), and clone() of the tensor. Median of the repeats.");
   parser.option("batch", "N", "64")
       .option("channels", "C", "96")
-      .option("size", "S (height and width)", "55")
-      .option("threads", "intra-op threads (0: all hardware threads)", "0")
-      .option("repeats", "timed repeats of each measurement", "5")
-      .option("torch-repeats", "timed repeats of torch's op (slow)", "3")
-      .option("device", "cpu or cuda:N", "cpu")
-      .flag("forward-only", "time only the forward pass (no gradients)")
+      .option("size", "S (height and width)", "55");
+  add_threads_option(parser);
+  parser.option("repeats", "timed repeats of each measurement", "5")
+      .option("torch-repeats", "timed repeats of torch's op (slow)", "3");
+  add_device_option(parser);
+  parser.flag("forward-only", "time only the forward pass (no gradients)")
       .flag("json", "print one JSON object");
   if (!parser.parse(args)) return 0;
-  const int64_t batch = parser.get_int("batch");
-  const int64_t channels = parser.get_int("channels");
-  const int64_t size = parser.get_int("size");
-  const int64_t repeats = parser.get_int("repeats");
-  const int64_t torch_repeats = parser.get_int("torch-repeats");
-  if (batch <= 0 || channels <= 0 || size <= 0 || repeats <= 0 || torch_repeats <= 0) {
-    throw std::invalid_argument(
-        "--batch, --channels, --size, --repeats and --torch-repeats must be positive");
-  }
-  const int64_t threads = parser.get_int("threads");
-  if (threads < 0)
-    throw std::invalid_argument("--threads must be >= 0, got " + parser.get("threads"));
-  torch::set_num_threads(threads > 0 ? static_cast<int>(threads)
-                                     : static_cast<int>(std::thread::hardware_concurrency()));
-  const torch::Device device(parser.get("device"));
-  TORCH_CHECK(!device.is_cuda() || torch::cuda::is_available(), "--device ", device.str(),
-              " requested but this LibTorch has no usable CUDA device");
+  const int64_t batch = int_option(parser, "batch", /*minimum=*/1);
+  const int64_t channels = int_option(parser, "channels", /*minimum=*/1);
+  const int64_t size = int_option(parser, "size", /*minimum=*/1);
+  const int64_t repeats = int_option(parser, "repeats", /*minimum=*/1);
+  const int64_t torch_repeats = int_option(parser, "torch-repeats", /*minimum=*/1);
+  apply_threads_option(parser);
+  const torch::Device device = device_option(parser);
   const bool forward_only = parser.get_flag("forward-only");
 
   torch::manual_seed(0);
@@ -57,8 +47,7 @@ int run_bench_lrn(const std::vector<std::string>& args) {
   namespace F = torch::nn::functional;
   const auto torch_options = F::LocalResponseNormFuncOptions(5).alpha(5e-4).beta(0.75).k(2.0);
 
-  std::function<void()> sync;
-  if (device.is_cuda()) sync = [] { torch::cuda::synchronize(); };
+  const auto sync = synchronizer(device);
   auto fwd_bwd = [&](const std::function<torch::Tensor(const torch::Tensor&)>& op) {
     return [&, op] {
       if (forward_only) {
@@ -102,8 +91,4 @@ int run_bench_lrn(const std::vector<std::string>& args) {
   return 0;
 }
 
-const BenchRegistration kRegistration{"lrn", "fused LRN vs torch's local_response_norm and clone",
-                                      run_bench_lrn};
-
-}  // namespace
-}  // namespace alexnet::cli
+}  // namespace alexnet::bench

@@ -7,22 +7,18 @@
 
 #include <nlohmann/json.hpp>
 
-#include "bench_timing.h"
-#include "cli.h"
+#include "bench/bench.h"
+#include "bench/options.h"
+#include "bench/timing.h"
+#include "model/alexnet.h"
+#include "runtime/runtime.h"
 #include "distributed/communicator.h"
 #include "distributed/environment.h"
 #include "distributed/gradient_reducer.h"
 #include "distributed/launcher.h"
-#include "model/alexnet.h"
 
-namespace alexnet::cli {
+namespace alexnet::bench {
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
 
 struct StepTimes {
   std::vector<double> step, backward, wait;
@@ -66,8 +62,8 @@ double sum(const std::vector<double>& values) {
   return total;
 }
 
-int run_bench_distributed(const std::vector<std::string>& args) {
-  ArgParser parser(
+cli::ArgParser distributed_parser() {
+  cli::ArgParser parser(
       "alexnet bench distributed [options]",
       "Times data-parallel SGD steps of AlexNet on synthetic images: every rank runs forward "
       "and backward on batch-size / world-size images, the gradients are averaged with "
@@ -79,43 +75,41 @@ int run_bench_distributed(const std::vector<std::string>& args) {
       .option("image-size", "input height and width", "224")
       .option("num-classes", "output classes", "1000")
       .option("steps", "timed steps per mode", "3")
-      .option("warmup", "untimed steps per mode", "1")
-      .option("threads", "intra-op threads per process", "1")
-      .option("timeout", "seconds a rank waits for the others", "600")
+      .option("warmup", "untimed steps per mode", "1");
+  add_threads_option(parser, /*default_value=*/"1", "intra-op threads per process");
+  parser.option("timeout", "seconds a rank waits for the others", "600")
       .flag("json", "print one JSON object (rank 0)");
-  if (!parser.parse(args)) return 0;
-  const int64_t nproc = parser.get_int("nproc");
-  const auto config_env = distributed::distributed_config_from_env();
-  if (nproc > 1 && !config_env.enabled()) {
-    std::vector<std::string> child_args{"bench", "distributed"};
-    for (size_t i = 0; i < args.size(); ++i) {
-      if (args[i] == "--nproc") {
-        ++i;
-        continue;
-      }
-      if (args[i].rfind("--nproc=", 0) == 0) continue;
-      child_args.push_back(args[i]);
-    }
-    distributed::LaunchOptions launch;
-    launch.nproc = nproc;
-    launch.log = &std::cerr;
-    launch.env = {{"OMP_NUM_THREADS", parser.get("threads")}};
-    const auto result = distributed::launch_local_processes(
-        std::filesystem::read_symlink("/proc/self/exe").string(), child_args, launch);
-    if (result.exit_code != 0) std::cerr << "error: " << result.message << "\n";
-    return result.exit_code;
-  }
+  return parser;
+}
 
-  const int64_t batch = parser.get_int("batch-size");
-  const int64_t image_size = parser.get_int("image-size");
-  const int64_t steps = parser.get_int("steps");
-  const int64_t warmup = parser.get_int("warmup");
-  if (batch <= 0 || steps <= 0 || warmup < 0 || batch % config_env.world_size != 0) {
-    throw std::invalid_argument("--batch-size must be a positive multiple of the " +
-                                std::to_string(config_env.world_size) +
-                                " processes; --steps positive; --warmup >= 0");
+// Starts `nproc` local processes running this benchmark with the same options.
+int launch_ranks(const cli::ArgParser& parser, const std::vector<std::string>& args,
+                 int64_t nproc) {
+  std::vector<std::string> child_args{"bench", "distributed"};
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--nproc") {
+      ++i;
+      continue;
+    }
+    if (args[i].rfind("--nproc=", 0) == 0) continue;
+    child_args.push_back(args[i]);
   }
-  torch::set_num_threads(static_cast<int>(parser.get_int("threads")));
+  distributed::LaunchOptions launch;
+  launch.nproc = nproc;
+  launch.log = &std::cerr;
+  launch.env = {{"OMP_NUM_THREADS", parser.get("threads")}};
+  const auto result = distributed::launch_local_processes(
+      std::filesystem::read_symlink("/proc/self/exe").string(), child_args, launch);
+  if (result.exit_code != 0) std::cerr << "error: " << result.message << "\n";
+  return result.exit_code;
+}
+
+// Times each mode (single process; or overlapped and not) on this rank, as one JSON object.
+nlohmann::json measure(const cli::ArgParser& parser, const distributed::DistributedConfig& config_env,
+                       int64_t batch, int64_t image_size) {
+  const int64_t steps = int_option(parser, "steps", /*minimum=*/1);
+  const int64_t warmup = int_option(parser, "warmup", /*minimum=*/0);
+  runtime::set_threads(int_option(parser, "threads", /*minimum=*/1));
   torch::manual_seed(0);
   AlexNet model(AlexNetOptions().num_classes(parser.get_int("num-classes")));
   model->train();
@@ -127,10 +121,8 @@ int run_bench_distributed(const std::vector<std::string>& args) {
     communicator = std::make_unique<distributed::Communicator>(config, torch::kCPU);
     distributed::broadcast_module(*communicator, *model);
   }
-  const int64_t world = config_env.world_size;
-  const int64_t share = batch / world;
-
-  nlohmann::json out{{"world_size", world},
+  const int64_t share = batch / config_env.world_size;
+  nlohmann::json out{{"world_size", config_env.world_size},
                      {"global_batch", batch},
                      {"image_size", image_size},
                      {"threads_per_process", torch::get_num_threads()},
@@ -149,14 +141,14 @@ int run_bench_distributed(const std::vector<std::string>& args) {
                         {"steps", times.step}};
     out[communicator ? (overlap ? "overlap" : "no_overlap") : "single"] = mode;
   }
-  if (config_env.rank != 0) return 0;
-  if (parser.get_flag("json")) {
-    std::cout << out.dump(2) << "\n";
-    return 0;
-  }
-  std::cout << std::fixed << std::setprecision(2) << "AlexNet " << image_size << "x" << image_size
-            << ", global batch " << batch << ", " << world << " process(es) x "
-            << torch::get_num_threads() << " thread(s), backend "
+  return out;
+}
+
+void print_modes(const nlohmann::json& out) {
+  std::cout << std::fixed << std::setprecision(2) << "AlexNet " << out["image_size"].get<int64_t>()
+            << "x" << out["image_size"].get<int64_t>() << ", global batch "
+            << out["global_batch"].get<int64_t>() << ", " << out["world_size"].get<int64_t>()
+            << " process(es) x " << torch::get_num_threads() << " thread(s), backend "
             << out["backend"].get<std::string>() << "\n";
   for (const char* name : {"single", "overlap", "no_overlap"}) {
     if (!out.contains(name)) continue;
@@ -167,12 +159,31 @@ int run_bench_distributed(const std::vector<std::string>& args) {
               << mode["allreduce_wait_s"].get<double>() << " s ("
               << 100 * mode["allreduce_share"].get<double>() << "% of the step)\n";
   }
+}
+
+}  // namespace
+
+int run_distributed(const std::vector<std::string>& args) {
+  cli::ArgParser parser = distributed_parser();
+  if (!parser.parse(args)) return 0;
+  const int64_t nproc = parser.get_int("nproc");
+  const auto config_env = distributed::distributed_config_from_env();
+  if (nproc > 1 && !config_env.enabled()) return launch_ranks(parser, args, nproc);
+
+  const int64_t batch = parser.get_int("batch-size");
+  if (batch <= 0 || batch % config_env.world_size != 0) {
+    throw std::invalid_argument("--batch-size must be a positive multiple of the " +
+                                std::to_string(config_env.world_size) + " processes, got " +
+                                parser.get("batch-size"));
+  }
+  const nlohmann::json out = measure(parser, config_env, batch, parser.get_int("image-size"));
+  if (config_env.rank != 0) return 0;
+  if (parser.get_flag("json")) {
+    std::cout << out.dump(2) << "\n";
+  } else {
+    print_modes(out);
+  }
   return 0;
 }
 
-const BenchRegistration kRegistration{"distributed",
-                                      "data-parallel AlexNet steps: images/s, all-reduce share",
-                                      run_bench_distributed};
-
-}  // namespace
-}  // namespace alexnet::cli
+}  // namespace alexnet::bench

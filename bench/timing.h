@@ -1,6 +1,6 @@
 #pragma once
 
-// Timing and memory helpers shared by the `alexnet bench` kinds in app/bench_*.cpp.
+// Timing and memory helpers shared by the benchmarks of `alexnet bench`.
 
 #include <algorithm>
 #include <chrono>
@@ -11,14 +11,20 @@
 #include <string>
 #include <vector>
 
-namespace alexnet::cli {
+namespace alexnet::bench {
+
+using Clock = std::chrono::steady_clock;
+
+/// Seconds from `start` until now.
+inline double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
 
 /// Seconds taken by each of `repeats` calls of `fn`, after `warmup` untimed calls. `sync`
 /// runs after every call (e.g. a CUDA synchronise) and counts towards the time.
 inline std::vector<double> time_repeats(const std::function<void()>& fn, int64_t warmup,
                                         int64_t repeats,
                                         const std::function<void()>& sync = nullptr) {
-  using Clock = std::chrono::steady_clock;
   for (int64_t i = 0; i < warmup; ++i) {
     fn();
     if (sync) sync();
@@ -28,7 +34,7 @@ inline std::vector<double> time_repeats(const std::function<void()>& fn, int64_t
     const auto start = Clock::now();
     fn();
     if (sync) sync();
-    seconds.push_back(std::chrono::duration<double>(Clock::now() - start).count());
+    seconds.push_back(seconds_since(start));
   }
   return seconds;
 }
@@ -59,4 +65,4 @@ inline double proc_status_mib(const std::string& field) {
   return -1.0;
 }
 
-}  // namespace alexnet::cli
+}  // namespace alexnet::bench

@@ -1,0 +1,176 @@
+// `alexnet bench infer`: inference time of the eager C++ model against the exported
+// TorchScript model (train/export.h) on the same weights and the same batch.
+#include <iomanip>
+#include <iostream>
+#include <map>
+#include <optional>
+
+#include <torch/script.h>
+#include <nlohmann/json.hpp>
+
+#include "bench/bench.h"
+#include "bench/options.h"
+#include "bench/timing.h"
+#include "model/alexnet.h"
+#include "runtime/runtime.h"
+#include "train/export.h"
+#include "train/exported_model.h"
+
+namespace alexnet::bench {
+namespace {
+
+cli::ArgParser inference_parser() {
+  cli::ArgParser parser("alexnet bench infer [options]",
+                        "Times inference (eval mode, no gradients) of the eager C++ AlexNet and "
+                        "of the TorchScript module that `export_torchscript` makes from it (or "
+                        "one loaded with --model), on the same random batch. Median of the "
+                        "repeats.");
+  add_timed_run_options(parser, "images per forward pass",
+                        "untimed passes first (TorchScript optimises during its first runs)",
+                        /*warmup_default=*/"2", "timed passes");
+  parser.option("num-classes", "output classes (ignored with --model)", "1000");
+  add_threads_option(parser);
+  parser.option("model", "an exported model.pt to time instead of exporting a fresh model")
+      .option("lrn-script",
+              "TorchScript LRN formulation to export: shifted, cumsum, "
+              "avgpool3d or bandconv (export_torchscript's)",
+              "bandconv");
+  add_device_option(parser);
+  parser.flag("no-lrn", "leave out local response normalisation (ignored with --model)")
+      .flag("stock-runtime", "keep OpenBLAS's own kernel choice (see runtime/runtime.h)")
+      .flag("json", "print one JSON object");
+  return parser;
+}
+
+train::detail::LrnScript lrn_script_option(const cli::ArgParser& parser) {
+  const std::string name = parser.get("lrn-script");
+  const std::map<std::string, train::detail::LrnScript> scripts{
+      {"shifted", train::detail::LrnScript::kShiftedInPlace},
+      {"cumsum", train::detail::LrnScript::kCumsum},
+      {"avgpool3d", train::detail::LrnScript::kAvgPool3d},
+      {"bandconv", train::detail::LrnScript::kBandConv}};
+  const auto found = scripts.find(name);
+  if (found == scripts.end()) {
+    throw std::invalid_argument(
+        "--lrn-script must be one of shifted, cumsum, avgpool3d, "
+        "bandconv; got '" +
+        name + "'");
+  }
+  return found->second;
+}
+
+// The eager model and the TorchScript module that are timed against each other.
+struct ModelPair {
+  std::optional<AlexNet> eager;
+  torch::jit::Module scripted;
+};
+
+// The exported model at `path` and an eager model of its options with its weights.
+ModelPair load_pair(const std::string& path, torch::Device device) {
+  ModelPair pair;
+  auto exported = train::load_exported_model(path, device);
+  pair.scripted = exported.module;
+  pair.eager.emplace(AlexNetOptions()
+                         .in_channels(exported.in_channels)
+                         .num_classes(exported.num_classes)
+                         .devices({device}));
+  torch::OrderedDict<std::string, torch::Tensor> state;
+  for (const auto& p : pair.scripted.named_parameters()) state.insert(p.name, p.value);
+  try {
+    (*pair.eager)->load_single_device_state(state);
+  } catch (const c10::Error& e) {
+    std::cerr << "note: the eager model keeps random weights (" << e.msg()
+              << "); the timing does not depend on them\n";
+  }
+  return pair;
+}
+
+// A fresh eager model and its export with the chosen LRN formulation.
+ModelPair export_pair(const cli::ArgParser& parser, int64_t image_size, torch::Device device,
+                      train::detail::LrnScript lrn_script) {
+  ModelPair pair;
+  pair.eager.emplace(AlexNetOptions()
+                         .num_classes(parser.get_int("num-classes"))
+                         .lrn(!parser.get_flag("no-lrn"))
+                         .devices({device}));
+  train::ExportInfo info;
+  for (int64_t i = 0; i < (*pair.eager)->options.num_classes(); ++i) {
+    info.class_names.push_back("class_" + std::to_string(i));
+  }
+  info.image_size = image_size;
+  info.resize_size = image_size * 256 / 224;
+  info.mean = {123.68, 116.78, 103.94};
+  pair.scripted = train::detail::export_torchscript(*pair.eager, info, lrn_script);
+  return pair;
+}
+
+}  // namespace
+
+int run_inference(const std::vector<std::string>& args) {
+  cli::ArgParser parser = inference_parser();
+  if (!parser.parse(args)) return 0;
+  if (!parser.get_flag("stock-runtime")) {
+    std::vector<std::string> argv{"alexnet", "bench", "infer"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    runtime::use_openblas_kernels_for_this_cpu(argv);
+  }
+  const auto [batch, image_size, warmup, repeats] = timed_run_options(parser);
+  apply_threads_option(parser);
+  const torch::Device device = device_option(parser);
+  const bool loaded = parser.given("model");
+  const auto lrn_script = lrn_script_option(parser);
+
+  torch::manual_seed(0);
+  ModelPair pair = loaded ? load_pair(parser.get("model"), device)
+                          : export_pair(parser, image_size, device, lrn_script);
+  AlexNet& model = *pair.eager;
+  model->eval();
+  pair.scripted.eval();
+
+  const auto x = torch::randn({batch, model->options.in_channels(), image_size, image_size},
+                              torch::TensorOptions(device));
+  const auto sync = synchronizer(device);
+  torch::Tensor eager_out, scripted_out;
+  const double eager_s = median(time_repeats(
+      [&] {
+        torch::NoGradGuard no_grad;
+        eager_out = model->forward(x);
+      },
+      warmup, repeats, sync));
+  const double scripted_s = median(time_repeats(
+      [&] {
+        torch::NoGradGuard no_grad;
+        scripted_out = pair.scripted.forward({x}).toTensor();
+      },
+      warmup, repeats, sync));
+  // Only meaningful when both hold the same weights (not with --model).
+  const double max_diff = loaded ? -1.0 : (eager_out - scripted_out).abs().max().item<double>();
+
+  if (parser.get_flag("json")) {
+    nlohmann::json out{{"bench", "infer"},
+                       {"batch", batch},
+                       {"image_size", image_size},
+                       {"device", device.str()},
+                       {"threads", torch::get_num_threads()},
+                       {"openblas_core", runtime::openblas_core()},
+                       {"model", loaded ? parser.get("model") : "exported here"},
+                       {"lrn_script", loaded ? "" : parser.get("lrn-script")},
+                       {"eager_s", eager_s},
+                       {"torchscript_s", scripted_s},
+                       {"torchscript_over_eager", scripted_s / eager_s},
+                       {"eager_images_per_s", batch / eager_s},
+                       {"torchscript_images_per_s", batch / scripted_s},
+                       {"max_abs_diff", max_diff}};
+    std::cout << out.dump(2) << "\n";
+    return 0;
+  }
+  std::cout << std::fixed << std::setprecision(3) << "infer: batch " << batch << ", " << image_size
+            << "x" << image_size << ", " << device << ", " << torch::get_num_threads()
+            << " threads: eager " << eager_s << " s, TorchScript " << scripted_s << " s ("
+            << std::setprecision(2) << scripted_s / eager_s << "x eager)";
+  if (max_diff >= 0) std::cout << ", max |difference| " << std::scientific << max_diff;
+  std::cout << "\n";
+  return 0;
+}
+
+}  // namespace alexnet::bench

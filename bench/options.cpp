@@ -1,0 +1,61 @@
+#include "bench/options.h"
+
+#include <stdexcept>
+
+#include "runtime/runtime.h"
+
+namespace alexnet::bench {
+
+void add_threads_option(cli::ArgParser& parser, const std::string& default_value,
+                        const std::string& help) {
+  parser.option("threads", help, default_value);
+}
+
+void apply_threads_option(const cli::ArgParser& parser) {
+  runtime::set_threads(int_option(parser, "threads", /*minimum=*/0));
+}
+
+void add_device_option(cli::ArgParser& parser) { parser.option("device", "cpu or cuda:N", "cpu"); }
+
+torch::Device device_option(const cli::ArgParser& parser) {
+  const torch::Device device(parser.get("device"));
+  TORCH_CHECK(!device.is_cuda() || torch::cuda::is_available(), "--device ", device.str(),
+              " requested but this LibTorch has no usable CUDA device");
+  return device;
+}
+
+int64_t int_option(const cli::ArgParser& parser, const std::string& name, int64_t minimum) {
+  const int64_t value = parser.get_int(name);
+  if (value < minimum) {
+    throw std::invalid_argument(
+        "--" + name + " must be " +
+        (minimum == 1 ? std::string("positive") : ">= " + std::to_string(minimum)) + ", got " +
+        parser.get(name));
+  }
+  return value;
+}
+
+void add_timed_run_options(cli::ArgParser& parser, const std::string& batch_help,
+                           const std::string& warmup_help, const std::string& warmup_default,
+                           const std::string& repeats_help) {
+  parser.option("batch", batch_help, "64")
+      .option("image-size", "input height and width", "224")
+      .option("warmup", warmup_help, warmup_default)
+      .option("repeats", repeats_help, "5");
+}
+
+TimedRun timed_run_options(const cli::ArgParser& parser) {
+  TimedRun run;
+  run.batch = int_option(parser, "batch", /*minimum=*/1);
+  run.image_size = int_option(parser, "image-size", /*minimum=*/1);
+  run.warmup = int_option(parser, "warmup", /*minimum=*/0);
+  run.repeats = int_option(parser, "repeats", /*minimum=*/1);
+  return run;
+}
+
+std::function<void()> synchronizer(const torch::Device& device) {
+  if (!device.is_cuda()) return nullptr;
+  return [] { torch::cuda::synchronize(); };
+}
+
+}  // namespace alexnet::bench

@@ -1,0 +1,176 @@
+// `alexnet bench train`: images/s of full training steps (forward, cross-entropy, backward,
+// SGD with momentum) on random data, and the process's peak resident memory.
+#include <iomanip>
+#include <iostream>
+
+#include <ATen/autocast_mode.h>
+#include <torch/version.h>
+#include <nlohmann/json.hpp>
+
+#include "bench/bench.h"
+#include "bench/options.h"
+#include "bench/timing.h"
+#include "model/alexnet.h"
+#include "runtime/runtime.h"
+
+namespace alexnet::bench {
+namespace {
+
+// Turns bfloat16 autocast on or off for one device type. The C++ API changed in LibTorch 2.4
+// (per-device-type functions); before it CUDA and CPU had functions of their own.
+void set_bf16_autocast(torch::DeviceType device_type, bool enabled) {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  at::autocast::set_autocast_dtype(device_type, torch::kBFloat16);
+  at::autocast::set_autocast_enabled(device_type, enabled);
+#else
+  if (device_type == torch::kCUDA) {
+    at::autocast::set_autocast_gpu_dtype(torch::kBFloat16);
+    at::autocast::set_enabled(enabled);
+  } else {
+    at::autocast::set_autocast_cpu_dtype(torch::kBFloat16);
+    at::autocast::set_cpu_enabled(enabled);
+  }
+#endif
+  if (!enabled) at::autocast::clear_cache();
+}
+
+// Converts every 4-d parameter (the convolution kernels) to channels-last.
+void to_channels_last(torch::nn::Module& model) {
+  torch::NoGradGuard no_grad;
+  for (auto& p : model.parameters()) {
+    if (p.dim() == 4) p.set_data(p.contiguous(torch::MemoryFormat::ChannelsLast));
+  }
+}
+
+cli::ArgParser train_step_parser() {
+  cli::ArgParser parser(
+      "alexnet bench train [options]",
+      "Times full training steps of AlexNet (forward, cross-entropy loss, backward, SGD with "
+      "momentum 0.9 and weight decay 5e-4) on random images, and reports images/s (median of "
+      "the repeats) and the process's peak resident memory.");
+  add_timed_run_options(parser, "images per step", "untimed steps first",
+                        /*warmup_default=*/"1", "timed steps");
+  parser.option("num-classes", "output classes", "1000")
+      .option("columns", "2: the paper's two columns; 1: one column of half width", "2")
+      .option("devices", "cpu, cuda:0, or two devices for the column split (cpu,cpu)", "cpu");
+  add_threads_option(parser);
+  parser.flag("no-lrn", "leave out local response normalisation")
+      .flag("channels-last", "channels-last input and convolution kernels")
+      .flag("no-mkldnn", "turn LibTorch's oneDNN (MKLDNN) CPU kernels off")
+      .flag("bf16", "bfloat16 autocast on the model's device (LRN still computes in float)")
+      .flag("stock-runtime",
+            "keep OpenBLAS's own kernel choice and glibc's default of returning freed memory "
+            "(to measure what runtime/runtime.h gains)")
+      .flag("json", "print one JSON object");
+  return parser;
+}
+
+// What a training-step measurement varies.
+struct StepSetup {
+  AlexNetOptions model;
+  TimedRun run;
+  bool channels_last = false, bf16 = false;
+};
+
+struct StepTimes {
+  std::vector<double> seconds;  // wall time of each timed step
+  double cpu_per_step = 0.0;    // process CPU time per timed step
+};
+
+StepTimes time_training_steps(const StepSetup& setup) {
+  const torch::Device device = setup.model.devices()[0];
+  torch::manual_seed(0);
+  AlexNet model(setup.model);
+  model->train();
+  if (setup.channels_last) to_channels_last(*model);
+  torch::optim::SGD optimizer(model->parameters(),
+                              torch::optim::SGDOptions(0.01).momentum(0.9).weight_decay(5e-4));
+  const auto size = setup.run.image_size;
+  auto images = torch::randn({setup.run.batch, 3, size, size}, torch::TensorOptions(device));
+  if (setup.channels_last) images = images.contiguous(torch::MemoryFormat::ChannelsLast);
+  const auto labels = torch::randint(setup.model.num_classes(), {setup.run.batch},
+                                     torch::TensorOptions(device).dtype(torch::kLong));
+
+  if (setup.bf16) set_bf16_autocast(device.type(), true);
+  auto step = [&] {
+    optimizer.zero_grad();
+    auto loss =
+        torch::nn::functional::cross_entropy(model->forward(images).to(torch::kFloat), labels);
+    loss.backward();
+    optimizer.step();
+    if (setup.bf16) at::autocast::clear_cache();
+  };
+  const auto sync = synchronizer(device);
+  time_repeats(step, setup.run.warmup, /*repeats=*/0, sync);
+  // CPU time per step as well: unlike wall time it barely changes when other processes
+  // compete for the cores, so it compares runs made on a busy machine.
+  StepTimes times;
+  const double cpu_start = process_cpu_seconds();
+  times.seconds = time_repeats(step, /*warmup=*/0, setup.run.repeats, sync);
+  times.cpu_per_step = (process_cpu_seconds() - cpu_start) / static_cast<double>(setup.run.repeats);
+  if (setup.bf16) set_bf16_autocast(device.type(), false);
+  return times;
+}
+
+void print_train_step(const cli::ArgParser& parser, const StepSetup& setup,
+                      const StepTimes& times) {
+  const bool tuned = !parser.get_flag("stock-runtime");
+  const double step_s = median(times.seconds);
+  const double images_per_s = static_cast<double>(setup.run.batch) / step_s;
+  const double peak_mib = proc_status_mib("VmHWM");
+  if (parser.get_flag("json")) {
+    nlohmann::json out{
+        {"bench", "train"},
+        {"batch", setup.run.batch},
+        {"image_size", setup.run.image_size},
+        {"devices", parser.get("devices")},
+        {"threads", torch::get_num_threads()},
+        {"lrn", setup.model.lrn()},
+        {"channels_last", setup.channels_last},
+        {"mkldnn", at::globalContext().userEnabledMkldnn()},
+        {"bf16", setup.bf16},
+        {"openblas_core", runtime::openblas_core()},
+        {"retain_freed_memory", tuned},
+        {"step_s", step_s},
+        {"images_per_s", images_per_s},
+        {"steps_s", times.seconds},
+        {"cpu_s_per_step", times.cpu_per_step},
+        {"images_per_cpu_s", static_cast<double>(setup.run.batch) / times.cpu_per_step},
+        {"peak_rss_mib", peak_mib},
+        {"libtorch", TORCH_VERSION}};
+    std::cout << out.dump(2) << "\n";
+    return;
+  }
+  std::cout << std::fixed << std::setprecision(2) << "train: batch " << setup.run.batch << ", "
+            << setup.run.image_size << "x" << setup.run.image_size << ", " << parser.get("devices")
+            << ", " << torch::get_num_threads() << " threads"
+            << (setup.model.lrn() ? "" : ", no LRN")
+            << (setup.channels_last ? ", channels-last" : "")
+            << (setup.bf16 ? ", bf16 autocast" : "") << (tuned ? "" : ", stock runtime") << ": "
+            << images_per_s << " images/s (" << std::setprecision(3) << step_s
+            << " s/step, median of " << setup.run.repeats << "; " << times.cpu_per_step
+            << " CPU s/step), peak RSS " << std::setprecision(0) << peak_mib << " MiB\n";
+}
+
+}  // namespace
+
+int run_train_step(const std::vector<std::string>& args) {
+  cli::ArgParser parser = train_step_parser();
+  if (!parser.parse(args)) return 0;
+  if (!parser.get_flag("stock-runtime")) runtime::tune_runtime({"bench", "train"}, args);
+  StepSetup setup;
+  setup.run = timed_run_options(parser);
+  apply_threads_option(parser);
+  setup.channels_last = parser.get_flag("channels-last");
+  setup.bf16 = parser.get_flag("bf16");
+  if (parser.get_flag("no-mkldnn")) at::globalContext().setUserEnabledMkldnn(false);
+  setup.model = AlexNetOptions()
+                    .num_classes(parser.get_int("num-classes"))
+                    .columns(parser.get_int("columns"))
+                    .lrn(!parser.get_flag("no-lrn"))
+                    .devices(parse_devices(parser.get("devices")));
+  print_train_step(parser, setup, time_training_steps(setup));
+  return 0;
+}
+
+}  // namespace alexnet::bench

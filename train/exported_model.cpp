@@ -1,0 +1,137 @@
+#include "train/exported_model.h"
+
+#include <filesystem>
+#include <stdexcept>
+
+namespace alexnet::train {
+namespace {
+
+// Reads the attributes of one module, naming its file in every error.
+class AttributeReader {
+ public:
+  AttributeReader(const torch::jit::Module& module, std::string path)
+      : module_(module), path_(std::move(path)) {}
+
+  int64_t integer(const std::string& name) const {
+    const auto value = get(name);
+    if (!value.isInt()) fail(name, "is not an int");
+    return value.toInt();
+  }
+
+  std::vector<double> numbers(const std::string& name) const {
+    const auto value = get(name);
+    if (!value.isList()) fail(name, "is not a list of floats");
+    std::vector<double> out;
+    for (const auto& item : value.toListRef()) {
+      if (!item.isDouble() && !item.isInt()) fail(name, "is not a list of floats");
+      out.push_back(item.isDouble() ? item.toDouble() : static_cast<double>(item.toInt()));
+    }
+    return out;
+  }
+
+  std::vector<std::string> strings(const std::string& name) const {
+    const auto value = get(name);
+    if (!value.isList()) fail(name, "is not a list of strings");
+    std::vector<std::string> out;
+    for (const auto& item : value.toListRef()) {
+      if (!item.isString()) fail(name, "is not a list of strings");
+      out.push_back(item.toStringRef());
+    }
+    return out;
+  }
+
+  [[noreturn]] void fail(const std::string& name, const std::string& problem) const {
+    throw std::runtime_error("exported model '" + path_ + "': attribute '" + name + "' " + problem);
+  }
+
+ private:
+  c10::IValue get(const std::string& name) const {
+    if (!module_.hasattr(name)) fail(name, "is missing (not a file written by alexnet export?)");
+    return module_.attr(name);
+  }
+
+  const torch::jit::Module& module_;
+  std::string path_;
+};
+
+void check_ranges(const ExportedModel& model, const AttributeReader& reader) {
+  const ExportInfo& info = model.info;
+  if (info.image_size <= 0) {
+    reader.fail("image_size", "must be positive, is " + std::to_string(info.image_size));
+  }
+  if (info.resize_size < info.image_size) {
+    reader.fail("resize_size", "(" + std::to_string(info.resize_size) +
+                                   ") must be at least image_size (" +
+                                   std::to_string(info.image_size) + ")");
+  }
+  if (model.in_channels != 1 && model.in_channels != 3) {
+    reader.fail("in_channels", "must be 1 or 3, is " + std::to_string(model.in_channels));
+  }
+  if (model.num_classes <= 0) {
+    reader.fail("num_classes", "must be positive, is " + std::to_string(model.num_classes));
+  }
+  if (!info.class_names.empty() &&
+      static_cast<int64_t>(info.class_names.size()) != model.num_classes) {
+    reader.fail("class_names", "holds " + std::to_string(info.class_names.size()) + " names for " +
+                                   std::to_string(model.num_classes) + " classes");
+  }
+  const auto channels = static_cast<size_t>(model.in_channels);
+  if (!info.mean.empty() && info.mean.size() != channels) {
+    reader.fail("mean", "holds " + std::to_string(info.mean.size()) + " values for " +
+                            std::to_string(channels) + " input channels");
+  }
+  if (!info.std.empty() && info.std.size() != channels) {
+    reader.fail("std", "holds " + std::to_string(info.std.size()) + " values for " +
+                           std::to_string(channels) + " input channels");
+  }
+  for (double value : info.std) {
+    if (!(value > 0)) reader.fail("std", "holds " + std::to_string(value) + " (must be > 0)");
+  }
+}
+
+}  // namespace
+
+transforms::PipelineOptions ExportedModel::pipeline_options() const {
+  transforms::PipelineOptions options;
+  options.resize = info.resize_size;
+  options.crop = info.image_size;
+  options.channels = in_channels;
+  options.mean = info.mean;
+  options.std = info.std;
+  options.pca_lighting = false;
+  options.flip = false;
+  return options;
+}
+
+ExportedModel read_exported_model(torch::jit::Module module, const std::string& path) {
+  const AttributeReader reader(module, path);
+  ExportedModel model;
+  model.info.class_names = reader.strings("class_names");
+  model.info.image_size = reader.integer("image_size");
+  model.info.resize_size = reader.integer("resize_size");
+  model.info.mean = reader.numbers("mean");
+  model.info.std = reader.numbers("std");
+  model.in_channels = reader.integer("in_channels");
+  model.num_classes = reader.integer("num_classes");
+  check_ranges(model, reader);
+  model.module = std::move(module);
+  model.module.eval();
+  model.path = path;
+  return model;
+}
+
+ExportedModel load_exported_model(const std::string& path, torch::Device device) {
+  if (!std::filesystem::exists(path)) {
+    throw std::runtime_error("exported model '" + path + "' does not exist");
+  }
+  torch::jit::Module module;
+  try {
+    module = torch::jit::load(path, device);
+  } catch (const c10::Error& e) {
+    throw std::runtime_error("cannot load TorchScript model '" + path +
+                             "': " + e.what_without_backtrace());
+  }
+  return read_exported_model(std::move(module), path);
+}
+
+}  // namespace alexnet::train

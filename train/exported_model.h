@@ -1,0 +1,45 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include <torch/script.h>
+#include <torch/torch.h>
+
+#include "train/export.h"
+#include "transforms/transforms.h"
+
+namespace alexnet::train {
+
+/// A model file written by save_torchscript (train/export.h), read back with its attributes.
+struct ExportedModel {
+  /// The TorchScript module, in eval mode: forward(x) -> logits, features(x) -> fc7.
+  torch::jit::Module module;
+  /// The file it was read from (errors name it).
+  std::string path;
+  /// class_names (empty or num_classes of them), image_size, resize_size, mean and std.
+  ExportInfo info;
+  /// Channels of the input, 1 or 3.
+  int64_t in_channels = 3;
+  /// Outputs of forward.
+  int64_t num_classes = 0;
+
+  /// The preprocessing the model was trained with, for transforms::eval_pipeline: shorter side
+  /// to resize_size, central image_size crop, converted to in_channels channels, minus mean,
+  /// divided by std. No augmentation.
+  transforms::PipelineOptions pipeline_options() const;
+};
+
+/// Loads the model at `path` onto `device` and checks its attributes (see
+/// read_exported_model). Throws std::runtime_error naming the file when it does not exist or
+/// is no TorchScript module.
+ExportedModel load_exported_model(const std::string& path, torch::Device device = torch::kCPU);
+
+/// Reads the attributes of a loaded module: class_names (List[str]), image_size, resize_size,
+/// in_channels, num_classes (int), mean and std (List[float], empty or one value per input
+/// channel, std > 0), with 0 < image_size <= resize_size, in_channels 1 or 3 and
+/// num_classes > 0. Throws std::runtime_error naming `path` and the attribute that is missing,
+/// of the wrong type or out of range. Puts the module in eval mode.
+ExportedModel read_exported_model(torch::jit::Module module, const std::string& path);
+
+}  // namespace alexnet::train
