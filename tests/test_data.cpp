@@ -1,12 +1,21 @@
 // Tests of data/: class order, image decoding, bad input, IDX, packed files, statistics.
 #include <catch2/catch.hpp>
 
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <zlib.h>
 
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <map>
+#include <random>
 
 #include <torch/torch.h>
 #include <nlohmann/json.hpp>
@@ -17,11 +26,11 @@
 #include "data/image_folder.h"
 #include "data/loader.h"
 #include "data/packed.h"
+#include "tests/support.h"
 
 #if ALEXNET_WITH_OPENCV
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
-#include "tests/support.h"
 #endif
 
 using namespace alexnet::data;
@@ -30,7 +39,6 @@ namespace fs = std::filesystem;
 namespace {
 
 using alexnet::testing::TempDir;
-
 
 void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
   fs::create_directories(fs::path(path).parent_path());
@@ -624,3 +632,90 @@ TEST_CASE("`alexnet prepare` writes a packed file and skips bad images", "[data]
   WARN("skipped: built without OpenCV");
 #endif
 }
+
+// ---------------------------------------------------------------------------------------------
+// Input files: every size is checked before it is allocated, nothing lost, nothing hangs
+
+TEST_CASE("An IDX header declaring 2^64 pixels is refused naming the file and the fields",
+          "[data][idx]") {
+  TempDir dir;
+  write_idx(dir.path.string(), "train", 4, 2, 2, false);
+  // 2^22 images of 2^21 x 2^21: the product wraps to 0 in 64 bits, the file is 16 bytes.
+  write_bytes(dir / "wrap/train-images-idx3-ubyte",
+              big_endian({0x803, 1u << 22, 1u << 21, 1u << 21}));
+  CHECK_THROWS_WITH(
+      IdxDataset(dir / "wrap/train-images-idx3-ubyte", dir / "train-labels-idx1-ubyte",
+                 fashion_mnist_class_names()),
+      Catch::Contains("wrap/train-images-idx3-ubyte") && Catch::Contains("count x rows x columns"));
+  write_bytes(dir / "labels-wrap", big_endian({0x801, 0xFFFFFFFFu}));
+  CHECK_THROWS_WITH(
+      IdxDataset(dir / "train-images-idx3-ubyte", dir / "labels-wrap", fashion_mnist_class_names()),
+      Catch::Contains("labels-wrap") && Catch::Contains("count"));
+}
+
+namespace {
+
+// Writes `prefix` then `zeros` zero bytes as one gzip stream.
+void write_gzip(const std::string& path, const std::vector<uint8_t>& prefix, size_t zeros) {
+  fs::create_directories(fs::path(path).parent_path());
+  gzFile file = gzopen(path.c_str(), "wb");
+  gzwrite(file, prefix.data(), static_cast<unsigned>(prefix.size()));
+  const std::vector<uint8_t> chunk(1 << 20, 0);
+  for (size_t done = 0; done < zeros; done += chunk.size()) {
+    gzwrite(file, chunk.data(), static_cast<unsigned>(std::min(chunk.size(), zeros - done)));
+  }
+  gzclose(file);
+}
+
+long max_resident_kib() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_maxrss;
+}
+
+}  // namespace
+
+TEST_CASE("Gzip IDX files are inflated only as far as their header declares", "[data][idx]") {
+  TempDir dir;
+  write_idx(dir.path.string(), "train", 4, 2, 2, false);
+  const std::string labels = dir / "train-labels-idx1-ubyte";
+  const auto names = fashion_mnist_class_names();
+  std::vector<uint8_t> header = big_endian({0x803, 4, 2, 2});
+  for (int i = 0; i < 16; ++i) header.push_back(static_cast<uint8_t>(i));
+
+  // A bomb: 16 pixel bytes declared, 128 MiB of zeros behind them. Reading stops at the first
+  // byte beyond the declared size.
+  write_gzip(dir / "bomb.gz", header, size_t{128} << 20);
+  const long before = max_resident_kib();
+  CHECK_THROWS_WITH(
+      IdxDataset(dir / "bomb.gz", labels, names),
+      Catch::Contains("bomb.gz") && Catch::Contains("more bytes than its header declares"));
+  CHECK(max_resident_kib() - before < 32 * 1024);
+
+  // The same with the stream cut short far behind the declared bytes: the cut is never reached.
+  write_gzip(dir / "long.gz", header, size_t{8} << 20);
+  auto compressed = read_bytes(dir / "long.gz");
+  compressed.resize(compressed.size() - 64);
+  write_bytes(dir / "cut.gz", compressed);
+  CHECK_THROWS_WITH(
+      IdxDataset(dir / "cut.gz", labels, names),
+      Catch::Contains("cut.gz") && Catch::Contains("more bytes than its header declares"));
+
+  // A header declaring more than the compressed file can inflate to (deflate's ratio is at most
+  // 1032:1) is refused before anything is allocated.
+  write_gzip(dir / "claims.gz", big_endian({0x803, 1000, 1000, 1000}), 100);
+  CHECK_THROWS_WITH(IdxDataset(dir / "claims.gz", labels, names),
+                    Catch::Contains("claims.gz") && Catch::Contains("count x rows x columns"));
+
+  // Fewer bytes than declared: truncated.
+  write_gzip(dir / "short.gz", std::vector<uint8_t>(header.begin(), header.end() - 5), 0);
+  CHECK_THROWS_WITH(IdxDataset(dir / "short.gz", labels, names),
+                    Catch::Contains("short.gz") && Catch::Contains("header declares"));
+
+  // The declared size exactly: read.
+  write_gzip(dir / "exact.gz", header, 0);
+  IdxDataset exact(dir / "exact.gz", labels, names, 1);
+  CHECK(exact.size() == 4);
+  CHECK(exact.get(3).image[0][1][1].item<int>() == 15);
+}
+
