@@ -138,7 +138,7 @@ DatasetPtr open_dataset(const std::string& source, const DatasetOptions& options
   if (is_cifar10_folder(source)) return open_cifar10(source, options.split);
   if (is_packed_file(source)) {
     auto set = std::make_shared<PackedDataset>(source);
-    const std::string stored = set->header().value("split", std::string("train"));
+    const std::string& stored = set->split();
     if (is_val_split(stored) != val) {
       throw std::runtime_error("packed file " + source + " holds the " + stored + " split, not " +
                                options.split +

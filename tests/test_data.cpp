@@ -101,6 +101,37 @@ bool write_image(const std::string& path, const cv::Mat& image,
 }
 #endif
 
+// A packed file of three 2x2 RGB images with labels 0, 1, 2 and statistics.
+void write_small_pack(const std::string& path, int64_t channels = 3) {
+  PackedWriter writer(path, channels, 2, 2);
+  StatsAccumulator stats;
+  for (int i = 0; i < 3; ++i) {
+    const auto image = torch::full({channels, 2, 2}, 40 * i + 10, torch::kByte);
+    writer.add(image, i);
+    if (channels == 3) stats.add(image);
+  }
+  writer.finish({"a", "b", "c"},
+                channels == 3 ? std::optional<DatasetStats>(stats.finish()) : std::nullopt,
+                {{"split", "train"}});
+}
+
+// Replaces the JSON header of the packed file `path` with edit(header).
+void edit_packed_header(const std::string& path, const std::function<void(nlohmann::json&)>& edit) {
+  auto bytes = read_bytes(path);
+  uint64_t offset = 0, size = 0;
+  std::memcpy(&offset, bytes.data() + 16, 8);
+  std::memcpy(&size, bytes.data() + 24, 8);
+  auto header = nlohmann::json::parse(bytes.begin() + static_cast<int64_t>(offset),
+                                      bytes.begin() + static_cast<int64_t>(offset + size));
+  edit(header);
+  const std::string text = header.dump();
+  bytes.resize(offset);
+  bytes.insert(bytes.end(), text.begin(), text.end());
+  size = text.size();
+  std::memcpy(bytes.data() + 24, &size, 8);
+  write_bytes(path, bytes);
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -717,5 +748,70 @@ TEST_CASE("Gzip IDX files are inflated only as far as their header declares", "[
   IdxDataset exact(dir / "exact.gz", labels, names, 1);
   CHECK(exact.size() == 4);
   CHECK(exact.get(3).image[0][1][1].item<int>() == 15);
+}
+
+TEST_CASE("Malformed packed headers are refused naming the file and the field", "[data][packed]") {
+  TempDir dir;
+  const std::string good = dir / "good.pack";
+  write_small_pack(good);
+  REQUIRE(open_dataset(good, "train")->size() == 3);
+  const std::vector<std::pair<std::string, nlohmann::json>> cases{
+      {"channels", "3"},
+      {"count", "3"},
+      {"height", 2.5},
+      {"width", -2},
+      {"labels", {0, "1", 2}},
+      {"labels", {0, 1, 7}},
+      {"class_names", {1, 2, 3}},
+      {"mean", "grey"},
+      {"std", {1, 2}},
+      {"eigenvalues", nullptr},
+      {"eigenvectors", {{1, 0, 0}, {0, 1, 0}}},
+      {"stats_images", "many"},
+      {"split", 5},
+      {"data_offset", 0},
+      {"data_offset", "4096"},
+  };
+  int number = 0;
+  for (const auto& [field, value] : cases) {
+    const std::string path = dir / ("bad" + std::to_string(number++) + ".pack");
+    fs::copy_file(good, path);
+    edit_packed_header(path, [&, &field = field, &value = value](nlohmann::json& header) {
+      header[field] = value;
+    });
+    INFO(field << " = " << value.dump());
+    CHECK_THROWS_WITH(open_dataset(path, "train"),
+                      Catch::Contains(path) && Catch::Contains("'" + field + "'"));
+  }
+  const std::string missing = dir / "missing.pack";
+  fs::copy_file(good, missing);
+  edit_packed_header(missing, [](nlohmann::json& header) { header.erase("labels"); });
+  CHECK_THROWS_WITH(PackedDataset(missing),
+                    Catch::Contains(missing) && Catch::Contains("'labels'"));
+}
+
+TEST_CASE("Packed image sizes that wrap around 64 bits, and 4 channels, are refused on open",
+          "[data][packed]") {
+  TempDir dir;
+  const std::string wrap = dir / "wrap.pack";
+  write_small_pack(wrap);
+  // 3 x 2^32 x 2^32 bytes per image is 3 * 2^64: 0 in 64 bits, so every image would "fit".
+  edit_packed_header(wrap, [](nlohmann::json& header) {
+    header["height"] = uint64_t{1} << 32;
+    header["width"] = uint64_t{1} << 32;
+  });
+  CHECK_THROWS_WITH(PackedDataset(wrap), Catch::Contains(wrap) && Catch::Contains("'height'"));
+
+  // 4 x 1 x 3 bytes per image fits the 3 x 2 x 2 bytes stored, but a data set has 1 or 3
+  // channels.
+  const std::string rgba = dir / "rgba.pack";
+  write_small_pack(rgba);
+  edit_packed_header(rgba, [](nlohmann::json& header) {
+    header["channels"] = 4;
+    header["height"] = 1;
+    header["width"] = 3;
+  });
+  CHECK_THROWS_WITH(open_dataset(rgba, "train"),
+                    Catch::Contains(rgba) && Catch::Contains("'channels'") && Catch::Contains("4"));
 }
 
