@@ -1,6 +1,8 @@
 #include "data/dataset.h"
 
 #include <algorithm>
+#include <atomic>
+#include <exception>
 #include <filesystem>
 #include <thread>
 
@@ -236,20 +238,38 @@ DatasetStats compute_stats(const Dataset& dataset, size_t max_images, uint64_t s
   const size_t threads =
       std::max<size_t>(1, std::min<size_t>(std::thread::hardware_concurrency(), count / 16 + 1));
   std::vector<StatsAccumulator> partial(threads);
+  // Whatever a thread throws is kept here and rethrown by the caller, never left to escape
+  // the thread (which would end the process).
+  std::vector<std::exception_ptr> errors(threads);
+  std::atomic<bool> failed{false};
   std::vector<std::thread> pool;
   for (size_t t = 0; t < threads; ++t) {
     pool.emplace_back([&, t] {
-      for (size_t i = t; i < count; i += threads) {
-        try {
-          auto image = dataset.get(static_cast<size_t>(order[i])).image;
-          if (image.size(0) == 1) image = image.expand({3, image.size(1), image.size(2)});
-          partial[t].add(image);
-        } catch (const DecodeError&) {
+      try {
+        for (size_t i = t; i < count && !failed; i += threads) {
+          const auto index = static_cast<size_t>(order[i]);
+          try {
+            auto image = dataset.get(index).image;
+            if (image.dim() == 3 && image.size(0) == 1) {
+              image = image.expand({3, image.size(1), image.size(2)});
+            }
+            partial[t].add(image);
+          } catch (const DecodeError&) {
+          } catch (const c10::Error& e) {
+            throw std::runtime_error("statistics of " + dataset.describe(index) + ": " +
+                                     e.what_without_backtrace());
+          }
         }
+      } catch (...) {
+        errors[t] = std::current_exception();
+        failed = true;
       }
     });
   }
   for (auto& thread : pool) thread.join();
+  for (const auto& error : errors) {
+    if (error) std::rethrow_exception(error);
+  }
   for (size_t t = 1; t < threads; ++t) partial[0].merge(partial[t]);
   return partial[0].finish();
 }

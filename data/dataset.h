@@ -104,7 +104,8 @@ DatasetPtr subset(DatasetPtr dataset, std::vector<size_t> indices);
 
 /// Per-channel mean/std and the RGB covariance eigen-decomposition over up to `max_images`
 /// images drawn without replacement (seeded); all images when max_images is 0 or larger than
-/// the set. Images that fail to decode are left out.
+/// the set. Images that fail to decode are left out; any other error (an image that is not
+/// [1 or 3, H, W], say) is rethrown here, naming the sample.
 DatasetStats compute_stats(const Dataset& dataset, size_t max_images, uint64_t seed);
 
 /// Accumulates pixel sums for DatasetStats (used by compute_stats and `alexnet prepare`).

@@ -56,7 +56,8 @@ struct Batch {
 /// transformed with an Rng seeded from (seed, epoch, i): the same seed gives the same batches
 /// whatever the number of workers. Undecodable samples are dropped from their batch (a
 /// batch may come out smaller), counted, logged, and reported on stderr once per file;
-/// with strict, next() throws the DecodeError instead. The memory of a batch's images is
+/// with strict, next() throws the DecodeError instead. Any other exception thrown while
+/// loading, in whichever thread, is rethrown by next(). The memory of a batch's images is
 /// reused for a later batch once every tensor sharing it (views included) is gone.
 class Loader {
  public:
@@ -112,6 +113,7 @@ class Loader {
   bool stopping_ = false;
   int64_t skipped_ = 0;
   std::set<int64_t> reported_;
+  std::exception_ptr failure_;  // thrown in a worker outside load_batch()
   // Batch tensors reused once no one else holds them: a fresh 77 MB tensor per batch costs
   // more in page faults than the whole augmentation.
   std::mutex pool_mutex_;

@@ -132,6 +132,41 @@ void edit_packed_header(const std::string& path, const std::function<void(nlohma
   write_bytes(path, bytes);
 }
 
+// Labels given per sample; images are 1x1 and never read.
+class LabelledDataset : public Dataset {
+ public:
+  explicit LabelledDataset(std::vector<int64_t> labels, size_t classes)
+      : labels_(std::move(labels)), names_(classes, "class") {}
+  size_t size() const override { return labels_.size(); }
+  Sample get(size_t index) const override {
+    return Sample{torch::zeros({3, 1, 1}, torch::kByte), labels_.at(index)};
+  }
+  int64_t label(size_t index) const override { return labels_.at(index); }
+  const std::vector<std::string>& class_names() const override { return names_; }
+  std::string describe(size_t index) const override { return "labelled#" + std::to_string(index); }
+
+ private:
+  std::vector<int64_t> labels_;
+  std::vector<std::string> names_;
+};
+
+// Images of `channels` x 2 x 2; image `throws_at` throws a plain std::runtime_error.
+class OddDataset : public LabelledDataset {
+ public:
+  OddDataset(int64_t channels, size_t throws_at)
+      : LabelledDataset(std::vector<int64_t>(40, 0), 1),
+        channels_(channels),
+        throws_at_(throws_at) {}
+  Sample get(size_t index) const override {
+    if (index == throws_at_) throw std::runtime_error("odd#" + std::to_string(index) + " broke");
+    return Sample{torch::zeros({channels_, 2, 2}, torch::kByte), 0};
+  }
+
+ private:
+  int64_t channels_;
+  size_t throws_at_;
+};
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -813,5 +848,13 @@ TEST_CASE("Packed image sizes that wrap around 64 bits, and 4 channels, are refu
   });
   CHECK_THROWS_WITH(open_dataset(rgba, "train"),
                     Catch::Contains(rgba) && Catch::Contains("'channels'") && Catch::Contains("4"));
+}
+
+TEST_CASE("compute_stats passes errors of its threads to the caller", "[data]") {
+  // Before, a 4-channel image ended the process from a statistics thread (terminate).
+  CHECK_THROWS_WITH(compute_stats(OddDataset(4, 1000), 0, 1),
+                    Catch::Contains("labelled#") && Catch::Contains("[4, 2, 2]"));
+  CHECK_THROWS_WITH(compute_stats(OddDataset(3, 17), 0, 1), Catch::Contains("odd#17 broke"));
+  CHECK(compute_stats(OddDataset(1, 1000), 0, 1).images == 40);
 }
 
