@@ -130,12 +130,15 @@ DatasetPtr open_dataset(const std::string& source, const DatasetOptions& options
                 " is not a folder");
     auto classes = find_classes(train_root);
     if (fs::is_directory(v, error)) {
-      return with_names(std::make_shared<ImageFolder>(v, options.image_size, classes), options);
+      return with_names(
+          std::make_shared<ImageFolder>(v, options.image_size, classes, options.max_image_pixels),
+          options);
     }
     const std::string root =
         options.val_root.empty() ? fs::path(v).parent_path().string() : options.val_root;
-    return with_names(
-        ImageFolder::from_list(v, root.empty() ? "." : root, classes, options.image_size), options);
+    return with_names(ImageFolder::from_list(v, root.empty() ? "." : root, classes,
+                                             options.image_size, options.max_image_pixels),
+                      options);
   }
   if (is_cifar10_folder(source)) return open_cifar10(source, options.split);
   if (is_packed_file(source)) {
@@ -157,14 +160,19 @@ DatasetPtr open_dataset(const std::string& source, const DatasetOptions& options
     const std::string folder = split_folder(source, options.split);
     std::vector<std::string> classes;
     if (val) classes = find_classes(source + "/train");
-    return with_names(std::make_shared<ImageFolder>(folder, options.image_size, classes), options);
+    return with_names(std::make_shared<ImageFolder>(folder, options.image_size, classes,
+                                                    options.max_image_pixels),
+                      options);
   }
   if (val) {
     throw std::runtime_error("image folder " + source +
                              " has no val/ folder: give the validation data as a folder or a "
                              "list file of \"relative/path label\" lines");
   }
-  return with_names(std::make_shared<ImageFolder>(source, options.image_size), options);
+  return with_names(
+      std::make_shared<ImageFolder>(source, options.image_size, std::vector<std::string>{},
+                                    options.max_image_pixels),
+      options);
 }
 
 DatasetPtr open_dataset(const std::string& source, const std::string& split) {

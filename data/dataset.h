@@ -60,6 +60,10 @@ class Dataset {
 
 using DatasetPtr = std::shared_ptr<const Dataset>;
 
+/// The default limit on the pixels (width x height) of one image file: 100 megapixels, more
+/// than any camera's photo, far less than what a small file can declare.
+inline constexpr int64_t kDefaultMaxImagePixels = 100'000'000;
+
 /// Where Debian's dataset-fashion-mnist installs its files.
 inline constexpr const char* kFashionMnistDir = "/usr/share/datasets/fashion-mnist";
 
@@ -83,6 +87,9 @@ struct DatasetOptions {
   std::string class_names_file;
   /// IDX data: channels per image (1, or 3 with the grey value replicated).
   int64_t channels = 3;
+  /// Image folders: an image whose header declares more pixels (width x height) is refused
+  /// before it is decoded (DecodeError, so the loader skips it). 0: no limit.
+  int64_t max_image_pixels = kDefaultMaxImagePixels;
 };
 
 /// Opens a data source:

@@ -91,9 +91,10 @@ std::vector<std::string> find_classes(const std::string& root) {
 }
 
 ImageFolder::ImageFolder(const std::string& root, int64_t image_size,
-                         std::vector<std::string> classes)
-    : image_size_(image_size) {
+                         std::vector<std::string> classes, int64_t max_pixels)
+    : image_size_(image_size), max_pixels_(max_pixels) {
   TORCH_CHECK(image_size >= 0, "image size must be >= 0, got ", image_size);
+  TORCH_CHECK(max_pixels >= 0, "the pixel limit must be >= 0, got ", max_pixels);
   const bool given = !classes.empty();
   const std::vector<std::string> folders = find_classes(root);
   classes_ = given ? std::move(classes) : folders;
@@ -138,12 +139,14 @@ ImageFolder::ImageFolder(const std::string& root, int64_t image_size,
 std::shared_ptr<ImageFolder> ImageFolder::from_list(const std::string& list_file,
                                                     const std::string& root,
                                                     std::vector<std::string> classes,
-                                                    int64_t image_size) {
+                                                    int64_t image_size, int64_t max_pixels) {
   TORCH_CHECK(!classes.empty(), "list file ", list_file, ": the class list is empty");
+  TORCH_CHECK(max_pixels >= 0, "the pixel limit must be >= 0, got ", max_pixels);
   std::ifstream in(list_file);
   if (!in) throw std::runtime_error("cannot read list file " + list_file);
   std::shared_ptr<ImageFolder> set(new ImageFolder());
   set->image_size_ = image_size;
+  set->max_pixels_ = max_pixels;
   set->classes_ = std::move(classes);
   set->names_ = set->classes_;
   std::map<std::string, int64_t> index;
@@ -221,7 +224,7 @@ void ImageFolder::load_class_names(const std::string& file) {
 }
 
 Sample ImageFolder::get(size_t index) const {
-  return Sample{decode_image_file(paths_.at(index), image_size_), labels_.at(index)};
+  return Sample{decode_image_file(paths_.at(index), image_size_, max_pixels_), labels_.at(index)};
 }
 
 }  // namespace alexnet::data

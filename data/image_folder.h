@@ -20,20 +20,23 @@ std::vector<std::string> find_classes(const std::string& root);
 /// Images in the ImageNet layout: root/<class>/<image>, files in nested folders belonging to
 /// their top-level class folder. The sample order is torchvision's (folders walked in sorted
 /// order, files sorted within each), so index i here is index i there. get() decodes with
-/// decode_image_file(path, image_size).
+/// decode_image_file(path, image_size, max_pixels).
 class ImageFolder : public Dataset {
  public:
   /// Scans `root`. `classes` empty: find_classes(root), and an empty class folder is an
   /// error naming it. Otherwise labels are indices into `classes` (e.g. the training set's),
   /// every subfolder of `root` must be one of them, and classes may be absent.
+  /// max_pixels: see decode_image_file().
   explicit ImageFolder(const std::string& root, int64_t image_size = 256,
-                       std::vector<std::string> classes = {});
+                       std::vector<std::string> classes = {},
+                       int64_t max_pixels = kDefaultMaxImagePixels);
   /// Reads a list file of "relative/path label" lines (paths relative to `root`; label an
   /// index into `classes` or one of its names; '#' starts a comment). Errors name the line.
   static std::shared_ptr<ImageFolder> from_list(const std::string& list_file,
                                                 const std::string& root,
                                                 std::vector<std::string> classes,
-                                                int64_t image_size = 256);
+                                                int64_t image_size = 256,
+                                                int64_t max_pixels = kDefaultMaxImagePixels);
 
   size_t size() const override { return paths_.size(); }
   Sample get(size_t index) const override;
@@ -54,6 +57,7 @@ class ImageFolder : public Dataset {
   std::vector<std::string> classes_, names_, paths_;
   std::vector<int64_t> labels_;
   int64_t image_size_ = 256;
+  int64_t max_pixels_ = kDefaultMaxImagePixels;
 };
 
 }  // namespace alexnet::data

@@ -702,6 +702,122 @@ TEST_CASE("`alexnet prepare` writes a packed file and skips bad images", "[data]
 // ---------------------------------------------------------------------------------------------
 // Input files: every size is checked before it is allocated, nothing lost, nothing hangs
 
+#if ALEXNET_WITH_OPENCV
+
+TEST_CASE("Images larger than the pixel limit are refused from their header", "[data][decode]") {
+  TempDir dir;
+  cv::Mat image(30, 40, CV_8UC3);
+  cv::randu(image, 0, 255);
+  cv::Mat grey(30, 40, CV_8UC1, cv::Scalar(90));
+  std::vector<std::string> names;
+  for (const char* ext : {"png", "jpg", "bmp", "ppm", "tif", "webp"}) {
+    const std::string name = std::string("image.") + ext;
+    if (write_image(dir / name, image)) names.push_back(name);
+  }
+  if (write_image(dir / "grey.pgm", grey)) names.push_back("grey.pgm");
+  REQUIRE(names.size() >= 3);
+  for (const auto& name : names) {
+    INFO(name);
+    const auto bytes = read_bytes(dir / name);
+    const ImageHeader header = read_image_header(bytes.data(), bytes.size());
+    CHECK_FALSE(header.format.empty());
+    CHECK(header.width == 40);
+    CHECK(header.height == 30);
+    CHECK_THROWS_WITH(
+        decode_image_file(dir / name, 0, /*max_pixels=*/1199),
+        Catch::Contains(dir / name) && Catch::Contains("1200 pixels") && Catch::Contains("1199"));
+    CHECK(decode_image_file(dir / name, 0, /*max_pixels=*/1200).sizes() ==
+          c10::IntArrayRef({3, 30, 40}));
+  }
+
+  // A small file whose header declares 12000 x 12000 pixels (144 megapixels) is refused
+  // before anything is decoded, with the default limit of 100 megapixels.
+  auto set_be32 = [](std::vector<uint8_t>& bytes, size_t at, uint32_t value) {
+    for (int k = 0; k < 4; ++k) bytes[at + k] = static_cast<uint8_t>(value >> (24 - 8 * k));
+  };
+  REQUIRE(write_image(dir / "small.png", image));
+  auto png = read_bytes(dir / "small.png");
+  set_be32(png, 16, 12000);
+  set_be32(png, 20, 12000);
+  set_be32(png, 29, static_cast<uint32_t>(crc32(0, png.data() + 12, 17)));  // IHDR's CRC
+  write_bytes(dir / "huge.png", png);
+  CHECK_THROWS_WITH(decode_image_file(dir / "huge.png", 0),
+                    Catch::Contains(dir / "huge.png") && Catch::Contains("144000000 pixels"));
+  auto jpeg = read_bytes(dir / "image.jpg");
+  size_t sof = 2;
+  while (!(jpeg[sof] == 0xFF && jpeg[sof + 1] == 0xC0))
+    sof += 2 + (jpeg[sof + 2] << 8) + jpeg[sof + 3];
+  for (size_t at : {sof + 5, sof + 7}) {
+    jpeg[at] = 12000 >> 8;
+    jpeg[at + 1] = 12000 & 0xFF;
+  }
+  write_bytes(dir / "huge.jpg", jpeg);
+  CHECK_THROWS_WITH(decode_image_file(dir / "huge.jpg", 256),
+                    Catch::Contains(dir / "huge.jpg") && Catch::Contains("144000000 pixels"));
+
+  // The limit is a data set option; the loader skips such images like any undecodable one.
+  write_text(dir / "root/a/readme.txt", "x");
+  REQUIRE(write_image(dir / "root/a/image.png", image));
+  DatasetOptions options;
+  options.max_image_pixels = 1000;
+  CHECK_THROWS_AS(open_dataset(dir / "root", options)->get(0), DecodeError);
+  options.max_image_pixels = 1200;
+  CHECK(open_dataset(dir / "root", options)->get(0).image.size(0) == 3);
+}
+
+// The offset of the first entropy-coded byte after the JPEG's start-of-scan segment.
+size_t jpeg_scan_start(const std::vector<uint8_t>& jpeg) {
+  size_t pos = 2;
+  while (pos + 4 <= jpeg.size() && jpeg[pos] == 0xFF) {
+    const size_t length = (size_t{jpeg[pos + 2]} << 8) | jpeg[pos + 3];
+    if (jpeg[pos + 1] == 0xDA) return pos + 2 + length;
+    pos += 2 + length;
+  }
+  return 0;
+}
+
+TEST_CASE("Corrupt JPEG data is refused as the decoder reports it; trailing bytes are fine",
+          "[data][decode]") {
+  TempDir dir;
+  cv::Mat noise(12, 12, CV_8UC3), image;
+  cv::randu(noise, 0, 255);
+  cv::resize(noise, image, cv::Size(96, 96), 0, 0, cv::INTER_CUBIC);
+  REQUIRE(write_image(dir / "good.jpg", image, {cv::IMWRITE_JPEG_QUALITY, 90}));
+  const auto good = read_bytes(dir / "good.jpg");
+  const auto decoded = decode_image_file(dir / "good.jpg", 0);
+
+  // The middle third of the entropy-coded data replaced by seeded noise (no 0xFF, so no
+  // marker appears); the file still ends with the end-of-image marker.
+  const size_t start = jpeg_scan_start(good);
+  REQUIRE(start > 0);
+  const size_t end = good.size() - 2;
+  REQUIRE((good[end] == 0xFF && good[end + 1] == 0xD9));
+  auto damaged = good;
+  std::mt19937 rng(3);
+  for (size_t i = start + (end - start) / 3; i < start + 2 * (end - start) / 3; ++i) {
+    damaged[i] = static_cast<uint8_t>(rng() % 255);
+  }
+  write_bytes(dir / "damaged.jpg", damaged);
+  CHECK_THROWS_MATCHES(decode_image_file(dir / "damaged.jpg", 0), DecodeError,
+                       Catch::Matchers::Predicate<DecodeError>([&](const DecodeError& e) {
+                         INFO(e.what());
+                         return std::string(e.what()).find(dir / "damaged.jpg") !=
+                                std::string::npos;
+                       }));
+  // Cut before its end: the decoder's "Premature end of JPEG file".
+  write_bytes(dir / "cut.jpg", std::vector<uint8_t>(good.begin(), good.end() - 200));
+  CHECK_THROWS_WITH(decode_image_file(dir / "cut.jpg", 0),
+                    Catch::Contains("cut.jpg") && Catch::Contains("truncated"));
+
+  // 5000 bytes after the end-of-image marker (a thumbnail, a camera's trailer) change nothing.
+  auto trailing = good;
+  trailing.insert(trailing.end(), 5000, 0x20);
+  write_bytes(dir / "trailing.jpg", trailing);
+  CHECK(torch::equal(decode_image_file(dir / "trailing.jpg", 0), decoded));
+}
+
+#endif  // ALEXNET_WITH_OPENCV
+
 TEST_CASE("An IDX header declaring 2^64 pixels is refused naming the file and the fields",
           "[data][idx]") {
   TempDir dir;
