@@ -82,8 +82,9 @@ struct DatasetOptions {
   std::string val_source;
   /// Root that the paths of a val list file are relative to; empty: the list file's folder.
   std::string val_root;
-  /// Optional file of class names, one line per class in label order; a line
-  /// "n01440764 tench, Tinca tinca" (the WordNet synset words) maps a folder name to a name.
+  /// Optional file of class names: lines "n01440764 tench, Tinca tinca" (the WordNet synset
+  /// words) that map each folder name to a name, every folder named; or, when no line names
+  /// a folder, one name per line in label order.
   std::string class_names_file;
   /// IDX data: channels per image (1, or 3 with the grey value replicated).
   int64_t channels = 3;

@@ -25,7 +25,9 @@ class ImageFolder : public Dataset {
  public:
   /// Scans `root`. `classes` empty: find_classes(root), and an empty class folder is an
   /// error naming it. Otherwise labels are indices into `classes` (e.g. the training set's),
-  /// every subfolder of `root` must be one of them, and classes may be absent.
+  /// every subfolder of `root` must be one of them, and classes may be absent. Entries that
+  /// are not regular files after following symbolic links (FIFOs, sockets, devices, dangling
+  /// links) are left out, with a warning on stderr for those with an image extension.
   /// max_pixels: see decode_image_file().
   explicit ImageFolder(const std::string& root, int64_t image_size = 256,
                        std::vector<std::string> classes = {},
@@ -46,7 +48,8 @@ class ImageFolder : public Dataset {
 
   /// The class folder names, by label (class_names() may be human-readable instead).
   const std::vector<std::string>& folder_names() const { return classes_; }
-  /// Replaces class_names() from a file (see DatasetOptions::class_names_file).
+  /// Replaces class_names() from a file (see DatasetOptions::class_names_file). Throws naming
+  /// the file and the class folders it misses when it names some folders but not all.
   void load_class_names(const std::string& file);
   const std::vector<std::string>& paths() const { return paths_; }
   int64_t image_size() const { return image_size_; }

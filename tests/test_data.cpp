@@ -702,6 +702,46 @@ TEST_CASE("`alexnet prepare` writes a packed file and skips bad images", "[data]
 // ---------------------------------------------------------------------------------------------
 // Input files: every size is checked before it is allocated, nothing lost, nothing hangs
 
+TEST_CASE("Image folders read only regular files; a FIFO is skipped, never opened", "[data]") {
+  TempDir dir;
+  write_text(dir / "root/cat/a.png", "x");
+  REQUIRE(mkfifo((dir / "root/cat/pipe.jpg").c_str(), 0644) == 0);
+  fs::create_symlink(dir / "root/cat/pipe.jpg", dir / "root/cat/link-to-pipe.png");
+  write_text(dir / "root/dog/b.png", "x");
+  REQUIRE(mkfifo((dir / "root/dog/only-a-pipe.png").c_str(), 0644) == 0);
+  ImageFolder folder(dir / "root");
+  REQUIRE(folder.size() == 2);
+  CHECK(folder.paths()[0] == dir / "root/cat/a.png");
+  CHECK(folder.paths()[1] == dir / "root/dog/b.png");
+  // Read directly (a list file may name one), it is refused at once instead of blocking.
+  CHECK_THROWS_MATCHES(decode_image_file(dir / "root/cat/pipe.jpg", 0), DecodeError,
+                       Catch::Matchers::Predicate<DecodeError>([&](const DecodeError& e) {
+                         const std::string text = e.what();
+                         return text.find(dir / "root/cat/pipe.jpg") != std::string::npos &&
+                                text.find("not a regular file") != std::string::npos;
+                       }));
+}
+
+TEST_CASE("A class names file that misses a class folder is refused naming the folder", "[data]") {
+  TempDir dir;
+  for (const char* file : {"ant/1.png", "bee/2.png", "cat/3.png"}) write_text(dir / file, "x");
+  ImageFolder folder(dir.path.string());
+  // As many lines as classes, but "cat" is not named: matching by position would call the
+  // cats "Canis".
+  write_text(dir / "names.txt", "ant Formicidae\nbee Apis\ndog Canis\n");
+  CHECK_THROWS_WITH(folder.load_class_names(dir / "names.txt"),
+                    Catch::Contains("names.txt") && Catch::Contains("cat"));
+  CHECK(folder.class_names() == std::vector<std::string>{"ant", "bee", "cat"});
+  // A file naming no folder at all is a list in label order.
+  write_text(dir / "plain.txt", "Formicidae ants\nApis bees\nFelis cats\n");
+  folder.load_class_names(dir / "plain.txt");
+  CHECK(folder.class_names() ==
+        std::vector<std::string>{"Formicidae ants", "Apis bees", "Felis cats"});
+  write_text(dir / "short.txt", "Formicidae\nApis\n");
+  CHECK_THROWS_WITH(folder.load_class_names(dir / "short.txt"),
+                    Catch::Contains("short.txt") && Catch::Contains("2 lines"));
+}
+
 #if ALEXNET_WITH_OPENCV
 
 TEST_CASE("Images larger than the pixel limit are refused from their header", "[data][decode]") {
