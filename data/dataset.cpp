@@ -4,6 +4,8 @@
 #include <atomic>
 #include <exception>
 #include <filesystem>
+#include <map>
+#include <numeric>
 #include <thread>
 
 #include "data/cifar10.h"
@@ -280,6 +282,81 @@ DatasetStats compute_stats(const Dataset& dataset, size_t max_images, uint64_t s
   }
   for (size_t t = 1; t < threads; ++t) partial[0].merge(partial[t]);
   return partial[0].finish();
+}
+
+std::vector<size_t> stratified_indices(const Dataset& dataset, size_t n, uint64_t seed) {
+  const size_t total = dataset.size();
+  if (n >= total) {
+    std::vector<size_t> all(total);
+    std::iota(all.begin(), all.end(), size_t{0});
+    return all;
+  }
+  std::map<int64_t, std::vector<size_t>> by_class;
+  for (size_t i = 0; i < total; ++i) by_class[dataset.label(i)].push_back(i);
+  // Largest remainder: every class gets the floor of its share n * size / total, and the
+  // samples left over go to the classes with the largest fractional parts (ties: lower label).
+  struct Share {
+    int64_t label;
+    size_t count;
+    size_t remainder;  // numerator of the fractional part, over `total`
+  };
+  std::vector<Share> shares;
+  size_t given = 0;
+  for (const auto& [label, members] : by_class) {
+    const auto exact = static_cast<unsigned __int128>(n) * members.size();
+    shares.push_back(
+        {label, static_cast<size_t>(exact / total), static_cast<size_t>(exact % total)});
+    given += shares.back().count;
+  }
+  std::vector<size_t> order(shares.size());
+  std::iota(order.begin(), order.end(), size_t{0});
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return shares[a].remainder > shares[b].remainder; });
+  for (size_t k = 0; given < n; ++k, ++given) ++shares[order[k]].count;
+  // Within a class, a seeded partial Fisher-Yates shuffle picks the samples: the choice
+  // depends on the seed, the class and its members only.
+  std::vector<size_t> selected;
+  selected.reserve(n);
+  for (const auto& share : shares) {
+    auto& members = by_class[share.label];
+    transforms::Rng rng(Loader::sample_seed(seed, /*epoch=*/share.label, /*index=*/-2));
+    for (size_t k = 0; k < share.count; ++k) {
+      const size_t remaining = members.size() - k;
+      const auto j =
+          k + static_cast<size_t>((static_cast<unsigned __int128>(rng()) * remaining) >> 64);
+      std::swap(members[k], members[j]);
+      selected.push_back(members[k]);
+    }
+  }
+  std::sort(selected.begin(), selected.end());
+  return selected;
+}
+
+StratifiedSplit stratified_split(DatasetPtr dataset, size_t n, uint64_t seed) {
+  TORCH_CHECK(dataset != nullptr, "stratified_split of a null data set");
+  TORCH_CHECK(n < dataset->size(), "stratified_split: cannot hold out ", n, " of ", dataset->size(),
+              " samples and keep any");
+  auto selected = stratified_indices(*dataset, n, seed);
+  std::vector<size_t> rest;
+  rest.reserve(dataset->size() - n);
+  auto next = selected.begin();
+  for (size_t i = 0; i < dataset->size(); ++i) {
+    if (next != selected.end() && *next == i) {
+      ++next;
+    } else {
+      rest.push_back(i);
+    }
+  }
+  StratifiedSplit split;
+  split.rest = std::make_shared<Subset>(dataset, std::move(rest));
+  split.selected = std::make_shared<Subset>(std::move(dataset), std::move(selected));
+  return split;
+}
+
+DatasetPtr stratified_subset(DatasetPtr dataset, size_t n, uint64_t seed) {
+  TORCH_CHECK(dataset != nullptr, "stratified_subset of a null data set");
+  auto indices = stratified_indices(*dataset, n, seed);
+  return std::make_shared<Subset>(std::move(dataset), std::move(indices));
 }
 
 }  // namespace alexnet::data

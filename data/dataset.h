@@ -105,10 +105,34 @@ DatasetPtr open_dataset(const std::string& source, const DatasetOptions& options
 /// open_dataset with default options for `split` ("train", "val" or "test").
 DatasetPtr open_dataset(const std::string& source, const std::string& split);
 
-/// The first min(n, size) samples of `dataset` (for quick runs and tests).
+/// The first min(n, size) samples of `dataset` (for quick runs and tests). Image folders and
+/// packed files are sorted by class, so this may hold few classes: stratified_subset() keeps
+/// them all.
 DatasetPtr subset(DatasetPtr dataset, size_t n);
 /// The samples of `dataset` at `indices`, in that order.
 DatasetPtr subset(DatasetPtr dataset, std::vector<size_t> indices);
+
+/// min(n, size) indices of `dataset`, ascending, drawn per class: class c with n_c of the N
+/// samples gets floor(n n_c / N) of them, or one more (the samples left over go to the classes
+/// with the largest fractional parts of n n_c / N, ties to the lower label), drawn uniformly
+/// at random within the class. The result depends on the labels and the seed only. Reads
+/// labels, never images.
+std::vector<size_t> stratified_indices(const Dataset& dataset, size_t n, uint64_t seed);
+
+/// Two disjoint views of one data set, each in the data set's order.
+struct StratifiedSplit {
+  /// Every sample not selected.
+  DatasetPtr rest;
+  /// The n samples of stratified_indices(dataset, n, seed).
+  DatasetPtr selected;
+};
+
+/// Holds out n samples with every class in proportion (a validation set that represents
+/// every class), leaving the rest. Throws when n >= size (nothing would be left).
+StratifiedSplit stratified_split(DatasetPtr dataset, size_t n, uint64_t seed);
+/// The samples of stratified_indices(dataset, n, seed): a smaller data set with every class
+/// in proportion; equal to stratified_split(dataset, n, seed).selected for n < size.
+DatasetPtr stratified_subset(DatasetPtr dataset, size_t n, uint64_t seed);
 
 /// Per-channel mean/std and the RGB covariance eigen-decomposition over up to `max_images`
 /// images drawn without replacement (seeded); all images when max_images is 0 or larger than

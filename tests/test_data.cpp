@@ -1014,3 +1014,72 @@ TEST_CASE("compute_stats passes errors of its threads to the caller", "[data]") 
   CHECK(compute_stats(OddDataset(1, 1000), 0, 1).images == 40);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Seeded, class-stratified selections
+
+namespace {
+
+// Labels sorted by class, as image folders and packed files are: counts[c] samples of class c.
+std::shared_ptr<LabelledDataset> sorted_by_class(const std::vector<size_t>& counts) {
+  std::vector<int64_t> labels;
+  for (size_t c = 0; c < counts.size(); ++c) labels.insert(labels.end(), counts[c], c);
+  return std::make_shared<LabelledDataset>(labels, counts.size());
+}
+
+std::vector<size_t> per_class(const Dataset& dataset, size_t classes) {
+  std::vector<size_t> counts(classes, 0);
+  for (size_t i = 0; i < dataset.size(); ++i) ++counts[static_cast<size_t>(dataset.label(i))];
+  return counts;
+}
+
+std::vector<std::string> described(const Dataset& dataset) {
+  std::vector<std::string> out;
+  for (size_t i = 0; i < dataset.size(); ++i) out.push_back(dataset.describe(i));
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("stratified_split holds out every class in proportion, depending only on the seed",
+          "[data][stratified]") {
+  auto dataset = sorted_by_class({500, 300, 150, 50});
+  const auto split = stratified_split(dataset, 100, /*seed=*/7);
+  CHECK(per_class(*split.selected, 4) == std::vector<size_t>{50, 30, 15, 5});
+  CHECK(per_class(*split.rest, 4) == std::vector<size_t>{450, 270, 135, 45});
+  // Disjoint, and together every sample once.
+  auto all = described(*split.rest);
+  const auto selected = described(*split.selected);
+  all.insert(all.end(), selected.begin(), selected.end());
+  std::sort(all.begin(), all.end());
+  CHECK(std::adjacent_find(all.begin(), all.end()) == all.end());
+  CHECK(all.size() == 1000);
+  // Drawn at random within each class, not its first or last samples: class 0 is 0..499.
+  const auto indices = stratified_indices(*dataset, 100, 7);
+  CHECK(indices.front() < 100);
+  CHECK(indices[49] > 400);
+
+  // The same seed gives the same selection, another seed another one.
+  CHECK(described(*stratified_split(dataset, 100, 7).selected) == selected);
+  CHECK(described(*stratified_split(dataset, 100, 8).selected) != selected);
+  // stratified_subset selects what stratified_split holds out.
+  CHECK(described(*stratified_subset(dataset, 100, 7)) == selected);
+  CHECK(stratified_subset(dataset, 5000, 7)->size() == 1000);
+
+  // Shares that do not divide evenly: each class gets the floor or the ceiling of its share.
+  auto uneven = sorted_by_class({7, 2, 1, 3});
+  for (size_t n : {1, 4, 5, 12}) {
+    const auto counts = per_class(*stratified_subset(uneven, n, 1), 4);
+    size_t total = 0;
+    for (size_t c = 0; c < 4; ++c) {
+      const double share = static_cast<double>(n) * std::vector<double>{7, 2, 1, 3}[c] / 13;
+      INFO("n " << n << " class " << c);
+      CHECK(static_cast<double>(counts[c]) >= std::floor(share));
+      CHECK(static_cast<double>(counts[c]) <= std::ceil(share));
+      total += counts[c];
+    }
+    CHECK(total == n);
+  }
+  CHECK_THROWS_WITH(stratified_split(dataset, 1000, 7), Catch::Contains("1000"));
+  CHECK(stratified_split(dataset, 0, 7).rest->size() == 1000);
+}
+
