@@ -72,6 +72,11 @@ int64_t Loader::skipped() const {
   return skipped_;
 }
 
+std::vector<SkippedSample> Loader::skipped_samples() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return skipped_samples_;
+}
+
 void Loader::stop_workers() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -166,6 +171,7 @@ void Loader::record_skip(int64_t index, const std::string& message) {
   std::lock_guard<std::mutex> lock(mutex_);
   ++skipped_;
   if (!reported_.insert(index).second) return;
+  skipped_samples_.push_back({index, dataset_->describe(static_cast<size_t>(index)), message});
   std::cerr << "warning: skipped " << message << "\n";
   if (!options_.skipped_log.empty()) {
     std::ofstream log(options_.skipped_log, std::ios::app);

@@ -132,6 +132,38 @@ void edit_packed_header(const std::string& path, const std::function<void(nlohma
   write_bytes(path, bytes);
 }
 
+// Starts the alexnet executable with `args`, its stdout and stderr going to `log`.
+pid_t start_alexnet(const std::vector<std::string>& args, const std::string& log) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(fd, STDOUT_FILENO);
+    dup2(fd, STDERR_FILENO);
+    std::vector<char*> argv{const_cast<char*>(ALEXNET_BINARY)};
+    for (const auto& arg : args) argv.push_back(const_cast<char*>(arg.c_str()));
+    argv.push_back(nullptr);
+    execv(ALEXNET_BINARY, argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+// The exit status of `pid` as a shell reports it: 128 + N when signal N ended it.
+int wait_for(pid_t pid) {
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
+}
+
+int run_alexnet(const std::vector<std::string>& args, const std::string& log) {
+  return wait_for(start_alexnet(args, log));
+}
+
+std::string read_text(const std::string& path) {
+  const auto bytes = read_bytes(path);
+  return std::string(bytes.begin(), bytes.end());
+}
+
 // Labels given per sample; images are 1x1 and never read.
 class LabelledDataset : public Dataset {
  public:
@@ -1083,3 +1115,109 @@ TEST_CASE("stratified_split holds out every class in proportion, depending only 
   CHECK(stratified_split(dataset, 0, 7).rest->size() == 1000);
 }
 
+// ---------------------------------------------------------------------------------------------
+// `alexnet prepare`: interruption, the skipped-images log, --limit
+
+#if ALEXNET_WITH_OPENCV
+
+namespace {
+
+// root/c0 and root/c1, each with `per_class` small PNGs.
+void write_two_classes(const std::string& root, int per_class) {
+  for (int c = 0; c < 2; ++c) {
+    for (int i = 0; i < per_class; ++i) {
+      cv::Mat image(20 + i, 24, CV_8UC3, cv::Scalar(c * 100, 50, 20 * i));
+      write_image(root + "/c" + std::to_string(c) + "/" + std::to_string(i) + ".png", image);
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("`alexnet prepare` stopped by SIGINT or SIGTERM removes its partial file",
+          "[data][packed][app]") {
+  if (!fs::exists(ALEXNET_BINARY)) {
+    WARN("skipped: " ALEXNET_BINARY " is not built");
+    return;
+  }
+  for (int sig : {SIGINT, SIGTERM}) {
+    INFO("signal " << sig);
+    TempDir dir;
+    write_two_classes(dir / "root", 2);
+    // The validation list is a FIFO: prepare opens it (after installing its handlers) and
+    // waits for its lines, so the signal arrives at a known point, and the run goes on to
+    // create the partial file before it sees the request to stop.
+    const std::string list = dir / "list.fifo";
+    REQUIRE(mkfifo(list.c_str(), 0644) == 0);
+    const std::string out = dir / "val.pack";
+    const pid_t pid = start_alexnet({"prepare", "--data", dir / "root", "--split", "val",
+                                     "--val-data", list, "--out", out, "--size", "8"},
+                                    dir / "log.txt");
+    int fd = -1;
+    for (int tries = 0; tries < 3000 && fd < 0; ++tries) {
+      fd = ::open(list.c_str(), O_WRONLY | O_NONBLOCK);  // fails until prepare opens it
+      if (fd < 0) usleep(10000);
+    }
+    REQUIRE(fd >= 0);
+    REQUIRE(kill(pid, sig) == 0);
+    const std::string lines = "c0/0.png c0\nc1/0.png c1\nc0/1.png c0\n";
+    REQUIRE(write(fd, lines.data(), lines.size()) == static_cast<ssize_t>(lines.size()));
+    ::close(fd);
+    int status = 0;
+    REQUIRE(waitpid(pid, &status, 0) == pid);
+    INFO(read_text(dir / "log.txt"));
+    REQUIRE(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 128 + sig);
+    CHECK_FALSE(fs::exists(out));
+    CHECK_FALSE(fs::exists(out + ".partial"));
+  }
+}
+
+TEST_CASE("`alexnet prepare` writes the skipped-images log only when an image was skipped",
+          "[data][packed][app]") {
+  if (!fs::exists(ALEXNET_BINARY)) {
+    WARN("skipped: " ALEXNET_BINARY " is not built");
+    return;
+  }
+  TempDir dir;
+  write_two_classes(dir / "root", 2);
+  REQUIRE(mkfifo((dir / "root/c0/pipe.jpg").c_str(), 0644) == 0);  // skipped, never opened
+  const std::string log = dir / "mine.txt";
+  write_text(log, "kept\n");
+  const std::vector<std::string> args{"prepare", "--data", dir / "root",    "--out", dir / "a.pack",
+                                      "--size",  "8",      "--skipped-log", log};
+  REQUIRE(run_alexnet(args, dir / "run.txt") == 0);
+  CHECK(read_text(log) == "kept\n");
+  CHECK(read_text(dir / "run.txt").find("pipe.jpg") != std::string::npos);  // the warning
+  CHECK(open_dataset(dir / "a.pack", "train")->size() == 4);
+
+  write_bytes(dir / "root/c1/broken.jpg", {0xFF, 0xD8, 0xFF, 0x00});
+  REQUIRE(run_alexnet(args, dir / "run.txt") == 0);
+  const std::string text = read_text(log);
+  CHECK(text.find("broken.jpg") != std::string::npos);
+  CHECK(text.find("kept") == std::string::npos);
+  // Written whole, then renamed: no temporary file stays behind.
+  std::vector<std::string> files;
+  for (const auto& entry : fs::directory_iterator(dir.path)) {
+    files.push_back(entry.path().filename().string());
+  }
+  std::sort(files.begin(), files.end());
+  CHECK(files == std::vector<std::string>{"a.pack", "mine.txt", "root", "run.txt"});
+}
+
+TEST_CASE("`alexnet prepare --limit` keeps every class in proportion", "[data][packed][app]") {
+  if (!fs::exists(ALEXNET_BINARY)) {
+    WARN("skipped: " ALEXNET_BINARY " is not built");
+    return;
+  }
+  TempDir dir;
+  write_two_classes(dir / "root", 3);
+  REQUIRE(run_alexnet({"prepare", "--data", dir / "root", "--out", dir / "a.pack", "--size", "8",
+                       "--limit", "4"},
+                      dir / "run.txt") == 0);
+  auto packed = open_dataset(dir / "a.pack", "train");
+  REQUIRE(packed->size() == 4);
+  CHECK(per_class(*packed, 2) == std::vector<size_t>{2, 2});
+}
+
+#endif  // ALEXNET_WITH_OPENCV
