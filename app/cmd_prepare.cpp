@@ -1,8 +1,12 @@
 // `alexnet prepare`: decodes an image folder once into a packed file (data/packed.h).
+#include <signal.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <iomanip>
 #include <iostream>
 
@@ -16,6 +20,43 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// The signal (SIGINT or SIGTERM) that asked prepare to stop; 0 while none did.
+volatile std::sig_atomic_t stop_signal = 0;
+
+void request_stop(int signal_number) { stop_signal = signal_number; }
+
+// While it lives, SIGINT and SIGTERM ask the run to stop instead of ending the process, so
+// that it can remove its partial file. A second signal of the same kind ends the process at
+// once (SA_RESETHAND). SA_RESTART keeps reads (of a list file, say) from failing.
+class StopOnSignal {
+ public:
+  StopOnSignal() {
+    stop_signal = 0;
+    struct sigaction action {};
+    action.sa_handler = request_stop;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = SA_RESTART | SA_RESETHAND;
+    sigaction(SIGINT, &action, &previous_int_);
+    sigaction(SIGTERM, &action, &previous_term_);
+  }
+  ~StopOnSignal() {
+    sigaction(SIGINT, &previous_int_, nullptr);
+    sigaction(SIGTERM, &previous_term_, nullptr);
+  }
+  StopOnSignal(const StopOnSignal&) = delete;
+  StopOnSignal& operator=(const StopOnSignal&) = delete;
+
+  bool requested() const { return stop_signal != 0; }
+  /// 128 + the signal's number, as a shell reports a process the signal ended: 130 for
+  /// SIGINT, 143 for SIGTERM.
+  int exit_code() const { return 128 + stop_signal; }
+  const char* name() const { return stop_signal == SIGINT ? "SIGINT" : "SIGTERM"; }
+
+ private:
+  struct sigaction previous_int_ {};
+  struct sigaction previous_term_ {};
+};
+
 std::string list_text(const std::vector<double>& values) {
   std::ostringstream out;
   out << std::fixed << std::setprecision(2) << "[";
@@ -24,13 +65,39 @@ std::string list_text(const std::vector<double>& values) {
   return out.str();
 }
 
+// Writes "source<TAB>message" lines to `path`.partial, then renames it to `path`, so the log
+// is either absent, the previous one, or complete.
+void write_skipped_log(const std::string& path, const std::vector<data::SkippedSample>& skipped) {
+  const std::string partial = path + ".partial";
+  {
+    std::ofstream out(partial, std::ios::trunc);
+    for (const auto& sample : skipped) out << sample.source << "\t" << sample.message << "\n";
+    out.close();
+    if (!out) {
+      std::remove(partial.c_str());
+      throw std::runtime_error("cannot write " + partial);
+    }
+  }
+  std::error_code error;
+  std::filesystem::rename(partial, path, error);
+  if (error) {
+    std::remove(partial.c_str());
+    throw std::runtime_error("cannot rename " + partial + " to " + path + ": " + error.message());
+  }
+}
+
 int run_prepare(const std::vector<std::string>& args) {
+  // First, so that a signal at any later point (a list file that is a FIFO keeps prepare
+  // waiting) is seen by the loop below.
+  const StopOnSignal stop;
   ArgParser parser("alexnet prepare --data DIR --out FILE [options]",
                    "Decodes every image once, rescales its shorter side to --size and keeps the "
                    "central square (the paper's preparation), and writes them as uint8 with "
                    "labels, class names, the per-channel mean/std and the RGB covariance "
                    "eigen-data to a packed file that training reads without decoding (and "
-                   "without OpenCV). Undecodable images are skipped and listed.");
+                   "without OpenCV). Undecodable images are skipped and listed. Ctrl-C or "
+                   "SIGTERM stops the run and removes the partial file (exit status 130 or "
+                   "143); a second one ends it at once.");
   parser.option("data", "image folder (ROOT/<class>/<image>, or ROOT/train and ROOT/val)")
       .option("out", "packed file to write")
       .option("split", "train, or val (ROOT/val, or --val-data)", "train")
@@ -39,8 +106,14 @@ int run_prepare(const std::vector<std::string>& args) {
       .option("class-names", "file of human-readable class names (e.g. synset words)")
       .option("size", "side of the stored square images", "256")
       .option("workers", "decoding threads", "2")
-      .option("limit", "only the first N images (0: all)", "0")
-      .option("skipped-log", "file listing skipped images (default: OUT.skipped.txt)")
+      .option("limit", "only N images, every class in proportion, drawn with --seed (0: all)", "0")
+      .option("seed", "seed of the images --limit keeps", "0")
+      .option("max-pixels",
+              "skip images whose header declares more pixels (width x height; 0: no limit)",
+              std::to_string(data::kDefaultMaxImagePixels))
+      .option("skipped-log",
+              "file listing skipped images, written only when an image was skipped (default: "
+              "OUT.skipped.txt)")
       .flag("strict", "stop at the first undecodable image instead of skipping it");
   if (!parser.parse(args)) return 0;
   if (!parser.has("data") || !parser.has("out")) {
@@ -49,15 +122,19 @@ int run_prepare(const std::vector<std::string>& args) {
   const std::string out_path = parser.get("out");
   const int64_t size = parser.get_int("size");
   if (size <= 0) throw std::invalid_argument("--size must be positive");
+  if (parser.get_int("limit") < 0) throw std::invalid_argument("--limit must be >= 0");
+  if (parser.get_int("max-pixels") < 0) throw std::invalid_argument("--max-pixels must be >= 0");
   data::DatasetOptions options;
   options.split = parser.get("split");
   options.image_size = size;
   options.val_source = parser.get("val-data");
   options.val_root = parser.get("val-root");
   options.class_names_file = parser.get("class-names");
+  options.max_image_pixels = parser.get_int("max-pixels");
   data::DatasetPtr dataset = data::open_dataset(parser.get("data"), options);
   if (parser.get_int("limit") > 0) {
-    dataset = data::subset(dataset, static_cast<size_t>(parser.get_int("limit")));
+    dataset = data::stratified_subset(dataset, static_cast<size_t>(parser.get_int("limit")),
+                                      static_cast<uint64_t>(parser.get_int("seed")));
   }
 
   data::LoaderOptions loader_options;
@@ -66,9 +143,9 @@ int run_prepare(const std::vector<std::string>& args) {
   loader_options.shuffle = false;
   loader_options.prefetch_batches = 2 * loader_options.workers + 2;
   loader_options.strict = parser.get_flag("strict");
-  loader_options.skipped_log =
-      parser.has("skipped-log") ? parser.get("skipped-log") : out_path + ".skipped.txt";
-  std::remove(loader_options.skipped_log.c_str());
+  const bool default_log = !parser.has("skipped-log");
+  const std::string skipped_log =
+      default_log ? out_path + ".skipped.txt" : parser.get("skipped-log");
   // Images that are not size x size yet (IDX data, or image_size ignored) get the same
   // preparation as tensors.
   auto prepare = std::make_shared<transforms::Compose>(
@@ -93,7 +170,9 @@ int run_prepare(const std::vector<std::string>& args) {
               << std::flush;
   };
   loader.start_epoch(0);
-  while (auto batch = loader.next()) {
+  while (!stop.requested()) {
+    auto batch = loader.next();
+    if (!batch) break;
     for (int64_t k = 0; k < batch->images.size(0); ++k) {
       auto image = batch->images[k];
       if (image.size(0) == 1) image = image.expand({3, size, size});
@@ -106,18 +185,27 @@ int run_prepare(const std::vector<std::string>& args) {
       last_report = Clock::now();
     }
   }
+  if (stop.requested()) {
+    writer.discard();
+    std::cerr << (tty ? "\n" : "") << "prepare: stopped by " << stop.name() << " after " << done
+              << " of " << total << " images; removed " << out_path << ".partial\n";
+    return stop.exit_code();
+  }
   done = total;
   report(true);
+  const auto skipped = loader.skipped_samples();
+  if (!skipped.empty()) write_skipped_log(skipped_log, skipped);
   if (writer.count() == 0) throw std::runtime_error("no image could be decoded");
   const auto result = stats.finish();
   nlohmann::json extra{{"source", parser.get("data")},
                        {"split", options.split == "test" ? "val" : options.split},
                        {"skipped", loader.skipped()}};
   writer.finish(dataset->class_names(), result, extra);
+  // A log left by an earlier run describes the file just replaced.
+  if (skipped.empty() && default_log) std::remove(skipped_log.c_str());
   std::cout << "wrote " << out_path << ": " << writer.count() << " images of " << size << "x"
             << size << ", " << dataset->class_names().size() << " classes, " << loader.skipped()
-            << " skipped"
-            << (loader.skipped() ? " (listed in " + loader_options.skipped_log + ")" : "")
+            << " skipped" << (skipped.empty() ? "" : " (listed in " + skipped_log + ")")
             << "\nmean " << list_text(result.mean) << ", std " << list_text(result.std)
             << ", PCA eigenvalues (x255 scale) "
             << list_text(std::vector<double>(result.eigenvalues.data_ptr<double>(),

@@ -30,9 +30,27 @@ fs::path batches_folder(const std::string& dir) {
                            "binary version, cifar-10-batches-bin/)");
 }
 
+// batches.meta.txt holds ten short lines; anything much larger is not a class names file.
+constexpr uintmax_t kMaxClassNamesBytes = 1 << 20;
+
 std::vector<std::string> read_class_names(const fs::path& file) {
   std::error_code error;
   if (!fs::exists(file, error)) return cifar10_class_names();
+  // Opening a FIFO would wait for a writer forever.
+  if (!fs::is_regular_file(file, error)) {
+    throw std::runtime_error("CIFAR-10 class names " + file.string() + " is not a regular file");
+  }
+  const uintmax_t bytes = fs::file_size(file, error);
+  if (error) {
+    throw std::runtime_error("cannot read CIFAR-10 class names " + file.string() + ": " +
+                             error.message());
+  }
+  if (bytes > kMaxClassNamesBytes) {
+    throw std::runtime_error("CIFAR-10 class names " + file.string() + " has " +
+                             std::to_string(bytes) + " bytes, more than the " +
+                             std::to_string(kMaxClassNamesBytes) +
+                             " bytes a list of class names may have");
+  }
   std::ifstream in(file);
   if (!in) throw std::runtime_error("cannot read CIFAR-10 class names " + file.string());
   std::vector<std::string> names;
@@ -76,8 +94,9 @@ Cifar10Dataset::Cifar10Dataset(const std::string& dir, const std::string& split)
   std::vector<int64_t> records;
   for (const auto& file : files_) {
     std::error_code error;
+    if (!fs::exists(file, error)) throw std::runtime_error("CIFAR-10 file " + file + " is missing");
     if (!fs::is_regular_file(file, error)) {
-      throw std::runtime_error("CIFAR-10 file " + file + " is missing");
+      throw std::runtime_error("CIFAR-10 file " + file + " is not a regular file");
     }
     const auto bytes = static_cast<int64_t>(fs::file_size(file, error));
     if (error || bytes == 0 || bytes % kRecordBytes != 0) {

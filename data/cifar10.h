@@ -17,8 +17,8 @@ class Cifar10Dataset : public Dataset {
  public:
   /// `dir`: the folder holding the .bin files (or a folder holding cifar-10-batches-bin/).
   /// `split`: "train", or "val" / "test". Throws std::runtime_error naming the file when one is
-  /// missing, its size is not a positive multiple of 3073 bytes, or a label is outside the
-  /// class names.
+  /// missing or not a regular file, its size is not a positive multiple of 3073 bytes, a label
+  /// is outside the class names, or batches.meta.txt is not a regular file of at most 1 MiB.
   Cifar10Dataset(const std::string& dir, const std::string& split);
 
   size_t size() const override { return labels_.size(); }

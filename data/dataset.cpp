@@ -1,7 +1,11 @@
 #include "data/dataset.h"
 
 #include <algorithm>
+#include <atomic>
+#include <exception>
 #include <filesystem>
+#include <map>
+#include <numeric>
 #include <thread>
 
 #include "data/cifar10.h"
@@ -128,17 +132,20 @@ DatasetPtr open_dataset(const std::string& source, const DatasetOptions& options
                 " is not a folder");
     auto classes = find_classes(train_root);
     if (fs::is_directory(v, error)) {
-      return with_names(std::make_shared<ImageFolder>(v, options.image_size, classes), options);
+      return with_names(
+          std::make_shared<ImageFolder>(v, options.image_size, classes, options.max_image_pixels),
+          options);
     }
     const std::string root =
         options.val_root.empty() ? fs::path(v).parent_path().string() : options.val_root;
-    return with_names(
-        ImageFolder::from_list(v, root.empty() ? "." : root, classes, options.image_size), options);
+    return with_names(ImageFolder::from_list(v, root.empty() ? "." : root, classes,
+                                             options.image_size, options.max_image_pixels),
+                      options);
   }
   if (is_cifar10_folder(source)) return open_cifar10(source, options.split);
   if (is_packed_file(source)) {
     auto set = std::make_shared<PackedDataset>(source);
-    const std::string stored = set->header().value("split", std::string("train"));
+    const std::string& stored = set->split();
     if (is_val_split(stored) != val) {
       throw std::runtime_error("packed file " + source + " holds the " + stored + " split, not " +
                                options.split +
@@ -155,14 +162,19 @@ DatasetPtr open_dataset(const std::string& source, const DatasetOptions& options
     const std::string folder = split_folder(source, options.split);
     std::vector<std::string> classes;
     if (val) classes = find_classes(source + "/train");
-    return with_names(std::make_shared<ImageFolder>(folder, options.image_size, classes), options);
+    return with_names(std::make_shared<ImageFolder>(folder, options.image_size, classes,
+                                                    options.max_image_pixels),
+                      options);
   }
   if (val) {
     throw std::runtime_error("image folder " + source +
                              " has no val/ folder: give the validation data as a folder or a "
                              "list file of \"relative/path label\" lines");
   }
-  return with_names(std::make_shared<ImageFolder>(source, options.image_size), options);
+  return with_names(
+      std::make_shared<ImageFolder>(source, options.image_size, std::vector<std::string>{},
+                                    options.max_image_pixels),
+      options);
 }
 
 DatasetPtr open_dataset(const std::string& source, const std::string& split) {
@@ -236,22 +248,115 @@ DatasetStats compute_stats(const Dataset& dataset, size_t max_images, uint64_t s
   const size_t threads =
       std::max<size_t>(1, std::min<size_t>(std::thread::hardware_concurrency(), count / 16 + 1));
   std::vector<StatsAccumulator> partial(threads);
+  // Whatever a thread throws is kept here and rethrown by the caller, never left to escape
+  // the thread (which would end the process).
+  std::vector<std::exception_ptr> errors(threads);
+  std::atomic<bool> failed{false};
   std::vector<std::thread> pool;
   for (size_t t = 0; t < threads; ++t) {
     pool.emplace_back([&, t] {
-      for (size_t i = t; i < count; i += threads) {
-        try {
-          auto image = dataset.get(static_cast<size_t>(order[i])).image;
-          if (image.size(0) == 1) image = image.expand({3, image.size(1), image.size(2)});
-          partial[t].add(image);
-        } catch (const DecodeError&) {
+      try {
+        for (size_t i = t; i < count && !failed; i += threads) {
+          const auto index = static_cast<size_t>(order[i]);
+          try {
+            auto image = dataset.get(index).image;
+            if (image.dim() == 3 && image.size(0) == 1) {
+              image = image.expand({3, image.size(1), image.size(2)});
+            }
+            partial[t].add(image);
+          } catch (const DecodeError&) {
+          } catch (const c10::Error& e) {
+            throw std::runtime_error("statistics of " + dataset.describe(index) + ": " +
+                                     e.what_without_backtrace());
+          }
         }
+      } catch (...) {
+        errors[t] = std::current_exception();
+        failed = true;
       }
     });
   }
   for (auto& thread : pool) thread.join();
+  for (const auto& error : errors) {
+    if (error) std::rethrow_exception(error);
+  }
   for (size_t t = 1; t < threads; ++t) partial[0].merge(partial[t]);
   return partial[0].finish();
+}
+
+std::vector<size_t> stratified_indices(const Dataset& dataset, size_t n, uint64_t seed) {
+  const size_t total = dataset.size();
+  if (n >= total) {
+    std::vector<size_t> all(total);
+    std::iota(all.begin(), all.end(), size_t{0});
+    return all;
+  }
+  std::map<int64_t, std::vector<size_t>> by_class;
+  for (size_t i = 0; i < total; ++i) by_class[dataset.label(i)].push_back(i);
+  // Largest remainder: every class gets the floor of its share n * size / total, and the
+  // samples left over go to the classes with the largest fractional parts (ties: lower label).
+  struct Share {
+    int64_t label;
+    size_t count;
+    size_t remainder;  // numerator of the fractional part, over `total`
+  };
+  std::vector<Share> shares;
+  size_t given = 0;
+  for (const auto& [label, members] : by_class) {
+    const auto exact = static_cast<unsigned __int128>(n) * members.size();
+    shares.push_back(
+        {label, static_cast<size_t>(exact / total), static_cast<size_t>(exact % total)});
+    given += shares.back().count;
+  }
+  std::vector<size_t> order(shares.size());
+  std::iota(order.begin(), order.end(), size_t{0});
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return shares[a].remainder > shares[b].remainder; });
+  for (size_t k = 0; given < n; ++k, ++given) ++shares[order[k]].count;
+  // Within a class, a seeded partial Fisher-Yates shuffle picks the samples: the choice
+  // depends on the seed, the class and its members only.
+  std::vector<size_t> selected;
+  selected.reserve(n);
+  for (const auto& share : shares) {
+    auto& members = by_class[share.label];
+    transforms::Rng rng(Loader::sample_seed(seed, /*epoch=*/share.label, /*index=*/-2));
+    for (size_t k = 0; k < share.count; ++k) {
+      const size_t remaining = members.size() - k;
+      const auto j =
+          k + static_cast<size_t>((static_cast<unsigned __int128>(rng()) * remaining) >> 64);
+      std::swap(members[k], members[j]);
+      selected.push_back(members[k]);
+    }
+  }
+  std::sort(selected.begin(), selected.end());
+  return selected;
+}
+
+StratifiedSplit stratified_split(DatasetPtr dataset, size_t n, uint64_t seed) {
+  TORCH_CHECK(dataset != nullptr, "stratified_split of a null data set");
+  TORCH_CHECK(n < dataset->size(), "stratified_split: cannot hold out ", n, " of ", dataset->size(),
+              " samples and keep any");
+  auto selected = stratified_indices(*dataset, n, seed);
+  std::vector<size_t> rest;
+  rest.reserve(dataset->size() - n);
+  auto next = selected.begin();
+  for (size_t i = 0; i < dataset->size(); ++i) {
+    if (next != selected.end() && *next == i) {
+      ++next;
+    } else {
+      rest.push_back(i);
+    }
+  }
+  StratifiedSplit split;
+  split.rest = std::make_shared<Subset>(dataset, std::move(rest));
+  split.selected = std::make_shared<Subset>(std::move(dataset), std::move(selected));
+  return split;
+}
+
+DatasetPtr stratified_subset(DatasetPtr dataset, size_t n, uint64_t seed) {
+  TORCH_CHECK(dataset != nullptr, "stratified_subset of a null data set");
+  auto indices = stratified_indices(*dataset, n, seed);
+  return std::make_shared<Subset>(std::move(dataset), std::move(indices));
 }
 
 }  // namespace alexnet::data

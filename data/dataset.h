@@ -60,6 +60,10 @@ class Dataset {
 
 using DatasetPtr = std::shared_ptr<const Dataset>;
 
+/// The default limit on the pixels (width x height) of one image file: 100 megapixels, more
+/// than any camera's photo, far less than what a small file can declare.
+inline constexpr int64_t kDefaultMaxImagePixels = 100'000'000;
+
 /// Where Debian's dataset-fashion-mnist installs its files.
 inline constexpr const char* kFashionMnistDir = "/usr/share/datasets/fashion-mnist";
 
@@ -78,11 +82,15 @@ struct DatasetOptions {
   std::string val_source;
   /// Root that the paths of a val list file are relative to; empty: the list file's folder.
   std::string val_root;
-  /// Optional file of class names, one line per class in label order; a line
-  /// "n01440764 tench, Tinca tinca" (the WordNet synset words) maps a folder name to a name.
+  /// Optional file of class names: lines "n01440764 tench, Tinca tinca" (the WordNet synset
+  /// words) that map each folder name to a name, every folder named; or, when no line names
+  /// a folder, one name per line in label order.
   std::string class_names_file;
   /// IDX data: channels per image (1, or 3 with the grey value replicated).
   int64_t channels = 3;
+  /// Image folders: an image whose header declares more pixels (width x height) is refused
+  /// before it is decoded (DecodeError, so the loader skips it). 0: no limit.
+  int64_t max_image_pixels = kDefaultMaxImagePixels;
 };
 
 /// Opens a data source:
@@ -97,14 +105,39 @@ DatasetPtr open_dataset(const std::string& source, const DatasetOptions& options
 /// open_dataset with default options for `split` ("train", "val" or "test").
 DatasetPtr open_dataset(const std::string& source, const std::string& split);
 
-/// The first min(n, size) samples of `dataset` (for quick runs and tests).
+/// The first min(n, size) samples of `dataset` (for quick runs and tests). Image folders and
+/// packed files are sorted by class, so this may hold few classes: stratified_subset() keeps
+/// them all.
 DatasetPtr subset(DatasetPtr dataset, size_t n);
 /// The samples of `dataset` at `indices`, in that order.
 DatasetPtr subset(DatasetPtr dataset, std::vector<size_t> indices);
 
+/// min(n, size) indices of `dataset`, ascending, drawn per class: class c with n_c of the N
+/// samples gets floor(n n_c / N) of them, or one more (the samples left over go to the classes
+/// with the largest fractional parts of n n_c / N, ties to the lower label), drawn uniformly
+/// at random within the class. The result depends on the labels and the seed only. Reads
+/// labels, never images.
+std::vector<size_t> stratified_indices(const Dataset& dataset, size_t n, uint64_t seed);
+
+/// Two disjoint views of one data set, each in the data set's order.
+struct StratifiedSplit {
+  /// Every sample not selected.
+  DatasetPtr rest;
+  /// The n samples of stratified_indices(dataset, n, seed).
+  DatasetPtr selected;
+};
+
+/// Holds out n samples with every class in proportion (a validation set that represents
+/// every class), leaving the rest. Throws when n >= size (nothing would be left).
+StratifiedSplit stratified_split(DatasetPtr dataset, size_t n, uint64_t seed);
+/// The samples of stratified_indices(dataset, n, seed): a smaller data set with every class
+/// in proportion; equal to stratified_split(dataset, n, seed).selected for n < size.
+DatasetPtr stratified_subset(DatasetPtr dataset, size_t n, uint64_t seed);
+
 /// Per-channel mean/std and the RGB covariance eigen-decomposition over up to `max_images`
 /// images drawn without replacement (seeded); all images when max_images is 0 or larger than
-/// the set. Images that fail to decode are left out.
+/// the set. Images that fail to decode are left out; any other error (an image that is not
+/// [1 or 3, H, W], say) is rethrown here, naming the sample.
 DatasetStats compute_stats(const Dataset& dataset, size_t max_images, uint64_t seed);
 
 /// Accumulates pixel sums for DatasetStats (used by compute_stats and `alexnet prepare`).

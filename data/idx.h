@@ -9,11 +9,15 @@ namespace alexnet::data {
 
 /// MNIST-style IDX files (gzip-compressed or raw): an idx3 image file (magic 0x00000803,
 /// N x rows x cols uint8) and an idx1 label file (magic 0x00000801). Both are read into
-/// memory once.
+/// memory once. Both headers are checked before the data is allocated: a raw file must be
+/// exactly as large as its header declares, a gzip file small enough to inflate to it
+/// (deflate's ratio is at most 1032:1); a gzip file is inflated only up to the declared size
+/// and one byte more, so a file holding more than its header declares is refused without
+/// inflating the rest.
 class IdxDataset : public Dataset {
  public:
-  /// Throws naming the file on a wrong magic number, a size that does not match the header,
-  /// differing counts, or labels outside class_names.
+  /// Throws naming the file on a wrong magic number, a size that does not match the header
+  /// (naming the header's fields), differing counts, or labels outside class_names.
   IdxDataset(const std::string& images_file, const std::string& labels_file,
              std::vector<std::string> class_names, int64_t channels = 3);
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <map>
 #include <sstream>
 
@@ -29,8 +30,32 @@ bool is_directory(const fs::directory_entry& entry) {
   return entry.is_directory(error);  // follows symbolic links, as os.scandir's is_dir()
 }
 
+bool is_regular_file(const fs::directory_entry& entry) {
+  std::error_code error;
+  return entry.is_regular_file(error);  // follows symbolic links
+}
+
+std::string file_kind(const fs::path& path) {
+  std::error_code error;
+  const auto status = fs::status(path, error);
+  if (error || status.type() == fs::file_type::not_found) return "a dangling symbolic link";
+  switch (status.type()) {
+    case fs::file_type::fifo:
+      return "a FIFO";
+    case fs::file_type::socket:
+      return "a socket";
+    case fs::file_type::block:
+    case fs::file_type::character:
+      return "a device";
+    default:
+      return "not a regular file";
+  }
+}
+
 // os.walk(top, followlinks=True) sorted by folder, files sorted within each folder. Guards
-// against symbolic-link cycles, which would make Python recurse forever.
+// against symbolic-link cycles, which would make Python recurse forever. Only regular files
+// (after following symbolic links) are listed: opening a FIFO would block forever. Others
+// with an image extension are named in a warning.
 void walk(const std::string& dir,
           std::vector<std::pair<std::string, std::vector<std::string>>>& out,
           std::vector<fs::path>& stack) {
@@ -46,7 +71,14 @@ void walk(const std::string& dir,
   if (error) throw std::runtime_error("cannot list folder " + dir + ": " + error.message());
   for (const auto& entry : it) {
     const std::string name = entry.path().filename().string();
-    (is_directory(entry) ? subdirs : files).push_back(name);
+    if (is_directory(entry)) {
+      subdirs.push_back(name);
+    } else if (is_regular_file(entry)) {
+      files.push_back(name);
+    } else if (has_image_extension(name)) {
+      std::cerr << "warning: skipped " << entry.path().string() << ": " << file_kind(entry.path())
+                << ", not a regular file\n";
+    }
   }
   std::sort(files.begin(), files.end());
   out.emplace_back(dir, std::move(files));
@@ -91,9 +123,10 @@ std::vector<std::string> find_classes(const std::string& root) {
 }
 
 ImageFolder::ImageFolder(const std::string& root, int64_t image_size,
-                         std::vector<std::string> classes)
-    : image_size_(image_size) {
+                         std::vector<std::string> classes, int64_t max_pixels)
+    : image_size_(image_size), max_pixels_(max_pixels) {
   TORCH_CHECK(image_size >= 0, "image size must be >= 0, got ", image_size);
+  TORCH_CHECK(max_pixels >= 0, "the pixel limit must be >= 0, got ", max_pixels);
   const bool given = !classes.empty();
   const std::vector<std::string> folders = find_classes(root);
   classes_ = given ? std::move(classes) : folders;
@@ -138,12 +171,14 @@ ImageFolder::ImageFolder(const std::string& root, int64_t image_size,
 std::shared_ptr<ImageFolder> ImageFolder::from_list(const std::string& list_file,
                                                     const std::string& root,
                                                     std::vector<std::string> classes,
-                                                    int64_t image_size) {
+                                                    int64_t image_size, int64_t max_pixels) {
   TORCH_CHECK(!classes.empty(), "list file ", list_file, ": the class list is empty");
+  TORCH_CHECK(max_pixels >= 0, "the pixel limit must be >= 0, got ", max_pixels);
   std::ifstream in(list_file);
   if (!in) throw std::runtime_error("cannot read list file " + list_file);
   std::shared_ptr<ImageFolder> set(new ImageFolder());
   set->image_size_ = image_size;
+  set->max_pixels_ = max_pixels;
   set->classes_ = std::move(classes);
   set->names_ = set->classes_;
   std::map<std::string, int64_t> index;
@@ -203,25 +238,39 @@ void ImageFolder::load_class_names(const std::string& file) {
       by_folder[line.substr(0, space)] = line.substr(line.find_first_not_of(" \t", space));
     }
   }
-  std::vector<std::string> names;
+  std::vector<std::string> names, missing;
   for (const auto& folder : classes_) {
     auto it = by_folder.find(folder);
-    if (it == by_folder.end()) break;
-    names.push_back(it->second);
+    if (it == by_folder.end()) {
+      missing.push_back(folder);
+    } else {
+      names.push_back(it->second);
+    }
   }
-  if (names.size() == classes_.size()) {
+  if (missing.empty()) {
     names_ = std::move(names);
-  } else if (lines.size() == classes_.size()) {
-    names_ = std::move(lines);
-  } else {
-    throw std::runtime_error("class names file " + file + " has " + std::to_string(lines.size()) +
-                             " lines and does not name every class folder (" +
-                             std::to_string(classes_.size()) + " classes)");
+    return;
   }
+  if (names.empty() && lines.size() == classes_.size()) {
+    names_ = std::move(lines);  // names no folder: one name per line, in label order
+    return;
+  }
+  std::ostringstream message;
+  message << "class names file " << file << " ";
+  if (names.empty()) {
+    message << "has " << lines.size() << " lines for " << classes_.size()
+            << " classes and names no class folder (expected one line per class in label "
+               "order, or \"folder name\" lines)";
+  } else {
+    message << "names some class folders but not ";
+    for (size_t i = 0; i < missing.size() && i < 5; ++i) message << (i ? ", " : "") << missing[i];
+    if (missing.size() > 5) message << " and " << missing.size() - 5 << " more";
+  }
+  throw std::runtime_error(message.str());
 }
 
 Sample ImageFolder::get(size_t index) const {
-  return Sample{decode_image_file(paths_.at(index), image_size_), labels_.at(index)};
+  return Sample{decode_image_file(paths_.at(index), image_size_, max_pixels_), labels_.at(index)};
 }
 
 }  // namespace alexnet::data

@@ -20,20 +20,25 @@ std::vector<std::string> find_classes(const std::string& root);
 /// Images in the ImageNet layout: root/<class>/<image>, files in nested folders belonging to
 /// their top-level class folder. The sample order is torchvision's (folders walked in sorted
 /// order, files sorted within each), so index i here is index i there. get() decodes with
-/// decode_image_file(path, image_size).
+/// decode_image_file(path, image_size, max_pixels).
 class ImageFolder : public Dataset {
  public:
   /// Scans `root`. `classes` empty: find_classes(root), and an empty class folder is an
   /// error naming it. Otherwise labels are indices into `classes` (e.g. the training set's),
-  /// every subfolder of `root` must be one of them, and classes may be absent.
+  /// every subfolder of `root` must be one of them, and classes may be absent. Entries that
+  /// are not regular files after following symbolic links (FIFOs, sockets, devices, dangling
+  /// links) are left out, with a warning on stderr for those with an image extension.
+  /// max_pixels: see decode_image_file().
   explicit ImageFolder(const std::string& root, int64_t image_size = 256,
-                       std::vector<std::string> classes = {});
+                       std::vector<std::string> classes = {},
+                       int64_t max_pixels = kDefaultMaxImagePixels);
   /// Reads a list file of "relative/path label" lines (paths relative to `root`; label an
   /// index into `classes` or one of its names; '#' starts a comment). Errors name the line.
   static std::shared_ptr<ImageFolder> from_list(const std::string& list_file,
                                                 const std::string& root,
                                                 std::vector<std::string> classes,
-                                                int64_t image_size = 256);
+                                                int64_t image_size = 256,
+                                                int64_t max_pixels = kDefaultMaxImagePixels);
 
   size_t size() const override { return paths_.size(); }
   Sample get(size_t index) const override;
@@ -43,7 +48,8 @@ class ImageFolder : public Dataset {
 
   /// The class folder names, by label (class_names() may be human-readable instead).
   const std::vector<std::string>& folder_names() const { return classes_; }
-  /// Replaces class_names() from a file (see DatasetOptions::class_names_file).
+  /// Replaces class_names() from a file (see DatasetOptions::class_names_file). Throws naming
+  /// the file and the class folders it misses when it names some folders but not all.
   void load_class_names(const std::string& file);
   const std::vector<std::string>& paths() const { return paths_; }
   int64_t image_size() const { return image_size_; }
@@ -54,6 +60,7 @@ class ImageFolder : public Dataset {
   std::vector<std::string> classes_, names_, paths_;
   std::vector<int64_t> labels_;
   int64_t image_size_ = 256;
+  int64_t max_pixels_ = kDefaultMaxImagePixels;
 };
 
 }  // namespace alexnet::data

@@ -72,6 +72,11 @@ int64_t Loader::skipped() const {
   return skipped_;
 }
 
+std::vector<SkippedSample> Loader::skipped_samples() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return skipped_samples_;
+}
+
 void Loader::stop_workers() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -92,30 +97,42 @@ void Loader::start_epoch(int64_t epoch, int64_t skip_batches) {
     end_batch_ = batches_per_epoch();
     next_claim_ = next_consume_ = std::min(skip_batches, end_batch_);
     ready_.clear();
+    failure_ = nullptr;
     stopping_ = false;
   }
   for (int64_t w = 0; w < options_.workers; ++w) workers_.emplace_back([this] { worker_loop(); });
 }
 
 void Loader::worker_loop() {
+  // load_batch() keeps a batch's errors in its Result; anything thrown outside it (memory
+  // for the ready queue, say) is kept in failure_ for next() to rethrow: no exception may
+  // leave a worker thread, which would end the process.
+  try {
 #if ALEXNET_HAVE_OPENMP
-  omp_set_num_threads(1);  // per-thread: the workers are the parallelism
+    omp_set_num_threads(1);  // per-thread: the workers are the parallelism
 #endif
-  while (true) {
-    int64_t batch_index;
-    {
-      std::unique_lock<std::mutex> lock(mutex_);
-      work_cv_.wait(lock, [this] {
-        return stopping_ || next_claim_ >= end_batch_ ||
-               next_claim_ < next_consume_ + options_.prefetch_batches;
-      });
-      if (stopping_ || next_claim_ >= end_batch_) return;
-      batch_index = next_claim_++;
+    while (true) {
+      int64_t batch_index;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        work_cv_.wait(lock, [this] {
+          return stopping_ || next_claim_ >= end_batch_ ||
+                 next_claim_ < next_consume_ + options_.prefetch_batches;
+        });
+        if (stopping_ || next_claim_ >= end_batch_) return;
+        batch_index = next_claim_++;
+      }
+      Result result = load_batch(batch_index);
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        ready_[batch_index] = std::move(result);
+      }
+      ready_cv_.notify_all();
     }
-    Result result = load_batch(batch_index);
+  } catch (...) {
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      ready_[batch_index] = std::move(result);
+      if (!failure_) failure_ = std::current_exception();
     }
     ready_cv_.notify_all();
   }
@@ -136,7 +153,8 @@ std::optional<Batch> Loader::next() {
     } else {
       std::unique_lock<std::mutex> lock(mutex_);
       if (next_consume_ >= end_batch_) return std::nullopt;
-      ready_cv_.wait(lock, [this] { return ready_.count(next_consume_) > 0; });
+      ready_cv_.wait(lock, [this] { return failure_ || ready_.count(next_consume_) > 0; });
+      if (failure_) std::rethrow_exception(failure_);
       auto it = ready_.find(next_consume_);
       result = std::move(it->second);
       ready_.erase(it);
@@ -153,6 +171,7 @@ void Loader::record_skip(int64_t index, const std::string& message) {
   std::lock_guard<std::mutex> lock(mutex_);
   ++skipped_;
   if (!reported_.insert(index).second) return;
+  skipped_samples_.push_back({index, dataset_->describe(static_cast<size_t>(index)), message});
   std::cerr << "warning: skipped " << message << "\n";
   if (!options_.skipped_log.empty()) {
     std::ofstream log(options_.skipped_log, std::ios::app);

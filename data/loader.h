@@ -40,6 +40,15 @@ struct LoaderOptions {
   int64_t world_size = 1;
 };
 
+/// A sample the loader left out because it could not be decoded.
+struct SkippedSample {
+  int64_t index = 0;
+  /// Dataset::describe(index): the file, or "file#index".
+  std::string source;
+  /// The DecodeError's message.
+  std::string message;
+};
+
 /// A batch in epoch order.
 struct Batch {
   /// [B, C, h, w] or [B, 10, C, h, w]; float32 from the paper's pipelines (the transform's
@@ -56,7 +65,8 @@ struct Batch {
 /// transformed with an Rng seeded from (seed, epoch, i): the same seed gives the same batches
 /// whatever the number of workers. Undecodable samples are dropped from their batch (a
 /// batch may come out smaller), counted, logged, and reported on stderr once per file;
-/// with strict, next() throws the DecodeError instead. The memory of a batch's images is
+/// with strict, next() throws the DecodeError instead. Any other exception thrown while
+/// loading, in whichever thread, is rethrown by next(). The memory of a batch's images is
 /// reused for a later batch once every tensor sharing it (views included) is gone.
 class Loader {
  public:
@@ -76,6 +86,8 @@ class Loader {
   int64_t batches_per_epoch() const;
   /// Samples skipped because they could not be decoded, over the loader's lifetime.
   int64_t skipped() const;
+  /// Each skipped sample once (the first time it failed), in the order they failed.
+  std::vector<SkippedSample> skipped_samples() const;
   const LoaderOptions& options() const { return options_; }
   const DatasetPtr& dataset() const { return dataset_; }
 
@@ -112,6 +124,8 @@ class Loader {
   bool stopping_ = false;
   int64_t skipped_ = 0;
   std::set<int64_t> reported_;
+  std::vector<SkippedSample> skipped_samples_;
+  std::exception_ptr failure_;  // thrown in a worker outside load_batch()
   // Batch tensors reused once no one else holds them: a fresh 77 MB tensor per batch costs
   // more in page faults than the whole augmentation.
   std::mutex pool_mutex_;

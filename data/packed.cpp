@@ -7,6 +7,8 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <limits>
+#include <optional>
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the packed format is little-endian");
 
@@ -38,6 +40,118 @@ bool read_at(int fd, void* buffer, size_t size, uint64_t offset) {
   return true;
 }
 
+// The largest image side a packed file may declare, and the largest JSON header it may have.
+constexpr int64_t kMaxSide = 1 << 16;
+constexpr uint64_t kMaxHeaderBytes = uint64_t{1} << 30;
+
+// The fields of a packed file's JSON header, each checked for its type and range before it is
+// used; errors name the file and the field.
+class HeaderFields {
+ public:
+  HeaderFields(const nlohmann::json& header, const std::string& path)
+      : header_(header), path_(path) {}
+
+  bool has(const std::string& field) const { return header_.contains(field); }
+
+  const nlohmann::json& at(const std::string& field) const {
+    if (!header_.contains(field)) fail(field, "is missing");
+    return header_.at(field);
+  }
+
+  int64_t integer(const std::string& field, int64_t min, int64_t max) const {
+    return integer_value(at(field), field, std::nullopt, min, max);
+  }
+
+  std::vector<int64_t> integers(const std::string& field, int64_t min, int64_t max) const {
+    const auto& value = at(field);
+    if (!value.is_array()) fail(field, "must be an array of integers, got " + shown(value));
+    std::vector<int64_t> out;
+    out.reserve(value.size());
+    for (size_t i = 0; i < value.size(); ++i) {
+      out.push_back(integer_value(value[i], field, i, min, max));
+    }
+    return out;
+  }
+
+  std::vector<std::string> strings(const std::string& field) const {
+    const auto& value = at(field);
+    if (!value.is_array()) fail(field, "must be an array of strings, got " + shown(value));
+    std::vector<std::string> out;
+    for (size_t i = 0; i < value.size(); ++i) {
+      if (!value[i].is_string()) {
+        fail(field, "must be an array of strings, but element " + std::to_string(i) + " is " +
+                        shown(value[i]));
+      }
+      out.push_back(value[i].get<std::string>());
+    }
+    return out;
+  }
+
+  // An array of `count` numbers, or of `count` arrays of `count` numbers when `square`.
+  std::vector<double> numbers(const std::string& field, size_t count, bool square = false) const {
+    const auto& value = at(field);
+    const std::string expected =
+        square ? std::to_string(count) + " arrays of " + std::to_string(count) + " numbers"
+               : std::to_string(count) + " numbers";
+    auto refuse = [&] { fail(field, "must be an array of " + expected + ", got " + shown(value)); };
+    if (!value.is_array() || value.size() != count) refuse();
+    std::vector<double> out;
+    for (const auto& row : value) {
+      if (square && (!row.is_array() || row.size() != count)) refuse();
+      for (const auto& element : square ? row : nlohmann::json::array({row})) {
+        if (!element.is_number()) refuse();
+        out.push_back(element.get<double>());
+      }
+    }
+    return out;
+  }
+
+  std::string string(const std::string& field, const std::string& fallback) const {
+    if (!header_.contains(field)) return fallback;
+    const auto& value = header_.at(field);
+    if (!value.is_string()) fail(field, "must be a string, got " + shown(value));
+    return value.get<std::string>();
+  }
+
+  [[noreturn]] void fail(const std::string& field, const std::string& what) const {
+    throw std::runtime_error("packed file " + path_ + ": header field '" + field + "' " + what);
+  }
+
+ private:
+  static std::string shown(const nlohmann::json& value) {
+    std::string text = value.dump();
+    if (text.size() > 40) text = text.substr(0, 37) + "...";
+    return text;
+  }
+
+  // `element`: the index of `value` in the field's array, or nullopt for the field itself.
+  int64_t integer_value(const nlohmann::json& value, const std::string& field,
+                        std::optional<size_t> element, int64_t min, int64_t max) const {
+    auto refuse = [&](const std::string& what) {
+      fail(field, (element ? "element " + std::to_string(*element) + " " : std::string()) + what);
+    };
+    if (!value.is_number_integer()) refuse("must be an integer, got " + shown(value));
+    // Non-negative numbers parse as unsigned, and may exceed int64_t.
+    bool in_range;
+    if (value.is_number_unsigned()) {
+      const auto number = value.get<uint64_t>();
+      in_range = number <= static_cast<uint64_t>(max) &&
+                 (min <= 0 || number >= static_cast<uint64_t>(min));
+    } else {
+      const auto number = value.get<int64_t>();
+      in_range = number >= min && number <= max;
+    }
+    if (!in_range) {
+      refuse("is " + shown(value) + ", outside " + std::to_string(min) + ".." +
+             std::to_string(max));
+    }
+    return value.get<int64_t>();
+  }
+
+  const nlohmann::json& header_;
+  std::string path_;
+};
+
 }  // namespace
 
 bool is_packed_file(const std::string& path) {
@@ -57,8 +171,10 @@ PackedWriter::PackedWriter(const std::string& path, int64_t channels, int64_t he
       channels_(channels),
       height_(height),
       width_(width) {
-  TORCH_CHECK(channels > 0 && height > 0 && width > 0, "packed file ", path,
-              ": image dimensions must be positive");
+  TORCH_CHECK(channels == 1 || channels == 3, "packed file ", path,
+              ": images have 1 or 3 channels, got ", channels);
+  TORCH_CHECK(height > 0 && width > 0 && height <= kMaxSide && width <= kMaxSide, "packed file ",
+              path, ": image sides must be in 1..", kMaxSide, ", got ", height, " x ", width);
   file_ = std::fopen(partial_.c_str(), "wb");
   if (file_ == nullptr) throw std::runtime_error("cannot write " + partial_ + ": " + errno_text());
   const std::vector<char> zeros(kPackedDataOffset, 0);
@@ -67,11 +183,13 @@ PackedWriter::PackedWriter(const std::string& path, int64_t channels, int64_t he
   }
 }
 
-PackedWriter::~PackedWriter() {
-  if (file_ != nullptr) {
-    std::fclose(file_);
-    std::remove(partial_.c_str());
-  }
+PackedWriter::~PackedWriter() { discard(); }
+
+void PackedWriter::discard() {
+  if (file_ == nullptr) return;
+  std::fclose(file_);
+  file_ = nullptr;
+  std::remove(partial_.c_str());
 }
 
 void PackedWriter::add(const torch::Tensor& image, int64_t label) {
@@ -141,13 +259,22 @@ void PackedWriter::finish(const std::vector<std::string>& class_names,
 PackedDataset::PackedDataset(const std::string& path) : path_(path) {
   fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd_ < 0) throw std::runtime_error("cannot open packed file " + path + ": " + errno_text());
-  auto fail = [&](const std::string& message) {
+  try {
+    read_header();
+  } catch (...) {
     ::close(fd_);
     fd_ = -1;
-    throw std::runtime_error("packed file " + path + ": " + message);
+    throw;
+  }
+}
+
+void PackedDataset::read_header() {
+  auto fail = [&](const std::string& message) {
+    throw std::runtime_error("packed file " + path_ + ": " + message);
   };
   struct stat info {};
   if (::fstat(fd_, &info) != 0) fail("cannot stat: " + errno_text());
+  if (!S_ISREG(info.st_mode)) fail("not a regular file");
   const auto file_size = static_cast<uint64_t>(info.st_size);
   Prefix prefix{};
   if (!read_at(fd_, &prefix, sizeof(prefix), 0)) fail("too short for its header");
@@ -159,45 +286,66 @@ PackedDataset::PackedDataset(const std::string& path) : path_(path) {
   if (prefix.json_offset > file_size || prefix.json_size > file_size - prefix.json_offset) {
     fail("truncated (the header lies beyond the end of the file)");
   }
+  if (prefix.json_offset < kPackedDataOffset) {
+    fail("the header offset (bytes 16..23) is " + std::to_string(prefix.json_offset) +
+         ", inside the first " + std::to_string(kPackedDataOffset) + " bytes");
+  }
+  if (prefix.json_size > kMaxHeaderBytes) {
+    fail("the header length (bytes 24..31) is " + std::to_string(prefix.json_size) +
+         " bytes, more than " + std::to_string(kMaxHeaderBytes));
+  }
   std::string text(prefix.json_size, '\0');
   if (!read_at(fd_, text.data(), text.size(), prefix.json_offset)) fail("cannot read the header");
   try {
     header_ = nlohmann::json::parse(text);
-    channels_ = header_.at("channels").get<int64_t>();
-    height_ = header_.at("height").get<int64_t>();
-    width_ = header_.at("width").get<int64_t>();
-    data_offset_ = header_.at("data_offset").get<uint64_t>();
-    labels_ = header_.at("labels").get<std::vector<int64_t>>();
-    class_names_ = header_.at("class_names").get<std::vector<std::string>>();
-    if (header_.contains("mean")) {
-      DatasetStats stats;
-      stats.mean = header_.at("mean").get<std::vector<double>>();
-      stats.std = header_.at("std").get<std::vector<double>>();
-      stats.eigenvalues =
-          torch::tensor(header_.at("eigenvalues").get<std::vector<double>>(), torch::kDouble);
-      std::vector<double> flat;
-      for (const auto& row : header_.at("eigenvectors")) {
-        for (double v : row.get<std::vector<double>>()) flat.push_back(v);
-      }
-      if (flat.size() != 9 || stats.eigenvalues.numel() != 3) fail("malformed eigen-data");
-      stats.eigenvectors = torch::tensor(flat, torch::kDouble).view({3, 3});
-      stats.images = header_.value("stats_images", int64_t{0});
-      stats_ = stats;
-    }
   } catch (const nlohmann::json::exception& e) {
-    fail(std::string("malformed header: ") + e.what());
+    fail(std::string("the header is not valid JSON: ") + e.what());
   }
-  if (header_.value("count", uint64_t{0}) != labels_.size()) fail("count and labels disagree");
-  if (channels_ <= 0 || height_ <= 0 || width_ <= 0) fail("bad image dimensions");
-  for (size_t i = 0; i < labels_.size(); ++i) {
-    if (labels_[i] < 0 || labels_[i] >= static_cast<int64_t>(class_names_.size())) {
-      fail("label " + std::to_string(labels_[i]) + " of image " + std::to_string(i) +
-           " is not a class index");
-    }
+  if (!header_.is_object()) fail("the header is not a JSON object");
+
+  const HeaderFields fields(header_, path_);
+  channels_ = fields.integer("channels", 0, std::numeric_limits<int64_t>::max());
+  if (channels_ != 1 && channels_ != 3) {
+    fields.fail("channels",
+                "is " + std::to_string(channels_) + ": images have 1 (grey) or 3 (RGB) channels");
   }
-  const uint64_t image_bytes = static_cast<uint64_t>(channels_ * height_ * width_);
-  if (data_offset_ + labels_.size() * image_bytes > prefix.json_offset) {
-    fail("truncated (" + std::to_string(labels_.size()) + " images do not fit)");
+  height_ = fields.integer("height", 1, kMaxSide);
+  width_ = fields.integer("width", 1, kMaxSide);
+  data_offset_ =
+      static_cast<uint64_t>(fields.integer("data_offset", static_cast<int64_t>(kPackedDataOffset),
+                                           static_cast<int64_t>(prefix.json_offset)));
+  class_names_ = fields.strings("class_names");
+  if (class_names_.empty()) fields.fail("class_names", "is empty");
+  labels_ = fields.integers("labels", 0, static_cast<int64_t>(class_names_.size()) - 1);
+  const int64_t count = fields.integer("count", 0, std::numeric_limits<int64_t>::max());
+  if (static_cast<uint64_t>(count) != labels_.size()) {
+    fields.fail("count", "is " + std::to_string(count) + ", but 'labels' holds " +
+                             std::to_string(labels_.size()) + " labels");
+  }
+  // At most 3 x 2^16 x 2^16 bytes per image: no product below wraps around.
+  const auto image_bytes = static_cast<uint64_t>(channels_ * height_ * width_);
+  if (labels_.size() > (prefix.json_offset - data_offset_) / image_bytes) {
+    fail("truncated (" + std::to_string(labels_.size()) + " images of " +
+         std::to_string(image_bytes) + " bytes do not fit between 'data_offset' " +
+         std::to_string(data_offset_) + " and the header at " + std::to_string(prefix.json_offset) +
+         ")");
+  }
+  split_ = fields.string("split", "train");
+  if (split_ != "train" && split_ != "val" && split_ != "test") {
+    fields.fail("split", "is \"" + split_ + "\", not train, val or test");
+  }
+  if (fields.has("mean")) {
+    DatasetStats stats;
+    stats.mean = fields.numbers("mean", 3);
+    stats.std = fields.numbers("std", 3);
+    stats.eigenvalues = torch::tensor(fields.numbers("eigenvalues", 3), torch::kDouble);
+    stats.eigenvectors =
+        torch::tensor(fields.numbers("eigenvectors", 3, /*square=*/true), torch::kDouble)
+            .view({3, 3});
+    stats.images = fields.has("stats_images")
+                       ? fields.integer("stats_images", 0, std::numeric_limits<int64_t>::max())
+                       : 0;
+    stats_ = stats;
   }
 }
 

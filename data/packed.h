@@ -31,6 +31,7 @@ bool is_packed_file(const std::string& path);
 /// `path`.partial and renames it at finish(), so a broken run leaves no valid-looking file.
 class PackedWriter {
  public:
+  /// channels: 1 or 3; height and width: 1..65536.
   PackedWriter(const std::string& path, int64_t channels, int64_t height, int64_t width);
   ~PackedWriter();
   PackedWriter(const PackedWriter&) = delete;
@@ -41,6 +42,9 @@ class PackedWriter {
   /// Writes the header and closes the file. `extra` is merged into the JSON header.
   void finish(const std::vector<std::string>& class_names, const std::optional<DatasetStats>& stats,
               const nlohmann::json& extra = nlohmann::json::object());
+  /// Closes and removes the partial file now (an interrupted run), as the destructor does
+  /// when finish() was not called.
+  void discard();
   int64_t count() const { return static_cast<int64_t>(labels_.size()); }
 
  private:
@@ -53,6 +57,10 @@ class PackedWriter {
 /// Reads a packed file with pread (no OpenCV, no decoding); get() is thread-safe.
 class PackedDataset : public Dataset {
  public:
+  /// Checks every header field for its type and range before anything is allocated: 1 or 3
+  /// channels, sides in 1..65536, data_offset at least kPackedDataOffset, labels below the
+  /// number of class names, count equal to the number of labels, the images within the file.
+  /// Throws std::runtime_error naming the file and the field.
   explicit PackedDataset(const std::string& path);
   ~PackedDataset() override;
 
@@ -64,9 +72,14 @@ class PackedDataset : public Dataset {
   std::optional<DatasetStats> stats() const override { return stats_; }
   /// The JSON header as stored.
   const nlohmann::json& header() const { return header_; }
+  /// The split the file holds ("train", "val" or "test"; "train" when the header has none).
+  const std::string& split() const { return split_; }
 
  private:
+  void read_header();
+
   std::string path_;
+  std::string split_ = "train";
   int fd_ = -1;
   int64_t channels_ = 3, height_ = 0, width_ = 0;
   uint64_t data_offset_ = kPackedDataOffset;

@@ -1,3 +1,4 @@
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -132,6 +133,22 @@ TEST_CASE("CIFAR-10 errors name the bad file", "[cifar10]") {
     CHECK_FALSE(is_cifar10_folder(empty.path.string()));
     CHECK_THROWS_WITH(Cifar10Dataset(empty.path.string(), "train"),
                       Catch::Contains(empty.path.string()));
+  }
+  SECTION("a class names file that is not a regular file, or too large") {
+    fs::remove(dir / "batches.meta.txt");
+    REQUIRE(mkfifo((dir / "batches.meta.txt").c_str(), 0644) == 0);  // reading it would block
+    CHECK_THROWS_WITH(Cifar10Dataset(dir.path.string(), "test"),
+                      Catch::Contains("batches.meta.txt") && Catch::Contains("regular file"));
+    fs::remove(dir / "batches.meta.txt");
+    std::ofstream(dir / "batches.meta.txt") << std::string(2 << 20, 'x') << "\n";
+    CHECK_THROWS_WITH(Cifar10Dataset(dir.path.string(), "test"),
+                      Catch::Contains("batches.meta.txt") && Catch::Contains("bytes"));
+  }
+  SECTION("a batch file that is not a regular file") {
+    fs::remove(dir / "test_batch.bin");
+    REQUIRE(mkfifo((dir / "test_batch.bin").c_str(), 0644) == 0);
+    CHECK_THROWS_WITH(Cifar10Dataset(dir.path.string(), "test"),
+                      Catch::Contains("test_batch.bin") && Catch::Contains("regular file"));
   }
   SECTION("a bad split") {
     CHECK_THROWS_WITH(Cifar10Dataset(dir.path.string(), "validation"),

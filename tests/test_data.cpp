@@ -1,12 +1,21 @@
 // Tests of data/: class order, image decoding, bad input, IDX, packed files, statistics.
 #include <catch2/catch.hpp>
 
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <zlib.h>
 
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <map>
+#include <random>
 
 #include <torch/torch.h>
 #include <nlohmann/json.hpp>
@@ -30,7 +39,6 @@ namespace fs = std::filesystem;
 namespace {
 
 using alexnet::testing::TempDir;
-
 
 void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
   fs::create_directories(fs::path(path).parent_path());
@@ -92,6 +100,104 @@ bool write_image(const std::string& path, const cv::Mat& image,
   return cv::imwrite(path, image, params);
 }
 #endif
+
+// A packed file of three 2x2 RGB images with labels 0, 1, 2 and statistics.
+void write_small_pack(const std::string& path, int64_t channels = 3) {
+  PackedWriter writer(path, channels, 2, 2);
+  StatsAccumulator stats;
+  for (int i = 0; i < 3; ++i) {
+    const auto image = torch::full({channels, 2, 2}, 40 * i + 10, torch::kByte);
+    writer.add(image, i);
+    if (channels == 3) stats.add(image);
+  }
+  writer.finish({"a", "b", "c"},
+                channels == 3 ? std::optional<DatasetStats>(stats.finish()) : std::nullopt,
+                {{"split", "train"}});
+}
+
+// Replaces the JSON header of the packed file `path` with edit(header).
+void edit_packed_header(const std::string& path, const std::function<void(nlohmann::json&)>& edit) {
+  auto bytes = read_bytes(path);
+  uint64_t offset = 0, size = 0;
+  std::memcpy(&offset, bytes.data() + 16, 8);
+  std::memcpy(&size, bytes.data() + 24, 8);
+  auto header = nlohmann::json::parse(bytes.begin() + static_cast<int64_t>(offset),
+                                      bytes.begin() + static_cast<int64_t>(offset + size));
+  edit(header);
+  const std::string text = header.dump();
+  bytes.resize(offset);
+  bytes.insert(bytes.end(), text.begin(), text.end());
+  size = text.size();
+  std::memcpy(bytes.data() + 24, &size, 8);
+  write_bytes(path, bytes);
+}
+
+// Starts the alexnet executable with `args`, its stdout and stderr going to `log`.
+pid_t start_alexnet(const std::vector<std::string>& args, const std::string& log) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(fd, STDOUT_FILENO);
+    dup2(fd, STDERR_FILENO);
+    std::vector<char*> argv{const_cast<char*>(ALEXNET_BINARY)};
+    for (const auto& arg : args) argv.push_back(const_cast<char*>(arg.c_str()));
+    argv.push_back(nullptr);
+    execv(ALEXNET_BINARY, argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+// The exit status of `pid` as a shell reports it: 128 + N when signal N ended it.
+int wait_for(pid_t pid) {
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
+}
+
+int run_alexnet(const std::vector<std::string>& args, const std::string& log) {
+  return wait_for(start_alexnet(args, log));
+}
+
+std::string read_text(const std::string& path) {
+  const auto bytes = read_bytes(path);
+  return std::string(bytes.begin(), bytes.end());
+}
+
+// Labels given per sample; images are 1x1 and never read.
+class LabelledDataset : public Dataset {
+ public:
+  explicit LabelledDataset(std::vector<int64_t> labels, size_t classes)
+      : labels_(std::move(labels)), names_(classes, "class") {}
+  size_t size() const override { return labels_.size(); }
+  Sample get(size_t index) const override {
+    return Sample{torch::zeros({3, 1, 1}, torch::kByte), labels_.at(index)};
+  }
+  int64_t label(size_t index) const override { return labels_.at(index); }
+  const std::vector<std::string>& class_names() const override { return names_; }
+  std::string describe(size_t index) const override { return "labelled#" + std::to_string(index); }
+
+ private:
+  std::vector<int64_t> labels_;
+  std::vector<std::string> names_;
+};
+
+// Images of `channels` x 2 x 2; image `throws_at` throws a plain std::runtime_error.
+class OddDataset : public LabelledDataset {
+ public:
+  OddDataset(int64_t channels, size_t throws_at)
+      : LabelledDataset(std::vector<int64_t>(40, 0), 1),
+        channels_(channels),
+        throws_at_(throws_at) {}
+  Sample get(size_t index) const override {
+    if (index == throws_at_) throw std::runtime_error("odd#" + std::to_string(index) + " broke");
+    return Sample{torch::zeros({channels_, 2, 2}, torch::kByte), 0};
+  }
+
+ private:
+  int64_t channels_;
+  size_t throws_at_;
+};
 
 }  // namespace
 
@@ -624,3 +730,494 @@ TEST_CASE("`alexnet prepare` writes a packed file and skips bad images", "[data]
   WARN("skipped: built without OpenCV");
 #endif
 }
+
+// ---------------------------------------------------------------------------------------------
+// Input files: every size is checked before it is allocated, nothing lost, nothing hangs
+
+TEST_CASE("Image folders read only regular files; a FIFO is skipped, never opened", "[data]") {
+  TempDir dir;
+  write_text(dir / "root/cat/a.png", "x");
+  REQUIRE(mkfifo((dir / "root/cat/pipe.jpg").c_str(), 0644) == 0);
+  fs::create_symlink(dir / "root/cat/pipe.jpg", dir / "root/cat/link-to-pipe.png");
+  write_text(dir / "root/dog/b.png", "x");
+  REQUIRE(mkfifo((dir / "root/dog/only-a-pipe.png").c_str(), 0644) == 0);
+  ImageFolder folder(dir / "root");
+  REQUIRE(folder.size() == 2);
+  CHECK(folder.paths()[0] == dir / "root/cat/a.png");
+  CHECK(folder.paths()[1] == dir / "root/dog/b.png");
+  // Read directly (a list file may name one), it is refused at once instead of blocking.
+  CHECK_THROWS_MATCHES(decode_image_file(dir / "root/cat/pipe.jpg", 0), DecodeError,
+                       Catch::Matchers::Predicate<DecodeError>([&](const DecodeError& e) {
+                         const std::string text = e.what();
+                         return text.find(dir / "root/cat/pipe.jpg") != std::string::npos &&
+                                text.find("not a regular file") != std::string::npos;
+                       }));
+}
+
+TEST_CASE("A class names file that misses a class folder is refused naming the folder", "[data]") {
+  TempDir dir;
+  for (const char* file : {"ant/1.png", "bee/2.png", "cat/3.png"}) write_text(dir / file, "x");
+  ImageFolder folder(dir.path.string());
+  // As many lines as classes, but "cat" is not named: matching by position would call the
+  // cats "Canis".
+  write_text(dir / "names.txt", "ant Formicidae\nbee Apis\ndog Canis\n");
+  CHECK_THROWS_WITH(folder.load_class_names(dir / "names.txt"),
+                    Catch::Contains("names.txt") && Catch::Contains("cat"));
+  CHECK(folder.class_names() == std::vector<std::string>{"ant", "bee", "cat"});
+  // A file naming no folder at all is a list in label order.
+  write_text(dir / "plain.txt", "Formicidae ants\nApis bees\nFelis cats\n");
+  folder.load_class_names(dir / "plain.txt");
+  CHECK(folder.class_names() ==
+        std::vector<std::string>{"Formicidae ants", "Apis bees", "Felis cats"});
+  write_text(dir / "short.txt", "Formicidae\nApis\n");
+  CHECK_THROWS_WITH(folder.load_class_names(dir / "short.txt"),
+                    Catch::Contains("short.txt") && Catch::Contains("2 lines"));
+}
+
+#if ALEXNET_WITH_OPENCV
+
+TEST_CASE("Images larger than the pixel limit are refused from their header", "[data][decode]") {
+  TempDir dir;
+  cv::Mat image(30, 40, CV_8UC3);
+  cv::randu(image, 0, 255);
+  cv::Mat grey(30, 40, CV_8UC1, cv::Scalar(90));
+  std::vector<std::string> names;
+  for (const char* ext : {"png", "jpg", "bmp", "ppm", "tif", "webp"}) {
+    const std::string name = std::string("image.") + ext;
+    if (write_image(dir / name, image)) names.push_back(name);
+  }
+  if (write_image(dir / "grey.pgm", grey)) names.push_back("grey.pgm");
+  REQUIRE(names.size() >= 3);
+  for (const auto& name : names) {
+    INFO(name);
+    const auto bytes = read_bytes(dir / name);
+    const ImageHeader header = read_image_header(bytes.data(), bytes.size());
+    CHECK_FALSE(header.format.empty());
+    CHECK(header.width == 40);
+    CHECK(header.height == 30);
+    CHECK_THROWS_WITH(
+        decode_image_file(dir / name, 0, /*max_pixels=*/1199),
+        Catch::Contains(dir / name) && Catch::Contains("1200 pixels") && Catch::Contains("1199"));
+    CHECK(decode_image_file(dir / name, 0, /*max_pixels=*/1200).sizes() ==
+          c10::IntArrayRef({3, 30, 40}));
+  }
+
+  // A small file whose header declares 12000 x 12000 pixels (144 megapixels) is refused
+  // before anything is decoded, with the default limit of 100 megapixels.
+  auto set_be32 = [](std::vector<uint8_t>& bytes, size_t at, uint32_t value) {
+    for (int k = 0; k < 4; ++k) bytes[at + k] = static_cast<uint8_t>(value >> (24 - 8 * k));
+  };
+  REQUIRE(write_image(dir / "small.png", image));
+  auto png = read_bytes(dir / "small.png");
+  set_be32(png, 16, 12000);
+  set_be32(png, 20, 12000);
+  set_be32(png, 29, static_cast<uint32_t>(crc32(0, png.data() + 12, 17)));  // IHDR's CRC
+  write_bytes(dir / "huge.png", png);
+  CHECK_THROWS_WITH(decode_image_file(dir / "huge.png", 0),
+                    Catch::Contains(dir / "huge.png") && Catch::Contains("144000000 pixels"));
+  auto jpeg = read_bytes(dir / "image.jpg");
+  size_t sof = 2;
+  while (!(jpeg[sof] == 0xFF && jpeg[sof + 1] == 0xC0))
+    sof += 2 + (jpeg[sof + 2] << 8) + jpeg[sof + 3];
+  for (size_t at : {sof + 5, sof + 7}) {
+    jpeg[at] = 12000 >> 8;
+    jpeg[at + 1] = 12000 & 0xFF;
+  }
+  write_bytes(dir / "huge.jpg", jpeg);
+  CHECK_THROWS_WITH(decode_image_file(dir / "huge.jpg", 256),
+                    Catch::Contains(dir / "huge.jpg") && Catch::Contains("144000000 pixels"));
+
+  // The limit is a data set option; the loader skips such images like any undecodable one.
+  write_text(dir / "root/a/readme.txt", "x");
+  REQUIRE(write_image(dir / "root/a/image.png", image));
+  DatasetOptions options;
+  options.max_image_pixels = 1000;
+  CHECK_THROWS_AS(open_dataset(dir / "root", options)->get(0), DecodeError);
+  options.max_image_pixels = 1200;
+  CHECK(open_dataset(dir / "root", options)->get(0).image.size(0) == 3);
+}
+
+// The offset of the first entropy-coded byte after the JPEG's start-of-scan segment.
+size_t jpeg_scan_start(const std::vector<uint8_t>& jpeg) {
+  size_t pos = 2;
+  while (pos + 4 <= jpeg.size() && jpeg[pos] == 0xFF) {
+    const size_t length = (size_t{jpeg[pos + 2]} << 8) | jpeg[pos + 3];
+    if (jpeg[pos + 1] == 0xDA) return pos + 2 + length;
+    pos += 2 + length;
+  }
+  return 0;
+}
+
+TEST_CASE("Corrupt JPEG data is refused as the decoder reports it; trailing bytes are fine",
+          "[data][decode]") {
+  TempDir dir;
+  cv::Mat noise(12, 12, CV_8UC3), image;
+  cv::randu(noise, 0, 255);
+  cv::resize(noise, image, cv::Size(96, 96), 0, 0, cv::INTER_CUBIC);
+  REQUIRE(write_image(dir / "good.jpg", image, {cv::IMWRITE_JPEG_QUALITY, 90}));
+  const auto good = read_bytes(dir / "good.jpg");
+  const auto decoded = decode_image_file(dir / "good.jpg", 0);
+
+  // The middle third of the entropy-coded data replaced by seeded noise (no 0xFF, so no
+  // marker appears); the file still ends with the end-of-image marker.
+  const size_t start = jpeg_scan_start(good);
+  REQUIRE(start > 0);
+  const size_t end = good.size() - 2;
+  REQUIRE((good[end] == 0xFF && good[end + 1] == 0xD9));
+  auto damaged = good;
+  std::mt19937 rng(3);
+  for (size_t i = start + (end - start) / 3; i < start + 2 * (end - start) / 3; ++i) {
+    damaged[i] = static_cast<uint8_t>(rng() % 255);
+  }
+  write_bytes(dir / "damaged.jpg", damaged);
+  CHECK_THROWS_MATCHES(decode_image_file(dir / "damaged.jpg", 0), DecodeError,
+                       Catch::Matchers::Predicate<DecodeError>([&](const DecodeError& e) {
+                         INFO(e.what());
+                         return std::string(e.what()).find(dir / "damaged.jpg") !=
+                                std::string::npos;
+                       }));
+  // Cut before its end: the decoder's "Premature end of JPEG file".
+  write_bytes(dir / "cut.jpg", std::vector<uint8_t>(good.begin(), good.end() - 200));
+  CHECK_THROWS_WITH(decode_image_file(dir / "cut.jpg", 0),
+                    Catch::Contains("cut.jpg") && Catch::Contains("truncated"));
+
+  // 5000 bytes after the end-of-image marker (a thumbnail, a camera's trailer) change nothing.
+  auto trailing = good;
+  trailing.insert(trailing.end(), 5000, 0x20);
+  write_bytes(dir / "trailing.jpg", trailing);
+  CHECK(torch::equal(decode_image_file(dir / "trailing.jpg", 0), decoded));
+}
+
+#endif  // ALEXNET_WITH_OPENCV
+
+TEST_CASE("An IDX header declaring 2^64 pixels is refused naming the file and the fields",
+          "[data][idx]") {
+  TempDir dir;
+  write_idx(dir.path.string(), "train", 4, 2, 2, false);
+  // 2^22 images of 2^21 x 2^21: the product wraps to 0 in 64 bits, the file is 16 bytes.
+  write_bytes(dir / "wrap/train-images-idx3-ubyte",
+              big_endian({0x803, 1u << 22, 1u << 21, 1u << 21}));
+  CHECK_THROWS_WITH(
+      IdxDataset(dir / "wrap/train-images-idx3-ubyte", dir / "train-labels-idx1-ubyte",
+                 fashion_mnist_class_names()),
+      Catch::Contains("wrap/train-images-idx3-ubyte") && Catch::Contains("count x rows x columns"));
+  write_bytes(dir / "labels-wrap", big_endian({0x801, 0xFFFFFFFFu}));
+  CHECK_THROWS_WITH(
+      IdxDataset(dir / "train-images-idx3-ubyte", dir / "labels-wrap", fashion_mnist_class_names()),
+      Catch::Contains("labels-wrap") && Catch::Contains("count"));
+}
+
+namespace {
+
+// Writes `prefix` then `zeros` zero bytes as one gzip stream.
+void write_gzip(const std::string& path, const std::vector<uint8_t>& prefix, size_t zeros) {
+  fs::create_directories(fs::path(path).parent_path());
+  gzFile file = gzopen(path.c_str(), "wb");
+  gzwrite(file, prefix.data(), static_cast<unsigned>(prefix.size()));
+  const std::vector<uint8_t> chunk(1 << 20, 0);
+  for (size_t done = 0; done < zeros; done += chunk.size()) {
+    gzwrite(file, chunk.data(), static_cast<unsigned>(std::min(chunk.size(), zeros - done)));
+  }
+  gzclose(file);
+}
+
+long max_resident_kib() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_maxrss;
+}
+
+}  // namespace
+
+TEST_CASE("Gzip IDX files are inflated only as far as their header declares", "[data][idx]") {
+  TempDir dir;
+  write_idx(dir.path.string(), "train", 4, 2, 2, false);
+  const std::string labels = dir / "train-labels-idx1-ubyte";
+  const auto names = fashion_mnist_class_names();
+  std::vector<uint8_t> header = big_endian({0x803, 4, 2, 2});
+  for (int i = 0; i < 16; ++i) header.push_back(static_cast<uint8_t>(i));
+
+  // A bomb: 16 pixel bytes declared, 128 MiB of zeros behind them. Reading stops at the first
+  // byte beyond the declared size.
+  write_gzip(dir / "bomb.gz", header, size_t{128} << 20);
+  const long before = max_resident_kib();
+  CHECK_THROWS_WITH(
+      IdxDataset(dir / "bomb.gz", labels, names),
+      Catch::Contains("bomb.gz") && Catch::Contains("more bytes than its header declares"));
+  CHECK(max_resident_kib() - before < 32 * 1024);
+
+  // The same with the stream cut short far behind the declared bytes: the cut is never reached.
+  write_gzip(dir / "long.gz", header, size_t{8} << 20);
+  auto compressed = read_bytes(dir / "long.gz");
+  compressed.resize(compressed.size() - 64);
+  write_bytes(dir / "cut.gz", compressed);
+  CHECK_THROWS_WITH(
+      IdxDataset(dir / "cut.gz", labels, names),
+      Catch::Contains("cut.gz") && Catch::Contains("more bytes than its header declares"));
+
+  // A header declaring more than the compressed file can inflate to (deflate's ratio is at most
+  // 1032:1) is refused before anything is allocated.
+  write_gzip(dir / "claims.gz", big_endian({0x803, 1000, 1000, 1000}), 100);
+  CHECK_THROWS_WITH(IdxDataset(dir / "claims.gz", labels, names),
+                    Catch::Contains("claims.gz") && Catch::Contains("count x rows x columns"));
+
+  // Fewer bytes than declared: truncated.
+  write_gzip(dir / "short.gz", std::vector<uint8_t>(header.begin(), header.end() - 5), 0);
+  CHECK_THROWS_WITH(IdxDataset(dir / "short.gz", labels, names),
+                    Catch::Contains("short.gz") && Catch::Contains("header declares"));
+
+  // The declared size exactly: read.
+  write_gzip(dir / "exact.gz", header, 0);
+  IdxDataset exact(dir / "exact.gz", labels, names, 1);
+  CHECK(exact.size() == 4);
+  CHECK(exact.get(3).image[0][1][1].item<int>() == 15);
+}
+
+TEST_CASE("Malformed packed headers are refused naming the file and the field", "[data][packed]") {
+  TempDir dir;
+  const std::string good = dir / "good.pack";
+  write_small_pack(good);
+  REQUIRE(open_dataset(good, "train")->size() == 3);
+  const std::vector<std::pair<std::string, nlohmann::json>> cases{
+      {"channels", "3"},
+      {"count", "3"},
+      {"height", 2.5},
+      {"width", -2},
+      {"labels", {0, "1", 2}},
+      {"labels", {0, 1, 7}},
+      {"class_names", {1, 2, 3}},
+      {"mean", "grey"},
+      {"std", {1, 2}},
+      {"eigenvalues", nullptr},
+      {"eigenvectors", {{1, 0, 0}, {0, 1, 0}}},
+      {"stats_images", "many"},
+      {"split", 5},
+      {"data_offset", 0},
+      {"data_offset", "4096"},
+  };
+  int number = 0;
+  for (const auto& [field, value] : cases) {
+    const std::string path = dir / ("bad" + std::to_string(number++) + ".pack");
+    fs::copy_file(good, path);
+    edit_packed_header(path, [&, &field = field, &value = value](nlohmann::json& header) {
+      header[field] = value;
+    });
+    INFO(field << " = " << value.dump());
+    CHECK_THROWS_WITH(open_dataset(path, "train"),
+                      Catch::Contains(path) && Catch::Contains("'" + field + "'"));
+  }
+  const std::string missing = dir / "missing.pack";
+  fs::copy_file(good, missing);
+  edit_packed_header(missing, [](nlohmann::json& header) { header.erase("labels"); });
+  CHECK_THROWS_WITH(PackedDataset(missing),
+                    Catch::Contains(missing) && Catch::Contains("'labels'"));
+}
+
+TEST_CASE("Packed image sizes that wrap around 64 bits, and 4 channels, are refused on open",
+          "[data][packed]") {
+  TempDir dir;
+  const std::string wrap = dir / "wrap.pack";
+  write_small_pack(wrap);
+  // 3 x 2^32 x 2^32 bytes per image is 3 * 2^64: 0 in 64 bits, so every image would "fit".
+  edit_packed_header(wrap, [](nlohmann::json& header) {
+    header["height"] = uint64_t{1} << 32;
+    header["width"] = uint64_t{1} << 32;
+  });
+  CHECK_THROWS_WITH(PackedDataset(wrap), Catch::Contains(wrap) && Catch::Contains("'height'"));
+
+  // 4 x 1 x 3 bytes per image fits the 3 x 2 x 2 bytes stored, but a data set has 1 or 3
+  // channels.
+  const std::string rgba = dir / "rgba.pack";
+  write_small_pack(rgba);
+  edit_packed_header(rgba, [](nlohmann::json& header) {
+    header["channels"] = 4;
+    header["height"] = 1;
+    header["width"] = 3;
+  });
+  CHECK_THROWS_WITH(open_dataset(rgba, "train"),
+                    Catch::Contains(rgba) && Catch::Contains("'channels'") && Catch::Contains("4"));
+}
+
+TEST_CASE("compute_stats passes errors of its threads to the caller", "[data]") {
+  // Before, a 4-channel image ended the process from a statistics thread (terminate).
+  CHECK_THROWS_WITH(compute_stats(OddDataset(4, 1000), 0, 1),
+                    Catch::Contains("labelled#") && Catch::Contains("[4, 2, 2]"));
+  CHECK_THROWS_WITH(compute_stats(OddDataset(3, 17), 0, 1), Catch::Contains("odd#17 broke"));
+  CHECK(compute_stats(OddDataset(1, 1000), 0, 1).images == 40);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Seeded, class-stratified selections
+
+namespace {
+
+// Labels sorted by class, as image folders and packed files are: counts[c] samples of class c.
+std::shared_ptr<LabelledDataset> sorted_by_class(const std::vector<size_t>& counts) {
+  std::vector<int64_t> labels;
+  for (size_t c = 0; c < counts.size(); ++c) labels.insert(labels.end(), counts[c], c);
+  return std::make_shared<LabelledDataset>(labels, counts.size());
+}
+
+std::vector<size_t> per_class(const Dataset& dataset, size_t classes) {
+  std::vector<size_t> counts(classes, 0);
+  for (size_t i = 0; i < dataset.size(); ++i) ++counts[static_cast<size_t>(dataset.label(i))];
+  return counts;
+}
+
+std::vector<std::string> described(const Dataset& dataset) {
+  std::vector<std::string> out;
+  for (size_t i = 0; i < dataset.size(); ++i) out.push_back(dataset.describe(i));
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("stratified_split holds out every class in proportion, depending only on the seed",
+          "[data][stratified]") {
+  auto dataset = sorted_by_class({500, 300, 150, 50});
+  const auto split = stratified_split(dataset, 100, /*seed=*/7);
+  CHECK(per_class(*split.selected, 4) == std::vector<size_t>{50, 30, 15, 5});
+  CHECK(per_class(*split.rest, 4) == std::vector<size_t>{450, 270, 135, 45});
+  // Disjoint, and together every sample once.
+  auto all = described(*split.rest);
+  const auto selected = described(*split.selected);
+  all.insert(all.end(), selected.begin(), selected.end());
+  std::sort(all.begin(), all.end());
+  CHECK(std::adjacent_find(all.begin(), all.end()) == all.end());
+  CHECK(all.size() == 1000);
+  // Drawn at random within each class, not its first or last samples: class 0 is 0..499.
+  const auto indices = stratified_indices(*dataset, 100, 7);
+  CHECK(indices.front() < 100);
+  CHECK(indices[49] > 400);
+
+  // The same seed gives the same selection, another seed another one.
+  CHECK(described(*stratified_split(dataset, 100, 7).selected) == selected);
+  CHECK(described(*stratified_split(dataset, 100, 8).selected) != selected);
+  // stratified_subset selects what stratified_split holds out.
+  CHECK(described(*stratified_subset(dataset, 100, 7)) == selected);
+  CHECK(stratified_subset(dataset, 5000, 7)->size() == 1000);
+
+  // Shares that do not divide evenly: each class gets the floor or the ceiling of its share.
+  auto uneven = sorted_by_class({7, 2, 1, 3});
+  for (size_t n : {1, 4, 5, 12}) {
+    const auto counts = per_class(*stratified_subset(uneven, n, 1), 4);
+    size_t total = 0;
+    for (size_t c = 0; c < 4; ++c) {
+      const double share = static_cast<double>(n) * std::vector<double>{7, 2, 1, 3}[c] / 13;
+      INFO("n " << n << " class " << c);
+      CHECK(static_cast<double>(counts[c]) >= std::floor(share));
+      CHECK(static_cast<double>(counts[c]) <= std::ceil(share));
+      total += counts[c];
+    }
+    CHECK(total == n);
+  }
+  CHECK_THROWS_WITH(stratified_split(dataset, 1000, 7), Catch::Contains("1000"));
+  CHECK(stratified_split(dataset, 0, 7).rest->size() == 1000);
+}
+
+// ---------------------------------------------------------------------------------------------
+// `alexnet prepare`: interruption, the skipped-images log, --limit
+
+#if ALEXNET_WITH_OPENCV
+
+namespace {
+
+// root/c0 and root/c1, each with `per_class` small PNGs.
+void write_two_classes(const std::string& root, int per_class) {
+  for (int c = 0; c < 2; ++c) {
+    for (int i = 0; i < per_class; ++i) {
+      cv::Mat image(20 + i, 24, CV_8UC3, cv::Scalar(c * 100, 50, 20 * i));
+      write_image(root + "/c" + std::to_string(c) + "/" + std::to_string(i) + ".png", image);
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("`alexnet prepare` stopped by SIGINT or SIGTERM removes its partial file",
+          "[data][packed][app]") {
+  if (!fs::exists(ALEXNET_BINARY)) {
+    WARN("skipped: " ALEXNET_BINARY " is not built");
+    return;
+  }
+  for (int sig : {SIGINT, SIGTERM}) {
+    INFO("signal " << sig);
+    TempDir dir;
+    write_two_classes(dir / "root", 2);
+    // The validation list is a FIFO: prepare opens it (after installing its handlers) and
+    // waits for its lines, so the signal arrives at a known point, and the run goes on to
+    // create the partial file before it sees the request to stop.
+    const std::string list = dir / "list.fifo";
+    REQUIRE(mkfifo(list.c_str(), 0644) == 0);
+    const std::string out = dir / "val.pack";
+    const pid_t pid = start_alexnet({"prepare", "--data", dir / "root", "--split", "val",
+                                     "--val-data", list, "--out", out, "--size", "8"},
+                                    dir / "log.txt");
+    int fd = -1;
+    for (int tries = 0; tries < 3000 && fd < 0; ++tries) {
+      fd = ::open(list.c_str(), O_WRONLY | O_NONBLOCK);  // fails until prepare opens it
+      if (fd < 0) usleep(10000);
+    }
+    REQUIRE(fd >= 0);
+    REQUIRE(kill(pid, sig) == 0);
+    const std::string lines = "c0/0.png c0\nc1/0.png c1\nc0/1.png c0\n";
+    REQUIRE(write(fd, lines.data(), lines.size()) == static_cast<ssize_t>(lines.size()));
+    ::close(fd);
+    int status = 0;
+    REQUIRE(waitpid(pid, &status, 0) == pid);
+    INFO(read_text(dir / "log.txt"));
+    REQUIRE(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 128 + sig);
+    CHECK_FALSE(fs::exists(out));
+    CHECK_FALSE(fs::exists(out + ".partial"));
+  }
+}
+
+TEST_CASE("`alexnet prepare` writes the skipped-images log only when an image was skipped",
+          "[data][packed][app]") {
+  if (!fs::exists(ALEXNET_BINARY)) {
+    WARN("skipped: " ALEXNET_BINARY " is not built");
+    return;
+  }
+  TempDir dir;
+  write_two_classes(dir / "root", 2);
+  REQUIRE(mkfifo((dir / "root/c0/pipe.jpg").c_str(), 0644) == 0);  // skipped, never opened
+  const std::string log = dir / "mine.txt";
+  write_text(log, "kept\n");
+  const std::vector<std::string> args{"prepare", "--data", dir / "root",    "--out", dir / "a.pack",
+                                      "--size",  "8",      "--skipped-log", log};
+  REQUIRE(run_alexnet(args, dir / "run.txt") == 0);
+  CHECK(read_text(log) == "kept\n");
+  CHECK(read_text(dir / "run.txt").find("pipe.jpg") != std::string::npos);  // the warning
+  CHECK(open_dataset(dir / "a.pack", "train")->size() == 4);
+
+  write_bytes(dir / "root/c1/broken.jpg", {0xFF, 0xD8, 0xFF, 0x00});
+  REQUIRE(run_alexnet(args, dir / "run.txt") == 0);
+  const std::string text = read_text(log);
+  CHECK(text.find("broken.jpg") != std::string::npos);
+  CHECK(text.find("kept") == std::string::npos);
+  // Written whole, then renamed: no temporary file stays behind.
+  std::vector<std::string> files;
+  for (const auto& entry : fs::directory_iterator(dir.path)) {
+    files.push_back(entry.path().filename().string());
+  }
+  std::sort(files.begin(), files.end());
+  CHECK(files == std::vector<std::string>{"a.pack", "mine.txt", "root", "run.txt"});
+}
+
+TEST_CASE("`alexnet prepare --limit` keeps every class in proportion", "[data][packed][app]") {
+  if (!fs::exists(ALEXNET_BINARY)) {
+    WARN("skipped: " ALEXNET_BINARY " is not built");
+    return;
+  }
+  TempDir dir;
+  write_two_classes(dir / "root", 3);
+  REQUIRE(run_alexnet({"prepare", "--data", dir / "root", "--out", dir / "a.pack", "--size", "8",
+                       "--limit", "4"},
+                      dir / "run.txt") == 0);
+  auto packed = open_dataset(dir / "a.pack", "train");
+  REQUIRE(packed->size() == 4);
+  CHECK(per_class(*packed, 2) == std::vector<size_t>{2, 2});
+}
+
+#endif  // ALEXNET_WITH_OPENCV

@@ -180,6 +180,27 @@ TEST_CASE("Errors in transforms reach the consumer instead of hanging", "[loader
   CHECK_THROWS_WITH(Loader(dataset, nullptr, empty_batches), Catch::Contains("batch size"));
 }
 
+TEST_CASE("Whatever a worker throws reaches the consumer", "[loader]") {
+  // Not even an std::exception: caught in the worker thread, rethrown by next().
+  class Throwing : public SyntheticDataset {
+   public:
+    using SyntheticDataset::SyntheticDataset;
+    Sample get(size_t index) const override {
+      if (index == 5) throw 42;
+      return SyntheticDataset::get(index);
+    }
+  };
+  auto dataset = std::make_shared<Throwing>(12);
+  LoaderOptions options;
+  options.batch_size = 4;
+  options.workers = 2;
+  options.shuffle = false;
+  Loader loader(dataset, nullptr, options);
+  loader.start_epoch(0);
+  CHECK(loader.next().has_value());
+  CHECK_THROWS_AS(loader.next(), int);
+}
+
 TEST_CASE("Batch memory is reused only when no batch or view uses it any more", "[loader]") {
   auto dataset = std::make_shared<SyntheticDataset>(40);
   LoaderOptions options;

@@ -46,6 +46,12 @@ if(ALEXNET_WITH_OPENCV)
   alexnet_require(OpenCV_FOUND "OpenCV (core, imgproc, imgcodecs)"
                   "libopencv-dev  (or configure with -DALEXNET_WITH_OPENCV=OFF)")
   message(STATUS "OpenCV ${OpenCV_VERSION}")
+  # JPEGs are decoded with libjpeg directly, whose warnings reveal corrupt data (OpenCV's
+  # decoder hides them).
+  find_package(JPEG QUIET)
+  alexnet_require(JPEG_FOUND "libjpeg (jpeglib.h, for decoding JPEGs)"
+                  "libjpeg62-turbo-dev  (or configure with -DALEXNET_WITH_OPENCV=OFF)")
+  message(STATUS "libjpeg ${JPEG_VERSION}")
 endif()
 
 if(ALEXNET_BUILD_TESTS)

@@ -8,6 +8,7 @@ packages=(
   libtorch-dev          # LibTorch 1.13 (CPU)
   libopenblas0-openmp   # fast BLAS for LibTorch (the reference BLAS is ~3x slower)
   libopencv-dev         # image decoding and drawing
+  libjpeg62-turbo-dev   # JPEG decoding that reports corrupt data
   nlohmann-json3-dev    # configuration files
   zlib1g-dev            # gzip IDX files
   libgloo-dev           # headers of Gloo, the CPU backend of LibTorch's c10d
