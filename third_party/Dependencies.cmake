@@ -1,6 +1,11 @@
 # Finds the project's dependencies, all of them Debian packages (see DEVELOPERS.md and
 # third_party/install_deps.sh). Where one is missing, configuration stops and names the
 # package that provides it. Nothing is downloaded.
+#
+# The header-only ones (nlohmann_json, Catch2) may instead come from third_party/vendored/,
+# which third_party/vendor_headers.sh fills from a Debian machine: those copies are used only
+# where find_package() finds no installed package (a machine without Debian's -dev packages,
+# such as the GPU machine of bench/gpu_check.sh).
 
 function(alexnet_require found what package)
   if(NOT ${found})
@@ -10,6 +15,9 @@ function(alexnet_require found what package)
       "or run third_party/install_deps.sh, which installs every dependency.")
   endif()
 endfunction()
+
+set(ALEXNET_VENDORED_DIR "${PROJECT_SOURCE_DIR}/third_party/vendored"
+    CACHE PATH "Header-only dependencies copied by third_party/vendor_headers.sh")
 
 # LibTorch: Debian's libtorch-dev (1.13, CPU) or, through CMAKE_PREFIX_PATH, the LibTorch
 # inside a PyTorch 2.x installation (CUDA builds included).
@@ -34,6 +42,13 @@ message(STATUS "CUDA kernels: ${ALEXNET_WITH_CUDA}")
 set(ALEXNET_WITH_CUDA ${ALEXNET_WITH_CUDA} CACHE INTERNAL "")
 
 find_package(nlohmann_json 3 QUIET)
+if(NOT nlohmann_json_FOUND AND EXISTS "${ALEXNET_VENDORED_DIR}/include/nlohmann/json.hpp")
+  add_library(nlohmann_json::nlohmann_json INTERFACE IMPORTED)
+  set_target_properties(nlohmann_json::nlohmann_json PROPERTIES
+    INTERFACE_INCLUDE_DIRECTORIES "${ALEXNET_VENDORED_DIR}/include")
+  set(nlohmann_json_FOUND TRUE)
+  message(STATUS "nlohmann_json: vendored copy in ${ALEXNET_VENDORED_DIR}/include")
+endif()
 alexnet_require(nlohmann_json_FOUND "nlohmann_json" "nlohmann-json3-dev")
 
 find_package(Threads REQUIRED)
@@ -56,5 +71,15 @@ endif()
 
 if(ALEXNET_BUILD_TESTS)
   find_package(Catch2 2 QUIET)
+  if(NOT Catch2_FOUND AND EXISTS "${ALEXNET_VENDORED_DIR}/include/catch2/catch.hpp"
+     AND EXISTS "${ALEXNET_VENDORED_DIR}/cmake/Catch.cmake")
+    add_library(Catch2::Catch2 INTERFACE IMPORTED)
+    set_target_properties(Catch2::Catch2 PROPERTIES
+      INTERFACE_INCLUDE_DIRECTORIES "${ALEXNET_VENDORED_DIR}/include")
+    # include(Catch) then finds the vendored Catch.cmake, as an installed Catch2 would.
+    list(APPEND CMAKE_MODULE_PATH "${ALEXNET_VENDORED_DIR}/cmake")
+    set(Catch2_FOUND TRUE)
+    message(STATUS "Catch2: vendored copy in ${ALEXNET_VENDORED_DIR}")
+  endif()
   alexnet_require(Catch2_FOUND "Catch2 v2" "catch2")
 endif()
