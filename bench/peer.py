@@ -7,10 +7,11 @@ the paper's training transforms. Prints one JSON object per run.
 
 Usage (with the interpreter that has torch and torchvision, /usr/bin/python3 on Debian):
   peer.py train [--batch 64] [--image-size 224] [--repeats 3] [--warmup 1] [--threads N]
-                [--device cpu|cuda] [--bf16]
+                [--device cpu|cuda] [--no-lrn] [--bf16 | --fp16]
   peer.py data --root DIR [--workers 2] [--batch 64] [--repeats 3]
 """
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -79,9 +80,16 @@ def run_train(args):
     images = torch.randn(args.batch, 3, args.image_size, args.image_size, device=device)
     labels = torch.randint(1000, (args.batch,), device=device)
 
+    if args.bf16 or args.fp16:
+        dtype = torch.bfloat16 if args.bf16 else torch.float16
+        def autocast():
+            return torch.autocast(device_type=device.type, dtype=dtype)
+    else:
+        autocast = contextlib.nullcontext
+
     def step():
         optimizer.zero_grad()
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=args.bf16):
+        with autocast():
             logits = model(images)
         loss = F.cross_entropy(logits.float(), labels)
         loss.backward()
@@ -103,6 +111,7 @@ def run_train(args):
         "bench": "train", "peer": "pytorch", "torch": torch.__version__,
         "batch": args.batch, "image_size": args.image_size, "device": args.device,
         "threads": torch.get_num_threads(), "lrn": not args.no_lrn, "bf16": args.bf16,
+        "fp16": args.fp16, "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
         "step_s": step_s, "images_per_s": args.batch / step_s, "steps_s": seconds,
         "cpu_s_per_step": cpu_per_step, "images_per_cpu_s": args.batch / cpu_per_step,
         "peak_rss_mib": peak_rss_mib(),
@@ -156,7 +165,11 @@ def main():
     train.add_argument("--threads", type=int, default=0, help="0: PyTorch's default")
     train.add_argument("--device", default="cpu")
     train.add_argument("--no-lrn", action="store_true")
-    train.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    precision = train.add_mutually_exclusive_group()
+    precision.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    precision.add_argument("--fp16", action="store_true",
+                           help="float16 autocast, CUDA only (no loss scaling, as `alexnet "
+                                "bench train --fp16`)")
     data = sub.add_parser("data", help="images/s of ImageFolder + DataLoader")
     data.add_argument("--root", required=True, help="ROOT/<class>/<image>.jpg")
     data.add_argument("--workers", type=int, default=2)
@@ -166,6 +179,8 @@ def main():
     if args.kind == "train":
         if args.batch <= 0 or args.repeats <= 0 or args.warmup < 0:
             parser.error("--batch and --repeats must be positive, --warmup >= 0")
+        if args.fp16 and not args.device.startswith("cuda"):
+            parser.error(f"--fp16 needs a CUDA device, not {args.device}")
         result = run_train(args)
     else:
         if not os.path.isdir(args.root):

@@ -2,11 +2,12 @@
 // One thread per (image, spatial position) walks over the channels with a running window
 // sum; consecutive threads handle consecutive positions, so every load and store of a warp
 // is coalesced. Compiled only where LibTorch has CUDA (ALEXNET_WITH_CUDA).
+#include <ATen/ATen.h>
 #include <ATen/AccumulateType.h>
 #include <ATen/Dispatch.h>
-#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 
 #include "model/lrn_kernels.h"
 
@@ -106,7 +107,7 @@ __global__ void lrn_backward_kernel(const scalar_t* __restrict__ input,
   }
 }
 
-void check_cuda_input(const torch::Tensor& t, const char* name) {
+void check_cuda_input(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.is_cuda() && t.dim() == 4 && t.is_contiguous(), "lrn (CUDA): ", name,
               " must be a contiguous 4-d CUDA tensor, got ", t.sizes(), " on ", t.device());
 }
@@ -117,7 +118,7 @@ unsigned int blocks_for(int64_t threads) {
 
 }  // namespace
 
-void lrn_forward_cuda(const torch::Tensor& input, torch::Tensor& output, const LrnConstants& c) {
+void lrn_forward_cuda(const at::Tensor& input, at::Tensor& output, const LrnConstants& c) {
   check_cuda_input(input, "input");
   check_cuda_input(output, "output");
   const c10::cuda::CUDAGuard guard(input.device());
@@ -125,7 +126,7 @@ void lrn_forward_cuda(const torch::Tensor& input, torch::Tensor& output, const L
   const int64_t channels = input.size(1);
   const int64_t plane = input.size(2) * input.size(3);
   if (batch * plane == 0 || channels == 0) return;
-  auto stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "lrn_forward_cuda", [&] {
     using acc_t = at::acc_type<scalar_t, /*is_cuda=*/true>;
     lrn_forward_kernel<scalar_t, acc_t><<<blocks_for(batch * plane), kThreads, 0, stream>>>(
@@ -135,23 +136,23 @@ void lrn_forward_cuda(const torch::Tensor& input, torch::Tensor& output, const L
   });
 }
 
-torch::Tensor lrn_backward_cuda(const torch::Tensor& input, const torch::Tensor& grad_output,
-                                const LrnConstants& c) {
+at::Tensor lrn_backward_cuda(const at::Tensor& input, const at::Tensor& grad_output,
+                             const LrnConstants& c) {
   check_cuda_input(input, "input");
   check_cuda_input(grad_output, "grad_output");
   TORCH_CHECK(input.sizes() == grad_output.sizes(), "lrn (CUDA): grad_output has shape ",
               grad_output.sizes(), ", input ", input.sizes());
   const c10::cuda::CUDAGuard guard(input.device());
-  auto grad_input = torch::empty_like(input);
+  auto grad_input = at::empty_like(input);
   const int64_t batch = input.size(0);
   const int64_t channels = input.size(1);
   const int64_t plane = input.size(2) * input.size(3);
   if (batch * plane == 0 || channels == 0) return grad_input;
-  auto stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "lrn_backward_cuda", [&] {
     using acc_t = at::acc_type<scalar_t, /*is_cuda=*/true>;
     auto t_buffer =
-        torch::empty(input.sizes(), input.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
+        at::empty(input.sizes(), input.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
     lrn_backward_kernel<scalar_t, acc_t><<<blocks_for(batch * plane), kThreads, 0, stream>>>(
         input.data_ptr<scalar_t>(), grad_output.data_ptr<scalar_t>(),
         grad_input.data_ptr<scalar_t>(), t_buffer.data_ptr<acc_t>(), batch, channels, plane,
