@@ -19,6 +19,19 @@ endfunction()
 set(ALEXNET_VENDORED_DIR "${PROJECT_SOURCE_DIR}/third_party/vendored"
     CACHE PATH "Header-only dependencies copied by third_party/vendor_headers.sh")
 
+# PyTorch's CMake files of some 2.x versions make torch::nvtoolsext link CUDA::nvToolsExt, the
+# NVTX 2 library, which CUDA 12.9 and later no longer ship (NVTX 3 is header-only); configuring
+# then fails with "the target was not found". -DALEXNET_NVTX3_SHIM=ON lets NVTX 3 stand in.
+option(ALEXNET_NVTX3_SHIM "Define CUDA::nvToolsExt as NVTX 3 before finding a CUDA LibTorch" OFF)
+if(ALEXNET_NVTX3_SHIM)
+  find_package(CUDAToolkit REQUIRED)
+  if(NOT TARGET CUDA::nvToolsExt AND TARGET CUDA::nvtx3)
+    add_library(CUDA::nvToolsExt INTERFACE IMPORTED)
+    target_link_libraries(CUDA::nvToolsExt INTERFACE CUDA::nvtx3)
+    message(STATUS "CUDA::nvToolsExt: NVTX 3 (CUDA::nvtx3) stands in")
+  endif()
+endif()
+
 # LibTorch: Debian's libtorch-dev (1.13, CPU) or, through CMAKE_PREFIX_PATH, the LibTorch
 # inside a PyTorch 2.x installation (CUDA builds included).
 find_package(Torch QUIET)
