@@ -41,7 +41,7 @@ int run_bench(const std::vector<std::string>& args) {
   return 2;
 }
 
-const Registration kRegistration{"bench", "measure LRN, training, inference or data throughput",
+const Registration kBenchRegistration{"bench", "measure LRN, training, inference or data throughput",
                                  run_bench};
 
 }  // namespace

@@ -180,7 +180,7 @@ int run_eval(const std::vector<std::string>& args) {
   return 0;
 }
 
-const Registration kRegistration{"eval", "top-1/top-5 error of a model or checkpoint", run_eval};
+const Registration kEvalRegistration{"eval", "top-1/top-5 error of a model or checkpoint", run_eval};
 
 }  // namespace
 }  // namespace alexnet::cli

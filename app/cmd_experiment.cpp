@@ -252,7 +252,7 @@ int run_experiment(const std::vector<std::string>& args) {
   return which.empty() || which == "--help" || which == "help" ? 0 : 2;
 }
 
-const Registration kRegistration{"experiment", "the paper's experiments: relu-vs-tanh, ablation",
+const Registration kExperimentRegistration{"experiment", "the paper's experiments: relu-vs-tanh, ablation",
                                  run_experiment};
 
 }  // namespace

@@ -83,7 +83,7 @@ int run_export(const std::vector<std::string>& args) {
   return 0;
 }
 
-const Registration kRegistration{"export", "write a checkpoint's model as a TorchScript file",
+const Registration kExportRegistration{"export", "write a checkpoint's model as a TorchScript file",
                                  run_export};
 
 }  // namespace

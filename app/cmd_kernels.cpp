@@ -79,7 +79,7 @@ int run_kernels(const std::vector<std::string>& args) {
 #endif
 }
 
-const Registration kRegistration{"kernels", "draw the first layer's kernels (Figure 3)",
+const Registration kKernelsRegistration{"kernels", "draw the first layer's kernels (Figure 3)",
                                  run_kernels};
 
 }  // namespace

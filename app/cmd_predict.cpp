@@ -128,7 +128,7 @@ int run_predict(const std::vector<std::string>& args) {
   return failures > 0 ? 1 : 0;
 }
 
-const Registration kRegistration{"predict", "top-5 classes of images from an exported model",
+const Registration kPredictRegistration{"predict", "top-5 classes of images from an exported model",
                                  run_predict};
 
 }  // namespace

@@ -23,7 +23,7 @@ using Clock = std::chrono::steady_clock;
 // The signal (SIGINT or SIGTERM) that asked prepare to stop; 0 while none did.
 volatile std::sig_atomic_t stop_signal = 0;
 
-void request_stop(int signal_number) { stop_signal = signal_number; }
+void request_prepare_stop(int signal_number) { stop_signal = signal_number; }
 
 // While it lives, SIGINT and SIGTERM ask the run to stop instead of ending the process, so
 // that it can remove its partial file. A second signal of the same kind ends the process at
@@ -33,7 +33,7 @@ class StopOnSignal {
   StopOnSignal() {
     stop_signal = 0;
     struct sigaction action {};
-    action.sa_handler = request_stop;
+    action.sa_handler = request_prepare_stop;
     sigemptyset(&action.sa_mask);
     action.sa_flags = SA_RESTART | SA_RESETHAND;
     sigaction(SIGINT, &action, &previous_int_);
@@ -214,7 +214,7 @@ int run_prepare(const std::vector<std::string>& args) {
   return 0;
 }
 
-const Registration kRegistration{
+const Registration kPrepareRegistration{
     "prepare", "decode an image folder once into a packed file for training", run_prepare};
 
 }  // namespace

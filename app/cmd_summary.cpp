@@ -80,7 +80,7 @@ int run_summary(const std::vector<std::string>& args) {
   return 0;
 }
 
-const Registration kRegistration{"summary", "print the layer table and parameter count",
+const Registration kSummaryRegistration{"summary", "print the layer table and parameter count",
                                  run_summary};
 
 }  // namespace

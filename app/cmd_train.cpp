@@ -24,7 +24,7 @@ using nlohmann::json;
 
 std::atomic<bool> g_stop{false};
 
-void request_stop(int signal) {
+void request_train_stop(int signal) {
   g_stop = true;
   // A second signal ends the process at once.
   std::signal(signal, SIG_DFL);
@@ -175,8 +175,8 @@ int run_train(const std::vector<std::string>& args) {
   const train::RunData data = train::open_run_data(config.data);
 
   g_stop = false;
-  std::signal(SIGINT, request_stop);
-  std::signal(SIGTERM, request_stop);
+  std::signal(SIGINT, request_train_stop);
+  std::signal(SIGTERM, request_train_stop);
   train::RunOptions options;
   options.run_dir = run_dir;
   options.resume = resume;
@@ -211,7 +211,7 @@ int run_train(const std::vector<std::string>& args) {
   return 0;
 }
 
-const Registration kRegistration{"train", "train AlexNet (default: the Fashion-MNIST demo)",
+const Registration kTrainRegistration{"train", "train AlexNet (default: the Fashion-MNIST demo)",
                                  run_train};
 
 }  // namespace

@@ -20,12 +20,12 @@
 namespace alexnet::bench {
 namespace {
 
-struct StepTimes {
+struct DataParallelStepTimes {
   std::vector<double> step, backward, wait;
 };
 
 // `steps` timed SGD steps (after `warmup`) of one rank on its share of a synthetic batch.
-StepTimes time_steps(AlexNet& model, distributed::Communicator* communicator, int64_t share,
+DataParallelStepTimes time_steps(AlexNet& model, distributed::Communicator* communicator, int64_t share,
                      int64_t image_size, int64_t warmup, int64_t steps, bool overlap) {
   std::unique_ptr<distributed::GradientReducer> reducer;
   if (communicator != nullptr) {
@@ -37,7 +37,7 @@ StepTimes time_steps(AlexNet& model, distributed::Communicator* communicator, in
   torch::optim::SGD sgd(model->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9));
   auto images = torch::randn({share, model->options.in_channels(), image_size, image_size});
   auto labels = torch::randint(0, model->options.num_classes(), {share}, torch::kLong);
-  StepTimes times;
+  DataParallelStepTimes times;
   for (int64_t i = 0; i < warmup + steps; ++i) {
     const auto start = Clock::now();
     sgd.zero_grad();

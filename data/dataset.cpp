@@ -26,12 +26,6 @@ void check_split(const std::string& split) {
               "' (expected train, val or test)");
 }
 
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return s;
-}
-
 bool holds_idx_files(const std::string& dir) {
   std::error_code error;
   for (const auto& entry : fs::directory_iterator(dir, error)) {
@@ -44,7 +38,7 @@ bool holds_idx_files(const std::string& dir) {
 DatasetPtr open_idx(const std::string& dir, const std::string& split, int64_t channels) {
   const auto [images, labels] = find_idx_files(dir, split);
   std::vector<std::string> names;
-  if (lower(fs::absolute(dir).string()).find("fashion") != std::string::npos) {
+  if (ascii_lower(fs::absolute(dir).string()).find("fashion") != std::string::npos) {
     names = fashion_mnist_class_names();
   } else {
     for (int i = 0; i < 10; ++i) names.push_back(std::to_string(i));

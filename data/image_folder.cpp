@@ -14,12 +14,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return s;
-}
-
 std::string join(const std::string& dir, const std::string& name) {
   if (!dir.empty() && dir.back() == '/') return dir + name;
   return dir + "/" + name;
@@ -88,6 +82,12 @@ void walk(const std::string& dir,
 
 }  // namespace
 
+std::string ascii_lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return s;
+}
+
 const std::vector<std::string>& image_extensions() {
   static const std::vector<std::string> extensions{".jpg", ".jpeg", ".png",  ".ppm", ".bmp",
                                                    ".pgm", ".tif",  ".tiff", ".webp"};
@@ -95,7 +95,7 @@ const std::vector<std::string>& image_extensions() {
 }
 
 bool has_image_extension(const std::string& filename) {
-  const std::string name = lower(filename);
+  const std::string name = ascii_lower(filename);
   for (const auto& ext : image_extensions()) {
     if (name.size() >= ext.size() && name.compare(name.size() - ext.size(), ext.size(), ext) == 0) {
       return true;

@@ -10,6 +10,8 @@ namespace alexnet::data {
 /// File name extensions that ImageFolder reads, as torchvision's IMG_EXTENSIONS (compared
 /// case-insensitively).
 const std::vector<std::string>& image_extensions();
+/// `s` with its ASCII letters in lower case.
+std::string ascii_lower(std::string s);
 /// Whether `filename` ends with one of image_extensions(), ignoring case.
 bool has_image_extension(const std::string& filename);
 /// The class folders of `root`: its subfolders (symbolic links followed), sorted byte-wise
