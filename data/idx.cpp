@@ -1,14 +1,49 @@
 #include "data/idx.h"
 
 #include <unistd.h>
+#if ALEXNET_WITH_ZLIB
 #include <zlib.h>
+#endif
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 
 namespace alexnet::data {
 namespace {
+
+#if !ALEXNET_WITH_ZLIB
+// Without zlib, the five calls IdxFile makes read the file as it is; a gzip-compressed file
+// is refused when opened.
+using gzFile = std::FILE*;
+
+gzFile gzopen(const char* path, const char* mode) {
+  std::FILE* file = std::fopen(path, mode);
+  if (file == nullptr) return nullptr;
+  unsigned char magic[2] = {0, 0};
+  const size_t n = std::fread(magic, 1, 2, file);
+  if (n == 2 && magic[0] == 0x1f && magic[1] == 0x8b) {
+    std::fclose(file);
+    throw std::runtime_error(std::string("IDX file ") + path +
+                             " is gzip-compressed, but this build has no zlib (configured "
+                             "without zlib1g-dev): decompress it with gunzip first");
+  }
+  std::rewind(file);
+  return file;
+}
+int gzread(gzFile file, void* out, unsigned bytes) {
+  const size_t n = std::fread(out, 1, bytes, file);
+  return std::ferror(file) ? -1 : static_cast<int>(n);
+}
+int gzclose(gzFile file) { return std::fclose(file); }
+const char* gzerror(gzFile, int* code) {
+  *code = errno;
+  return std::strerror(errno);
+}
+int gzdirect(gzFile) { return 1; }
+#endif
 
 // Deflate inflates at most 1032 bytes out of one: a gzip file of N bytes cannot hold more
 // than 1032 N bytes of data.

@@ -66,8 +66,15 @@ alexnet_require(nlohmann_json_FOUND "nlohmann_json" "nlohmann-json3-dev")
 
 find_package(Threads REQUIRED)
 
+# zlib reads gzip-compressed IDX files; without it (-DALEXNET_WITH_ZLIB=OFF, or no zlib1g-dev)
+# such files are refused with a message that says to gunzip them.
 find_package(ZLIB QUIET)
-alexnet_require(ZLIB_FOUND "zlib (for gzip-compressed IDX files)" "zlib1g-dev")
+option(ALEXNET_WITH_ZLIB "Read gzip-compressed IDX files (needs zlib1g-dev)" ${ZLIB_FOUND})
+if(ALEXNET_WITH_ZLIB)
+  alexnet_require(ZLIB_FOUND "zlib (for gzip-compressed IDX files)"
+                  "zlib1g-dev  (or configure with -DALEXNET_WITH_ZLIB=OFF)")
+endif()
+message(STATUS "zlib (gzip-compressed IDX files): ${ALEXNET_WITH_ZLIB}")
 
 if(ALEXNET_WITH_OPENCV)
   find_package(OpenCV QUIET COMPONENTS core imgproc imgcodecs)
