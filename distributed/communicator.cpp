@@ -45,7 +45,10 @@ std::string host_name() {
 template <typename Group>
 class GroupCollectives : public Collectives {
  public:
-  explicit GroupCollectives(c10::intrusive_ptr<Group> group) : group_(std::move(group)) {}
+  /// `barrier_devices`: the CUDA device indices an NCCL barrier runs on (empty for Gloo).
+  explicit GroupCollectives(c10::intrusive_ptr<Group> group,
+                            std::vector<int64_t> barrier_devices = {})
+      : group_(std::move(group)), barrier_devices_(std::move(barrier_devices)) {}
   WorkPtr all_reduce(at::Tensor tensor) override {
     std::vector<at::Tensor> tensors{std::move(tensor)};
     return group_->allreduce(tensors);
@@ -55,10 +58,15 @@ class GroupCollectives : public Collectives {
     options.rootRank = root;
     return group_->broadcast(tensors, options);
   }
-  WorkPtr barrier() override { return group_->barrier(); }
+  WorkPtr barrier() override {
+    c10d::BarrierOptions options;
+    options.device_ids = barrier_devices_;
+    return group_->barrier(options);
+  }
 
  private:
   c10::intrusive_ptr<Group> group_;
+  std::vector<int64_t> barrier_devices_;
 };
 
 PeerInfo parse_peer(const std::string& value) {
@@ -78,7 +86,7 @@ c10::intrusive_ptr<c10d::Store> open_store(const Communicator::State& s, const s
   c10d::TCPStoreOptions store_options;
   store_options.port = static_cast<std::uint16_t>(config.master_port);
   store_options.isServer = config.rank == 0;
-  store_options.numWorkers = c10::nullopt;
+  // numWorkers stays unset: the rendezvous counts the ranks itself.
   store_options.waitWorkers = false;
   store_options.timeout = config.timeout;
   try {
@@ -198,8 +206,11 @@ std::unique_ptr<Collectives> connect_group(const Communicator::State& s, const s
 #if defined(USE_C10D_NCCL)
     auto options = c10d::ProcessGroupNCCL::Options::create();
     options->timeout = config.timeout;
+    // The barrier runs on the rank's own device; NCCL would guess rank % device count, which
+    // is not the device devices_for_rank gives with the two-device column split.
     return std::make_unique<GroupCollectives<c10d::ProcessGroupNCCL>>(
-        c10::make_intrusive<c10d::ProcessGroupNCCL>(group_store, rank, size, options));
+        c10::make_intrusive<c10d::ProcessGroupNCCL>(group_store, rank, size, options),
+        std::vector<int64_t>{s.device.has_index() ? s.device.index() : 0});
 #else
     return nullptr;
 #endif
