@@ -131,7 +131,7 @@ int run_eval(const std::vector<std::string>& args) {
   if (!parser.parse(args)) return 0;
   runtime::tune_runtime({"eval"}, args);
   if (parser.has("model") == parser.has("checkpoint")) {
-    throw std::invalid_argument("give exactly one of --model and --checkpoint");
+    throw cli::UsageError("give exactly one of --model and --checkpoint");
   }
   runtime::set_threads(parser.get_int("threads"));
   const auto devices = parse_devices(parser.get("devices"));

@@ -32,7 +32,7 @@ int run_kernels(const std::vector<std::string>& args) {
             "its kernels when its input channels are equal, e.g. grey images replicated to RGB");
   if (!parser.parse(args)) return 0;
   if (parser.has("model") == parser.has("checkpoint")) {
-    throw std::invalid_argument(
+    throw UsageError(
         "give one of --model and --checkpoint (see alexnet kernels --help)");
   }
   torch::Tensor weight;

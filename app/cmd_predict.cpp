@@ -68,7 +68,7 @@ int run_predict(const std::vector<std::string>& args) {
                    "the exit status is 1 if any failed.");
   parser.option("model", "exported TorchScript model")
       .option("top", "classes to print per image", "5")
-      .option("batch", "images per forward pass", "32")
+      .option("batch-size", "images per forward pass", "32")
       .option("threads", "intra-op threads (0: all hardware threads)", "0")
       .flag("json", "print JSON: [{image, top: [{label, class, probability}]} or {image, error}]")
       .positionals("IMAGE", "image files (JPEG, PNG, ...)");
@@ -76,9 +76,9 @@ int run_predict(const std::vector<std::string>& args) {
   if (!parser.has("model")) throw std::invalid_argument("--model FILE is required");
   if (parser.positional().empty()) throw std::invalid_argument("no IMAGE given");
   const int64_t top = parser.get_int("top");
-  const int64_t batch = parser.get_int("batch");
+  const int64_t batch = parser.get_int("batch-size");
   if (top < 1) throw std::invalid_argument("--top must be >= 1, got " + std::to_string(top));
-  if (batch < 1) throw std::invalid_argument("--batch must be >= 1, got " + std::to_string(batch));
+  if (batch < 1) throw std::invalid_argument("--batch-size must be >= 1, got " + std::to_string(batch));
   runtime::set_threads(parser.get_int("threads"));
   const bool as_json = parser.get_flag("json");
 

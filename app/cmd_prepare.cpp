@@ -10,6 +10,7 @@
 #include <iomanip>
 #include <iostream>
 
+#include "cli/stop_on_signal.h"
 #include "cli.h"
 #include "data/dataset.h"
 #include "data/loader.h"
@@ -19,43 +20,6 @@ namespace alexnet::cli {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-// The signal (SIGINT or SIGTERM) that asked prepare to stop; 0 while none did.
-volatile std::sig_atomic_t stop_signal = 0;
-
-void request_prepare_stop(int signal_number) { stop_signal = signal_number; }
-
-// While it lives, SIGINT and SIGTERM ask the run to stop instead of ending the process, so
-// that it can remove its partial file. A second signal of the same kind ends the process at
-// once (SA_RESETHAND). SA_RESTART keeps reads (of a list file, say) from failing.
-class StopOnSignal {
- public:
-  StopOnSignal() {
-    stop_signal = 0;
-    struct sigaction action {};
-    action.sa_handler = request_prepare_stop;
-    sigemptyset(&action.sa_mask);
-    action.sa_flags = SA_RESTART | SA_RESETHAND;
-    sigaction(SIGINT, &action, &previous_int_);
-    sigaction(SIGTERM, &action, &previous_term_);
-  }
-  ~StopOnSignal() {
-    sigaction(SIGINT, &previous_int_, nullptr);
-    sigaction(SIGTERM, &previous_term_, nullptr);
-  }
-  StopOnSignal(const StopOnSignal&) = delete;
-  StopOnSignal& operator=(const StopOnSignal&) = delete;
-
-  bool requested() const { return stop_signal != 0; }
-  /// 128 + the signal's number, as a shell reports a process the signal ended: 130 for
-  /// SIGINT, 143 for SIGTERM.
-  int exit_code() const { return 128 + stop_signal; }
-  const char* name() const { return stop_signal == SIGINT ? "SIGINT" : "SIGTERM"; }
-
- private:
-  struct sigaction previous_int_ {};
-  struct sigaction previous_term_ {};
-};
 
 std::string list_text(const std::vector<double>& values) {
   std::ostringstream out;

@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli/stop_on_signal.h"
 #include "cli.h"
 #include "distributed/environment.h"
 #include "distributed/launcher.h"
@@ -21,14 +22,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-std::atomic<bool> g_stop{false};
-
-void request_train_stop(int signal) {
-  g_stop = true;
-  // A second signal ends the process at once.
-  std::signal(signal, SIG_DFL);
-}
 
 std::string default_run_dir() {
   const std::time_t now = std::time(nullptr);
@@ -57,7 +50,7 @@ int launch_ranks(const std::vector<std::string>& args, int64_t nproc, int64_t ma
   std::cerr << "starting " << nproc << " data-parallel processes; run folder: " << run_dir << "\n";
   const auto result = distributed::launch_local_processes(
       fs::read_symlink("/proc/self/exe").string(), child_args, launch);
-  if (result.exit_code == 130) {
+  if (result.exit_code == 130 || result.exit_code == 143) {
     std::cerr << "interrupted; continue with: alexnet train --nproc " << nproc << " --resume "
               << run_dir << "\n";
   } else if (result.exit_code != 0) {
@@ -93,6 +86,9 @@ int run_train(const std::vector<std::string>& args) {
       .option("threads", "intra-op threads (default: all cores)")
       .option("workers", "data loading threads; sets data.workers")
       .option("seed", "sets seed")
+      .option("precision",
+              "fp32, bf16 (autocast; fast on CPUs with avx512_bf16 or AMX) or fp16 (CUDA, "
+              "with loss scaling); sets precision")
       .option("set",
               "other overrides, 'key=value' separated by ';' "
               "(e.g. 'optimizer.rule=pytorch;schedule.milestones=[30,60]'); may be repeated")
@@ -114,7 +110,7 @@ int run_train(const std::vector<std::string>& args) {
   const bool resume = parser.has("resume");
   if (resume) {
     if (!run_dir.empty() && run_dir != parser.get("resume")) {
-      throw std::invalid_argument("--resume RUN_DIR writes to RUN_DIR; leave out --out");
+      throw UsageError("--resume RUN_DIR writes to RUN_DIR; leave out --out");
     }
     run_dir = parser.get("resume");
     const std::string config_path = (fs::path(run_dir) / "config.json").string();
@@ -130,7 +126,7 @@ int run_train(const std::vector<std::string>& args) {
     config_json = train::merge_json(config_json, train::read_json_file(demo));
   }
   if (resume && parser.has("config")) {
-    throw std::invalid_argument("--resume uses RUN_DIR/config.json; leave out --config");
+    throw UsageError("--resume uses RUN_DIR/config.json; leave out --config");
   }
 
   const std::vector<std::pair<std::string, std::string>> direct{
@@ -138,7 +134,8 @@ int run_train(const std::vector<std::string>& args) {
       {"epochs", "epochs"},         {"max-steps", "max_steps"},
       {"batch-size", "batch_size"}, {"lr", "optimizer.lr"},
       {"devices", "devices"},       {"threads", "threads"},
-      {"workers", "data.workers"},  {"seed", "seed"}};
+      {"workers", "data.workers"},  {"seed", "seed"},
+      {"precision", "precision"}};
   for (const auto& [option, key] : direct) {
     if (parser.has(option)) train::set_config_value(config_json, key, parser.get(option));
   }
@@ -174,28 +171,26 @@ int run_train(const std::vector<std::string>& args) {
   runtime::set_threads(config.threads);
   const train::RunData data = train::open_run_data(config.data);
 
-  g_stop = false;
-  std::signal(SIGINT, request_train_stop);
-  std::signal(SIGTERM, request_train_stop);
+  const StopOnSignal stop;
   train::RunOptions options;
   options.run_dir = run_dir;
   options.resume = resume;
   options.overwrite = parser.get_flag("overwrite");
-  options.stop = &g_stop;
+  options.stop = stop.flag();
   options.distributed = distributed;
   if (!quiet) std::cerr << "run folder: " << run_dir << "\n";
   const train::TrainSummary summary = train::train(config, data, options);
-  std::signal(SIGINT, SIG_DFL);
-  std::signal(SIGTERM, SIG_DFL);
+  // 130 after SIGINT, 143 after SIGTERM, as a shell reports a process the signal ended.
+  const int stopped_code = stop.requested() ? stop.exit_code() : 130;
 
   std::ostringstream line;
   line << std::fixed << std::setprecision(2);
-  if (quiet) return summary.interrupted ? 130 : 0;
+  if (quiet) return summary.interrupted ? stopped_code : 0;
   if (summary.interrupted) {
     std::cerr << "interrupted at step " << summary.steps << "; checkpoint "
               << summary.last_checkpoint << "\ncontinue with: alexnet train --resume " << run_dir
               << "\n";
-    return 130;
+    return stopped_code;
   }
   line << "done: " << summary.steps << " steps, " << summary.images_per_s << " images/s, "
        << summary.seconds << " s";

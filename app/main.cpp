@@ -7,6 +7,7 @@
 #include <c10/util/Exception.h>
 
 #include "cli.h"
+#include "cli/arg_parser.h"
 
 namespace {
 
@@ -26,7 +27,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
     print_help();
-    return args.empty() ? 1 : 0;
+    return args.empty() ? 2 : 0;
   }
   const auto& registry = alexnet::cli::commands();
   auto it = registry.find(args[0]);
@@ -37,6 +38,9 @@ int main(int argc, char** argv) {
   }
   try {
     return it->second.run(std::vector<std::string>(args.begin() + 1, args.end()));
+  } catch (const alexnet::cli::UsageError& e) {
+    std::cerr << "alexnet " << args[0] << ": " << e.what() << "\n";
+    return 2;
   } catch (const c10::Error& e) {
     std::cerr << "alexnet " << args[0] << ": error: " << e.what_without_backtrace() << "\n";
   } catch (const std::exception& e) {

@@ -57,15 +57,15 @@ echo "== 2. training step, batch 64, 224x224, all cores ($rounds rounds, best of
 # target show the peer as PyTorch starts by default (one thread) and with the OpenBLAS
 # kernels that alexnet picks for itself (OPENBLAS_CORETYPE).
 cores=$(nproc)
-core_type=$("$alexnet" bench train --batch 1 --image-size 64 --warmup 0 --repeats 1 --json | json /dev/stdin openblas_core 2>/dev/null || true)
+core_type=$("$alexnet" bench train --batch-size 1 --image-size 64 --warmup 0 --repeats 1 --json | json /dev/stdin openblas_core 2>/dev/null || true)
 for round in $(seq "$rounds"); do
-  run "$alexnet" bench train --batch 64 --repeats "$repeats" --json > "$work/train.$round.json"
-  run "$alexnet" bench train --batch 64 --repeats "$repeats" --no-lrn --json > "$work/train_nolrn.$round.json"
-  run "$python" "$repo/bench/peer.py" train --batch 64 --repeats "$repeats" --threads "$cores" > "$work/peer_train.$round.json"
+  run "$alexnet" bench train --batch-size 64 --repeats "$repeats" --json > "$work/train.$round.json"
+  run "$alexnet" bench train --batch-size 64 --repeats "$repeats" --no-lrn --json > "$work/train_nolrn.$round.json"
+  run "$python" "$repo/bench/peer.py" train --batch-size 64 --repeats "$repeats" --threads "$cores" > "$work/peer_train.$round.json"
 done
-run "$python" "$repo/bench/peer.py" train --batch 64 --repeats "$repeats" > "$work/peer_train_default.json"
+run "$python" "$repo/bench/peer.py" train --batch-size 64 --repeats "$repeats" > "$work/peer_train_default.json"
 if [[ -n "$core_type" && "$core_type" != "default" ]]; then
-  OPENBLAS_CORETYPE=$core_type run "$python" "$repo/bench/peer.py" train --batch 64 --repeats "$repeats" --threads "$cores" > "$work/peer_train_blas.json"
+  OPENBLAS_CORETYPE=$core_type run "$python" "$repo/bench/peer.py" train --batch-size 64 --repeats "$repeats" --threads "$cores" > "$work/peer_train_blas.json"
 fi
 best() { "$python" -c 'import json,sys; print(max(json.load(open(f))["images_per_s"] for f in sys.argv[1:]))' "$@"; }
 ours=$(best "$work"/train.*.json)
@@ -83,7 +83,7 @@ fi
 
 echo "== 3. inference, batch 64: exported TorchScript vs eager C++"
 if "$alexnet" bench infer --help > /dev/null 2>&1; then
-  run "$alexnet" bench infer --batch 64 --json > "$work/infer.json"
+  run "$alexnet" bench infer --batch-size 64 --json > "$work/infer.json"
   cat "$work/infer.json"
   ratio "infer: TorchScript time / eager time" "$(json "$work/infer.json" torchscript_over_eager)" "<=" 1.3
 else
@@ -94,11 +94,11 @@ fi
 echo "== 4. input pipeline, 2 workers, batch 64 ($rounds rounds, best of each)"
 run "$python" "$repo/bench/make_jpeg_folder.py" "$work/jpegs" --classes 10 --per-class 64
 run "$alexnet" prepare --data "$work/jpegs" --out "$work/packed.bin" > /dev/null
-data_options=(--workers 2 --batch 64 --batches 10 --repeats 3 --json)
+data_options=(--workers 2 --batch-size 64 --batches 10 --repeats 3 --json)
 for round in $(seq "$rounds"); do
   run "$alexnet" bench data --data "$work/jpegs" "${data_options[@]}" > "$work/data_jpeg.$round.json"
   run "$alexnet" bench data --data "$work/packed.bin" "${data_options[@]}" > "$work/data_packed.$round.json"
-  run "$python" "$repo/bench/peer.py" data --root "$work/jpegs" --workers 2 --batch 64 --repeats 3 > "$work/peer_data.$round.json"
+  run "$python" "$repo/bench/peer.py" data --root "$work/jpegs" --workers 2 --batch-size 64 --repeats 3 > "$work/peer_data.$round.json"
 done
 jpeg=$(best "$work"/data_jpeg.*.json)
 packed=$(best "$work"/data_packed.*.json)
@@ -108,8 +108,8 @@ ratio "data: packed / JPEG folder" "$("$python" -c "print($packed / $jpeg)")" ">
 ratio "data: JPEG folder / torchvision" "$("$python" -c "print($jpeg / $tv)")" ">=" 1.5
 
 echo "== 5. peak resident memory, training step at batch 128"
-run "$alexnet" bench train --batch 128 --warmup 1 --repeats 1 --json > "$work/mem.json"
-run "$python" "$repo/bench/peer.py" train --batch 128 --warmup 1 --repeats 1 > "$work/peer_mem.json"
+run "$alexnet" bench train --batch-size 128 --warmup 1 --repeats 1 --json > "$work/mem.json"
+run "$python" "$repo/bench/peer.py" train --batch-size 128 --warmup 1 --repeats 1 > "$work/peer_mem.json"
 ours_mib=$(json "$work/mem.json" peak_rss_mib)
 peer_mib=$(json "$work/peer_mem.json" peak_rss_mib)
 echo "  ours $ours_mib MiB, PyTorch peer $peer_mib MiB"

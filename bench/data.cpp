@@ -35,7 +35,7 @@ cli::ArgParser data_parser() {
   parser.option("data", "image folder, packed file, IDX folder or fashion-mnist", "fashion-mnist")
       .option("split", "train or val", "train")
       .option("workers", "loader threads", "2")
-      .option("batch", "batch size", "128")
+      .option("batch-size", "batch size", "128")
       .option("resize", "shorter side before cropping (default 256; 64 for 28x28 IDX data)")
       .option("crop", "crop size (default 224; 56 for 28x28 IDX data)")
       .option("batches", "batches per timed window (default: about 1024 images)")
@@ -96,7 +96,7 @@ int run_data(const std::vector<std::string>& args) {
   cli::ArgParser parser = data_parser();
   if (!parser.parse(args)) return 0;
   const std::string source = parser.get("data");
-  const int64_t batch_size = int_option(parser, "batch", /*minimum=*/1);
+  const int64_t batch_size = int_option(parser, "batch-size", /*minimum=*/1);
   const int64_t repeats = int_option(parser, "repeats", /*minimum=*/1);
 
   data::DatasetOptions dataset_options;

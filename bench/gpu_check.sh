@@ -179,7 +179,7 @@ train_step() {
   if [[ $precision == fp16 ]] && ! gpu; then skip "fp16 autocast is CUDA only"; fi
   need "$GC_ALEXNET"
   local ours="$GC_WORK/ours_${precision}_$lrn.json" peer="$GC_WORK/peer_${precision}_$lrn.json"
-  local common=(--batch "$GC_BATCH" --image-size "$GC_IMAGE_SIZE" --warmup "$GC_WARMUP"
+  local common=(--batch-size "$GC_BATCH" --image-size "$GC_IMAGE_SIZE" --warmup "$GC_WARMUP"
     --repeats "$GC_REPEATS" "${flags[@]}")
   "$GC_ALEXNET" bench train --devices "$GC_DEVICE" "${common[@]}" --json > "$ours"
   cat "$ours"

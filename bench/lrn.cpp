@@ -19,7 +19,7 @@ int run_lrn(const std::vector<std::string>& args) {
       "constants: n 5, alpha 1e-4, beta 0.75, k 2) on an [N, C, S, S] float tensor, "
       "torch::nn::functional::local_response_norm with the same constants "
       "(alpha * n), and clone() of the tensor. Median of the repeats.");
-  parser.option("batch", "N", "64")
+  parser.option("batch-size", "N", "64")
       .option("channels", "C", "96")
       .option("size", "S (height and width)", "55");
   add_threads_option(parser);
@@ -29,7 +29,7 @@ int run_lrn(const std::vector<std::string>& args) {
   parser.flag("forward-only", "time only the forward pass (no gradients)")
       .flag("json", "print one JSON object");
   if (!parser.parse(args)) return 0;
-  const int64_t batch = int_option(parser, "batch", /*minimum=*/1);
+  const int64_t batch = int_option(parser, "batch-size", /*minimum=*/1);
   const int64_t channels = int_option(parser, "channels", /*minimum=*/1);
   const int64_t size = int_option(parser, "size", /*minimum=*/1);
   const int64_t repeats = int_option(parser, "repeats", /*minimum=*/1);

@@ -38,7 +38,7 @@ int64_t int_option(const cli::ArgParser& parser, const std::string& name, int64_
 void add_timed_run_options(cli::ArgParser& parser, const std::string& batch_help,
                            const std::string& warmup_help, const std::string& warmup_default,
                            const std::string& repeats_help) {
-  parser.option("batch", batch_help, "64")
+  parser.option("batch-size", batch_help, "64")
       .option("image-size", "input height and width", "224")
       .option("warmup", warmup_help, warmup_default)
       .option("repeats", repeats_help, "5");
@@ -46,7 +46,7 @@ void add_timed_run_options(cli::ArgParser& parser, const std::string& batch_help
 
 TimedRun timed_run_options(const cli::ArgParser& parser) {
   TimedRun run;
-  run.batch = int_option(parser, "batch", /*minimum=*/1);
+  run.batch = int_option(parser, "batch-size", /*minimum=*/1);
   run.image_size = int_option(parser, "image-size", /*minimum=*/1);
   run.warmup = int_option(parser, "warmup", /*minimum=*/0);
   run.repeats = int_option(parser, "repeats", /*minimum=*/1);

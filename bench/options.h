@@ -30,12 +30,12 @@ int64_t int_option(const cli::ArgParser& parser, const std::string& name, int64_
 struct TimedRun {
   int64_t batch = 0, image_size = 0, warmup = 0, repeats = 0;
 };
-/// Declares what timed_run_options reads: --batch (default 64), --image-size (224), --warmup
+/// Declares what timed_run_options reads: --batch-size (default 64), --image-size (224), --warmup
 /// and --repeats (5), each with the help text given.
 void add_timed_run_options(cli::ArgParser& parser, const std::string& batch_help,
                            const std::string& warmup_help, const std::string& warmup_default,
                            const std::string& repeats_help);
-/// Reads --batch and --image-size (positive), --warmup (>= 0) and --repeats (positive).
+/// Reads --batch-size and --image-size (positive), --warmup (>= 0) and --repeats (positive).
 TimedRun timed_run_options(const cli::ArgParser& parser);
 
 /// What time_repeats runs after every call on `device`: a CUDA synchronise on CUDA devices,

@@ -6,9 +6,9 @@ column after conv1 and conv2, SGD with momentum; torchvision's ImageFolder + Dat
 the paper's training transforms. Prints one JSON object per run.
 
 Usage (with the interpreter that has torch and torchvision, /usr/bin/python3 on Debian):
-  peer.py train [--batch 64] [--image-size 224] [--repeats 3] [--warmup 1] [--threads N]
+  peer.py train [--batch-size 64] [--image-size 224] [--repeats 3] [--warmup 1] [--threads N]
                 [--device cpu|cuda] [--no-lrn] [--bf16 | --fp16]
-  peer.py data --root DIR [--workers 2] [--batch 64] [--repeats 3]
+  peer.py data --root DIR [--workers 2] [--batch-size 64] [--repeats 3]
 """
 import argparse
 import contextlib
@@ -158,7 +158,7 @@ def main():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="kind", required=True)
     train = sub.add_parser("train", help="images/s of training steps, peak memory")
-    train.add_argument("--batch", type=int, default=64)
+    train.add_argument("--batch-size", dest="batch", type=int, default=64)
     train.add_argument("--image-size", type=int, default=224)
     train.add_argument("--repeats", type=int, default=3)
     train.add_argument("--warmup", type=int, default=1)
@@ -173,12 +173,12 @@ def main():
     data = sub.add_parser("data", help="images/s of ImageFolder + DataLoader")
     data.add_argument("--root", required=True, help="ROOT/<class>/<image>.jpg")
     data.add_argument("--workers", type=int, default=2)
-    data.add_argument("--batch", type=int, default=64)
+    data.add_argument("--batch-size", dest="batch", type=int, default=64)
     data.add_argument("--repeats", type=int, default=3, help="timed epochs")
     args = parser.parse_args()
     if args.kind == "train":
         if args.batch <= 0 or args.repeats <= 0 or args.warmup < 0:
-            parser.error("--batch and --repeats must be positive, --warmup >= 0")
+            parser.error("--batch-size and --repeats must be positive, --warmup >= 0")
         if args.fp16 and not args.device.startswith("cuda"):
             parser.error(f"--fp16 needs a CUDA device, not {args.device}")
         result = run_train(args)

@@ -12,27 +12,10 @@
 #include "bench/timing.h"
 #include "model/alexnet.h"
 #include "runtime/runtime.h"
+#include "train/precision.h"
 
 namespace alexnet::bench {
 namespace {
-
-// Turns bfloat16 autocast on or off for one device type. The C++ API changed in LibTorch 2.4
-// (per-device-type functions); before it CUDA and CPU had functions of their own.
-void set_bf16_autocast(torch::DeviceType device_type, bool enabled) {
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-  at::autocast::set_autocast_dtype(device_type, torch::kBFloat16);
-  at::autocast::set_autocast_enabled(device_type, enabled);
-#else
-  if (device_type == torch::kCUDA) {
-    at::autocast::set_autocast_gpu_dtype(torch::kBFloat16);
-    at::autocast::set_enabled(enabled);
-  } else {
-    at::autocast::set_autocast_cpu_dtype(torch::kBFloat16);
-    at::autocast::set_cpu_enabled(enabled);
-  }
-#endif
-  if (!enabled) at::autocast::clear_cache();
-}
 
 // Converts every 4-d parameter (the convolution kernels) to channels-last.
 void to_channels_last(torch::nn::Module& model) {
@@ -58,6 +41,9 @@ cli::ArgParser train_step_parser() {
       .flag("channels-last", "channels-last input and convolution kernels")
       .flag("no-mkldnn", "turn LibTorch's oneDNN (MKLDNN) CPU kernels off")
       .flag("bf16", "bfloat16 autocast on the model's device (LRN still computes in float)")
+      .flag("fp16",
+            "float16 autocast, CUDA only (LRN still computes in float; no loss scaling, so "
+            "this measures speed, not a training recipe)")
       .flag("stock-runtime",
             "keep OpenBLAS's own kernel choice and glibc's default of returning freed memory "
             "(to measure what runtime/runtime.h gains)")
@@ -69,7 +55,8 @@ cli::ArgParser train_step_parser() {
 struct StepSetup {
   AlexNetOptions model;
   TimedRun run;
-  bool channels_last = false, bf16 = false;
+  bool channels_last = false;
+  train::Precision precision = train::Precision::kFloat32;
 };
 
 struct StepTimes {
@@ -91,14 +78,15 @@ StepTimes time_training_steps(const StepSetup& setup) {
   const auto labels = torch::randint(setup.model.num_classes(), {setup.run.batch},
                                      torch::TensorOptions(device).dtype(torch::kLong));
 
-  if (setup.bf16) set_bf16_autocast(device.type(), true);
+  const train::AutocastGuard autocast(device, setup.precision);
+  const bool autocast_on = setup.precision != train::Precision::kFloat32;
   auto step = [&] {
     optimizer.zero_grad();
     auto loss =
         torch::nn::functional::cross_entropy(model->forward(images).to(torch::kFloat), labels);
     loss.backward();
     optimizer.step();
-    if (setup.bf16) at::autocast::clear_cache();
+    if (autocast_on) at::autocast::clear_cache();
   };
   const auto sync = synchronizer(device);
   time_repeats(step, setup.run.warmup, /*repeats=*/0, sync);
@@ -108,7 +96,6 @@ StepTimes time_training_steps(const StepSetup& setup) {
   const double cpu_start = process_cpu_seconds();
   times.seconds = time_repeats(step, /*warmup=*/0, setup.run.repeats, sync);
   times.cpu_per_step = (process_cpu_seconds() - cpu_start) / static_cast<double>(setup.run.repeats);
-  if (setup.bf16) set_bf16_autocast(device.type(), false);
   return times;
 }
 
@@ -128,7 +115,9 @@ void print_train_step(const cli::ArgParser& parser, const StepSetup& setup,
         {"lrn", setup.model.lrn()},
         {"channels_last", setup.channels_last},
         {"mkldnn", at::globalContext().userEnabledMkldnn()},
-        {"bf16", setup.bf16},
+        {"bf16", setup.precision == train::Precision::kBFloat16},
+        {"fp16", setup.precision == train::Precision::kFloat16},
+        {"precision", train::precision_name(setup.precision)},
         {"openblas_core", runtime::openblas_core()},
         {"retain_freed_memory", tuned},
         {"step_s", step_s},
@@ -146,7 +135,10 @@ void print_train_step(const cli::ArgParser& parser, const StepSetup& setup,
             << ", " << torch::get_num_threads() << " threads"
             << (setup.model.lrn() ? "" : ", no LRN")
             << (setup.channels_last ? ", channels-last" : "")
-            << (setup.bf16 ? ", bf16 autocast" : "") << (tuned ? "" : ", stock runtime") << ": "
+            << (setup.precision != train::Precision::kFloat32
+                    ? ", " + train::precision_name(setup.precision) + " autocast"
+                    : "")
+            << (tuned ? "" : ", stock runtime") << ": "
             << images_per_s << " images/s (" << std::setprecision(3) << step_s
             << " s/step, median of " << setup.run.repeats << "; " << times.cpu_per_step
             << " CPU s/step), peak RSS " << std::setprecision(0) << peak_mib << " MiB\n";
@@ -162,13 +154,21 @@ int run_train_step(const std::vector<std::string>& args) {
   setup.run = timed_run_options(parser);
   apply_threads_option(parser);
   setup.channels_last = parser.get_flag("channels-last");
-  setup.bf16 = parser.get_flag("bf16");
+  if (parser.get_flag("bf16") && parser.get_flag("fp16")) {
+    throw cli::UsageError("--bf16 and --fp16 exclude each other");
+  }
+  if (parser.get_flag("bf16")) setup.precision = train::Precision::kBFloat16;
+  if (parser.get_flag("fp16")) setup.precision = train::Precision::kFloat16;
   if (parser.get_flag("no-mkldnn")) at::globalContext().setUserEnabledMkldnn(false);
   setup.model = AlexNetOptions()
                     .num_classes(parser.get_int("num-classes"))
                     .columns(parser.get_int("columns"))
                     .lrn(!parser.get_flag("no-lrn"))
                     .devices(parse_devices(parser.get("devices")));
+  if (const auto advice = train::precision_advice(setup.precision, setup.model.devices()[0]);
+      !advice.empty()) {
+    std::cerr << advice << "\n";
+  }
   print_train_step(parser, setup, time_training_steps(setup));
   return 0;
 }

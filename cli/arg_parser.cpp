@@ -38,6 +38,14 @@ const ArgParser::Spec& ArgParser::spec(const std::string& name) const {
 bool ArgParser::parse(const std::vector<std::string>& args) {
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& arg = args[i];
+    if (arg == "-h") {
+      values_["help"].push_back("1");
+      continue;
+    }
+    if (arg.size() > 1 && arg[0] == '-' && arg.compare(0, 2, "--") != 0) {
+      throw UsageError("unknown option " + arg + " (options start with --; see " + usage_ +
+                       " --help)");
+    }
     if (arg.size() > 2 && arg.compare(0, 2, "--") == 0) {
       std::string name = arg.substr(2);
       std::optional<std::string> value;
@@ -48,21 +56,21 @@ bool ArgParser::parse(const std::vector<std::string>& args) {
       }
       auto it = specs_.find(name);
       if (it == specs_.end()) {
-        throw std::invalid_argument("unknown option --" + name + " (see " + usage_ + " --help)");
+        throw UsageError("unknown option --" + name + " (see " + usage_ + " --help)");
       }
       if (it->second.is_flag) {
-        if (value) throw std::invalid_argument("--" + name + " takes no value");
+        if (value) throw UsageError("--" + name + " takes no value");
         values_[name].push_back("1");
         continue;
       }
       if (!value) {
-        if (i + 1 >= args.size()) throw std::invalid_argument("--" + name + " needs a value");
+        if (i + 1 >= args.size()) throw UsageError("--" + name + " needs a value");
         value = args[++i];
       }
       values_[name].push_back(*value);
     } else {
       if (!positional_spec_) {
-        throw std::invalid_argument("unexpected argument '" + arg + "' (see " + usage_ +
+        throw UsageError("unexpected argument '" + arg + "' (see " + usage_ +
                                     " --help)");
       }
       positional_.push_back(arg);
@@ -129,7 +137,7 @@ int64_t ArgParser::get_int(const std::string& name) const {
     if (used != text.size()) throw std::invalid_argument(text);
     return value;
   } catch (const std::exception&) {
-    throw std::invalid_argument("--" + name + " expects an integer, got '" + text + "'");
+    throw UsageError("--" + name + " expects an integer, got '" + text + "'");
   }
 }
 
@@ -141,7 +149,7 @@ double ArgParser::get_double(const std::string& name) const {
     if (used != text.size()) throw std::invalid_argument(text);
     return value;
   } catch (const std::exception&) {
-    throw std::invalid_argument("--" + name + " expects a number, got '" + text + "'");
+    throw UsageError("--" + name + " expects a number, got '" + text + "'");
   }
 }
 
@@ -163,7 +171,7 @@ std::vector<int64_t> parse_int_list(const std::string& text, const std::string& 
       values.push_back(std::stoll(item, &used));
       if (used != item.size()) throw std::invalid_argument(item);
     } catch (const std::exception&) {
-      throw std::invalid_argument(what + " expects a comma-separated list of integers, got '" +
+      throw UsageError(what + " expects a comma-separated list of integers, got '" +
                                   text + "'");
     }
   }

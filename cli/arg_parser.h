@@ -3,11 +3,20 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
 
 namespace alexnet::cli {
+
+/// A command line that cannot be parsed: an unknown option, a missing or malformed value, an
+/// unexpected argument, options that exclude each other. `alexnet` exits with status 2 on it,
+/// as argparse and getopt-based tools do.
+class UsageError : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
+};
 
 /// A small command-line parser: `--name value`, `--name=value` and `--flag` options plus
 /// positional arguments. Unknown options and missing values are errors that name them. An
@@ -26,7 +35,7 @@ class ArgParser {
   ArgParser& positionals(const std::string& name, const std::string& help);
 
   /// Parses argv (without the program and subcommand names). Returns false and prints the
-  /// help when --help was given. Throws std::invalid_argument on bad input.
+  /// help when --help or -h was given. Throws UsageError on bad input.
   bool parse(const std::vector<std::string>& args);
 
   std::string help() const;
@@ -60,7 +69,7 @@ class ArgParser {
   std::vector<std::string> positional_;
 };
 
-/// Parses "1,2,3" into integers; `what` names the option in errors.
+/// Parses "1,2,3" into integers; `what` names the option in errors (UsageError).
 std::vector<int64_t> parse_int_list(const std::string& text, const std::string& what);
 /// Splits on commas, dropping empty items.
 std::vector<std::string> split(const std::string& text, char sep = ',');

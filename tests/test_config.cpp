@@ -31,8 +31,10 @@ TEST_CASE("Configuration round-trips through JSON", "[config]") {
   config.data.mean = {1, 2, 3};
   config.model.num_classes(10).init(alexnet::Init::kKaiming).lrn(false);
   config.num_classes_auto = false;
+  config.precision = alexnet::train::Precision::kBFloat16;
   const json j = alexnet::train::to_json(config);
   CHECK(alexnet::train::to_json(config_from_json(j)) == j);
+  CHECK(j["precision"] == "bf16");
   CHECK(j["model"]["num_classes"] == 10);
   CHECK(j["model"]["init"] == "kaiming");
 
@@ -75,6 +77,9 @@ TEST_CASE("Invalid values are errors naming the key and the allowed values", "[c
   CHECK_THAT(error_of({{"model", {{"columns", 3}}}}),
              Catch::Contains("model.columns") && Catch::Contains("1 or 2"));
   CHECK_THAT(error_of({{"model", "big"}}), Catch::Contains("model"));
+  CHECK_THAT(error_of({{"precision", "half"}}),
+             Catch::Contains("'precision'") && Catch::Contains("fp32, bf16 or fp16") &&
+                 Catch::Contains("half"));
 }
 
 TEST_CASE("Model options round-trip through JSON", "[config]") {

@@ -1,6 +1,7 @@
 #include <torch/torch.h>
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <filesystem>
@@ -10,6 +11,7 @@
 
 #include "train/checkpoint.h"
 #include "train/config.h"
+#include "train/metrics.h"
 #include "train/trainer.h"
 #include "tests/support.h"
 
@@ -137,6 +139,17 @@ TEST_CASE("Training lowers the loss on tiny data and writes the run folder", "[t
   }
   CHECK(steps == 6);
   CHECK(epochs == 6);
+  // The same records as a table: a header, then one row each, absent fields empty.
+  std::ifstream csv(dir / "metrics.csv");
+  std::string header, row;
+  std::getline(csv, header);
+  CHECK(header == alexnet::train::metrics_csv_header());
+  int rows = 0;
+  for (; std::getline(csv, row); ++rows) {
+    CHECK(std::count(row.begin(), row.end(), ',') ==
+          static_cast<long>(alexnet::train::metrics_csv_columns().size()) - 1);
+  }
+  CHECK(rows == 12);
   CHECK(fs::exists(dir / "checkpoints" / "last.pt"));
   CHECK(fs::exists(dir / "checkpoints" / "best.pt"));
   const auto last = alexnet::train::load_checkpoint((dir / "checkpoints" / "last.pt").string());
@@ -225,6 +238,28 @@ TEST_CASE("A NaN or infinite loss stops the run and leaves the last good checkpo
 }
 
 #if ALEXNET_WITH_OPENCV
+TEST_CASE("precision bf16 trains under autocast with float32 weights; fp16 needs CUDA",
+          "[trainer][precision]") {
+  auto config = tiny_config();
+  config.max_steps = 2;
+  config.precision = alexnet::train::Precision::kBFloat16;
+  std::ostringstream log;
+  const auto dir = fresh_dir("bf16");
+  const auto summary = alexnet::train::train(config, pattern_data(16, 8), quiet(dir, log));
+  INFO(log.str());
+  REQUIRE(summary.losses.size() == 2);
+  for (double loss : summary.losses) CHECK(std::isfinite(loss));
+  CHECK_THAT(log.str(), Catch::Contains("precision bf16"));
+  const auto checkpoint = alexnet::train::load_checkpoint((dir / "checkpoints/last.pt").string());
+  CHECK(checkpoint.model["conv1.weight"].scalar_type() == torch::kFloat);
+  std::ifstream saved(dir / "config.json");
+  CHECK(nlohmann::json::parse(saved)["precision"] == "bf16");
+
+  config.precision = alexnet::train::Precision::kFloat16;
+  CHECK_THROWS_WITH(alexnet::train::train(config, pattern_data(16, 8), quiet(fresh_dir("fp16"), log)),
+                    Catch::Contains("fp16") && Catch::Contains("CUDA"));
+}
+
 TEST_CASE("configs/imagenet.json starts training on an ImageNet-layout folder", "[trainer]") {
   const auto root = fresh_dir("imagenet_folder");
   torch::manual_seed(0);
@@ -278,6 +313,20 @@ std::vector<int64_t> logged_steps(const fs::path& path) {
   for (std::string line; std::getline(in, line);) {
     const auto record = nlohmann::json::parse(line);
     if (record["kind"] == "step") steps.push_back(record["step"].get<int64_t>());
+  }
+  return steps;
+}
+
+// The steps of metrics.csv's step rows, after checking its header.
+std::vector<int64_t> csv_steps(const fs::path& path) {
+  std::vector<int64_t> steps;
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);
+  CHECK(line == alexnet::train::metrics_csv_header());
+  while (std::getline(in, line)) {
+    // Columns kind, step, ...
+    if (line.rfind("step,", 0) == 0) steps.push_back(std::stoll(line.substr(5)));
   }
   return steps;
 }
@@ -359,12 +408,15 @@ TEST_CASE("After a crash, a resumed run logs every step once and removes stale f
   // What kill -9 during step 3's checkpoint leaves: step 3 logged, a half-written
   // temporary checkpoint, and a torn metrics line.
   std::ofstream(dir / "metrics.jsonl", std::ios::app) << "{\"kind\":\"step\",\"step\":3}\n{\"ki";
+  std::ofstream(dir / "metrics.csv", std::ios::app) << "step,3,0.5\nst";
   std::ofstream(dir / "checkpoints" / "last.pt.x1y2z3.tmp") << "half";
   auto options = quiet(dir, log);
   options.resume = true;
   config.max_steps = 4;
   alexnet::train::train(config, pattern_data(16, 8), options);
   CHECK(logged_steps(dir / "metrics.jsonl") == std::vector<int64_t>{1, 2, 3, 4});
+  // metrics.csv holds the same records as the JSON lines.
+  CHECK(csv_steps(dir / "metrics.csv") == std::vector<int64_t>{1, 2, 3, 4});
   CHECK_FALSE(fs::exists(dir / "checkpoints" / "last.pt.x1y2z3.tmp"));
   CHECK_THAT(log.str(), Catch::Contains("not a whole JSON record"));
 }

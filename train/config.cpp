@@ -242,7 +242,8 @@ json to_json(const TrainConfig& config) {
               {"threads", config.threads},
               {"log_interval", config.log_interval},
               {"checkpoint_interval", config.checkpoint_interval},
-              {"val_ten_crop", config.val_ten_crop}};
+              {"val_ten_crop", config.val_ten_crop},
+              {"precision", precision_name(config.precision)}};
 }
 
 TrainConfig config_from_json(const json& object) {
@@ -353,6 +354,13 @@ TrainConfig config_from_json(const json& object) {
   root.read("log_interval", config.log_interval, 1);
   root.read("checkpoint_interval", config.checkpoint_interval, 0);
   root.read("val_ten_crop", config.val_ten_crop);
+  std::string precision = precision_name(config.precision);
+  root.read("precision", precision);
+  try {
+    config.precision = parse_precision(precision);
+  } catch (const std::invalid_argument&) {
+    root.fail("precision", precision, "fp32, bf16 or fp16");
+  }
   root.finish();
   return config;
 }

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "model/alexnet.h"
+#include "train/precision.h"
 
 namespace alexnet::train {
 
@@ -107,6 +108,9 @@ struct TrainConfig {
   int64_t checkpoint_interval = 0;
   /// Validate with ten crops (softmax averaged) instead of the centre crop.
   bool val_ten_crop = false;
+  /// The forward pass's type: "fp32", "bf16" (autocast; CPU or CUDA) or "fp16" (autocast with
+  /// dynamic loss scaling; CUDA only). Weights and optimiser state stay float32.
+  Precision precision = Precision::kFloat32;
 };
 
 /// The JSON form of a configuration (every key).

@@ -1,5 +1,7 @@
 #include "train/metrics.h"
 
+#include "train/atomic_file.h"
+
 #include <unistd.h>
 
 #include <cmath>
@@ -93,15 +95,72 @@ EvalResult evaluate(const std::function<torch::Tensor(const torch::Tensor&)>& fo
   return result;
 }
 
-MetricsLog::MetricsLog(const std::string& path, bool append)
-    : path_(path), out_(path, append ? std::ios::app : std::ios::trunc) {
-  if (!out_) throw std::runtime_error("cannot write metrics file '" + path + "'");
+const std::vector<std::string>& metrics_csv_columns() {
+  static const std::vector<std::string> columns{
+      "kind",           "step",          "epoch",          "loss",
+      "lr",             "train_top1_error", "train_top5_error", "val_loss",
+      "val_top1_error", "val_top5_error", "lr_dropped_to",  "images_per_s",
+      "elapsed_s"};
+  return columns;
+}
+
+std::string metrics_csv_header() {
+  std::string line;
+  for (const auto& column : metrics_csv_columns()) line += (line.empty() ? "" : ",") + column;
+  return line;
+}
+
+std::string metrics_csv_row(const nlohmann::json& record) {
+  std::string line;
+  bool first = true;
+  for (const auto& column : metrics_csv_columns()) {
+    if (!first) line += ",";
+    first = false;
+    if (!record.contains(column)) continue;
+    const auto& value = record[column];
+    line += value.is_string() ? value.get<std::string>() : value.dump();
+  }
+  return line;
+}
+
+void write_metrics_csv(const std::string& jsonl, const std::string& csv) {
+  std::ifstream in(jsonl);
+  std::string text = metrics_csv_header() + "\n", line;
+  while (std::getline(in, line)) {
+    const auto record = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (record.is_object()) text += metrics_csv_row(record) + "\n";
+  }
+  write_file_atomically(csv, text);
+}
+
+namespace {
+
+std::string csv_path_of(const std::string& jsonl) {
+  const std::string suffix = ".jsonl";
+  const bool has_suffix = jsonl.size() > suffix.size() &&
+                          jsonl.compare(jsonl.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return (has_suffix ? jsonl.substr(0, jsonl.size() - suffix.size()) : jsonl) + ".csv";
+}
+
+}  // namespace
+
+MetricsLog::MetricsLog(const std::string& jsonl, bool append)
+    : path_(jsonl), csv_path_(csv_path_of(jsonl)) {
+  if (append) write_metrics_csv(path_, csv_path_);
+  out_.open(path_, append ? std::ios::app : std::ios::trunc);
+  if (!out_) throw std::runtime_error("cannot write metrics file '" + path_ + "'");
+  csv_.open(csv_path_, append ? std::ios::app : std::ios::trunc);
+  if (!csv_) throw std::runtime_error("cannot write metrics file '" + csv_path_ + "'");
+  if (!append) csv_ << metrics_csv_header() << "\n";
 }
 
 void MetricsLog::write(const nlohmann::json& record) {
   out_ << record.dump() << "\n";
   out_.flush();
   if (!out_) throw std::runtime_error("writing metrics file '" + path_ + "' failed");
+  csv_ << metrics_csv_row(record) << "\n";
+  csv_.flush();
+  if (!csv_) throw std::runtime_error("writing metrics file '" + csv_path_ + "' failed");
 }
 
 ProgressLine::ProgressLine(std::ostream& out)

@@ -47,16 +47,34 @@ EvalResult evaluate(const std::function<torch::Tensor(const torch::Tensor&)>& fo
                     data::Loader& loader, torch::Device device,
                     const std::function<void(int64_t, int64_t)>& progress = {});
 
-/// Appends one JSON object per line to RUN_DIR/metrics.jsonl, flushed after each line.
+/// The columns of metrics.csv, in order: the fields step and epoch records of metrics.jsonl
+/// may hold.
+const std::vector<std::string>& metrics_csv_columns();
+
+/// metrics.csv's header line (without newline).
+std::string metrics_csv_header();
+
+/// One JSON record as a CSV row (without newline): numbers in full precision, strings as
+/// they are, absent fields empty.
+std::string metrics_csv_row(const nlohmann::json& record);
+
+/// Rewrites `csv` (atomically) from the records of `jsonl`: the table a resumed run continues.
+void write_metrics_csv(const std::string& jsonl, const std::string& csv);
+
+/// Appends one JSON object per line to RUN_DIR/metrics.jsonl, and the same record as a row
+/// of RUN_DIR/metrics.csv (columns metrics_csv_columns(), which pandas and spreadsheets read
+/// directly); both flushed after each record.
 class MetricsLog {
  public:
-  /// append: keep the lines already there (a resumed run).
-  MetricsLog(const std::string& path, bool append);
+  /// `jsonl`: the metrics.jsonl path; the CSV file is the same path ending in ".csv".
+  /// append: keep the records already there (a resumed run); the CSV file is then rewritten
+  /// from the JSON lines first, so the two always hold the same records.
+  MetricsLog(const std::string& jsonl, bool append);
   void write(const nlohmann::json& record);
 
  private:
-  std::string path_;
-  std::ofstream out_;
+  std::string path_, csv_path_;
+  std::ofstream out_, csv_;
 };
 
 /// Progress output: on a terminal, one live line rewritten with '\r'; otherwise plain lines,

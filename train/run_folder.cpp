@@ -35,8 +35,8 @@ std::string this_host() {
 }
 
 // The files of a run; a folder holding any of them holds a run.
-const char* const kRunFiles[] = {"config.json", "metrics.jsonl", "checkpoints", "model.pt",
-                                 "curves.png"};
+const char* const kRunFiles[] = {"config.json", "metrics.jsonl", "metrics.csv", "checkpoints",
+                                 "model.pt",    "curves.png"};
 
 bool holds_run(const fs::path& path) {
   for (const char* name : kRunFiles) {

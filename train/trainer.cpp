@@ -119,6 +119,12 @@ class Run {
   void announce(const RunData& data);
   // One optimisation step on `batch`; returns whether the ranks agreed to stop.
   bool train_step(const data::Batch& batch);
+  // The model's logits for `images` in config_.precision, returned as float32 (or as the
+  // weights' type when that is float64).
+  torch::Tensor forward(const torch::Tensor& images);
+  // Backward of `loss` and the gradients' reduction over ranks; returns false when float16
+  // gradients overflowed and the step must be skipped.
+  bool backward(const torch::Tensor& loss);
   void log_step(double loss);
   EvalResult validate();
   void write_checkpoint(int64_t at_epoch, int64_t at_batch);
@@ -142,6 +148,7 @@ class Run {
   std::unique_ptr<LrSchedule> schedule_;
   std::unique_ptr<data::Loader> train_loader_, val_loader_;
   std::unique_ptr<distributed::GradientReducer> reducer_;
+  std::unique_ptr<LossScaler> scaler_;  // fp16 only
   std::unique_ptr<MetricsLog> metrics_;
   std::unique_ptr<ProgressLine> progress_;
   int64_t batches_per_epoch_ = 0, total_steps_ = 0;
@@ -169,6 +176,11 @@ Run::Run(TrainConfig config, const RunData& data, const RunOptions& options)
                   : std::max<int64_t>(1, cores / dist.local_world_size));
   devices_ = dist.enabled() ? distributed::devices_for_rank(resolve_devices(config_.devices), dist.local_rank)
                             : resolve_devices(config_.devices);
+  check_precision(config_.precision, devices_.front());
+  TORCH_CHECK(config_.precision == Precision::kFloat32 || options_.dtype == torch::kFloat,
+              "precision ", precision_name(config_.precision), " needs float32 weights, not ",
+              options_.dtype);
+  if (config_.precision == Precision::kFloat16) scaler_ = std::make_unique<LossScaler>();
   if (dist.enabled()) {
     TORCH_CHECK(config_.batch_size % dist.world_size == 0, "batch_size ", config_.batch_size,
                 " (the global batch) must be a multiple of the ", dist.world_size, " processes");
@@ -178,6 +190,9 @@ Run::Run(TrainConfig config, const RunData& data, const RunOptions& options)
   writer_ = !comm_ || comm_->rank() == 0;
   log_ = writer_ ? options.log : &discard_;
   if (const auto advice = runtime::blas_advice(); !advice.empty()) *log_ << advice << std::endl;
+  if (const auto advice = precision_advice(config_.precision, devices_.front()); !advice.empty()) {
+    *log_ << advice << std::endl;
+  }
 
   run_dir_ = options.run_dir;
   last_path_ = (run_dir_ / "checkpoints" / "last.pt").string();
@@ -203,7 +218,9 @@ Run::Run(TrainConfig config, const RunData& data, const RunOptions& options)
   resolve_statistics(config_.data, *data.train, config_.seed, *log_);
   const json effective = to_json(config_);
   // Refused before anything in the folder is written.
-  if (resumed) check_resume_config(resumed->config, effective);
+  // The saved configuration read and written again, so that keys added since it was written
+  // compare as their defaults.
+  if (resumed) check_resume_config(to_json(config_from_json(resumed->config)), effective);
   if (writer_) {
     fs::create_directories(run_dir_ / "checkpoints");
     write_file_atomically((run_dir_ / "config.json").string(), effective.dump(2) + "\n");
@@ -301,7 +318,8 @@ void Run::announce(const RunData& data) {
         << config_.batch_size << " per epoch), validating on "
         << (val_loader_ ? data.val->size() : 0) << "; devices " << config_.devices << " -> "
         << devices_.front() << (devices_.size() > 1 ? "," + devices_.back().str() : "")
-        << ", threads " << torch::get_num_threads() << "; " << total_steps_ - step_
+        << ", threads " << torch::get_num_threads() << ", precision "
+        << precision_name(config_.precision) << "; " << total_steps_ - step_
         << " steps to go" << std::endl;
   if (comm_) {
     *log_ << "data-parallel: " << world_ << " processes (" << comm_->backend() << "), "
@@ -347,7 +365,7 @@ bool Run::train_step(const data::Batch& batch) {
   optimizer_->set_lr(schedule_->lr(position));
   auto images = batch.images.to(devices_.front(), options_.dtype);
   auto labels = batch.labels.to(devices_.front());
-  auto logits = model_->forward(images);
+  auto logits = forward(images);
   auto loss = torch::cross_entropy_loss(logits, labels);
   const double local_loss = loss.item<double>();
   double loss_value = local_loss;
@@ -368,9 +386,7 @@ bool Run::train_step(const data::Batch& batch) {
         "; lower optimizer.lr or check the data");
   }
   optimizer_->zero_grad();
-  loss.backward();
-  if (reducer_) reducer_->synchronize();
-  optimizer_->step();
+  if (backward(loss)) optimizer_->step();
   ++step_;
   ++batch_in_epoch_;
   const int64_t n = labels.size(0) * world_;
@@ -382,6 +398,30 @@ bool Run::train_step(const data::Batch& batch) {
   interval_images_ += n;
   log_step(loss_value);
   return stop_now;
+}
+
+torch::Tensor Run::forward(const torch::Tensor& images) {
+  if (config_.precision == Precision::kFloat32) return model_->forward(images);
+  AutocastGuard autocast(devices_.front(), config_.precision);
+  return model_->forward(images).to(torch::kFloat);
+}
+
+bool Run::backward(const torch::Tensor& loss) {
+  if (!scaler_) {
+    loss.backward();
+    if (reducer_) reducer_->synchronize();
+    return true;
+  }
+  (loss * scaler_->scale()).backward();
+  if (reducer_) reducer_->synchronize();
+  // The reduced gradients are the same on every rank, so every rank skips the same steps.
+  const bool finite = scaler_->unscale(model_->parameters());
+  if (!finite) {
+    *log_ << "step " << step_ + 1 << ": float16 gradients overflowed at loss scale "
+          << scaler_->scale() << "; step skipped, scale halved" << std::endl;
+  }
+  scaler_->update(finite);
+  return finite;
 }
 
 void Run::log_step(double loss) {
@@ -425,7 +465,7 @@ void Run::log_step(double loss) {
 EvalResult Run::validate() {
   model_->eval();
   auto result = evaluate(
-      [&](const torch::Tensor& x) { return model_->forward(x.to(options_.dtype)); },
+      [&](const torch::Tensor& x) { return forward(x.to(options_.dtype)); },
       *val_loader_, devices_.front(), [&](int64_t done, int64_t total) {
         // One process stops at once; ranks finish validating, since they must agree.
         if (!comm_ && options_.stop && options_.stop->load()) throw ValidationStopped{};

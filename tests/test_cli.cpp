@@ -1,0 +1,128 @@
+#include <catch2/catch.hpp>
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "cli/arg_parser.h"
+#include "data/dataset.h"
+#include "tests/support.h"
+
+namespace fs = std::filesystem;
+using alexnet::cli::ArgParser;
+using alexnet::cli::UsageError;
+using alexnet::testing::TempDir;
+
+namespace {
+
+ArgParser example_parser() {
+  ArgParser parser("alexnet example [options] FILE...", "An example.");
+  parser.option("threads", "threads", "0").option("set", "key=value").positionals("FILE", "files");
+  return parser;
+}
+
+struct Outcome {
+  int status = -1;  // the exit status, or 128 + N when signal N ended the process
+  std::string output;
+};
+
+// Runs `alexnet ARGS` with stdout and stderr into a file of `dir`.
+Outcome run_alexnet(const std::string& args, const TempDir& dir) {
+  const std::string log = dir / "output.txt";
+  const int status = std::system((std::string(ALEXNET_BINARY) + " " + args + " >" + log + " 2>&1").c_str());
+  std::ifstream in(log);
+  std::stringstream text;
+  text << in.rdbuf();
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, text.str()};
+}
+
+}  // namespace
+
+TEST_CASE("-h is --help; other single-dash words are unknown options", "[cli]") {
+  auto parser = example_parser();
+  CHECK_FALSE(parser.parse({"a.jpg", "-h"}));
+  CHECK_THROWS_AS(example_parser().parse({"-x"}), UsageError);
+  CHECK_THROWS_WITH(example_parser().parse({"-batch", "4"}), Catch::Contains("-batch"));
+  // A lone "-" stays a positional argument.
+  auto dash = example_parser();
+  CHECK(dash.parse({"-"}));
+  CHECK(dash.positional() == std::vector<std::string>{"-"});
+}
+
+TEST_CASE("Parse errors are UsageErrors naming the option and value", "[cli]") {
+  CHECK_THROWS_AS(example_parser().parse({"--nope"}), UsageError);
+  CHECK_THROWS_AS(example_parser().parse({"--threads"}), UsageError);
+  auto parser = example_parser();
+  REQUIRE(parser.parse({"--threads", "many"}));
+  CHECK_THROWS_AS(parser.get_int("threads"), UsageError);
+  CHECK_THROWS_WITH(parser.get_int("threads"), Catch::Contains("--threads") && Catch::Contains("many"));
+}
+
+TEST_CASE("Repeated options keep every value", "[cli]") {
+  auto parser = example_parser();
+  REQUIRE(parser.parse({"--set", "a=1", "--set=b=2"}));
+  CHECK(parser.get_all("set") == std::vector<std::string>{"a=1", "b=2"});
+  CHECK(parser.get("set") == "b=2");
+}
+
+TEST_CASE("alexnet: help with -h, status 2 for usage errors", "[cli]") {
+  TempDir dir;
+  for (const std::string command : {"train", "eval", "predict", "export", "prepare", "summary"}) {
+    INFO(command);
+    const auto help = run_alexnet(command + " -h", dir);
+    CHECK(help.status == 0);
+    CHECK_THAT(help.output, Catch::Contains("usage: alexnet " + command));
+  }
+  const auto unknown = run_alexnet("train --no-such-option", dir);
+  CHECK(unknown.status == 2);
+  CHECK_THAT(unknown.output, Catch::Contains("--no-such-option"));
+  CHECK(run_alexnet("predict --top many --model m.pt a.jpg", dir).status == 2);
+  CHECK(run_alexnet("no-such-command", dir).status == 2);
+  CHECK(run_alexnet("", dir).status == 2);
+}
+
+TEST_CASE("alexnet train stopped by SIGTERM checkpoints and exits 143", "[cli]") {
+  if (!fs::exists(alexnet::data::kFashionMnistDir)) {
+    WARN("skipped: dataset-fashion-mnist is not installed");
+    return;
+  }
+  TempDir dir;
+  const std::string run = dir / "run";
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    const std::string log = dir / "train.txt";
+    if (!freopen(log.c_str(), "w", stderr)) _exit(126);
+    execl(ALEXNET_BINARY, ALEXNET_BINARY, "train", "--out", run.c_str(), "--epochs", "50",
+          "--batch-size", "16", "--threads", "1", "--set",
+          "data.train_limit=64;data.stats_images=64;data.holdout=16;log_interval=1",
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  // Once a step is logged the run is inside training, where SIGTERM means "checkpoint, stop".
+  const auto metrics = fs::path(run) / "metrics.jsonl";
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while ((!fs::exists(metrics) || fs::file_size(metrics) == 0) &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  kill(pid, SIGTERM);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  std::ifstream in(dir / "train.txt");
+  std::stringstream log;
+  log << in.rdbuf();
+  INFO(log.str());
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 143);
+  CHECK(fs::exists(fs::path(run) / "checkpoints" / "last.pt"));
+  CHECK_THAT(log.str(), Catch::Contains("--resume"));
+}
