@@ -4,7 +4,8 @@
 # to TorchScript, predict a few test images with the exported file alone, and print the test
 # top-1 accuracy and the time taken.
 #
-# Usage: scripts/demo.sh [RUN_DIR]     (default runs/demo; an existing RUN_DIR is replaced)
+# Usage: scripts/demo.sh [RUN_DIR [TRAIN OPTIONS...]]
+#        (default runs/demo; an existing RUN_DIR is replaced; e.g. runs/demo-bf16 --precision bf16)
 # Environment: JOBS (parallel compile jobs, default: all cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +16,9 @@ echo "== dependencies"
 third_party/install_deps.sh
 
 echo "== build (./build)"
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+generator=()
+[[ -f build/CMakeCache.txt ]] || generator=(-G Ninja)
+cmake -S . -B build "${generator[@]}" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build --target alexnet -j"$jobs"
 alexnet=build/app/alexnet
 
@@ -24,7 +27,7 @@ mkdir -p "$run_dir"
 start=$(date +%s.%N)
 
 echo "== train (configs/fashion-mnist.json) -> $run_dir"
-"$alexnet" train --config configs/fashion-mnist.json --out "$run_dir"
+"$alexnet" train --config configs/fashion-mnist.json --out "$run_dir" "${@:2}"
 trained=$(date +%s.%N)
 
 # The exported model when the export step produced it, else the best checkpoint.

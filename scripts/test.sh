@@ -15,7 +15,11 @@ finish_phase() {
 
 third_party/install_deps.sh
 finish_phase install
-cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release
+# Ninja compiles a library's units while the libraries it links to are still being built;
+# a folder configured earlier keeps its generator.
+generator=()
+[[ -f $build_dir/CMakeCache.txt ]] || generator=(-G Ninja)
+cmake -S . -B "$build_dir" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release
 cmake --build "$build_dir" -j "$(nproc)"
 finish_phase build
 status=0

@@ -5,6 +5,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake
+  ninja-build           # builds the targets' compile units in parallel across targets
   libtorch-dev          # LibTorch 1.13 (CPU)
   libopenblas0-openmp   # fast BLAS for LibTorch (the reference BLAS is ~3x slower)
   libopencv-dev         # image decoding and drawing
