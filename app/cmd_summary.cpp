@@ -32,6 +32,9 @@ int run_summary(const std::vector<std::string>& args) {
       .option("image-size", "input height and width", "224")
       .option("devices", "cpu, cuda:0, or two devices for the column split (cpu,cpu)", "cpu")
       .option("columns", "2: the paper's two columns; 1: one column of half width", "2")
+      .option("width", "multiplies every layer's width but fc8's (0.5: half as broad)", "1")
+      .option("remove-conv", "leave out conv3, conv4 or conv5", "")
+      .option("extra-conv", "add a copy of conv3, conv4 or conv5 after it", "")
       .flag("no-lrn", "leave out local response normalisation")
       .flag("json", "print JSON: {total_params, layers: [{name, output_shape, params, device}]}");
   if (!parser.parse(args)) return 0;
@@ -41,6 +44,9 @@ int run_summary(const std::vector<std::string>& args) {
                      .in_channels(parser.get_int("in-channels"))
                      .columns(parser.get_int("columns"))
                      .lrn(!parser.get_flag("no-lrn"))
+                     .width(parser.get_double("width"))
+                     .remove_conv(parser.get("remove-conv"))
+                     .extra_conv(parser.get("extra-conv"))
                      .devices(parse_devices(parser.get("devices")));
   AlexNet model(options);
   const int64_t image_size = parser.get_int("image-size");
