@@ -1,4 +1,5 @@
 // `alexnet summary`: the layer table for one 224x224 image.
+#include <algorithm>
 #include <iomanip>
 #include <iostream>
 #include <sstream>
@@ -70,18 +71,23 @@ int run_summary(const std::vector<std::string>& args) {
   }
   std::cout << "AlexNet, input " << options.in_channels() << " x " << image_size << " x "
             << image_size << "\n\n";
-  std::cout << std::left << std::setw(16) << "layer" << std::setw(20) << "output"
-            << std::right << std::setw(14) << "params"
-            << "  device\n"
-            << std::string(58, '-') << "\n";
+  int name_w = 16;  // wider for names such as column0.conv5_extra
   for (const auto& layer : layers) {
-    std::cout << std::left << std::setw(16) << layer.name << std::setw(20)
+    name_w = std::max(name_w, static_cast<int>(layer.name.size()) + 2);
+  }
+  const std::string rule(static_cast<size_t>(name_w) + 42, '-');
+  std::cout << std::left << std::setw(name_w) << "layer" << std::setw(20) << "output" << std::right
+            << std::setw(14) << "params"
+            << "  device\n"
+            << rule << "\n";
+  for (const auto& layer : layers) {
+    std::cout << std::left << std::setw(name_w) << layer.name << std::setw(20)
               << shape_text(layer.output_shape) << std::right << std::setw(14)
               << (layer.params ? with_thousands(layer.params) : "-") << "  " << layer.device
               << "\n";
   }
-  std::cout << std::string(58, '-') << "\n"
-            << std::left << std::setw(36) << "total" << std::right << std::setw(14)
+  std::cout << rule << "\n"
+            << std::left << std::setw(name_w + 20) << "total" << std::right << std::setw(14)
             << with_thousands(total) << "\n";
   return 0;
 }
