@@ -234,7 +234,9 @@ int run_experiment(const std::vector<std::string>& args) {
     ArgParser parser("alexnet experiment ablation [options]",
                      "Trains the full model (LRN, 3/2 pooling, two columns, PCA lighting, "
                      "dropout) and one change at a time (no-lrn, pool-2x2, one-column, no-pca, "
-                     "no-dropout), each with several seeds, on the same data and budget; writes "
+                     "no-dropout; depth: no-conv3, no-conv4, no-conv5, extra-conv; breadth: "
+                     "width-0.5, width-2), each with several seeds, on the same data and budget; "
+                     "writes "
                      "OUT/ablation.md and OUT/ablation.json with the final validation top-1/top-5 "
                      "error, mean and spread.");
     declare_common(parser, "runs/ablation", "1");
@@ -247,7 +249,7 @@ int run_experiment(const std::vector<std::string>& args) {
   std::cout << "usage: alexnet experiment relu-vs-tanh|ablation [options]\n\n"
                "  relu-vs-tanh  ReLU against tanh: training error curves and speed-up (Figure 1)\n"
                "  ablation      the full model against one change at a time (LRN, pooling,\n"
-               "                columns, PCA lighting, dropout)\n\n"
+               "                columns, PCA lighting, dropout, depth, width)\n\n"
                "Run `alexnet experiment NAME --help` for the options.\n";
   return which.empty() || which == "--help" || which == "help" ? 0 : 2;
 }

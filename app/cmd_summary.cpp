@@ -1,4 +1,5 @@
 // `alexnet summary`: the layer table for one 224x224 image.
+#include <algorithm>
 #include <iomanip>
 #include <iostream>
 #include <sstream>
@@ -32,6 +33,9 @@ int run_summary(const std::vector<std::string>& args) {
       .option("image-size", "input height and width", "224")
       .option("devices", "cpu, cuda:0, or two devices for the column split (cpu,cpu)", "cpu")
       .option("columns", "2: the paper's two columns; 1: one column of half width", "2")
+      .option("width", "multiplies every layer's width but fc8's (0.5: half as broad)", "1")
+      .option("remove-conv", "leave out conv3, conv4 or conv5", "")
+      .option("extra-conv", "add a copy of conv3, conv4 or conv5 after it", "")
       .flag("no-lrn", "leave out local response normalisation")
       .flag("json", "print JSON: {total_params, layers: [{name, output_shape, params, device}]}");
   if (!parser.parse(args)) return 0;
@@ -41,6 +45,9 @@ int run_summary(const std::vector<std::string>& args) {
                      .in_channels(parser.get_int("in-channels"))
                      .columns(parser.get_int("columns"))
                      .lrn(!parser.get_flag("no-lrn"))
+                     .width(parser.get_double("width"))
+                     .remove_conv(parser.get("remove-conv"))
+                     .extra_conv(parser.get("extra-conv"))
                      .devices(parse_devices(parser.get("devices")));
   AlexNet model(options);
   const int64_t image_size = parser.get_int("image-size");
@@ -64,18 +71,23 @@ int run_summary(const std::vector<std::string>& args) {
   }
   std::cout << "AlexNet, input " << options.in_channels() << " x " << image_size << " x "
             << image_size << "\n\n";
-  std::cout << std::left << std::setw(16) << "layer" << std::setw(20) << "output"
-            << std::right << std::setw(14) << "params"
-            << "  device\n"
-            << std::string(58, '-') << "\n";
+  int name_w = 16;  // wider for names such as column0.conv5_extra
   for (const auto& layer : layers) {
-    std::cout << std::left << std::setw(16) << layer.name << std::setw(20)
+    name_w = std::max(name_w, static_cast<int>(layer.name.size()) + 2);
+  }
+  const std::string rule(static_cast<size_t>(name_w) + 42, '-');
+  std::cout << std::left << std::setw(name_w) << "layer" << std::setw(20) << "output" << std::right
+            << std::setw(14) << "params"
+            << "  device\n"
+            << rule << "\n";
+  for (const auto& layer : layers) {
+    std::cout << std::left << std::setw(name_w) << layer.name << std::setw(20)
               << shape_text(layer.output_shape) << std::right << std::setw(14)
               << (layer.params ? with_thousands(layer.params) : "-") << "  " << layer.device
               << "\n";
   }
-  std::cout << std::string(58, '-') << "\n"
-            << std::left << std::setw(36) << "total" << std::right << std::setw(14)
+  std::cout << rule << "\n"
+            << std::left << std::setw(name_w + 20) << "total" << std::right << std::setw(14)
             << with_thousands(total) << "\n";
   return 0;
 }

@@ -35,6 +35,7 @@ cli::ArgParser train_step_parser() {
                         /*warmup_default=*/"1", "timed steps");
   parser.option("num-classes", "output classes", "1000")
       .option("columns", "2: the paper's two columns; 1: one column of half width", "2")
+      .option("width", "multiplies every layer's width but fc8's (0.25: a narrow net)", "1")
       .option("devices", "cpu, cuda:0, or two devices for the column split (cpu,cpu)", "cpu");
   add_threads_option(parser);
   parser.flag("no-lrn", "leave out local response normalisation")
@@ -163,6 +164,7 @@ int run_train_step(const std::vector<std::string>& args) {
   setup.model = AlexNetOptions()
                     .num_classes(parser.get_int("num-classes"))
                     .columns(parser.get_int("columns"))
+                    .width(parser.get_double("width"))
                     .lrn(!parser.get_flag("no-lrn"))
                     .devices(parse_devices(parser.get("devices")));
   if (const auto advice = train::precision_advice(setup.precision, setup.model.devices()[0]);

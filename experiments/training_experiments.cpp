@@ -277,6 +277,17 @@ std::vector<AblationVariant> ablation_variants() {
       {"no-pca", "without PCA lighting",
        [](train::TrainConfig& c) { c.data.pca_lighting = false; }},
       {"no-dropout", "without dropout", [](train::TrainConfig& c) { c.model.dropout(0.0); }},
+      {"no-conv3", "without conv3 (conv4 takes conv2's maps)",
+       [](train::TrainConfig& c) { c.model.remove_conv("conv3"); }},
+      {"no-conv4", "without conv4", [](train::TrainConfig& c) { c.model.remove_conv("conv4"); }},
+      {"no-conv5", "without conv5 (its pooling follows conv4)",
+       [](train::TrainConfig& c) { c.model.remove_conv("conv5"); }},
+      {"extra-conv", "a second conv4 (conv4_extra) after conv4",
+       [](train::TrainConfig& c) { c.model.extra_conv("conv4"); }},
+      {"width-0.5", "every layer but fc8 half as wide",
+       [](train::TrainConfig& c) { c.model.width(0.5 * c.model.width()); }},
+      {"width-2", "every layer but fc8 twice as wide",
+       [](train::TrainConfig& c) { c.model.width(2 * c.model.width()); }},
   };
 }
 

@@ -120,7 +120,9 @@ struct AblationVariant {
 };
 
 /// The full model (LRN, overlapping 3/2 pooling, two columns, PCA lighting, dropout 0.5) and
-/// one change at a time: no-lrn, pool-2x2, one-column, no-pca, no-dropout.
+/// one change at a time: no-lrn, pool-2x2, one-column, no-pca, no-dropout; depth (section 7):
+/// no-conv3, no-conv4, no-conv5, extra-conv (conv4_extra after conv4); breadth (section 1):
+/// width-0.5, width-2 (relative to the base configuration's model.width).
 std::vector<AblationVariant> ablation_variants();
 
 /// Mean and spread of one variant's runs.

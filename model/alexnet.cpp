@@ -1,13 +1,12 @@
 #include "model/alexnet.h"
 
-#include <iterator>
+#include <algorithm>
+#include <cmath>
 #include <sstream>
 #include <stdexcept>
 
 namespace alexnet {
 namespace {
-
-constexpr size_t kLayerCount = std::size(kPaperLayers);
 
 std::vector<int64_t> without_batch(const torch::Tensor& t) {
   return std::vector<int64_t>(t.sizes().begin() + 1, t.sizes().end());
@@ -32,11 +31,18 @@ struct LayerShape {
   int64_t in = 0, out = 0, groups = 1;
 };
 
-std::vector<LayerShape> layer_shapes(const AlexNetOptions& o, int64_t held, int64_t classes) {
+// Whether layer i is the last convolution, after which the maps are pooled to 6 x 6 and
+// flattened for the fully connected layers.
+bool flattens_after(const std::vector<LayerSpec>& table, size_t i) {
+  return table[i].conv && i + 1 < table.size() && !table[i + 1].conv;
+}
+
+std::vector<LayerShape> layer_shapes(const AlexNetOptions& o, const std::vector<LayerSpec>& table,
+                                     int64_t held, int64_t classes) {
   std::vector<LayerShape> shapes;
   int64_t per_column_in = 0;  // the previous layer's outputs per column
-  for (size_t i = 0; i < kLayerCount; ++i) {
-    const LayerSpec& spec = kPaperLayers[i];
+  for (size_t i = 0; i < table.size(); ++i) {
+    const LayerSpec& spec = table[i];
     LayerShape shape;
     if (i == 0) {
       shape.in = o.in_channels();  // every column sees the whole image
@@ -46,18 +52,18 @@ std::vector<LayerShape> layer_shapes(const AlexNetOptions& o, int64_t held, int6
     }
     shape.out = spec.width > 0 ? held * spec.width : classes;
     shapes.push_back(shape);
-    const bool flattens = spec.conv && i + 1 < kLayerCount && !kPaperLayers[i + 1].conv;
-    per_column_in = spec.width * (flattens ? kPooledSide * kPooledSide : 1);
+    per_column_in = spec.width * (flattens_after(table, i) ? kPooledSide * kPooledSide : 1);
   }
   return shapes;
 }
 
-// Registers the layers of kPaperLayers under their names in `owner`.
+// Registers the layers of `table` under their names in `owner`.
 std::vector<torch::nn::AnyModule> register_layers(torch::nn::Module& owner,
+                                                  const std::vector<LayerSpec>& table,
                                                   const std::vector<LayerShape>& shapes) {
   std::vector<torch::nn::AnyModule> layers;
-  for (size_t i = 0; i < kLayerCount; ++i) {
-    const LayerSpec& spec = kPaperLayers[i];
+  for (size_t i = 0; i < table.size(); ++i) {
+    const LayerSpec& spec = table[i];
     const LayerShape& shape = shapes[i];
     if (spec.conv) {
       layers.emplace_back(owner.register_module(
@@ -73,13 +79,65 @@ std::vector<torch::nn::AnyModule> register_layers(torch::nn::Module& owner,
   return layers;
 }
 
-// Whether layer i is the last convolution, after which the maps are pooled to 6 x 6 and
-// flattened for the fully connected layers.
-bool flattens_after(size_t i) {
-  return kPaperLayers[i].conv && i + 1 < kLayerCount && !kPaperLayers[i + 1].conv;
+bool is_variable_conv(const std::string& name) {
+  const auto& names = variable_convs();
+  return std::find(names.begin(), names.end(), name) != names.end();
+}
+
+void check_variant(const AlexNetOptions& o) {
+  TORCH_CHECK(std::isfinite(o.width()) && o.width() > 0, "AlexNet: width must be > 0, got ",
+              o.width());
+  TORCH_CHECK(o.remove_conv().empty() || is_variable_conv(o.remove_conv()),
+              "AlexNet: remove_conv must be empty or one of conv3, conv4, conv5, got '",
+              o.remove_conv(), "'");
+  TORCH_CHECK(o.extra_conv().empty() || is_variable_conv(o.extra_conv()),
+              "AlexNet: extra_conv must be empty or one of conv3, conv4, conv5, got '",
+              o.extra_conv(), "'");
+  TORCH_CHECK(o.extra_conv().empty() || o.extra_conv() != o.remove_conv(),
+              "AlexNet: extra_conv and remove_conv both name '", o.extra_conv(), "'");
+}
+
+// The paper's layer with its per-column width multiplied by `width` (fc8 keeps 0).
+LayerSpec scaled(LayerSpec spec, double width) {
+  if (spec.width > 0) spec.width = std::max<int64_t>(1, std::llround(width * spec.width));
+  return spec;
+}
+
+// Moves the LRN and pooling after `from` to `to`.
+void move_reductions(LayerSpec& from, LayerSpec& to) {
+  to.lrn_after = to.lrn_after || from.lrn_after;
+  to.pool_after = to.pool_after || from.pool_after;
+  from.lrn_after = from.pool_after = false;
 }
 
 }  // namespace
+
+const std::vector<std::string>& variable_convs() {
+  static const std::vector<std::string> names{"conv3", "conv4", "conv5"};
+  return names;
+}
+
+std::string extra_conv_name(const std::string& layer) { return layer + "_extra"; }
+
+std::vector<LayerSpec> layer_table(const AlexNetOptions& o) {
+  check_variant(o);
+  std::vector<LayerSpec> table;
+  for (const LayerSpec& paper : kPaperLayers) {
+    LayerSpec spec = scaled(paper, o.width());
+    if (spec.name == o.remove_conv()) {
+      move_reductions(spec, table.back());
+      continue;
+    }
+    table.push_back(spec);
+    if (spec.name == o.extra_conv()) {
+      LayerSpec extra = spec;
+      extra.name = extra_conv_name(spec.name);
+      move_reductions(table.back(), extra);
+      table.push_back(extra);
+    }
+  }
+  return table;
+}
 
 Activation parse_activation(const std::string& name) {
   if (name == "relu") return Activation::kReLU;
@@ -147,37 +205,38 @@ void validate(const AlexNetOptions& o) {
   TORCH_CHECK(o.devices().size() == 1 || o.num_classes() >= 2,
               "AlexNet: the two-device form splits fc8 and needs num_classes >= 2");
   validate(o.lrn_options());
+  check_variant(o);
 }
 
 AlexNetColumnImpl::AlexNetColumnImpl(const AlexNetOptions& o, int64_t column) {
   const int64_t classes = column == 0 ? (o.num_classes() + 1) / 2 : o.num_classes() / 2;
-  layers = register_layers(*this, layer_shapes(o, /*held=*/1, classes));
+  const auto table = layer_table(o);
+  layers = register_layers(*this, table, layer_shapes(o, table, /*held=*/1, classes));
   to(o.devices()[column]);
 }
 
 AlexNetImpl::AlexNetImpl(AlexNetOptions options_) : options(std::move(options_)) {
   validate(options);
+  table = layer_table(options);
   if (two_device()) {
     column0 = register_module("column0", AlexNetColumn(options, 0));
     column1 = register_module("column1", AlexNetColumn(options, 1));
   } else {
-    layers = register_layers(*this, layer_shapes(options, options.columns(), options.num_classes()));
+    layers = register_layers(
+        *this, table, layer_shapes(options, table, options.columns(), options.num_classes()));
     to(options.devices()[0]);
   }
   reset_parameters();
 }
 
-const std::vector<std::string>& AlexNetImpl::layer_names() {
-  static const std::vector<std::string> names = [] {
-    std::vector<std::string> all;
-    for (const auto& spec : kPaperLayers) all.emplace_back(spec.name);
-    return all;
-  }();
+std::vector<std::string> AlexNetImpl::layer_names() const {
+  std::vector<std::string> names;
+  for (const auto& spec : table) names.push_back(spec.name);
   return names;
 }
 
 int64_t AlexNetImpl::layer_width(const std::string& layer) const {
-  for (const auto& spec : kPaperLayers) {
+  for (const auto& spec : table) {
     if (layer == spec.name) {
       return spec.width > 0 ? options.columns() * spec.width : options.num_classes();
     }
@@ -203,9 +262,9 @@ torch::nn::Module& AlexNetImpl::layer(const std::string& name, int64_t column) c
 void AlexNetImpl::reset_parameters() {
   torch::NoGradGuard no_grad;
   torch::OrderedDict<std::string, torch::Tensor> state;
-  const auto shapes = layer_shapes(options, options.columns(), options.num_classes());
-  for (size_t i = 0; i < kLayerCount; ++i) {
-    const LayerSpec& spec = kPaperLayers[i];
+  const auto shapes = layer_shapes(options, table, options.columns(), options.num_classes());
+  for (size_t i = 0; i < table.size(); ++i) {
+    const LayerSpec& spec = table[i];
     const LayerShape& shape = shapes[i];
     std::vector<int64_t> weight_shape{shape.out, shape.in / shape.groups};
     if (spec.conv) weight_shape.insert(weight_shape.end(), {spec.kernel, spec.kernel});
@@ -219,8 +278,8 @@ void AlexNetImpl::reset_parameters() {
     } else {
       torch::nn::init::kaiming_normal_(weight, /*a=*/0.0, torch::kFanIn, torch::kReLU);
     }
-    state.insert(std::string(spec.name) + ".weight", weight);
-    state.insert(std::string(spec.name) + ".bias", bias);
+    state.insert(spec.name + ".weight", weight);
+    state.insert(spec.name + ".bias", bias);
   }
   load_single_device_state(state);
 }
@@ -319,11 +378,11 @@ torch::Tensor AlexNetImpl::run_single(torch::Tensor x, bool stop_at_fc7, Recorde
     }
   };
   x = x.to(options.devices()[0]);
-  for (size_t i = 0; i < kLayerCount; ++i) {
-    const LayerSpec& spec = kPaperLayers[i];
+  for (size_t i = 0; i < table.size(); ++i) {
+    const LayerSpec& spec = table[i];
     x = layers[i].forward(x);
     record(spec.name, x, layers[i].ptr().get());
-    if (i + 1 == kLayerCount) break;  // fc8: the logits
+    if (i + 1 == table.size()) break;  // fc8: the logits
     x = activate(x);
     if (spec.lrn_after && options.lrn()) {
       x = normalise(x, g);
@@ -334,8 +393,10 @@ torch::Tensor AlexNetImpl::run_single(torch::Tensor x, bool stop_at_fc7, Recorde
       record("pool" + layer_number(spec), x, nullptr);
     }
     if (spec.dropout_after) x = torch::dropout(x, options.dropout(), is_training());
-    if (flattens_after(i)) x = torch::adaptive_avg_pool2d(x, {kPooledSide, kPooledSide}).flatten(1);
-    if (stop_at_fc7 && i + 2 == kLayerCount) break;
+    if (flattens_after(table, i)) {
+      x = torch::adaptive_avg_pool2d(x, {kPooledSide, kPooledSide}).flatten(1);
+    }
+    if (stop_at_fc7 && i + 2 == table.size()) break;
   }
   return x;
 }
@@ -348,7 +409,7 @@ torch::Tensor AlexNetImpl::run_two_device(torch::Tensor x, bool stop_at_fc7, Rec
     if (recorder == nullptr) return;
     for (int c = 0; c < 2; ++c) {
       const int64_t params =
-          layer < kLayerCount ? count_params(*columns[c]->layers[layer].ptr()) : 0;
+          layer < table.size() ? count_params(*columns[c]->layers[layer].ptr()) : 0;
       recorder->push_back({"column" + std::to_string(c) + "." + name, without_batch(h[c]), params,
                            devices[c].str()});
     }
@@ -364,8 +425,8 @@ torch::Tensor AlexNetImpl::run_two_device(torch::Tensor x, bool stop_at_fc7, Rec
     h[0] = joined[0];
     h[1] = joined[1];
   };
-  for (size_t i = 0; i < kLayerCount; ++i) {
-    const LayerSpec& spec = kPaperLayers[i];
+  for (size_t i = 0; i < table.size(); ++i) {
+    const LayerSpec& spec = table[i];
     if (i == 0) {
       each([&](int c, const torch::Tensor&) { return columns[c]->layers[0].forward(x.to(devices[c])); });
     } else {
@@ -373,25 +434,25 @@ torch::Tensor AlexNetImpl::run_two_device(torch::Tensor x, bool stop_at_fc7, Rec
       each([&](int c, torch::Tensor t) { return columns[c]->layers[i].forward(t); });
     }
     record(spec.name, i);
-    if (i + 1 == kLayerCount) break;  // fc8: the logits
+    if (i + 1 == table.size()) break;  // fc8: the logits
     each([&](int, torch::Tensor t) { return activate(t); });
     if (spec.lrn_after && options.lrn()) {
       each([&](int, torch::Tensor t) { return normalise(t, 1); });
-      record("lrn" + layer_number(spec), kLayerCount);
+      record("lrn" + layer_number(spec), table.size());
     }
     if (spec.pool_after) {
       each([&](int, torch::Tensor t) { return pool(t); });
-      record("pool" + layer_number(spec), kLayerCount);
+      record("pool" + layer_number(spec), table.size());
     }
     if (spec.dropout_after) {
       each([&](int, torch::Tensor t) { return torch::dropout(t, options.dropout(), is_training()); });
     }
-    if (flattens_after(i)) {
+    if (flattens_after(table, i)) {
       each([&](int, torch::Tensor t) {
         return torch::adaptive_avg_pool2d(t, {kPooledSide, kPooledSide}).flatten(1);
       });
     }
-    if (stop_at_fc7 && i + 2 == kLayerCount) break;
+    if (stop_at_fc7 && i + 2 == table.size()) break;
   }
   return torch::cat({h[0], h[1].to(devices[0])}, 1);
 }

@@ -25,8 +25,8 @@ Init parse_init(const std::string& name);
 std::string to_string(Activation activation);
 std::string to_string(Init init);
 
-/// Options for `AlexNet`. The layers are the paper's (kPaperLayers in model/layers.h); what
-/// may vary is below.
+/// Options for `AlexNet`. The layers are the paper's (kPaperLayers in model/layers.h) with
+/// the variations below; `layer_table` turns them into the model's list of layers.
 struct AlexNetOptions {
   TORCH_ARG(int64_t, num_classes) = 1000;
   TORCH_ARG(int64_t, in_channels) = 3;
@@ -45,7 +45,28 @@ struct AlexNetOptions {
   /// One device: both columns on it (grouped convolutions). Two devices (may be equal, e.g.
   /// cpu,cpu): column i lives on devices[i], activations cross only where the paper does.
   TORCH_ARG(std::vector<torch::Device>, devices) = std::vector<torch::Device>{torch::kCPU};
+  /// Multiplies the width of every layer but fc8 (the paper's "breadth", section 1): each
+  /// column's share of a layer is round(width * the paper's), at least 1. > 0.
+  TORCH_ARG(double, width) = 1.0;
+  /// "" or one of conv3, conv4, conv5: that layer is left out (the paper's section 7), the
+  /// next layer takes its input, and a max-pooling after it moves to the layer before.
+  TORCH_ARG(std::string, remove_conv) = "";
+  /// "" or one of conv3, conv4, conv5: a copy of that layer (width, kernel, stride, padding,
+  /// connectivity, bias init) is added after it, named e.g. conv4_extra; a max-pooling after
+  /// the copied layer moves to the copy.
+  TORCH_ARG(std::string, extra_conv) = "";
 };
+
+/// The convolutions that `remove_conv` and `extra_conv` may name: conv3, conv4, conv5.
+const std::vector<std::string>& variable_convs();
+
+/// The name of the layer that `extra_conv = layer` adds: layer + "_extra".
+std::string extra_conv_name(const std::string& layer);
+
+/// The model's layers in forward order: kPaperLayers with options.width(), remove_conv() and
+/// extra_conv() applied (widths per column, fc8's still 0). Throws c10::Error naming a bad
+/// option.
+std::vector<LayerSpec> layer_table(const AlexNetOptions& options);
 
 /// Throws c10::Error naming the bad option.
 void validate(const AlexNetOptions& options);
@@ -61,23 +82,26 @@ struct LayerInfo {
   std::string device;
 };
 
-/// One column's layers in the two-device form, registered as conv1 .. fc8: every layer holds
+/// One column's layers in the two-device form, registered as conv1 .. fc8 (the names of
+/// `layer_table`): every layer holds
 /// the rows of the single-device layer of the same name that belong to this column (see
 /// `AlexNetImpl::column_slice`).
 class AlexNetColumnImpl : public torch::nn::Module {
  public:
   AlexNetColumnImpl(const AlexNetOptions& options, int64_t column);
 
-  /// The layers of kPaperLayers, in its order (Conv2d or Linear).
+  /// The layers of layer_table(options), in its order (Conv2d or Linear).
   std::vector<torch::nn::AnyModule> layers;
 };
 TORCH_MODULE(AlexNetColumn);
 
 /// AlexNet as in the paper: five convolutional and three fully connected layers, ReLU,
 /// LRN after conv1 and conv2, overlapping max-pooling, dropout in fc6 and fc7, two columns.
+/// Options may scale its width, remove conv3, conv4 or conv5, or add a copy of one of them.
 ///
 /// Registered names (checkpoint keys and TorchScript attribute names; a public contract):
-/// single-device form: conv1 .. conv5, fc6 .. fc8 (each with .weight and .bias);
+/// single-device form: conv1 .. conv5, fc6 .. fc8 (each with .weight and .bias), less a
+/// removed layer, plus an added one (e.g. conv4_extra, after conv4);
 /// two-device form: column0.conv1 .. column0.fc8 and column1.*.
 ///
 /// Mapping between the forms: each parameter of columnI.L is the slice of the single-device
@@ -92,7 +116,8 @@ class AlexNetImpl : public torch::nn::Module {
   /// device. Returns logits [N, num_classes], float, on the first device.
   torch::Tensor forward(torch::Tensor x);
 
-  /// The output of fc7 after ReLU, [N, 4096] (the paper's Figure 4 feature).
+  /// The output of fc7 after ReLU, [N, 4096] (the paper's Figure 4 feature; columns x the
+  /// per-column width of fc7 in general).
   torch::Tensor features(torch::Tensor x);
 
   /// Re-initialises every parameter as `options.init()` says. The single-device and the
@@ -113,14 +138,16 @@ class AlexNetImpl : public torch::nn::Module {
   std::pair<int64_t, int64_t> column_slice(const std::string& layer, int64_t column) const;
 
   bool two_device() const { return options.devices().size() == 2; }
-  /// Names of the parameterised layers in forward order: conv1 .. fc8.
-  static const std::vector<std::string>& layer_names();
+  /// Names of the parameterised layers in forward order: conv1 .. fc8 for the paper's model.
+  std::vector<std::string> layer_names() const;
   /// Output units of one layer in the single-device form.
   int64_t layer_width(const std::string& layer) const;
 
   AlexNetOptions options;
+  /// layer_table(options): what each layer is.
+  std::vector<LayerSpec> table;
 
-  // Single-device form: the layers of kPaperLayers in its order, registered as conv1 .. fc8
+  // Single-device form: the layers of `table` in its order, registered under their names
   // (empty in the two-device form).
   std::vector<torch::nn::AnyModule> layers;
   // Two-device form (null in the single-device form).

@@ -2,14 +2,16 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 namespace alexnet {
 
 /// One parameterised layer of AlexNet (Krizhevsky et al. 2012, section 3.5 and Figure 2).
 /// Widths are per column; the single-device form holds both columns in one layer.
 struct LayerSpec {
-  /// conv1 .. fc8: the checkpoint keys and TorchScript attribute names.
-  const char* name;
+  /// conv1 .. fc8 (and an added layer's name, e.g. conv4_extra): the checkpoint keys and
+  /// TorchScript attribute names.
+  std::string name;
   /// A convolution (else fully connected).
   bool conv;
   /// Output units per column; 0 for fc8, whose width is the number of classes.
@@ -30,8 +32,10 @@ struct LayerSpec {
 };
 
 /// The paper's eight layers in forward order. The activation follows every layer but fc8.
+/// A model's own list (AlexNetOptions' width, remove_conv and extra_conv applied) comes from
+/// alexnet::layer_table.
 // clang-format off
-inline constexpr LayerSpec kPaperLayers[] = {
+inline const LayerSpec kPaperLayers[] = {
   // name     conv   width kernel stride pad  crosses bias lrn    pool   dropout
   {"conv1",   true,     48,    11,     4,  2,  false,  0.0, true,  true,  false},
   {"conv2",   true,    128,     5,     1,  2,  false,  1.0, true,  true,  false},

@@ -85,35 +85,57 @@ bool agree(const torch::Tensor& a, const torch::Tensor& b) {
   return (a - b).abs().max().item<double>() <= kTwoDeviceTolerance * scale;
 }
 
+// Runs the single-device form of `options` and its two-device form with the same parameters
+// in float64 on `size` x `size` images and checks logits and gradients agree.
+void check_two_device_form(const AlexNetOptions& options, int64_t size) {
+  AlexNet single(options);
+  AlexNet two(AlexNetOptions(options).devices({torch::kCPU, torch::kCPU}));
+  two->load_single_device_state(single->single_device_state());
+  single->to(torch::kFloat64);
+  two->to(torch::kFloat64);
+
+  const int64_t classes = options.num_classes();
+  auto x = torch::randn({2, 3, size, size}, torch::kFloat64);
+  auto target = torch::randint(classes, {2}, torch::kLong);
+  auto out_single = single->forward(x);
+  auto out_two = two->forward(x);
+  REQUIRE(out_two.sizes() == out_single.sizes());
+  CHECK(agree(out_two, out_single));
+  torch::nn::functional::cross_entropy(out_single, target).backward();
+  torch::nn::functional::cross_entropy(out_two, target).backward();
+
+  // Gather the two-device gradients under single-device names.
+  for (const auto& layer : single->layer_names()) {
+    for (const std::string kind : {"weight", "bias"}) {
+      auto g_single = single->named_parameters()[layer + "." + kind].grad();
+      auto g_two = torch::cat({two->named_parameters()["column0." + layer + "." + kind].grad(),
+                               two->named_parameters()["column1." + layer + "." + kind].grad()});
+      INFO(layer << "." << kind);
+      CHECK(agree(g_two, g_single));
+    }
+  }
+}
+
 TEST_CASE("Two-device form computes the single-device function and gradients", "[alexnet]") {
   torch::manual_seed(1);
   for (int64_t classes : {10, 7}) {
-    const auto options = AlexNetOptions().num_classes(classes).dropout(0.0).init(alexnet::Init::kKaiming);
-    AlexNet single(options);
-    AlexNet two(AlexNetOptions(options).devices({torch::kCPU, torch::kCPU}));
-    two->load_single_device_state(single->single_device_state());
-    single->to(torch::kFloat64);
-    two->to(torch::kFloat64);
+    INFO(classes << " classes");
+    check_two_device_form(
+        AlexNetOptions().num_classes(classes).dropout(0.0).init(alexnet::Init::kKaiming), 224);
+  }
+}
 
-    auto x = torch::randn({2, 3, 224, 224}, torch::kFloat64);
-    auto target = torch::randint(classes, {2}, torch::kLong);
-    auto out_single = single->forward(x);
-    auto out_two = two->forward(x);
-    REQUIRE(out_two.sizes() == out_single.sizes());
-    CHECK(agree(out_two, out_single));
-    torch::nn::functional::cross_entropy(out_single, target).backward();
-    torch::nn::functional::cross_entropy(out_two, target).backward();
-
-    // Gather the two-device gradients under single-device names.
-    for (const auto& layer : alexnet::AlexNetImpl::layer_names()) {
-      for (const std::string kind : {"weight", "bias"}) {
-        auto g_single = single->named_parameters()[layer + "." + kind].grad();
-        auto g_two = torch::cat({two->named_parameters()["column0." + layer + "." + kind].grad(),
-                                 two->named_parameters()["column1." + layer + "." + kind].grad()});
-        INFO(layer << "." << kind);
-        CHECK(agree(g_two, g_single));
-      }
-    }
+TEST_CASE("Two-device form of width and depth variants computes the single-device function",
+          "[alexnet][variants]") {
+  torch::manual_seed(11);
+  const auto base = AlexNetOptions().num_classes(7).dropout(0.0).init(alexnet::Init::kKaiming);
+  for (const auto& options : {AlexNetOptions(base).width(0.5).remove_conv("conv3"),
+                              AlexNetOptions(base).width(0.25).remove_conv("conv5"),
+                              AlexNetOptions(base).width(0.25).extra_conv("conv4"),
+                              AlexNetOptions(base).width(0.3).extra_conv("conv3")}) {
+    INFO("width " << options.width() << " remove '" << options.remove_conv() << "' extra '"
+                  << options.extra_conv() << "'");
+    check_two_device_form(options, 96);
   }
 }
 
@@ -142,7 +164,7 @@ TEST_CASE("Paper and Kaiming initialisation statistics", "[alexnet]") {
   torch::manual_seed(3);
   AlexNet paper{AlexNetOptions()};
   auto params = paper->named_parameters();
-  for (const auto& layer : alexnet::AlexNetImpl::layer_names()) {
+  for (const auto& layer : paper->layer_names()) {
     auto w = params[layer + ".weight"];
     INFO(layer);
     CHECK(std::abs(w.mean().item<double>()) < 1e-3);
@@ -214,6 +236,98 @@ TEST_CASE("AlexNet variants: small input, tanh, 2/2 pooling, one column", "[alex
   CHECK(find_layer(half_layers, "fc7").output_shape == std::vector<int64_t>{2048});
 }
 
+TEST_CASE("Width multiplies each column's share of every layer but fc8", "[alexnet][variants]") {
+  const auto widths = [](const AlexNetOptions& options) {
+    std::vector<int64_t> out;
+    for (const auto& spec : alexnet::layer_table(options)) out.push_back(spec.width);
+    return out;
+  };
+  // Per column; fc8's 0 means "the number of classes".
+  CHECK(widths(AlexNetOptions()) == std::vector<int64_t>{48, 128, 192, 192, 128, 2048, 2048, 0});
+  CHECK(widths(AlexNetOptions().width(0.5)) ==
+        std::vector<int64_t>{24, 64, 96, 96, 64, 1024, 1024, 0});
+  CHECK(widths(AlexNetOptions().width(2)) ==
+        std::vector<int64_t>{96, 256, 384, 384, 256, 4096, 4096, 0});
+  // Rounded to the nearest whole unit per column, never below one.
+  CHECK(widths(AlexNetOptions().width(0.3)) ==
+        std::vector<int64_t>{14, 38, 58, 58, 38, 614, 614, 0});
+  CHECK(widths(AlexNetOptions().width(0.001)) == std::vector<int64_t>{1, 1, 1, 1, 1, 2, 2, 0});
+}
+
+TEST_CASE("Width 0.5: shapes and parameter counts from the table", "[alexnet][variants]") {
+  AlexNet model(AlexNetOptions().width(0.5).num_classes(10));
+  const auto layers = model->describe(224);
+  CHECK(find_layer(layers, "conv1").output_shape == std::vector<int64_t>{48, 55, 55});
+  CHECK(find_layer(layers, "pool5").output_shape == std::vector<int64_t>{128, 6, 6});
+  CHECK(find_layer(layers, "fc7").output_shape == std::vector<int64_t>{2048});
+  CHECK(find_layer(layers, "fc8").output_shape == std::vector<int64_t>{10});
+  // Two columns of 24, 64, 96, 96, 64, 1024, 1024 units; conv2, conv4, conv5 see their own
+  // column (half the channels), conv3 and the fully connected layers see both.
+  const int64_t conv1 = 48 * 3 * 11 * 11 + 48;
+  const int64_t conv2 = 128 * 24 * 5 * 5 + 128;
+  const int64_t conv3 = 192 * 128 * 3 * 3 + 192;
+  const int64_t conv4 = 192 * 96 * 3 * 3 + 192;
+  const int64_t conv5 = 128 * 96 * 3 * 3 + 128;
+  const int64_t fc6 = 2048 * 128 * 6 * 6 + 2048;
+  const int64_t fc7 = 2048 * 2048 + 2048;
+  const int64_t fc8 = 10 * 2048 + 10;
+  CHECK(find_layer(layers, "conv2").params == conv2);
+  CHECK(find_layer(layers, "fc6").params == fc6);
+  CHECK(count(model) == conv1 + conv2 + conv3 + conv4 + conv5 + fc6 + fc7 + fc8);
+  AlexNet two(AlexNetOptions().width(0.5).num_classes(10).devices({torch::kCPU, torch::kCPU}));
+  CHECK(count(two) == count(model));
+  CHECK(model->features(torch::randn({2, 3, 64, 64})).sizes() == torch::IntArrayRef({2, 2048}));
+}
+
+TEST_CASE("Removing a convolution: the next layer takes its input", "[alexnet][variants]") {
+  // The paper's model with 10 classes, layer by layer (see the test above for the formulas).
+  const int64_t conv3 = 384 * 256 * 9 + 384, conv4 = 384 * 192 * 9 + 384;
+  const int64_t conv5 = 256 * 192 * 9 + 256, fc6 = 4096 * 256 * 36 + 4096;
+  const int64_t paper = 60965224 - 990 * 4096 - 990;
+
+  AlexNet no3(AlexNetOptions().num_classes(10).remove_conv("conv3"));
+  CHECK(no3->layer_names() ==
+        std::vector<std::string>{"conv1", "conv2", "conv4", "conv5", "fc6", "fc7", "fc8"});
+  // conv4 now reads conv2's 2 x 128 maps, still per column.
+  CHECK(no3->named_parameters()["conv4.weight"].sizes() == torch::IntArrayRef({384, 128, 3, 3}));
+  CHECK(count(no3) == paper - conv3 - conv4 + (384 * 128 * 9 + 384));
+
+  AlexNet no4(AlexNetOptions().num_classes(10).remove_conv("conv4"));
+  CHECK(count(no4) == paper - conv4);
+
+  // Without conv5, conv4's maps are pooled and flattened into fc6.
+  AlexNet no5(AlexNetOptions().num_classes(10).remove_conv("conv5"));
+  const auto layers = no5->describe(224);
+  CHECK(find_layer(layers, "pool4").output_shape == std::vector<int64_t>{384, 6, 6});
+  CHECK(count(no5) == paper - conv5 - fc6 + (4096 * 384 * 36 + 4096));
+  CHECK(no5->forward(torch::randn({1, 3, 224, 224})).sizes() == torch::IntArrayRef({1, 10}));
+}
+
+TEST_CASE("Adding a convolution: a copy of the layer follows it", "[alexnet][variants]") {
+  const int64_t paper = 60965224 - 990 * 4096 - 990;
+  AlexNet extra4(AlexNetOptions().num_classes(10).extra_conv("conv4"));
+  CHECK(extra4->layer_names() == std::vector<std::string>{"conv1", "conv2", "conv3", "conv4",
+                                                          "conv4_extra", "conv5", "fc6", "fc7",
+                                                          "fc8"});
+  CHECK(count(extra4) == paper + 384 * 192 * 9 + 384);
+  const auto params = extra4->named_parameters();
+  CHECK(params["conv4_extra.weight"].sizes() == torch::IntArrayRef({384, 192, 3, 3}));
+  CHECK(params["conv4_extra.bias"].eq(1.0).all().item<bool>());  // as conv4 (paper init)
+  const auto layers = extra4->describe(224);
+  CHECK(find_layer(layers, "conv4_extra").output_shape == std::vector<int64_t>{384, 13, 13});
+
+  // After conv5, the pooling moves to the copy.
+  AlexNet extra5(AlexNetOptions().num_classes(10).extra_conv("conv5").width(0.25));
+  std::vector<std::string> names;
+  for (const auto& layer : extra5->describe(224)) names.push_back(layer.name);
+  CHECK(names == std::vector<std::string>{"conv1", "lrn1", "pool1", "conv2", "lrn2", "pool2",
+                                          "conv3", "conv4", "conv5", "conv5_extra", "pool5_extra",
+                                          "fc6", "fc7", "fc8"});
+  AlexNet two(AlexNetOptions().num_classes(10).extra_conv("conv4").width(0.25).devices(
+      {torch::kCPU, torch::kCPU}));
+  CHECK(two->named_parameters().contains("column1.conv4_extra.weight"));
+}
+
 TEST_CASE("AlexNet refuses bad options and inputs with clear errors", "[alexnet]") {
   using Catch::Matchers::Contains;
   CHECK_THROWS_WITH(AlexNet(AlexNetOptions().num_classes(0)), Contains("num_classes"));
@@ -223,6 +337,17 @@ TEST_CASE("AlexNet refuses bad options and inputs with clear errors", "[alexnet]
                     Contains("two columns"));
   CHECK_THROWS_WITH(AlexNet(AlexNetOptions().lrn_options(alexnet::LocalResponseNormOptions(2))),
                     Contains("odd"));
+  CHECK_THROWS_WITH(AlexNet(AlexNetOptions().width(0)), Contains("width") && Contains("0"));
+  CHECK_THROWS_WITH(AlexNet(AlexNetOptions().width(-0.5)), Contains("width") && Contains("-0.5"));
+  CHECK_THROWS_WITH(AlexNet(AlexNetOptions().width(std::nan(""))), Contains("width"));
+  CHECK_THROWS_WITH(AlexNet(AlexNetOptions().remove_conv("conv1")),
+                    Contains("remove_conv") && Contains("'conv1'"));
+  CHECK_THROWS_WITH(AlexNet(AlexNetOptions().remove_conv("fc6")),
+                    Contains("remove_conv") && Contains("'fc6'"));
+  CHECK_THROWS_WITH(AlexNet(AlexNetOptions().extra_conv("conv9")),
+                    Contains("extra_conv") && Contains("'conv9'"));
+  CHECK_THROWS_WITH(AlexNet(AlexNetOptions().extra_conv("conv4").remove_conv("conv4")),
+                    Contains("extra_conv") && Contains("remove_conv"));
   CHECK_THROWS_WITH(alexnet::parse_devices("cpu,gpu"), Contains("gpu"));
   CHECK_THROWS_WITH(alexnet::parse_devices("cpu,cpu,cpu"), Contains("one or two"));
   CHECK_THROWS_WITH(alexnet::parse_init("xavier"), Contains("paper, kaiming"));

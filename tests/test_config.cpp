@@ -102,6 +102,38 @@ TEST_CASE("Model options round-trip through JSON", "[config]") {
                     Catch::Contains("model.lrn_size") && Catch::Contains("odd"));
 }
 
+TEST_CASE("Width and depth options round-trip and are validated naming the key",
+          "[config][variants]") {
+  const auto options =
+      alexnet::AlexNetOptions().width(0.25).remove_conv("conv3").extra_conv("conv5");
+  const json j = alexnet::train::model_options_to_json(options);
+  CHECK(j["width"] == 0.25);
+  CHECK(j["remove_conv"] == "conv3");
+  CHECK(j["extra_conv"] == "conv5");
+  const auto back = alexnet::train::model_options_from_json(j);
+  CHECK(back.width() == 0.25);
+  CHECK(back.remove_conv() == "conv3");
+  CHECK(back.extra_conv() == "conv5");
+  const auto defaults = alexnet::train::model_options_from_json(json::object());
+  CHECK(defaults.width() == 1.0);
+  CHECK(defaults.remove_conv().empty());
+  CHECK(defaults.extra_conv().empty());
+
+  CHECK_THAT(error_of({{"model", {{"width", 0}}}}),
+             Catch::Contains("model.width") && Catch::Contains("got 0"));
+  CHECK_THAT(error_of({{"model", {{"width", 100}}}}),
+             Catch::Contains("model.width") && Catch::Contains("100"));
+  CHECK_THAT(error_of({{"model", {{"width", "wide"}}}}), Catch::Contains("model.width"));
+  CHECK_THAT(error_of({{"model", {{"remove_conv", "conv1"}}}}),
+             Catch::Contains("model.remove_conv") && Catch::Contains("\"conv1\"") &&
+                 Catch::Contains("conv3, conv4, conv5"));
+  CHECK_THAT(error_of({{"model", {{"extra_conv", "fc6"}}}}),
+             Catch::Contains("model.extra_conv") && Catch::Contains("\"fc6\""));
+  CHECK_THAT(error_of({{"model", {{"extra_conv", 4}}}}), Catch::Contains("model.extra_conv"));
+  CHECK_THAT(error_of({{"model", {{"extra_conv", "conv4"}, {"remove_conv", "conv4"}}}}),
+             Catch::Contains("model.extra_conv") && Catch::Contains("model.remove_conv"));
+}
+
 TEST_CASE("set_config_value parses values and refuses unknown keys", "[config]") {
   json j = alexnet::train::to_json(TrainConfig());
   alexnet::train::set_config_value(j, "optimizer.lr", "0.5");

@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
 
@@ -342,7 +343,7 @@ TEST_CASE("Training curves and the ReLU/tanh comparison read metrics.jsonl", "[e
 
 TEST_CASE("Ablation table: one row per variant with mean and sample spread", "[experiments]") {
   const auto variants = ablation_variants();
-  REQUIRE(variants.size() == 6);
+  REQUIRE(variants.size() == 12);
   CHECK(variants[0].name == "full");
   // Each variant changes exactly what its name says.
   alexnet::train::TrainConfig config;
@@ -357,6 +358,10 @@ TEST_CASE("Ablation table: one row per variant with mean and sample spread", "[e
     CHECK(changed.data.pca_lighting == (v.name != "no-pca"));
     CHECK(changed.model.dropout() == (v.name == "no-dropout" ? 0.0 : 0.5));
     CHECK(changed.model.activation() == alexnet::Activation::kReLU);
+    const std::string removed = v.name.rfind("no-conv", 0) == 0 ? v.name.substr(3) : "";
+    CHECK(changed.model.remove_conv() == removed);
+    CHECK(changed.model.extra_conv() == (v.name == "extra-conv" ? "conv4" : ""));
+    CHECK(changed.model.width() == (v.name == "width-0.5" ? 0.5 : v.name == "width-2" ? 2 : 1));
   }
   std::vector<RunResult> runs;
   auto add = [&](const std::string& group, double top1, double top5) {
@@ -418,6 +423,40 @@ TEST_CASE("Ablation table: one row per variant with mean and sample spread", "[e
   CHECK(all_diverged[0].diverged == 1);
   CHECK(ablation_markdown(all_diverged).find("| 0 (+1 diverged) | diverged |") !=
         std::string::npos);
+}
+
+TEST_CASE("Every ablation variant builds and trains one step", "[experiments][variants]") {
+  alexnet::train::TrainConfig base;
+  base.model.num_classes(3).init(alexnet::Init::kKaiming).width(1.0 / 16);
+  base.num_classes_auto = false;
+  base.data.resize = base.data.crop = 64;
+  base.data.workers = 0;
+  base.epochs = 1;
+  base.batch_size = base.eval_batch_size = 4;
+  base.log_interval = 1;
+  base.devices = "cpu";
+  base.threads = 1;
+  // One epoch of one step; the validation set is the same images.
+  const alexnet::train::RunData data{std::make_shared<TinyDataset>(4),
+                                     std::make_shared<TinyDataset>(4)};
+  std::ostringstream log;
+  resolve_shared_statistics(base, data, log);
+  ExperimentSettings settings;
+  settings.base = base;
+  settings.out_dir = alexnet::testing::fresh_dir("ablation_variants").string();
+  settings.log = &log;
+  const auto variants = ablation_variants();
+  const auto runs = run_ablation(settings, data, variants, /*seeds=*/1);
+  REQUIRE(runs.size() == variants.size());
+  for (const auto& run : runs) {
+    INFO(run.name);
+    CHECK(run.diverged.empty());
+    CHECK(run.steps == 1);
+    CHECK(run.val_top1_error >= 0);
+    CHECK(run.val_top1_error <= 1);
+  }
+  const auto config = alexnet::train::read_json_file(settings.out_dir + "/no-conv5-s0/config.json");
+  CHECK(config["model"]["remove_conv"] == "conv5");
 }
 
 TEST_CASE("The kernels, features and neighbours commands on a tiny model", "[experiments][app]") {

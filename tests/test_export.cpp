@@ -152,6 +152,31 @@ TEST_CASE("Exported TorchScript computes the eager model in eval mode", "[export
   }
 }
 
+TEST_CASE("Exported depth and width variants compute the eager model", "[export]") {
+  const std::vector<std::pair<std::string, AlexNetOptions>> variants{
+      {"width 0.5", AlexNetOptions().width(0.5)},
+      {"without conv3", AlexNetOptions().width(0.25).remove_conv("conv3")},
+      {"without conv5", AlexNetOptions().width(0.25).remove_conv("conv5")},
+      {"conv5_extra, one column", AlexNetOptions().width(0.25).extra_conv("conv5").columns(1)},
+      {"conv4_extra, two devices",
+       AlexNetOptions().width(0.25).extra_conv("conv4").devices({torch::kCPU, torch::kCPU})},
+  };
+  for (const auto& [name, options] : variants) {
+    INFO(name);
+    AlexNet model = make_double_model(options);
+    const auto x = tiny_input(3, torch::kFloat64);
+    auto scripted = alexnet::train::export_torchscript(model, tiny_info(3));
+    for (const std::string method : {"forward", "features"}) {
+      INFO(method);
+      CHECK(relative_difference(run(scripted, method, x), eager(model, method, x)) <
+            kExportTolerance);
+    }
+    std::vector<std::string> names;
+    for (const auto& sub : scripted.named_children()) names.push_back(sub.name);
+    CHECK(names == model->layer_names());
+  }
+}
+
 TEST_CASE("Export follows the model's LRN convention and constants", "[export]") {
   // Sensitivity check for the test above: the same weights with the other alpha/n
   // convention give clearly different logits.
@@ -213,7 +238,7 @@ TEST_CASE("Exported module carries its attributes and single-device parameter na
   for (const auto& sub : scripted.modules()) CHECK_FALSE(sub.is_training());
 
   std::vector<std::string> expected;
-  for (const auto& layer : alexnet::AlexNetImpl::layer_names()) {
+  for (const auto& layer : model->layer_names()) {
     expected.push_back(layer + ".weight");
     expected.push_back(layer + ".bias");
   }

@@ -96,7 +96,7 @@ TEST_CASE("Two-column model on cuda:0,cuda:0 and cuda:0,cpu equals the single-de
     REQUIRE(out_two.device() == devices[0]);
     CHECK(torch::allclose(out_two.cpu(), out_single, 1e-4, 1e-4));
     torch::nn::functional::cross_entropy(out_two, target.to(devices[0])).backward();
-    for (const auto& layer : alexnet::AlexNetImpl::layer_names()) {
+    for (const auto& layer : single->layer_names()) {
       for (const std::string kind : {"weight", "bias"}) {
         const auto g_single = single->named_parameters()[layer + "." + kind].grad();
         const auto g_two =

@@ -187,3 +187,19 @@ TEST_CASE("A resumed run may change only the settings that do not shape the comp
                           Contains(value.dump()));
   }
 }
+
+TEST_CASE("A checkpoint written before a configuration key existed resumes with its default",
+          "[run_folder]") {
+  const json saved{{"model", {{"lrn", true}}}};
+  json now = saved;
+  now["model"]["width"] = 1.0;
+  now["model"]["extra_conv"] = "";
+  CHECK_NOTHROW(alexnet::train::check_resume_config(saved, now));
+  for (const auto& [key, value] : std::vector<std::pair<std::string, json>>{
+           {"width", 2.0}, {"remove_conv", "conv4"}, {"extra_conv", "conv3"}}) {
+    json changed = now;
+    changed["model"][key] = value;
+    CHECK_THROWS_WITH(alexnet::train::check_resume_config(saved, changed),
+                      Contains("'model." + key + "'") && Contains(value.dump()));
+  }
+}

@@ -125,6 +125,15 @@ void check_channels(ObjectReader& reader, const std::string& key, const std::vec
   }
 }
 
+// model.remove_conv and model.extra_conv: "" or a layer that may be removed or copied.
+void read_conv_name(ObjectReader& reader, const std::string& key, std::string& out) {
+  reader.read(key, out);
+  const auto& names = variable_convs();
+  if (!out.empty() && std::find(names.begin(), names.end(), out) == names.end()) {
+    reader.fail(key, out, "\"\" (none) or one of " + join(names, ", "));
+  }
+}
+
 }  // namespace
 
 json model_options_to_json(const AlexNetOptions& options) {
@@ -142,7 +151,10 @@ json model_options_to_json(const AlexNetOptions& options) {
               {"pool_stride", options.pool_stride()},
               {"activation", to_string(options.activation())},
               {"init", to_string(options.init())},
-              {"columns", options.columns()}};
+              {"columns", options.columns()},
+              {"width", options.width()},
+              {"remove_conv", options.remove_conv()},
+              {"extra_conv", options.extra_conv()}};
 }
 
 AlexNetOptions model_options_from_json(const json& object) {
@@ -158,6 +170,8 @@ AlexNetOptions model_options_from_json(const json& object) {
   double alpha = lrn_options.alpha(), beta = lrn_options.beta(), k = lrn_options.k();
   bool divide = lrn_options.divide_alpha_by_size();
   std::string activation = to_string(options.activation()), init = to_string(options.init());
+  double width = options.width();
+  std::string remove_conv = options.remove_conv(), extra_conv = options.extra_conv();
 
   reader.read("num_classes", num_classes, 1);
   reader.read("in_channels", in_channels, 1);
@@ -177,6 +191,12 @@ AlexNetOptions model_options_from_json(const json& object) {
   reader.read_choice("init", init, {"paper", "kaiming"});
   reader.read("columns", columns, 1);
   if (columns != 1 && columns != 2) reader.fail("columns", columns, "1 or 2");
+  reader.read("width", width, 1.0 / 64, 16.0);
+  read_conv_name(reader, "remove_conv", remove_conv);
+  read_conv_name(reader, "extra_conv", extra_conv);
+  if (!extra_conv.empty() && extra_conv == remove_conv) {
+    reader.fail("extra_conv", extra_conv, "a layer other than model.remove_conv");
+  }
   reader.finish();
 
   lrn_options.size(lrn_size).alpha(alpha).beta(beta).k(k).divide_alpha_by_size(divide);
@@ -189,7 +209,10 @@ AlexNetOptions model_options_from_json(const json& object) {
       .pool_stride(pool_stride)
       .activation(parse_activation(activation))
       .init(parse_init(init))
-      .columns(columns);
+      .columns(columns)
+      .width(width)
+      .remove_conv(remove_conv)
+      .extra_conv(extra_conv);
   validate(options);
   return options;
 }

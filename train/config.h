@@ -13,7 +13,8 @@ namespace alexnet::train {
 
 /// The "model" object of a configuration: num_classes, in_channels, dropout, lrn, lrn_size,
 /// lrn_alpha, lrn_beta, lrn_k, lrn_divide_alpha_by_size, pool_kernel, pool_stride,
-/// activation ("relu"|"tanh"), init ("paper"|"kaiming"), columns (1|2). Devices are not part
+/// activation ("relu"|"tanh"), init ("paper"|"kaiming"), columns (1|2), width (a number in
+/// [1/64, 16]), remove_conv and extra_conv (""|"conv3"|"conv4"|"conv5"). Devices are not part
 /// of it (they are the run's "devices"); checkpoints hold single-device parameter names.
 nlohmann::json model_options_to_json(const alexnet::AlexNetOptions& options);
 /// Reads the object written by model_options_to_json; missing keys keep their defaults.

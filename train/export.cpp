@@ -3,7 +3,6 @@
 #include <cctype>
 #include <cstdio>
 #include <cstdlib>
-#include <iterator>
 #include <sstream>
 #include <stdexcept>
 
@@ -13,8 +12,6 @@
 
 namespace alexnet::train {
 namespace {
-
-constexpr size_t kLayerCount = std::size(kPaperLayers);
 
 // "conv1" -> 1: the number of an LRN after a layer (self._lrn(x, 1)).
 int64_t layer_number(const LayerSpec& spec) {
@@ -169,9 +166,10 @@ std::string torchscript_source(const AlexNetOptions& options, LrnScript lrn) {
     << "    assert x.size(2) >= 63 and x.size(3) >= 63, "
        "\"AlexNet needs images of at least 63x63 pixels, got \" + str(x.shape)\n";
   // Every layer of the table but the last (fc8, in forward), as AlexNetImpl::run_single.
-  for (size_t i = 0; i + 1 < kLayerCount; ++i) {
-    const LayerSpec& spec = kPaperLayers[i];
-    const std::string self = std::string("self.") + spec.name;
+  const std::vector<LayerSpec> table = layer_table(options);
+  for (size_t i = 0; i + 1 < table.size(); ++i) {
+    const LayerSpec& spec = table[i];
+    const std::string self = "self." + spec.name;
     if (spec.conv) {
       const int64_t g = i == 0 || spec.crosses ? 1 : groups;
       s << "    x = " << activation << "(torch.conv2d(x, " << self << ".weight, " << self
@@ -183,12 +181,12 @@ std::string torchscript_source(const AlexNetOptions& options, LrnScript lrn) {
     }
     if (spec.lrn_after && options.lrn()) s << "    x = self._lrn(x, " << layer_number(spec) << ")\n";
     if (spec.pool_after) s << "    x = " << pool << "\n";
-    if (spec.conv && !kPaperLayers[i + 1].conv) {
+    if (spec.conv && !table[i + 1].conv) {
       s << "    x = torch.adaptive_avg_pool2d(x, [" << kPooledSide << ", " << kPooledSide
         << "]).flatten(1)\n";
     }
   }
-  const std::string last = std::string("self.") + kPaperLayers[kLayerCount - 1].name;
+  const std::string last = "self." + table.back().name;
   s << "    return x\n\n"
     << "def features(self, x: Tensor) -> Tensor:\n"
     << "    return self._fc7(x)\n\n"
@@ -206,7 +204,7 @@ torch::jit::Module export_torchscript(AlexNet& model, const ExportInfo& info, Lr
 
   auto unit = std::make_shared<torch::jit::CompilationUnit>();
   torch::jit::Module module(c10::QualifiedName("__torch__.alexnet.AlexNet"), unit);
-  for (const auto& layer : AlexNetImpl::layer_names()) {
+  for (const auto& layer : model->layer_names()) {
     std::string type_name = layer;
     type_name[0] = static_cast<char>(std::toupper(type_name[0]));
     torch::jit::Module sub(c10::QualifiedName("__torch__.alexnet." + type_name), unit);

@@ -31,7 +31,8 @@ struct ExportInfo {
 /// requires_grad false; move the module with `to(device)` after loading.
 ///
 /// Layout (parameter names are the model's single-device names): submodules conv1 .. conv5,
-/// fc6 .. fc8, each holding parameters `weight` and `bias`. With LRN, the buffers lrn1_band,
+/// fc6 .. fc8 (the model's `layer_names()`: less a removed layer, plus an added one such as
+/// conv4_extra), each holding parameters `weight` and `bias`. With LRN, the buffers lrn1_band,
 /// lrn2_band ([C, C / columns, 1, 1]: alpha inside the channel window, else 0) and lrn1_k,
 /// lrn2_k ([C], k) are the LRN written as a convolution (see below).
 /// Attributes: class_names (List[str]), image_size, resize_size, in_channels, num_classes
@@ -39,7 +40,8 @@ struct ExportInfo {
 /// JSON of train::model_options_to_json).
 /// Methods:
 ///   forward(x: [N, in_channels, H, W] float32, H, W >= 63) -> logits [N, num_classes];
-///   features(x) -> the output of fc7 after its activation, [N, 4096] (2048 with one column).
+///   features(x) -> the output of fc7 after its activation, [N, 4096] (2048 with one column;
+///   scaled by the model's width).
 /// Preprocessing is the caller's: pixels on the 0..255 scale, minus mean, divided by std.
 ///
 /// The local response normalisation is written in TorchScript (plain torch operations, so the

@@ -13,6 +13,7 @@
 #include <stdexcept>
 
 #include "train/checkpoint.h"
+#include "train/config.h"
 
 namespace alexnet::train {
 namespace {
@@ -153,8 +154,10 @@ const std::vector<std::string>& resumable_keys() {
 
 void check_resume_config(const json& saved, const json& now) {
   std::map<std::string, json> before, after;
-  flatten(saved, "", before);
-  flatten(now, "", after);
+  // A missing key (e.g. one the checkpoint was written before) holds its default.
+  const json defaults = to_json(TrainConfig());
+  flatten(merge_json(defaults, saved), "", before);
+  flatten(merge_json(defaults, now), "", after);
   std::map<std::string, std::pair<json, json>> differences;
   for (const auto& [key, value] : before) {
     const auto it = after.find(key);

@@ -46,7 +46,8 @@ void trim_metrics(const std::filesystem::path& path, int64_t step, std::ostream&
 
 /// Refuses to resume when `now` (the effective configuration of this run) differs from
 /// `saved` (the checkpoint's) in a key that shapes the computation: everything except the
-/// keys resumable_keys() lists. Throws std::invalid_argument naming the key and both values.
+/// keys resumable_keys() lists. A key missing from either counts as its default (as
+/// config_from_json reads it). Throws std::invalid_argument naming the key and both values.
 void check_resume_config(const nlohmann::json& saved, const nlohmann::json& now);
 
 /// The configuration keys a resumed run may change, dotted ("data.workers").
