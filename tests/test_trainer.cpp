@@ -62,9 +62,11 @@ RunData pattern_data(size_t train, size_t val) {
           std::make_shared<PatternDataset>(val, 4, 2)};
 }
 
+// A quarter of the paper's width: the trainer's logic is the same, and checkpoints are 14 MB
+// instead of 230 MB.
 TrainConfig tiny_config() {
   TrainConfig c;
-  c.model.init(alexnet::Init::kKaiming);
+  c.model.init(alexnet::Init::kKaiming).width(0.25);
   c.data.resize = 0;
   c.data.crop = 64;
   c.data.flip = true;
