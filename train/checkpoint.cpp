@@ -196,10 +196,12 @@ void check_archive(const std::string& path) {
   }
   for (const auto& record : records) {
     if (record == "constants.pkl" || record.rfind("code/", 0) == 0) {
-      throw std::runtime_error("checkpoint '" + path +
-                               "' was written by an older version of alexnet-cpp (a TorchScript "
-                               "archive, which runs code when loaded); it cannot be read. Train "
-                               "again, or export it to model.pt with that older version");
+      throw std::runtime_error(
+          "checkpoint '" + path +
+          "' is a TorchScript archive: a checkpoint written by an older version of alexnet-cpp, "
+          "or an exported model (give that as --model). It is not read as a checkpoint, since "
+          "loading it would run its code; train again, or export the old checkpoint with the "
+          "version that wrote it");
     }
   }
 }

@@ -326,18 +326,18 @@ void Run::resume_from(const Checkpoint& checkpoint) {
   epoch_ = checkpoint.epoch;
   batch_in_epoch_ = checkpoint.batch_in_epoch;
   step_ = checkpoint.step;
-  restore_rng_states(checkpoint, devices_, *log_);
+  *log_ << "resuming " << last_path_ << " at epoch " << checkpoint.epoch + 1 << ", step "
+        << checkpoint.step << std::endl;
   if (checkpoint.resolved_devices != state_.resolved_devices) {
     *log_ << "the checkpoint was trained on devices " << checkpoint.resolved_devices
           << "; continuing on " << state_.resolved_devices << std::endl;
   }
+  restore_rng_states(checkpoint, devices_, *log_);
   elapsed_before_ = checkpoint.progress.value("elapsed_s", 0.0);
   best_val_ = checkpoint.progress.value("best_val_top1_error", 2.0);
   if (checkpoint.progress.contains("epoch_counts")) {
     epoch_counts_ = ErrorCounts::from_json(checkpoint.progress.at("epoch_counts"));
   }
-  *log_ << "resuming " << last_path_ << " at epoch " << epoch_ + 1 << ", step " << step_
-        << std::endl;
 }
 
 void Run::join_ranks() {
