@@ -285,31 +285,49 @@ void AlexNetImpl::reset_parameters() {
 }
 
 torch::OrderedDict<std::string, torch::Tensor> AlexNetImpl::single_device_state() const {
-  torch::OrderedDict<std::string, torch::Tensor> state;
-  for (const auto& name : layer_names()) {
-    for (const std::string kind : {"weight", "bias"}) {
-      if (two_device()) {
-        const auto a = *layer(name, 0).named_parameters().find(kind);
-        const auto b = *layer(name, 1).named_parameters().find(kind);
-        state.insert(name + "." + kind, torch::cat({a.cpu(), b.cpu()}, 0));
-      } else {
-        state.insert(name + "." + kind, *layer(name, 0).named_parameters().find(kind));
-      }
-    }
-  }
-  return state;
+  return to_single_device(named_parameters());
 }
 
 void AlexNetImpl::load_single_device_state(
     const torch::OrderedDict<std::string, torch::Tensor>& state) {
   torch::NoGradGuard no_grad;
+  const auto rows = from_single_device(state);
+  for (auto& item : named_parameters()) item.value().copy_(rows[item.key()]);
+}
+
+std::string AlexNetImpl::parameter_name(const std::string& key, int64_t column) const {
+  return two_device() ? "column" + std::to_string(column) + "." + key : key;
+}
+
+torch::OrderedDict<std::string, torch::Tensor> AlexNetImpl::to_single_device(
+    const torch::OrderedDict<std::string, torch::Tensor>& per_parameter) const {
+  torch::OrderedDict<std::string, torch::Tensor> single;
   for (const auto& name : layer_names()) {
     for (const std::string kind : {"weight", "bias"}) {
       const std::string key = name + "." + kind;
-      const torch::Tensor* source = state.find(key);
+      std::vector<torch::Tensor> parts;
+      for (int64_t column = 0; column < (two_device() ? 2 : 1); ++column) {
+        const torch::Tensor* part = per_parameter.find(parameter_name(key, column));
+        TORCH_CHECK(part != nullptr, "AlexNet state has no entry '", parameter_name(key, column),
+                    "'");
+        parts.push_back(*part);
+      }
+      single.insert(key, two_device() ? torch::cat({parts[0].cpu(), parts[1].cpu()}, 0) : parts[0]);
+    }
+  }
+  return single;
+}
+
+torch::OrderedDict<std::string, torch::Tensor> AlexNetImpl::from_single_device(
+    const torch::OrderedDict<std::string, torch::Tensor>& single) const {
+  torch::OrderedDict<std::string, torch::Tensor> per_parameter;
+  for (const auto& name : layer_names()) {
+    for (const std::string kind : {"weight", "bias"}) {
+      const std::string key = name + "." + kind;
+      const torch::Tensor* source = single.find(key);
       TORCH_CHECK(source != nullptr, "AlexNet state has no entry '", key, "'");
       for (int64_t column = 0; column < (two_device() ? 2 : 1); ++column) {
-        torch::Tensor target = *layer(name, column).named_parameters().find(kind);
+        const torch::Tensor target = *layer(name, column).named_parameters().find(kind);
         torch::Tensor rows = *source;
         if (two_device()) {
           const auto [begin, end] = column_slice(name, column);
@@ -321,10 +339,11 @@ void AlexNetImpl::load_single_device_state(
         TORCH_CHECK(rows.sizes() == target.sizes(), "AlexNet state '", key, "' has shape ",
                     source->sizes(), " but the model expects ",
                     two_device() ? "a slice of shape " : "", target.sizes());
-        target.copy_(rows);
+        per_parameter.insert(parameter_name(key, column), rows);
       }
     }
   }
+  return per_parameter;
 }
 
 torch::Tensor AlexNetImpl::activate(torch::Tensor x) const {

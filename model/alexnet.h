@@ -134,6 +134,17 @@ class AlexNetImpl : public torch::nn::Module {
   /// Throws naming a missing key or a shape mismatch.
   void load_single_device_state(const torch::OrderedDict<std::string, torch::Tensor>& state);
 
+  /// Re-keys tensors given one per parameter of this model (under named_parameters() names,
+  /// e.g. momentum buffers) to the single-device names: the two-device form's column halves
+  /// are concatenated on the CPU. Throws naming a missing key.
+  torch::OrderedDict<std::string, torch::Tensor> to_single_device(
+      const torch::OrderedDict<std::string, torch::Tensor>& per_parameter) const;
+  /// The inverse of to_single_device: tensors under single-device names, each sliced into
+  /// the rows every parameter of this model holds (views, not copies). Throws naming a
+  /// missing key or a shape mismatch.
+  torch::OrderedDict<std::string, torch::Tensor> from_single_device(
+      const torch::OrderedDict<std::string, torch::Tensor>& single) const;
+
   /// The rows [begin, end) of single-device layer `layer` that column `column` holds.
   std::pair<int64_t, int64_t> column_slice(const std::string& layer, int64_t column) const;
 
@@ -162,6 +173,8 @@ class AlexNetImpl : public torch::nn::Module {
   torch::Tensor normalise(torch::Tensor x, int64_t groups) const;
   torch::Tensor pool(torch::Tensor x) const;
   torch::nn::Module& layer(const std::string& name, int64_t column) const;
+  // The name of parameter `key` (e.g. "conv1.weight") of column `column` in this form.
+  std::string parameter_name(const std::string& key, int64_t column) const;
 };
 
 TORCH_MODULE(AlexNet);

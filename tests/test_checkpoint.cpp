@@ -1,8 +1,13 @@
 #include <torch/torch.h>
 #include <catch2/catch.hpp>
 
+#include <sys/wait.h>
+
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <sstream>
 
 #include "train/checkpoint.h"
 #include "tests/support.h"
@@ -36,7 +41,37 @@ Checkpoint example(float scale) {
   c.std = {};
   c.image_size = 64;
   c.resize_size = 72;
+  c.resolved_devices = "cpu,cpu";
   return c;
+}
+
+int run_command(const std::string& command) {
+  const int status = std::system(command.c_str());
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+std::string read_text(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+std::vector<char> read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::vector<char>(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// A copy of checkpoint `from` with its top-level dict changed by `edit`, written by
+// torch::pickle_save (the reader accepts its type tags).
+template <typename Edit>
+std::string edited_copy(const std::string& from, const std::string& to, Edit edit) {
+  auto dict = torch::pickle_load(read_bytes(from)).toGenericDict();
+  edit(dict);
+  const std::vector<char> bytes = torch::pickle_save(dict);
+  std::ofstream(to, std::ios::binary)
+      .write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  return to;
 }
 
 }  // namespace
@@ -66,6 +101,7 @@ TEST_CASE("Checkpoints round-trip every field", "[checkpoint]") {
   CHECK(loaded.std.empty());
   CHECK(loaded.image_size == 64);
   CHECK(loaded.resize_size == 72);
+  CHECK(loaded.resolved_devices == "cpu,cpu");
 }
 
 TEST_CASE("A missing, truncated or foreign checkpoint gives an error naming the file",
@@ -107,4 +143,82 @@ TEST_CASE("An interrupted write leaves the previous checkpoint whole", "[checkpo
   CHECK(files == 2);  // last.pt and the leftover
   CHECK(torch::allclose(load_checkpoint(path).model["conv1.weight"],
                         first.model["conv1.weight"] * 2));
+}
+
+TEST_CASE("A missing entry or one of the wrong type is an error naming the file and the key",
+          "[checkpoint]") {
+  const auto dir = fresh_dir("entries");
+  const auto path = (dir / "last.pt").string();
+  save_checkpoint(example(1.0f), path);
+  const auto missing = edited_copy(path, (dir / "missing.pt").string(),
+                                   [](c10::impl::GenericDict& d) { CHECK(d.erase("step") == 1); });
+  CHECK_THROWS_WITH(load_checkpoint(missing),
+                    Catch::Contains(missing) && Catch::Contains("'step' is missing"));
+  const auto wrong = edited_copy(path, (dir / "wrong.pt").string(), [](c10::impl::GenericDict& d) {
+    d.insert_or_assign("epoch", "2");
+  });
+  CHECK_THROWS_WITH(load_checkpoint(wrong),
+                    Catch::Contains(wrong) && Catch::Contains("'epoch' is not an int"));
+  const auto not_tensors =
+      edited_copy(path, (dir / "not_tensors.pt").string(),
+                  [](c10::impl::GenericDict& d) { d.insert_or_assign("model", 3); });
+  CHECK_THROWS_WITH(load_checkpoint(not_tensors), Catch::Contains("'model' is not a dict"));
+  const auto bad_json =
+      edited_copy(path, (dir / "bad_json.pt").string(),
+                  [](c10::impl::GenericDict& d) { d.insert_or_assign("config", "{"); });
+  CHECK_THROWS_WITH(load_checkpoint(bad_json), Catch::Contains("'config' is not valid JSON"));
+  const auto foreign =
+      edited_copy(path, (dir / "foreign.pt").string(),
+                  [](c10::impl::GenericDict& d) { d.insert_or_assign("format", "x"); });
+  CHECK_THROWS_WITH(load_checkpoint(foreign),
+                    Catch::Contains(foreign) && Catch::Contains("not an alexnet-cpp checkpoint"));
+  // A dict that torch::pickle_save wrote whole reads back like the original.
+  const auto same = edited_copy(path, (dir / "same.pt").string(), [](c10::impl::GenericDict&) {});
+  CHECK(load_checkpoint(same).step == 123);
+}
+
+TEST_CASE("A checkpoint of an older version (a TorchScript archive) is refused, not run",
+          "[checkpoint]") {
+  const auto dir = fresh_dir("old");
+  const auto path = (dir / "old.pt").string();
+  // What versions up to 1 wrote: a serialize::OutputArchive, whose loading runs its code.
+  torch::serialize::OutputArchive archive;
+  archive.write("model_0", torch::ones({2}), /*is_buffer=*/true);
+  archive.write("meta", c10::IValue(std::string("{}")));
+  archive.save_to(path);
+  CHECK_THROWS_WITH(load_checkpoint(path),
+                    Catch::Contains(path) && Catch::Contains("older version"));
+}
+
+TEST_CASE("Python's torch.load(weights_only=True) reads a checkpoint as plain data",
+          "[checkpoint]") {
+  const std::string python = "/usr/bin/python3";
+  if (!fs::exists(python) || run_command(python + " -c 'import torch' >/dev/null 2>&1") != 0) {
+    WARN("skipped: " << python
+                     << " is missing or cannot import torch (install Debian's python3-torch for "
+                        "the Python load check)");
+    return;
+  }
+  const auto dir = fresh_dir("python");
+  const auto path = (dir / "last.pt").string();
+  const Checkpoint saved = example(1.0f);
+  save_checkpoint(saved, path);
+  const std::string script = std::string(ALEXNET_SOURCE_DIR) + "/tests/python/check_checkpoint.py";
+  const auto out = dir / "summary.json";
+  const int status = run_command(python + " " + script + " " + path + " " + out.string() + " 2>" +
+                                 (dir / "stderr.txt").string());
+  INFO("python stderr: " << read_text(dir / "stderr.txt"));
+  REQUIRE(status == 0);
+  const auto summary = nlohmann::json::parse(read_text(out));
+  INFO("PyTorch " << summary.value("torch_version", "?"));
+  CHECK(summary.at("format") == "alexnet-cpp checkpoint");
+  CHECK(summary.at("step") == 123);
+  CHECK(summary.at("class_names") == nlohmann::json({"a", "b"}));
+  CHECK(summary.at("model_keys") == nlohmann::json({"conv1.weight", "conv1.bias"}));
+  CHECK(summary.at("optimizer_keys") == nlohmann::json({"lr", "velocity.conv1.weight"}));
+  CHECK(summary.at("conv1_weight_shape") == nlohmann::json({4, 3, 2, 2}));
+  CHECK(summary.at("config") == saved.config);
+  // Python's repr of a float is exact when read back; the C++ float32 widens exactly.
+  const double first = std::stod(summary.at("conv1_weight_first").get<std::string>());
+  CHECK(first == static_cast<double>(saved.model["conv1.weight"].flatten()[0].item<float>()));
 }

@@ -9,6 +9,7 @@
 #include <random>
 #include <sstream>
 
+#include "model/alexnet.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/metrics.h"
@@ -210,6 +211,89 @@ TEST_CASE("A stopped and resumed run computes the same losses as an uninterrupte
   const auto a = alexnet::train::load_checkpoint((whole_dir / "checkpoints/last.pt").string());
   const auto b = alexnet::train::load_checkpoint((dir / "checkpoints/last.pt").string());
   CHECK(torch::equal(a.model["fc8.weight"], b.model["fc8.weight"]));
+}
+
+// How a run resumed on another device layout is compared with an uninterrupted one.
+//
+// The two-device form (columns on cpu,cpu) and the one-device form (grouped convolutions)
+// compute the same function with sums split differently, so in float64 (unit roundoff 1.1e-16)
+// each gradient is off by at most n * u < 1.1e-11 of its terms' magnitudes (n < 10^5: fc6's
+// 9216 inputs, conv1's weight gradient over 8 images of 15 x 15 positions). Three SGD steps
+// with momentum 0.9 add at most ten times that per step, and cancellation between terms of
+// opposite sign can make it a hundred times larger relative to the result: about 1e-8 of the
+// distance the weights travelled, at worst (the argument of kTwoDeviceTolerance in
+// test_alexnet.cpp and kMovementTolerance in test_distributed.cpp). A resume that lost the
+// momentum buffers, or put them on the wrong rows, changes the third update by a large
+// fraction of itself: a difference of the order of the distance travelled.
+constexpr double kLayoutTolerance = 1e-8;
+
+TEST_CASE("A run trained on two devices resumes on one", "[trainer]") {
+  const RunData data = pattern_data(24, 8);
+  auto config = tiny_config();
+  config.model.columns(2).dropout(0.0);  // no random masks, which the layouts draw differently
+  config.data.flip = false;
+  config.optimizer.rule = GENERATE(std::string("paper"), std::string("pytorch"));
+  config.max_steps = 3;
+  std::ostringstream log;
+  auto options_for = [&](const fs::path& dir) {
+    auto options = quiet(dir, log);
+    options.dtype = torch::kFloat64;
+    return options;
+  };
+
+  const auto whole_dir = fresh_dir("layout_whole");
+  const auto whole = alexnet::train::train(config, data, options_for(whole_dir));
+  REQUIRE(whole.losses.size() == 3);
+
+  const auto dir = fresh_dir("layout_resumed");
+  auto two = config;
+  two.devices = "cpu,cpu";
+  two.max_steps = 2;
+  auto options = options_for(dir);
+  auto part = alexnet::train::train(two, data, options);
+  REQUIRE(part.losses.size() == 2);
+  std::vector<double> losses = part.losses;
+  CHECK(alexnet::train::load_checkpoint((dir / "checkpoints/last.pt").string()).resolved_devices ==
+        "cpu,cpu");
+  options.resume = true;
+  part = alexnet::train::train(config, data, options);
+  INFO(log.str());
+  CHECK_THAT(log.str(), Catch::Contains("trained on devices cpu,cpu; continuing on cpu"));
+  REQUIRE(part.first_step == 2);
+  losses.insert(losses.end(), part.losses.begin(), part.losses.end());
+  REQUIRE(losses.size() == 3);
+  for (size_t i = 0; i < losses.size(); ++i) {
+    INFO("step " << i + 1 << ": " << losses[i] << " against " << whole.losses[i]);
+    CHECK(std::abs(losses[i] - whole.losses[i]) <= kLayoutTolerance * whole.losses[i]);
+  }
+
+  // The weights, against the distance they travelled from the seed's initial values.
+  torch::manual_seed(config.seed);
+  const auto initial =
+      alexnet::AlexNet(alexnet::AlexNetOptions(config.model).num_classes(4))->single_device_state();
+  const auto a = alexnet::train::load_checkpoint((whole_dir / "checkpoints/last.pt").string());
+  const auto b = alexnet::train::load_checkpoint((dir / "checkpoints/last.pt").string());
+  double worst = 0.0;
+  for (const auto& item : a.model) {
+    const auto start = initial[item.key()].to(torch::kFloat64);
+    const double moved = (item.value() - start).abs().max().item<double>();
+    REQUIRE(moved > 0.0);
+    worst =
+        std::max(worst, (b.model[item.key()] - item.value()).abs().max().item<double>() / moved);
+  }
+  INFO("largest weight difference: " << worst << " of the distance travelled");
+  CHECK(worst < kLayoutTolerance);
+  // The momentum buffers, under single-device names, against their own size.
+  REQUIRE(b.optimizer.keys() == a.optimizer.keys());
+  double worst_buffer = 0.0;
+  for (const auto& item : a.optimizer) {
+    const double scale = item.value().abs().max().item<double>();
+    if (scale == 0.0) continue;
+    worst_buffer = std::max(
+        worst_buffer, (b.optimizer[item.key()] - item.value()).abs().max().item<double>() / scale);
+  }
+  INFO("largest momentum difference: " << worst_buffer << " of the buffer's size");
+  CHECK(worst_buffer < kLayoutTolerance);
 }
 
 TEST_CASE("A NaN or infinite loss stops the run and leaves the last good checkpoint", "[trainer]") {

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -12,13 +13,23 @@
 namespace alexnet::train {
 
 /// Everything needed to use a trained model or to continue its training exactly.
+///
+/// On disk: a file `torch.save` could have written (a zip holding data.pkl and the tensor
+/// data), loadable in Python with `torch.load(path, weights_only=True)`. It holds one dict:
+/// "format" ("alexnet-cpp checkpoint"), "version" (2), "config", "schedule" and "progress"
+/// (JSON text), "model" and "optimizer" (dicts of tensors under single-device parameter
+/// names), "epoch", "batch_in_epoch", "step", "image_size", "resize_size" (ints),
+/// "resolved_devices" (text), "cpu_rng_state" (a uint8 tensor or None), "cuda_rng_states"
+/// (a list of uint8 tensors), "class_names" (a list of text), "mean" and "std" (1-D float64
+/// tensors). Reading it runs no code.
 struct Checkpoint {
   /// The effective training configuration (see train/config.h); "model" holds the
   /// AlexNetOptions (model_options_from_json reads it).
   nlohmann::json config;
   /// Parameters under their single-device names (conv1.weight, ... fc8.bias), on the CPU.
   torch::OrderedDict<std::string, torch::Tensor> model;
-  /// Optimiser state (Sgd::state()).
+  /// Optimiser state (Sgd::state()) under single-device parameter names ("lr",
+  /// "velocity.conv1.weight", ...), whatever the device layout it was trained on.
   torch::OrderedDict<std::string, torch::Tensor> optimizer;
   /// Learning-rate schedule state (LrSchedule::state()).
   nlohmann::json schedule;
@@ -31,6 +42,8 @@ struct Checkpoint {
   /// The CPU generator's state (uint8), and one per CUDA device in use (may be empty).
   torch::Tensor cpu_rng_state;
   std::vector<torch::Tensor> cuda_rng_states;
+  /// The devices trained on, resolved (config "devices" may say "auto"), e.g. "cpu,cpu".
+  std::string resolved_devices;
   /// Trainer bookkeeping: running epoch sums, best validation error, elapsed seconds.
   nlohmann::json progress = nlohmann::json::object();
   /// What a user of the model needs: class names by label, input crop and resize sizes,
@@ -41,21 +54,23 @@ struct Checkpoint {
   int64_t resize_size = 256;
 };
 
-/// Reads a checkpoint written by save_checkpoint. Throws std::runtime_error naming the file
-/// when it is missing, truncated or not a checkpoint.
+/// Reads a checkpoint written by save_checkpoint, without running code. Throws
+/// std::runtime_error naming the file when it is missing, truncated, not a checkpoint or
+/// written by an older version (a TorchScript archive), and naming the key when an entry is
+/// missing or of the wrong type.
 Checkpoint load_checkpoint(const std::string& path);
 
 /// Writes a checkpoint atomically (an AtomicFile: a temporary file, flushed, renamed over PATH), so a crash
 /// at any moment leaves either the previous file or the new one whole. Creates the folder.
 void save_checkpoint(const Checkpoint& checkpoint, const std::string& path);
 
-
 /// Records the generator states of the CPU and of each CUDA device of `devices`.
 void capture_rng_states(Checkpoint& checkpoint, const std::vector<torch::Device>& devices);
 
 /// Restores the states capture_rng_states recorded (CUDA states in the order of the CUDA
-/// devices of `devices`).
-void restore_rng_states(const Checkpoint& checkpoint, const std::vector<torch::Device>& devices);
-
+/// devices of `devices`). CUDA states that do not match the CUDA devices in use (more or fewer
+/// of them) are reported on `log`.
+void restore_rng_states(const Checkpoint& checkpoint, const std::vector<torch::Device>& devices,
+                        std::ostream& log);
 
 }  // namespace alexnet::train

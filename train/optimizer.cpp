@@ -1,8 +1,8 @@
 #include "train/optimizer.h"
 
-#include <cstring>
-#include <sstream>
 #include <stdexcept>
+
+#include <c10/util/string_utils.h>
 
 namespace alexnet::train {
 namespace {
@@ -10,18 +10,6 @@ namespace {
 bool ends_with(const std::string& text, const std::string& suffix) {
   return text.size() >= suffix.size() &&
          text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-torch::Tensor bytes_to_tensor(const std::string& bytes) {
-  auto tensor = torch::empty({static_cast<int64_t>(bytes.size())}, torch::kUInt8);
-  std::memcpy(tensor.data_ptr<uint8_t>(), bytes.data(), bytes.size());
-  return tensor;
-}
-
-std::string tensor_to_bytes(const torch::Tensor& tensor) {
-  const auto bytes = tensor.contiguous().cpu();
-  return std::string(reinterpret_cast<const char*>(bytes.data_ptr<uint8_t>()),
-                     static_cast<size_t>(bytes.numel()));
 }
 
 // One pass of the paper's rule over contiguous float32 CPU tensors: v <- m v + a w + b g;
@@ -134,47 +122,64 @@ void Sgd::set_lr(double lr) {
   }
 }
 
+torch::optim::SGDParamState* Sgd::pytorch_state(size_t index) const {
+  // torch::optim::SGD keys its state by the address of the parameter's TensorImpl.
+  const auto& states = pytorch_->state();
+  const auto found =
+      states.find(c10::guts::to_string(parameters_[index].second.unsafeGetTensorImpl()));
+  return found == states.end() ? nullptr
+                               : static_cast<torch::optim::SGDParamState*>(found->second.get());
+}
+
 torch::OrderedDict<std::string, torch::Tensor> Sgd::state() const {
   torch::OrderedDict<std::string, torch::Tensor> state;
   state.insert("lr", torch::tensor(lr_, torch::kFloat64));
-  if (pytorch_) {
-    torch::serialize::OutputArchive archive;
-    pytorch_->save(archive);
-    std::ostringstream out;
-    archive.save_to(out);
-    state.insert("pytorch_sgd", bytes_to_tensor(out.str()));
-    return state;
-  }
   for (size_t i = 0; i < parameters_.size(); ++i) {
-    state.insert("velocity." + parameters_[i].first, velocity_[i].detach().cpu().clone());
+    torch::Tensor buffer = velocity_.empty() ? torch::Tensor() : velocity_[i];
+    if (pytorch_ && pytorch_state(i) != nullptr) buffer = pytorch_state(i)->momentum_buffer();
+    if (buffer.defined()) {
+      state.insert(buffer_kind() + "." + parameters_[i].first, buffer.detach().cpu().clone());
+    }
   }
   return state;
+}
+
+void Sgd::load_buffer(size_t index, const torch::Tensor& buffer) {
+  const torch::Tensor& p = parameters_[index].second;
+  const std::string key = buffer_kind() + "." + parameters_[index].first;
+  TORCH_CHECK(buffer.sizes() == p.sizes(), "optimizer state '", key, "' has shape ", buffer.sizes(),
+              ", the parameter has ", p.sizes());
+  if (!pytorch_) {
+    velocity_[index].copy_(buffer);
+    return;
+  }
+  auto state = std::make_unique<torch::optim::SGDParamState>();
+  state->momentum_buffer(buffer.to(p.options()).clone());
+  pytorch_->state()[c10::guts::to_string(p.unsafeGetTensorImpl())] = std::move(state);
 }
 
 void Sgd::load_state(const torch::OrderedDict<std::string, torch::Tensor>& state) {
   const torch::Tensor* lr = state.find("lr");
   TORCH_CHECK(lr != nullptr, "optimizer state has no entry 'lr'");
-  if (pytorch_) {
-    const torch::Tensor* bytes = state.find("pytorch_sgd");
-    TORCH_CHECK(bytes != nullptr,
-                "optimizer state has no entry 'pytorch_sgd' (was it saved with "
-                "optimizer.rule \"paper\"?)");
-    std::istringstream in(tensor_to_bytes(*bytes));
-    torch::serialize::InputArchive archive;
-    archive.load_from(in);
-    pytorch_->load(archive);
-  } else {
-    torch::NoGradGuard no_grad;
-    for (size_t i = 0; i < parameters_.size(); ++i) {
-      const std::string key = "velocity." + parameters_[i].first;
-      const torch::Tensor* v = state.find(key);
-      TORCH_CHECK(v != nullptr, "optimizer state has no entry '", key,
-                  "' (was it saved with optimizer.rule \"pytorch\"?)");
-      TORCH_CHECK(v->sizes() == velocity_[i].sizes(), "optimizer state '", key, "' has shape ",
-                  v->sizes(), ", the parameter has ", velocity_[i].sizes());
-      velocity_[i].copy_(*v);
-    }
+  const std::string other = pytorch_ ? "velocity" : "momentum_buffer";
+  TORCH_CHECK(parameters_.empty() || state.find(other + "." + parameters_.front().first) == nullptr,
+              "optimizer state holds '", other, ".", parameters_.front().first,
+              "': it was saved with optimizer.rule \"", pytorch_ ? "paper" : "pytorch",
+              "\", this run uses \"", pytorch_ ? "pytorch" : "paper", "\"");
+  torch::NoGradGuard no_grad;
+  size_t found = 0;
+  for (size_t i = 0; i < parameters_.size(); ++i) {
+    const std::string key = buffer_kind() + "." + parameters_[i].first;
+    const torch::Tensor* buffer = state.find(key);
+    // torch::optim::SGD creates its buffers at the first step: all of them or none.
+    TORCH_CHECK(buffer != nullptr || (pytorch_ && found == 0), "optimizer state has no entry '",
+                key, "'");
+    if (buffer == nullptr) continue;
+    load_buffer(i, *buffer);
+    ++found;
   }
+  TORCH_CHECK(found == 0 || found == parameters_.size(), "optimizer state holds ", found,
+              " of the ", parameters_.size(), " momentum buffers");
   set_lr(lr->item<double>());
 }
 

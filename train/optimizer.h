@@ -32,16 +32,22 @@ class Sgd {
   void set_lr(double lr);
   double lr() const { return lr_; }
 
-  /// The optimiser's state as tensors (moved to the CPU): "velocity.<parameter name>" for the
-  /// paper rule; "pytorch_sgd" (the serialised torch::optim::SGD, uint8 bytes) for the
-  /// pytorch rule; "lr" (a float64 scalar) for both.
+  /// The optimiser's state as tensors on the CPU: "lr" (a float64 scalar) and one buffer per
+  /// parameter, shaped like it, named "<kind>.<parameter name>". The kind is "velocity" for
+  /// the paper rule and "momentum_buffer" for the pytorch rule (torch::optim::SGD's buffers,
+  /// absent before the first step and with momentum 0).
   torch::OrderedDict<std::string, torch::Tensor> state() const;
   /// Restores what state() returned (same rule, same parameters); throws naming a missing or
   /// mismatched entry.
   void load_state(const torch::OrderedDict<std::string, torch::Tensor>& state);
+  /// The kind of buffer state() holds per parameter: "velocity" or "momentum_buffer".
+  std::string buffer_kind() const { return pytorch_ ? "momentum_buffer" : "velocity"; }
 
  private:
   bool is_bias(size_t index) const;
+  // torch::optim::SGD's state entry for parameter `index` (null before its first step).
+  torch::optim::SGDParamState* pytorch_state(size_t index) const;
+  void load_buffer(size_t index, const torch::Tensor& buffer);
 
   OptimizerConfig options_;
   double lr_;

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <filesystem>
 #include <iomanip>
+#include <map>
 #include <numeric>
 #include <sstream>
 #include <stdexcept>
@@ -44,6 +45,58 @@ std::string lr_text(double lr) {
   std::ostringstream out;
   out << std::setprecision(3) << lr;
   return out.str();
+}
+
+std::string devices_text(const std::vector<torch::Device>& devices) {
+  std::string text;
+  for (const auto& device : devices) text += (text.empty() ? "" : ",") + device.str();
+  return text;
+}
+
+using TensorDict = torch::OrderedDict<std::string, torch::Tensor>;
+
+// Splits "<kind>.<parameter name>" entries (optimizer buffers) by kind; entries without a dot
+// ("lr") go to `plain`.
+std::map<std::string, TensorDict> buffers_by_kind(const TensorDict& state, TensorDict& plain) {
+  std::map<std::string, TensorDict> kinds;
+  for (const auto& item : state) {
+    const auto dot = item.key().find('.');
+    if (dot == std::string::npos) {
+      plain.insert(item.key(), item.value());
+    } else {
+      kinds[item.key().substr(0, dot)].insert(item.key().substr(dot + 1), item.value());
+    }
+  }
+  return kinds;
+}
+
+// The optimizer's state under single-device parameter names (how checkpoints hold it), so a
+// run resumes on any device layout of the same model.
+TensorDict single_device_optimizer_state(const alexnet::AlexNet& model, const Sgd& optimizer) {
+  TensorDict state;
+  for (const auto& [kind, buffers] : buffers_by_kind(optimizer.state(), state)) {
+    for (const auto& item : model->to_single_device(buffers)) {
+      state.insert(kind + "." + item.key(), item.value());
+    }
+  }
+  return state;
+}
+
+// The inverse: a checkpoint's optimizer state under `model`'s parameter names.
+TensorDict layout_optimizer_state(const alexnet::AlexNet& model, const TensorDict& saved,
+                                  const std::string& path) {
+  TensorDict state;
+  for (const auto& [kind, buffers] : buffers_by_kind(saved, state)) {
+    TensorDict rows;
+    try {
+      rows = model->from_single_device(buffers);
+    } catch (const c10::Error& e) {
+      throw std::runtime_error("checkpoint '" + path + "': optimizer entries '" + kind +
+                               ".*': " + e.what_without_backtrace());
+    }
+    for (const auto& item : rows) state.insert(kind + "." + item.key(), item.value());
+  }
+  return state;
 }
 
 }  // namespace
@@ -228,6 +281,7 @@ Run::Run(TrainConfig config, const RunData& data, const RunOptions& options)
 
   open_model_and_loaders(data);
   state_.config = effective;
+  state_.resolved_devices = devices_text(devices_);
   describe_inputs(state_, config_, *data.train);
   if (resumed) resume_from(*resumed);
   if (comm_) join_ranks();
@@ -284,19 +338,23 @@ void Run::open_model_and_loaders(const RunData& data) {
 
 void Run::resume_from(const Checkpoint& checkpoint) {
   model_->load_single_device_state(checkpoint.model);
-  optimizer_->load_state(checkpoint.optimizer);
+  optimizer_->load_state(layout_optimizer_state(model_, checkpoint.optimizer, last_path_));
   schedule_->load_state(checkpoint.schedule);
   epoch_ = checkpoint.epoch;
   batch_in_epoch_ = checkpoint.batch_in_epoch;
   step_ = checkpoint.step;
-  restore_rng_states(checkpoint, devices_);
+  *log_ << "resuming " << last_path_ << " at epoch " << checkpoint.epoch + 1 << ", step "
+        << checkpoint.step << std::endl;
+  if (checkpoint.resolved_devices != state_.resolved_devices) {
+    *log_ << "the checkpoint was trained on devices " << checkpoint.resolved_devices
+          << "; continuing on " << state_.resolved_devices << std::endl;
+  }
+  restore_rng_states(checkpoint, devices_, *log_);
   elapsed_before_ = checkpoint.progress.value("elapsed_s", 0.0);
   best_val_ = checkpoint.progress.value("best_val_top1_error", 2.0);
   if (checkpoint.progress.contains("epoch_counts")) {
     epoch_counts_ = ErrorCounts::from_json(checkpoint.progress.at("epoch_counts"));
   }
-  *log_ << "resuming " << last_path_ << " at epoch " << epoch_ + 1 << ", step " << step_
-        << std::endl;
 }
 
 void Run::join_ranks() {
@@ -552,7 +610,7 @@ void Run::write_checkpoint(int64_t at_epoch, int64_t at_batch) {
                           "; lower optimizer.lr or check the data");
     }
   }
-  state_.optimizer = optimizer_->state();
+  state_.optimizer = single_device_optimizer_state(model_, *optimizer_);
   state_.schedule = schedule_->state();
   state_.epoch = at_epoch;
   state_.batch_in_epoch = at_batch;
