@@ -33,6 +33,11 @@ struct LoadedModel {
   /// The preprocessing the model was trained with (evaluation pipeline).
   transforms::PipelineOptions pipeline;
   std::string default_data;
+  /// Class names by output index; empty where the file holds none.
+  std::vector<std::string> class_names;
+  int64_t num_classes = 0;
+  /// The file it was read from.
+  std::string path;
 };
 
 LoadedModel load_torchscript(const std::string& path, torch::Device device) {
@@ -43,6 +48,9 @@ LoadedModel load_torchscript(const std::string& path, torch::Device device) {
     return exported->module.forward({x}).toTensor();
   };
   model.default_data = "fashion-mnist";
+  model.class_names = exported->info.class_names;
+  model.num_classes = exported->num_classes;
+  model.path = path;
   return model;
 }
 
@@ -59,6 +67,9 @@ LoadedModel load_checkpoint_model(const std::string& path, torch::Device device)
   model.pipeline.std = checkpoint.std;
   model.forward = [net](const torch::Tensor& x) mutable { return net->forward(x); };
   model.default_data = checkpoint.config.value("data", json::object()).value("source", "");
+  model.class_names = checkpoint.class_names;
+  model.num_classes = options.num_classes();
+  model.path = path;
   return model;
 }
 
@@ -86,16 +97,47 @@ void save_images(const data::Dataset& dataset, size_t count, const std::string& 
 #endif
 }
 
-// The --split of `source` (its first --limit images), decoded for a shorter side of `resize`;
-// writes the first of them with --save-images.
+// `dataset` labelled as `model`'s outputs: its own labels where its class names are the
+// model's, mapped by name with --match-classes-by-name; otherwise refused, naming the classes.
+data::DatasetPtr labels_for_model(const ArgParser& parser, data::DatasetPtr dataset,
+                                  const std::string& source, const LoadedModel& model) {
+  const auto& classes = dataset->class_names();
+  if (model.class_names.empty()) {
+    TORCH_CHECK(static_cast<int64_t>(classes.size()) <= model.num_classes, "--data ", source,
+                " has ", classes.size(), " classes but the model ", model.path, " has ",
+                model.num_classes, " outputs and no class names to match them by");
+    return dataset;
+  }
+  const std::string difference = data::describe_class_difference(classes, model.class_names);
+  if (difference.empty()) return dataset;
+  if (!parser.get_flag("match-classes-by-name")) {
+    throw std::invalid_argument("--data " + source + " does not have the classes of the model " +
+                                model.path + ": " + difference +
+                                ". Scoring it would compare images with other classes' outputs; "
+                                "--match-classes-by-name maps the data's classes to the "
+                                "model's by name");
+  }
+  try {
+    return data::relabel_by_name(std::move(dataset), model.class_names);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument("--data " + source + " cannot be scored by the model " +
+                                model.path + ": " + e.what());
+  }
+}
+
+// The --split of `source` labelled as the model's outputs (--limit images of it, every class
+// in proportion, drawn with --seed), decoded for a shorter side of the model's resize; writes
+// the first of them with --save-images.
 data::DatasetPtr open_eval_data(const ArgParser& parser, const std::string& source,
-                                int64_t resize) {
+                                const LoadedModel& model) {
   data::DatasetOptions data_options;
   data_options.split = parser.get("split");
-  data_options.image_size = resize;
-  data::DatasetPtr dataset = data::open_dataset(source, data_options);
+  data_options.image_size = model.pipeline.resize;
+  data::DatasetPtr dataset =
+      labels_for_model(parser, data::open_dataset(source, data_options), source, model);
   if (parser.get_int("limit") > 0) {
-    dataset = data::subset(dataset, static_cast<size_t>(parser.get_int("limit")));
+    dataset = data::stratified_subset(dataset, static_cast<size_t>(parser.get_int("limit")),
+                                      static_cast<uint64_t>(parser.get_int("seed")));
   }
   if (parser.has("save-images")) {
     save_images(*dataset, static_cast<size_t>(parser.get_int("save-count")),
@@ -117,7 +159,8 @@ int run_eval(const std::vector<std::string>& args) {
               "image folder, packed file, IDX folder or fashion-mnist (default: the "
               "checkpoint's training source, or fashion-mnist)")
       .option("split", "train or val (test)", "val")
-      .option("limit", "only the first N images (0: all)", "0")
+      .option("limit", "only N images, every class in proportion, drawn with --seed (0: all)", "0")
+      .option("seed", "seed of the images --limit keeps", "0")
       .option("batch-size", "images per batch", "100")
       .option("workers", "data loading threads", "2")
       .option("threads", "intra-op threads (0: all cores)", "0")
@@ -127,6 +170,9 @@ int run_eval(const std::vector<std::string>& args) {
               "as PNG files to this folder, named INDEX_CLASS.png")
       .option("save-count", "images for --save-images", "8")
       .flag("ten-crop", "average the softmax over the paper's ten crops")
+      .flag("match-classes-by-name",
+            "score data whose classes differ from the model's: each class is matched to the "
+            "model's class of the same name (every class of the data must be one of the model's)")
       .flag("json", "print the result as JSON");
   if (!parser.parse(args)) return 0;
   runtime::tune_runtime({"eval"}, args);
@@ -143,7 +189,7 @@ int run_eval(const std::vector<std::string>& args) {
   std::string source = parser.has("data") ? parser.get("data") : model.default_data;
   if (source.empty()) source = "fashion-mnist";
 
-  const data::DatasetPtr dataset = open_eval_data(parser, source, model.pipeline.resize);
+  const data::DatasetPtr dataset = open_eval_data(parser, source, model);
 
   data::LoaderOptions loader_options;
   loader_options.batch_size = parser.get_int("batch-size");
@@ -180,7 +226,8 @@ int run_eval(const std::vector<std::string>& args) {
   return 0;
 }
 
-const Registration kEvalRegistration{"eval", "top-1/top-5 error of a model or checkpoint", run_eval};
+const Registration kEvalRegistration{"eval", "top-1/top-5 error of a model or checkpoint",
+                                     run_eval};
 
 }  // namespace
 }  // namespace alexnet::cli

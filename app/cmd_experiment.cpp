@@ -27,7 +27,10 @@ using nlohmann::json;
 void declare_common(ArgParser& parser, const std::string& out, const std::string& epochs) {
   parser.option("config", "base training configuration (default: configs/fashion-mnist.json)")
       .option("data", "training data (overrides data.source)")
-      .option("train-limit", "training images (the first N of the training split; 0: all)", "10000")
+      .option("train-limit",
+              "training images (N of the training split, every class in proportion, drawn with "
+              "--seed; 0: all)",
+              "10000")
       .option("epochs", "epochs per run", epochs)
       .option("seed", "random seed (the first seed of an ablation)", "0")
       .option("threads", "intra-op threads (0: all cores)", "0")
@@ -112,7 +115,7 @@ int run_relu_vs_tanh(const ArgParser& parser, const std::vector<std::string>& ov
   auto base = base_config(parser, overrides, effective);
   const double target = parser.get_double("target-error");
   runtime::set_threads(base.threads);
-  const auto data = train::open_run_data(base.data);
+  const auto data = train::open_run_data(base.data, base.seed);
   experiments::resolve_shared_statistics(base, data, std::cerr);
   auto settings = settings_from(parser, base);
   fs::create_directories(settings.out_dir);
@@ -165,7 +168,7 @@ int run_ablation(const ArgParser& parser, const std::vector<std::string>& overri
   json effective;
   auto base = base_config(parser, overrides, effective);
   runtime::set_threads(base.threads);
-  const auto data = train::open_run_data(base.data);
+  const auto data = train::open_run_data(base.data, base.seed);
   experiments::resolve_shared_statistics(base, data, std::cerr);
   auto settings = settings_from(parser, base);
   fs::create_directories(settings.out_dir);
@@ -254,8 +257,8 @@ int run_experiment(const std::vector<std::string>& args) {
   return which.empty() || which == "--help" || which == "help" ? 0 : 2;
 }
 
-const Registration kExperimentRegistration{"experiment", "the paper's experiments: relu-vs-tanh, ablation",
-                                 run_experiment};
+const Registration kExperimentRegistration{
+    "experiment", "the paper's experiments: relu-vs-tanh, ablation", run_experiment};
 
 }  // namespace
 }  // namespace alexnet::cli

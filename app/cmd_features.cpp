@@ -32,7 +32,8 @@ int run_features(const std::vector<std::string>& args) {
               "data source (image folder, packed file, IDX folder, CIFAR-10 folder, "
               "fashion-mnist)")
       .option("split", "train, val or test", "test")
-      .option("limit", "only the first N images (0: all)", "0")
+      .option("limit", "only N images, every class in proportion, drawn with --seed (0: all)", "0")
+      .option("seed", "seed of the images --limit keeps", "0")
       .option("out", "feature index to write")
       .option("batch-size", "images per forward pass", "64")
       .option("workers", "loader threads", "2")
@@ -55,7 +56,8 @@ int run_features(const std::vector<std::string>& args) {
   auto model = train::load_exported_model(model_path);
   auto dataset = data::open_dataset(source, split);
   if (parser.get_int("limit") > 0) {
-    dataset = data::subset(dataset, static_cast<size_t>(parser.get_int("limit")));
+    dataset = data::stratified_subset(dataset, static_cast<size_t>(parser.get_int("limit")),
+                                      static_cast<uint64_t>(parser.get_int("seed")));
   }
   experiments::FeatureOptions options;
   options.batch_size = parser.get_int("batch-size");

@@ -169,7 +169,7 @@ int run_train(const std::vector<std::string>& args) {
   const bool quiet = distributed.rank > 0;  // rank 0 speaks for the job
 
   runtime::set_threads(config.threads);
-  const train::RunData data = train::open_run_data(config.data);
+  const train::RunData data = train::open_run_data(config.data, config.seed);
 
   const StopOnSignal stop;
   train::RunOptions options;

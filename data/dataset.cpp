@@ -87,6 +87,40 @@ class Subset : public Dataset {
   std::vector<size_t> indices_;
 };
 
+// A data set's samples, labelled by a mapping from its labels to another list of classes.
+class Relabelled : public Dataset {
+ public:
+  Relabelled(DatasetPtr base, std::vector<int64_t> mapping, std::vector<std::string> names)
+      : base_(std::move(base)), mapping_(std::move(mapping)), names_(std::move(names)) {}
+  size_t size() const override { return base_->size(); }
+  Sample get(size_t index) const override {
+    Sample sample = base_->get(index);
+    sample.label = mapped(sample.label);
+    return sample;
+  }
+  int64_t label(size_t index) const override { return mapped(base_->label(index)); }
+  const std::vector<std::string>& class_names() const override { return names_; }
+  std::string describe(size_t index) const override { return base_->describe(index); }
+  std::optional<DatasetStats> stats() const override { return base_->stats(); }
+
+ private:
+  int64_t mapped(int64_t label) const { return mapping_.at(static_cast<size_t>(label)); }
+  DatasetPtr base_;
+  std::vector<int64_t> mapping_;
+  std::vector<std::string> names_;
+};
+
+// The names of `names` that `others` lacks, quoted and comma-separated.
+std::string names_missing_from(const std::vector<std::string>& names,
+                               const std::vector<std::string>& others) {
+  std::string out;
+  for (const auto& name : names) {
+    if (std::find(others.begin(), others.end(), name) != others.end()) continue;
+    out += (out.empty() ? "'" : ", '") + name + "'";
+  }
+  return out;
+}
+
 }  // namespace
 
 const std::vector<std::string>& fashion_mnist_class_names() {
@@ -186,6 +220,35 @@ DatasetPtr subset(DatasetPtr dataset, size_t n) {
 
 DatasetPtr subset(DatasetPtr dataset, std::vector<size_t> indices) {
   return std::make_shared<Subset>(std::move(dataset), std::move(indices));
+}
+
+std::string describe_class_difference(const std::vector<std::string>& data_classes,
+                                      const std::vector<std::string>& model_classes) {
+  if (data_classes == model_classes) return "";
+  const std::string missing = names_missing_from(model_classes, data_classes);
+  const std::string extra = names_missing_from(data_classes, model_classes);
+  std::string out;
+  if (!missing.empty()) out = "the model's classes " + missing + " are missing from the data";
+  if (!extra.empty()) {
+    out += (out.empty() ? "" : "; ") + std::string("the data's classes ") + extra +
+           " are not among the model's";
+  }
+  return out.empty() ? "the data holds the model's classes in another order" : out;
+}
+
+DatasetPtr relabel_by_name(DatasetPtr dataset, const std::vector<std::string>& model_classes) {
+  TORCH_CHECK(dataset != nullptr, "relabel_by_name of a null data set");
+  const std::string extra = names_missing_from(dataset->class_names(), model_classes);
+  if (!extra.empty()) {
+    throw std::invalid_argument("the data's classes " + extra +
+                                " are not among the model's, so their images cannot be scored");
+  }
+  std::vector<int64_t> mapping;
+  for (const auto& name : dataset->class_names()) {
+    const auto found = std::find(model_classes.begin(), model_classes.end(), name);
+    mapping.push_back(static_cast<int64_t>(found - model_classes.begin()));
+  }
+  return std::make_shared<Relabelled>(std::move(dataset), std::move(mapping), model_classes);
 }
 
 void StatsAccumulator::add(const torch::Tensor& image) {

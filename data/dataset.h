@@ -134,6 +134,17 @@ StratifiedSplit stratified_split(DatasetPtr dataset, size_t n, uint64_t seed);
 /// in proportion; equal to stratified_split(dataset, n, seed).selected for n < size.
 DatasetPtr stratified_subset(DatasetPtr dataset, size_t n, uint64_t seed);
 
+/// How the class names of a data set differ from a model's, in words: the model's classes
+/// missing from the data, the data's classes the model lacks, or "the same classes in another
+/// order". Empty when the names are equal, index for index.
+std::string describe_class_difference(const std::vector<std::string>& data_classes,
+                                      const std::vector<std::string>& model_classes);
+
+/// `dataset` with its labels as indices into `model_classes`, matched by class name, and
+/// model_classes as its class names (a model's classes missing from the data are fine).
+/// Throws std::invalid_argument naming every class of the data that model_classes lacks.
+DatasetPtr relabel_by_name(DatasetPtr dataset, const std::vector<std::string>& model_classes);
+
 /// Per-channel mean/std and the RGB covariance eigen-decomposition over up to `max_images`
 /// images drawn without replacement (seeded); all images when max_images is 0 or larger than
 /// the set. Images that fail to decode are left out; any other error (an image that is not

@@ -10,6 +10,7 @@
 #include <sstream>
 #include <thread>
 
+#include <torch/csrc/distributed/c10d/FileStore.hpp>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/csrc/distributed/c10d/Types.hpp>
@@ -76,13 +77,36 @@ PeerInfo parse_peer(const std::string& value) {
   return peer;
 }
 
+// "HOST:PORT" of rank 0's TCP store, or "file PATH" of a local job's rendezvous file.
+std::string rendezvous_name(const DistributedConfig& config) {
+  if (!config.rendezvous_file.empty()) return "file " + config.rendezvous_file;
+  return config.master_addr + ":" + std::to_string(config.master_port);
+}
+
 std::string key_join(int64_t rank) { return "alexnet/join/" + std::to_string(rank); }
 std::string key_claim(int64_t rank) { return "alexnet/claim/" + std::to_string(rank); }
 std::string key_progress(int64_t rank) { return "alexnet/progress/" + std::to_string(rank); }
 
-// Rank 0 hosts the TCPStore at `where`; the other ranks connect to it.
+// The ranks of a local job meet in the file config.rendezvous_file, which only this user can
+// reach.
+c10::intrusive_ptr<c10d::Store> open_file_store(const Communicator::State& s) {
+  const auto& config = s.config;
+  try {
+    auto store = c10::make_intrusive<c10d::FileStore>(config.rendezvous_file,
+                                                      static_cast<int>(config.world_size));
+    store->setTimeout(config.timeout);
+    return store;
+  } catch (const std::exception& e) {
+    throw DistributedError(s.who() + ": cannot open the rendezvous file " + config.rendezvous_file +
+                           " (ALEXNET_RENDEZVOUS_FILE) [" + e.what() + "]");
+  }
+}
+
+// Rank 0 hosts the TCPStore at `where`; the other ranks connect to it. A local job meets in
+// its rendezvous file instead.
 c10::intrusive_ptr<c10d::Store> open_store(const Communicator::State& s, const std::string& where) {
   const auto& config = s.config;
+  if (!config.rendezvous_file.empty()) return open_file_store(s);
   c10d::TCPStoreOptions store_options;
   store_options.port = static_cast<std::uint16_t>(config.master_port);
   store_options.isServer = config.rank == 0;
@@ -170,17 +194,15 @@ void wait_for_all_ranks(Communicator::State& s, const std::string& where) {
 }
 
 #if ALEXNET_WITH_GLOO
-bool is_loopback(const std::string& address) {
-  return address == "localhost" || address.rfind("127.", 0) == 0 || address == "::1";
-}
-
 // Gloo's network device: GLOO_SOCKET_IFNAME's interface when set, the loopback address for a
 // local job, else the device of this host's name.
 std::shared_ptr<::gloo::transport::Device> gloo_device(const std::string& master_addr) {
   if (const char* ifname = std::getenv("GLOO_SOCKET_IFNAME"); ifname && *ifname) {
     return c10d::ProcessGroupGloo::createDeviceForInterface(ifname);
   }
-  if (is_loopback(master_addr)) return c10d::ProcessGroupGloo::createDeviceForHostname(master_addr);
+  if (is_loopback_address(master_addr)) {
+    return c10d::ProcessGroupGloo::createDeviceForHostname(master_addr);
+  }
   return c10d::ProcessGroupGloo::createDefaultDevice();
 }
 #endif
@@ -231,8 +253,7 @@ int64_t Communicator::State::record_progress(const std::string& what) {
     store->set(key_progress(config.rank), bytes(std::to_string(number)));
   } catch (const std::exception& e) {
     throw DistributedError(who() + ": " + what + " (collective #" + std::to_string(number) +
-                           "): the rendezvous store on rank 0 at " + config.master_addr + ":" +
-                           std::to_string(config.master_port) +
+                           "): the rendezvous store " + rendezvous_name(config) +
                            " is unreachable, so rank 0 has stopped or died (" + e.what() + ")");
   }
   return number;
@@ -290,7 +311,7 @@ Communicator::Communicator(const DistributedConfig& config, const torch::Device&
               config.master_port, " is outside 1..65535");
   s.backend = resolve_backend(config.backend, device);
   s.device = device;
-  const std::string where = config.master_addr + ":" + std::to_string(config.master_port);
+  const std::string where = rendezvous_name(config);
   s.store = open_store(s, where);
   register_rank(s, where);
   wait_for_all_ranks(s, where);

@@ -54,7 +54,14 @@ DistributedConfig distributed_config_from_env() {
                                 " but MASTER_PORT is not set (rank 0's rendezvous port)");
   }
   config.master_port = env_int("MASTER_PORT", config.master_port, 1, 65535);
+  if (const char* file = std::getenv("ALEXNET_RENDEZVOUS_FILE"); file != nullptr) {
+    config.rendezvous_file = file;
+  }
   return config;
+}
+
+bool is_loopback_address(const std::string& address) {
+  return address == "localhost" || address.rfind("127.", 0) == 0 || address == "::1";
 }
 
 bool nccl_available() {

@@ -26,6 +26,12 @@ struct DistributedConfig {
   int64_t local_world_size = 1;
   std::string master_addr = "127.0.0.1";  ///< MASTER_ADDR: rank 0's address
   int64_t master_port = 29500;            ///< MASTER_PORT: rank 0's rendezvous port
+  /// ALEXNET_RENDEZVOUS_FILE: where the ranks of a job on one machine meet (a c10d FileStore
+  /// in a folder only this user may enter, set by launch_local_processes); no TCP port is
+  /// opened for the rendezvous then. Empty: rank 0 hosts a TCP store on MASTER_PORT, on every
+  /// interface (c10d's TCPStore in LibTorch 1.13 has no listen address), which a job across
+  /// machines needs and which must then run on a trusted network.
+  std::string rendezvous_file;
   /// "auto" (NCCL for CUDA devices where LibTorch has it, else Gloo), "gloo" or "nccl".
   std::string backend = "auto";
   /// Bound on joining the job and on every collective: a dead or hung rank makes the others
@@ -37,11 +43,14 @@ struct DistributedConfig {
 };
 
 /// Reads RANK, WORLD_SIZE, LOCAL_RANK (default: RANK), LOCAL_WORLD_SIZE (default:
-/// WORLD_SIZE), MASTER_ADDR and MASTER_PORT. Without WORLD_SIZE the result is a single
-/// process (world_size 1). Throws std::invalid_argument naming the variable and its value
-/// when one is malformed or out of range (RANK >= WORLD_SIZE, a port outside 1..65535, RANK
+/// WORLD_SIZE), MASTER_ADDR, MASTER_PORT and ALEXNET_RENDEZVOUS_FILE. Without WORLD_SIZE the result
+/// is a single process (world_size 1). Throws std::invalid_argument naming the variable and its
+/// value when one is malformed or out of range (RANK >= WORLD_SIZE, a port outside 1..65535, RANK
 /// set without WORLD_SIZE), or when WORLD_SIZE > 1 and MASTER_ADDR or MASTER_PORT is unset.
 DistributedConfig distributed_config_from_env();
+
+/// Whether `address` names this machine's loopback interface: "localhost", 127.x.y.z or ::1.
+bool is_loopback_address(const std::string& address);
 
 /// "gloo" or "nccl" for `requested` ("auto", "gloo", "nccl") and the training device.
 /// Throws std::invalid_argument for an unknown name, for NCCL where LibTorch lacks it, and

@@ -12,12 +12,17 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <optional>
 #include <ostream>
 #include <stdexcept>
 #include <thread>
 
 #include <c10/util/Exception.h>
+
+#include "distributed/environment.h"
 
 extern char** environ;
 
@@ -58,6 +63,32 @@ class SignalForwarding {
   struct sigaction old_term_ {};
 };
 
+// A folder that only this user may enter (mode 0700, made by mkdtemp under $TMPDIR or /tmp),
+// removed with everything in it when the object goes.
+class PrivateFolder {
+ public:
+  explicit PrivateFolder(const std::string& prefix) {
+    const char* tmp = std::getenv("TMPDIR");
+    std::string pattern =
+        std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/" + prefix + "XXXXXX";
+    if (mkdtemp(pattern.data()) == nullptr) {
+      throw std::runtime_error("cannot create a private folder " + pattern + ": " +
+                               std::strerror(errno));
+    }
+    path_ = pattern;
+  }
+  ~PrivateFolder() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  PrivateFolder(const PrivateFolder&) = delete;
+  PrivateFolder& operator=(const PrivateFolder&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
 struct Child {
   pid_t pid = -1;
   bool running = false;
@@ -86,8 +117,13 @@ std::string status_text(int status, int* exit_code) {
 
 // This process's environment without the variables the launcher sets, then options.env.
 std::vector<std::string> inherited_environment(const LaunchOptions& options) {
-  static const std::vector<std::string> kReplaced{
-      "RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"};
+  static const std::vector<std::string> kReplaced{"RANK",
+                                                  "LOCAL_RANK",
+                                                  "WORLD_SIZE",
+                                                  "LOCAL_WORLD_SIZE",
+                                                  "MASTER_ADDR",
+                                                  "MASTER_PORT",
+                                                  "ALEXNET_RENDEZVOUS_FILE"};
   std::vector<std::string> base_env;
   for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
     const std::string entry(*e);
@@ -120,7 +156,8 @@ std::vector<std::string> inherited_environment(const LaunchOptions& options) {
 // reaped, and std::runtime_error is thrown.
 std::vector<Child> start_ranks(const std::string& executable, const std::vector<char*>& argv,
                                const std::vector<std::string>& base_env,
-                               const LaunchOptions& options, int64_t port) {
+                               const LaunchOptions& options, int64_t port,
+                               const std::string& rendezvous_file) {
   std::vector<Child> children(static_cast<size_t>(options.nproc));
   for (int64_t rank = 0; rank < options.nproc; ++rank) {
     std::vector<std::string> env_text = base_env;
@@ -130,6 +167,7 @@ std::vector<Child> start_ranks(const std::string& executable, const std::vector<
     env_text.push_back("LOCAL_WORLD_SIZE=" + std::to_string(options.nproc));
     env_text.push_back("MASTER_ADDR=" + options.master_addr);
     env_text.push_back("MASTER_PORT=" + std::to_string(port));
+    if (!rendezvous_file.empty()) env_text.push_back("ALEXNET_RENDEZVOUS_FILE=" + rendezvous_file);
     std::vector<char*> envp;
     for (auto& e : env_text) envp.push_back(e.data());
     envp.push_back(nullptr);
@@ -246,18 +284,31 @@ LaunchResult launch_local_processes(const std::string& executable,
       options.master_port > 0 ? options.master_port : find_free_port(options.master_addr);
   // Everything the children need is built before fork: between fork and exec only
   // async-signal-safe calls are allowed.
-  const std::vector<std::string> base_env = inherited_environment(options);
+  std::vector<std::string> base_env = inherited_environment(options);
   std::vector<std::string> argv_text{executable};
   argv_text.insert(argv_text.end(), args.begin(), args.end());
   std::vector<char*> argv;
   for (auto& a : argv_text) argv.push_back(a.data());
   argv.push_back(nullptr);
 
+  // Ranks on the loopback address meet in a file only this user can reach, not on a TCP
+  // port open to every interface (LibTorch 1.13's TCPStore cannot listen on one address).
+  // NCCL's bootstrap, too, stays on the loopback interface unless told otherwise.
+  std::optional<PrivateFolder> rendezvous;
+  if (is_loopback_address(options.master_addr)) {
+    rendezvous.emplace("alexnet-rendezvous-");
+    const bool nccl_interface_set =
+        std::any_of(base_env.begin(), base_env.end(),
+                    [](const std::string& e) { return e.rfind("NCCL_SOCKET_IFNAME=", 0) == 0; });
+    if (!nccl_interface_set) base_env.push_back("NCCL_SOCKET_IFNAME=lo");
+  }
+  const std::string rendezvous_file = rendezvous ? rendezvous->path() + "/store" : "";
+
   LaunchResult result;
   bool forwarded = false;
   {
     SignalForwarding forwarding;
-    auto children = start_ranks(executable, argv, base_env, options, port);
+    auto children = start_ranks(executable, argv, base_env, options, port, rendezvous_file);
     forwarded = supervise(children, options, result);
   }
   if (result.failed_rank < 0 && forwarded) {

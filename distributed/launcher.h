@@ -43,12 +43,15 @@ struct LaunchResult {
 
 /// Starts `nproc` copies of `executable` with `args` (argv[1..]) on this machine, each with
 /// RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT set, and
-/// waits for all of them. When one fails, the rest are stopped (SIGTERM, then SIGKILL after
-/// kill_grace) and the failure is reported. The processes run in their own process group
-/// and end with the launcher; a SIGINT or SIGTERM to the launcher is passed on to each of
-/// them once (a second one kills them), and the result's exit code is then 128 + the
-/// signal's number. Throws std::runtime_error when a process cannot be started or no free
-/// port is found, c10::Error when options.nproc < 1.
+/// waits for all of them. With a loopback master_addr (a job on this machine only) they also
+/// get ALEXNET_RENDEZVOUS_FILE, a file in a new folder of mode 0700 under $TMPDIR (or /tmp)
+/// that the launcher removes when they are done: the ranks meet there, and no rendezvous port
+/// is opened; and NCCL_SOCKET_IFNAME=lo unless it is set. When one fails, the rest are stopped
+/// (SIGTERM, then SIGKILL after kill_grace) and the failure is reported. The processes run in their
+/// own process group and end with the launcher; a SIGINT or SIGTERM to the launcher is passed on to
+/// each of them once (a second one kills them), and the result's exit code is then 128 + the
+/// signal's number. Throws std::runtime_error when a process cannot be started, no free port
+/// is found or the private folder cannot be made, c10::Error when options.nproc < 1.
 LaunchResult launch_local_processes(const std::string& executable,
                                     const std::vector<std::string>& args,
                                     const LaunchOptions& options);

@@ -1246,3 +1246,51 @@ TEST_CASE("`alexnet prepare --limit` keeps every class in proportion", "[data][p
 }
 
 #endif  // ALEXNET_WITH_OPENCV
+
+// Matching a data set's classes to a model's
+
+namespace {
+
+// Sample i has label labels[i] of the classes `names`.
+class NamedDataset : public LabelledDataset {
+ public:
+  NamedDataset(std::vector<int64_t> labels, std::vector<std::string> names)
+      : LabelledDataset(std::move(labels), names.size()), names_(std::move(names)) {}
+  const std::vector<std::string>& class_names() const override { return names_; }
+
+ private:
+  std::vector<std::string> names_;
+};
+
+}  // namespace
+
+TEST_CASE("describe_class_difference names the missing and the extra classes", "[data][classes]") {
+  const std::vector<std::string> model{"cat", "dog", "fox"};
+  CHECK(describe_class_difference(model, model).empty());
+  CHECK(describe_class_difference({"cat", "fox"}, model) ==
+        "the model's classes 'dog' are missing from the data");
+  CHECK(describe_class_difference({"cat", "fox", "owl", "yak"}, model) ==
+        "the model's classes 'dog' are missing from the data; the data's classes 'owl', 'yak' "
+        "are not among the model's");
+  CHECK(describe_class_difference({"fox", "dog", "cat"}, model) ==
+        "the data holds the model's classes in another order");
+}
+
+TEST_CASE("relabel_by_name maps the data's classes to the model's by name", "[data][classes]") {
+  const std::vector<std::string> model{"cat", "dog", "fox"};
+  auto data = std::make_shared<NamedDataset>(std::vector<int64_t>{0, 1, 1, 0},
+                                             std::vector<std::string>{"fox", "cat"});
+  const auto relabelled = relabel_by_name(data, model);
+  REQUIRE(relabelled->size() == 4);
+  CHECK(relabelled->class_names() == model);
+  const std::vector<int64_t> expected{2, 0, 0, 2};
+  for (size_t i = 0; i < 4; ++i) {
+    CHECK(relabelled->label(i) == expected[i]);
+    CHECK(relabelled->get(i).label == expected[i]);
+    CHECK(relabelled->describe(i) == data->describe(i));
+  }
+  auto extra = std::make_shared<NamedDataset>(std::vector<int64_t>{0, 1, 2},
+                                              std::vector<std::string>{"cat", "owl", "yak"});
+  CHECK_THROWS_WITH(relabel_by_name(extra, model),
+                    Catch::Contains("'owl', 'yak'") && Catch::Contains("not among the model's"));
+}

@@ -28,9 +28,9 @@
 #include "distributed/gradient_reducer.h"
 #include "distributed/launcher.h"
 #include "model/alexnet.h"
+#include "tests/support.h"
 #include "train/checkpoint.h"
 #include "train/trainer.h"
-#include "tests/support.h"
 
 using namespace alexnet;
 using namespace alexnet::distributed;
@@ -95,11 +95,10 @@ class ScopedEnv {
   std::vector<std::pair<std::string, std::optional<std::string>>> saved_;
 };
 
-const std::vector<std::string> kDistVars{"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
-                                         "MASTER_PORT"};
+const std::vector<std::string> kDistVars{"RANK",        "WORLD_SIZE",  "LOCAL_RANK",
+                                         "MASTER_ADDR", "MASTER_PORT", "ALEXNET_RENDEZVOUS_FILE"};
 
 std::string self_executable() { return fs::read_symlink("/proc/self/exe").string(); }
-
 
 std::string read_text(const fs::path& path) {
   std::ifstream in(path);
@@ -288,6 +287,40 @@ TrainSummary run_trainer(int64_t max_steps, const std::string& run_dir, bool res
   return train::train(trainer_config(max_steps), corner_data(), options);
 }
 
+// The local addresses ("0100007F:1F90", as /proc/net/tcp writes them) of the TCP sockets this
+// process listens on, IPv4 and IPv6.
+std::vector<std::string> listening_addresses() {
+  std::set<std::string> inodes;
+  for (const auto& entry : fs::directory_iterator("/proc/self/fd")) {
+    std::error_code error;
+    const std::string target = fs::read_symlink(entry.path(), error).string();
+    if (target.rfind("socket:[", 0) == 0) inodes.insert(target.substr(8, target.size() - 9));
+  }
+  std::vector<std::string> addresses;
+  for (const char* table : {"/proc/net/tcp", "/proc/net/tcp6"}) {
+    std::ifstream in(table);
+    std::string line;
+    std::getline(in, line);  // the header
+    while (std::getline(in, line)) {
+      std::istringstream fields(line);
+      std::string slot, local, remote, state, queues, timer, retransmits, uid, timeout, inode;
+      fields >> slot >> local >> remote >> state >> queues >> timer >> retransmits >> uid >>
+          timeout >> inode;
+      if (state == "0A" && inodes.count(inode)) addresses.push_back(local);  // 0A: LISTEN
+    }
+  }
+  return addresses;
+}
+
+// Whether a /proc/net/tcp{,6} address is on the loopback interface: 127.x.y.z, ::1, or
+// 127.x.y.z mapped into IPv6 (the address is written as 32-bit words in host byte order).
+bool is_loopback_hex(const std::string& address) {
+  const std::string host = address.substr(0, address.find(':'));
+  if (host.size() == 8) return host.substr(6) == "7F";
+  return host == "00000000000000000000000001000000" ||
+         (host.rfind("0000000000000000FFFF0000", 0) == 0 && host.substr(30) == "7F");
+}
+
 DistributedConfig worker_config() {
   auto config = distributed_config_from_env();
   const char* timeout = std::getenv("ALEXNET_TEST_TIMEOUT_MS");
@@ -350,6 +383,20 @@ TEST_CASE("distributed worker", "[.dist-worker]") {
     return;
   }
 
+  // Each rank reports the addresses it listens on once the job is connected, and the mode of
+  // its rendezvous file's folder.
+  if (scenario == "listen") {
+    Communicator communicator(config, torch::kCPU);
+    std::ofstream report(out / (rank_name + ".txt"));
+    for (const auto& address : listening_addresses()) report << address << "\n";
+    const fs::path folder = fs::path(config.rendezvous_file).parent_path();
+    std::ofstream(out / (rank_name + "_folder.txt"))
+        << folder.string() << "\n"
+        << std::oct << static_cast<int>(fs::status(folder).permissions());
+    communicator.barrier();
+    return;
+  }
+
   // Fault scenarios: rank 0 reports what it saw in rank0.txt.
   if (scenario == "dead" || scenario == "hung") {
     if (config.rank == 0) signal(SIGTERM, SIG_IGN);  // finish the report after rank 1 fails
@@ -397,6 +444,7 @@ TEST_CASE("DistributedConfig reads torchrun's variables", "[distributed]") {
     CHECK(config.local_rank == 1);
     CHECK(config.master_addr == "10.0.0.7");
     CHECK(config.master_port == 29400);
+    CHECK(config.rendezvous_file.empty());  // rank 0 hosts a TCP store for other machines
     CHECK(config.enabled());
   }
   auto error_of = [](std::vector<std::pair<std::string, std::string>> vars) {
@@ -534,6 +582,46 @@ TEST_CASE("float64 tells a data-parallel fault from rounding", "[distributed]") 
   // And the same computation repeated agrees far inside the tolerance.
   CHECK(worst_relative_to_movement(reference_weights({torch::kCPU}), right, initial) <
         kMovementTolerance);
+}
+
+TEST_CASE("A local job listens on the loopback interface only", "[distributed]") {
+  // listening_addresses() sees a socket that listens on 127.0.0.1 as such. (A job started
+  // with torchrun's variables listens on every interface, [::] in /proc/net/tcp6: rank 0's
+  // TCP store.)
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0);
+  REQUIRE(listen(fd, 1) == 0);
+  const auto own = listening_addresses();
+  close(fd);
+  REQUIRE(own.size() == 1);
+  CHECK(is_loopback_hex(own[0]));
+  CHECK_FALSE(is_loopback_hex("00000000:1F90"));
+  CHECK_FALSE(is_loopback_hex("00000000000000000000000000000000:1F90"));
+
+  const auto out = fresh_dir("listen");
+  const auto result = run_workers("listen", out);
+  INFO(result.message);
+  REQUIRE(result.exit_code == 0);
+  for (const std::string rank : {"rank0", "rank1"}) {
+    std::istringstream report(read_text(out / (rank + ".txt")));
+    for (std::string address; report >> address;) {
+      INFO(rank << " listens on " << address);
+      CHECK(is_loopback_hex(address));
+    }
+    // The ranks met in a file in a folder only this user may enter, removed afterwards.
+    std::istringstream folder_report(read_text(out / (rank + "_folder.txt")));
+    std::string folder;
+    int mode = 0;
+    folder_report >> folder >> std::oct >> mode;
+    CHECK(folder.find("alexnet-rendezvous-") != std::string::npos);
+    CHECK(mode == 0700);
+    CHECK_FALSE(fs::exists(folder));
+  }
+  fs::remove_all(out);
 }
 
 TEST_CASE("A port in use is a clear error", "[distributed]") {

@@ -28,7 +28,6 @@ namespace {
 
 using alexnet::testing::TempDir;
 
-
 // A tiny in-memory data set: image i is [3, 12, 12] filled with a pattern of i, label i % 3.
 class TinyDataset : public alexnet::data::Dataset {
  public:
@@ -500,6 +499,21 @@ TEST_CASE("The kernels, features and neighbours commands on a tiny model", "[exp
 
   CHECK(run_alexnet("neighbours --index " + dir / "tiny.index" + " '#12'", dir / "bad.txt") != 0);
   CHECK(read_text(dir / "bad.txt.err").find("#12") != std::string::npos);
+
+  // --limit 8 draws two images of each of the 4 classes, the same ones for the same --seed.
+  auto limited = [&](const std::string& seed, const std::string& name) {
+    REQUIRE(run_alexnet("features --model " + dir / "tiny.pt" + " --data " + dir / "data" +
+                            " --split test --workers 0 --pixel-size 0 --limit 8 --seed " + seed +
+                            " --out " + dir / name,
+                        dir / (name + ".txt")) == 0);
+    return load_feature_index(dir / name);
+  };
+  const auto first = limited("1", "limited.index");
+  REQUIRE(first.size() == 8);
+  CHECK(torch::equal(torch::bincount(first.labels, /*weights=*/{}, /*minlength=*/4),
+                     torch::full({4}, 2, torch::kLong)));
+  CHECK(limited("1", "again.index").descriptions == first.descriptions);
+  CHECK(limited("2", "other.index").descriptions != first.descriptions);
 
 #if ALEXNET_WITH_OPENCV
   REQUIRE(run_alexnet("kernels --model " + dir / "tiny.pt" + " --out " + dir / "kernels.png",

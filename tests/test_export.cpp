@@ -35,7 +35,6 @@ namespace {
 
 using alexnet::testing::fresh_dir;
 
-
 AlexNet make_model(AlexNetOptions options) {
   torch::manual_seed(0);
   AlexNet model(options.num_classes(10).init(alexnet::Init::kKaiming));
@@ -491,6 +490,80 @@ TEST_CASE("alexnet predict prints top-5 classes from the exported file alone", "
   CHECK(run_command(binary + " predict --model " + model_path + " " + a + " >/dev/null") == 0);
   CHECK(run_command(binary + " predict --model " + (dir / "nope.pt").string() + " " + a +
                     " >/dev/null 2>&1") != 0);
+  fs::remove_all(dir);
+}
+#endif
+
+#if ALEXNET_WITH_OPENCV
+namespace {
+
+// root/<class>/<i>.png for each (class, count): random 72x72 colour images.
+void write_image_folder(const fs::path& root,
+                        const std::vector<std::pair<std::string, int>>& classes) {
+  torch::manual_seed(5);
+  for (const auto& [name, count] : classes) {
+    fs::create_directories(root / name);
+    for (int i = 0; i < count; ++i) {
+      auto pixels = torch::randint(0, 256, {72, 72, 3}, torch::kUInt8);
+      REQUIRE(cv::imwrite((root / name / (std::to_string(i) + ".png")).string(),
+                          cv::Mat(72, 72, CV_8UC3, pixels.data_ptr<uint8_t>())));
+    }
+  }
+}
+
+// A model of the classes cat, dog, fox that predicts fox for every image.
+void save_fox_model(const std::string& path) {
+  torch::manual_seed(0);
+  AlexNet model(AlexNetOptions().num_classes(3).init(alexnet::Init::kKaiming));
+  model->eval();
+  torch::NoGradGuard no_grad;
+  for (auto& p : model->named_parameters()) {
+    if (p.key().find("fc8") == std::string::npos) continue;
+    p.value().zero_();
+    if (p.key().find("bias") != std::string::npos) p.value()[2] = 10.0;
+  }
+  ExportInfo info = tiny_info(3);
+  info.class_names = {"cat", "dog", "fox"};
+  alexnet::train::save_torchscript(model, info, path);
+}
+
+}  // namespace
+
+TEST_CASE("alexnet eval refuses data with other classes unless matched by name", "[export]") {
+  const fs::path dir = fresh_dir("eval_classes");
+  const std::string model_path = (dir / "model.pt").string();
+  save_fox_model(model_path);
+  write_image_folder(dir / "lacks_dog", {{"cat", 1}, {"fox", 3}});
+  write_image_folder(dir / "has_owl", {{"cat", 1}, {"fox", 1}, {"owl", 1}});
+  const std::string eval = std::string(ALEXNET_BINARY) + " eval --model " + model_path +
+                           " --split train --workers 1 --json";
+  const std::string err = (dir / "err.txt").string(), out = (dir / "out.json").string();
+
+  // Class indices would shift (fox is 1 in the data, 2 in the model): refused, naming dog.
+  CHECK(run_command(eval + " --data " + (dir / "lacks_dog").string() + " 2>" + err) != 0);
+  std::string message = read_text(err);
+  INFO(message);
+  CHECK(message.find("lacks_dog") != std::string::npos);
+  CHECK(message.find("model's classes 'dog' are missing") != std::string::npos);
+  CHECK(message.find("--match-classes-by-name") != std::string::npos);
+
+  // Matched by name, every fox image is right and the cat image wrong.
+  REQUIRE(run_command(eval + " --match-classes-by-name --data " + (dir / "lacks_dog").string() +
+                      " >" + out + " 2>" + err) == 0);
+  const auto result = nlohmann::json::parse(read_text(out));
+  CHECK(result.at("samples") == 4);
+  CHECK(result.at("top1_error").get<double>() == Approx(0.25));
+
+  // A class the model lacks is refused, with the flag too.
+  CHECK(run_command(eval + " --data " + (dir / "has_owl").string() + " 2>" + err) != 0);
+  message = read_text(err);
+  CHECK(message.find("'dog'") != std::string::npos);
+  CHECK(message.find("data's classes 'owl' are not among the model's") != std::string::npos);
+  CHECK(run_command(eval + " --match-classes-by-name --data " + (dir / "has_owl").string() + " 2>" +
+                    err) != 0);
+  message = read_text(err);
+  CHECK(message.find("'owl'") != std::string::npos);
+  CHECK(message.find("cannot be scored") != std::string::npos);
   fs::remove_all(dir);
 }
 #endif

@@ -10,11 +10,11 @@
 #include <sstream>
 
 #include "model/alexnet.h"
+#include "tests/support.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/metrics.h"
 #include "train/trainer.h"
-#include "tests/support.h"
 
 #if ALEXNET_WITH_OPENCV
 #include <opencv2/imgcodecs.hpp>
@@ -86,7 +86,6 @@ TrainConfig tiny_config() {
   c.seed = 3;
   return c;
 }
-
 
 RunOptions quiet(const fs::path& dir, std::ostringstream& log) {
   RunOptions options;
@@ -366,7 +365,7 @@ TEST_CASE("configs/imagenet.json starts training on an ImageNet-layout folder", 
   alexnet::train::set_config_value(json, "batch_size", "2");
   alexnet::train::set_config_value(json, "data.workers", "1");
   auto config = alexnet::train::config_from_json(json);
-  const auto data = alexnet::train::open_run_data(config.data);
+  const auto data = alexnet::train::open_run_data(config.data, config.seed);
   CHECK(data.train->size() == 6);
   CHECK(data.val->size() == 2);
   const auto dir = fresh_dir("imagenet_run");
@@ -556,3 +555,66 @@ TEST_CASE("A stop during validation is honoured at once and the resumed run vali
   CHECK(resumed.losses.empty());  // the epoch's steps were done before the stop
   CHECK(resumed.last_val_top1_error <= 1.0);
 }
+
+#if ALEXNET_WITH_OPENCV
+namespace {
+
+// Where each sample of `dataset` comes from, in its order.
+std::vector<std::string> origins(const alexnet::data::Dataset& dataset) {
+  std::vector<std::string> out;
+  for (size_t i = 0; i < dataset.size(); ++i) out.push_back(dataset.describe(i));
+  return out;
+}
+
+std::vector<size_t> class_counts(const alexnet::data::Dataset& dataset) {
+  std::vector<size_t> counts(dataset.class_names().size(), 0);
+  for (size_t i = 0; i < dataset.size(); ++i) ++counts[static_cast<size_t>(dataset.label(i))];
+  return counts;
+}
+
+}  // namespace
+
+TEST_CASE("data.holdout and the limits draw every class in proportion with the run's seed",
+          "[trainer][stratified]") {
+  // An image folder, sorted by class as image folders are: 12 a, 6 b, 2 c.
+  const auto root = fresh_dir("class_sorted");
+  torch::manual_seed(0);
+  for (const auto& [name, count] :
+       std::vector<std::pair<std::string, int>>{{"a", 12}, {"b", 6}, {"c", 2}}) {
+    fs::create_directories(root / name);
+    for (int i = 0; i < count; ++i) {
+      auto pixels = torch::randint(0, 255, {8, 8, 3}, torch::kUInt8);
+      cv::imwrite((root / name / (std::to_string(i) + ".png")).string(),
+                  cv::Mat(8, 8, CV_8UC3, pixels.data_ptr<uint8_t>()));
+    }
+  }
+  alexnet::train::DataConfig config;
+  config.source = root.string();
+  config.decode_size = 0;
+  config.holdout = 10;
+  const auto run = alexnet::train::open_run_data(config, /*seed=*/0);
+  CHECK(class_counts(*run.val) == std::vector<size_t>{6, 3, 1});
+  CHECK(class_counts(*run.train) == std::vector<size_t>{6, 3, 1});
+  auto all = origins(*run.train);
+  const auto held_out = origins(*run.val);
+  all.insert(all.end(), held_out.begin(), held_out.end());
+  std::sort(all.begin(), all.end());
+  CHECK(std::adjacent_find(all.begin(), all.end()) == all.end());  // disjoint
+  CHECK(all.size() == 20);
+
+  // The same seed selects the same samples, another seed others.
+  CHECK(origins(*alexnet::train::open_run_data(config, 0).val) == held_out);
+  CHECK(origins(*alexnet::train::open_run_data(config, 1).val) != held_out);
+
+  // The limits keep every class too, taken from the split above.
+  config.train_limit = 5;
+  config.val_limit = 5;
+  const auto limited = alexnet::train::open_run_data(config, 0);
+  CHECK(class_counts(*limited.train) == std::vector<size_t>{3, 2, 0});
+  CHECK(class_counts(*limited.val) == std::vector<size_t>{3, 2, 0});
+  for (const auto& origin : origins(*limited.val)) {
+    CHECK(std::find(held_out.begin(), held_out.end(), origin) != held_out.end());
+  }
+  fs::remove_all(root);
+}
+#endif

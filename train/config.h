@@ -28,9 +28,11 @@ struct DataConfig {
   std::string source = "fashion-mnist";
   /// Validation source; empty: the source's "val" split (or the held-out samples).
   std::string val_source;
-  /// > 0: the last `holdout` training samples are the validation set instead.
+  /// > 0: `holdout` training samples, every class in proportion, drawn with the run's seed,
+  /// are the validation set instead (and are left out of training).
   int64_t holdout = 0;
-  /// Use only the first N training / validation samples (0: all).
+  /// Use only N training / validation samples, every class in proportion, drawn with the
+  /// run's seed (0: all).
   int64_t train_limit = 0;
   int64_t val_limit = 0;
   /// Image folders: shorter side rescaled to this when decoded, central square kept (0: as is).

@@ -1,14 +1,14 @@
 #include "train/run_data.h"
 
 #include <algorithm>
-#include <numeric>
 #include <stdexcept>
 
 namespace alexnet::train {
 namespace {
 
-data::DatasetPtr limit(data::DatasetPtr dataset, int64_t n) {
-  return n > 0 ? data::subset(std::move(dataset), static_cast<size_t>(n)) : dataset;
+data::DatasetPtr limit(data::DatasetPtr dataset, int64_t n, uint64_t seed) {
+  return n > 0 ? data::stratified_subset(std::move(dataset), static_cast<size_t>(n), seed)
+               : dataset;
 }
 
 }  // namespace
@@ -61,7 +61,7 @@ void describe_inputs(Checkpoint& checkpoint, const TrainConfig& config,
   checkpoint.std = config.data.normalize == "mean_std" ? config.data.std : std::vector<double>{};
 }
 
-RunData open_run_data(const DataConfig& config) {
+RunData open_run_data(const DataConfig& config, uint64_t seed) {
   data::DatasetOptions options;
   options.split = "train";
   options.image_size = config.decode_size;
@@ -72,11 +72,9 @@ RunData open_run_data(const DataConfig& config) {
     TORCH_CHECK(static_cast<size_t>(config.holdout) < n, "data.holdout (", config.holdout,
                 ") must be smaller than the training set of '", config.source, "' (", n,
                 " samples)");
-    std::vector<size_t> train_indices(n - config.holdout), val_indices(config.holdout);
-    std::iota(train_indices.begin(), train_indices.end(), size_t{0});
-    std::iota(val_indices.begin(), val_indices.end(), n - config.holdout);
-    run.val = data::subset(run.train, std::move(val_indices));
-    run.train = data::subset(run.train, std::move(train_indices));
+    auto split = data::stratified_split(run.train, static_cast<size_t>(config.holdout), seed);
+    run.val = std::move(split.selected);
+    run.train = std::move(split.rest);
   } else {
     options.split = "val";
     options.val_source = config.val_source;
@@ -88,8 +86,8 @@ RunData open_run_data(const DataConfig& config) {
                                "hold out training samples)");
     }
   }
-  run.train = limit(run.train, config.train_limit);
-  run.val = limit(run.val, config.val_limit);
+  run.train = limit(run.train, config.train_limit, seed);
+  run.val = limit(run.val, config.val_limit, seed);
   TORCH_CHECK(run.train->size() > 0, "the training set of '", config.source, "' is empty");
   return run;
 }

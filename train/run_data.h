@@ -18,10 +18,12 @@ struct RunData {
   data::DatasetPtr val;
 };
 
-/// Opens config.data: the source's "train" split (its first train_limit samples), and as
-/// validation set the last `holdout` training samples, or the source's "val" split (or
-/// val_source), its first val_limit samples. Errors name the source.
-RunData open_run_data(const DataConfig& config);
+/// Opens config.data: the source's "train" split, and as validation set `holdout` samples
+/// held out of it, or the source's "val" split (or val_source). Every selection (holdout,
+/// train_limit, val_limit) keeps each class in proportion and is drawn with `seed` (the run's
+/// seed), so a class-sorted source is represented whole and the same seed selects the same
+/// samples. Errors name the source.
+RunData open_run_data(const DataConfig& config, uint64_t seed);
 
 /// Fills in the mean, std and PCA lighting data that `config` leaves open, from the
 /// dataset's stored statistics or by computing them (config.stats_images samples, seeded by
@@ -34,7 +36,6 @@ transforms::PipelineOptions pipeline_options(const DataConfig& config);
 
 /// Records in `checkpoint` what the exported model needs to prepare images: class names,
 /// image and resize size, mean and std.
-void describe_inputs(Checkpoint& checkpoint, const TrainConfig& config,
-                     const data::Dataset& train);
+void describe_inputs(Checkpoint& checkpoint, const TrainConfig& config, const data::Dataset& train);
 
 }  // namespace alexnet::train
