@@ -18,7 +18,8 @@ struct ConfusionMatrixOptions {
   int64_t cell_size = 48;
   /// Pixels kept for the class names left of the rows and above the columns.
   int64_t label_size = 120;
-  std::string title = "confusion matrix (rows: true class, columns: predicted)";
+  /// Written above the matrix; the top-left corner names the axes (true, predicted).
+  std::string title = "confusion matrix";
 };
 
 /// Draws `confusion` ([classes, classes] counts of any integer or floating dtype, rows = true
