@@ -19,6 +19,9 @@
 
 #if ALEXNET_WITH_OPENCV
 #include <opencv2/imgcodecs.hpp>
+
+#include "draw/confusion_matrix.h"
+#include "draw/drawing.h"
 #endif
 
 namespace alexnet::cli {
@@ -125,6 +128,51 @@ data::DatasetPtr labels_for_model(const ArgParser& parser, data::DatasetPtr data
   }
 }
 
+// Writes the confusion matrix (--confusion-png) and the most confident mistakes as a grid
+// of tiles labelled true class, predicted class and probability (--errors-png).
+void write_eval_pictures(const ArgParser& parser, const train::EvalResult& result,
+                         const std::vector<train::Mistake>& mistakes,
+                         const data::Dataset& dataset) {
+  if (!parser.has("confusion-png") && !parser.has("errors-png")) return;
+#if ALEXNET_WITH_OPENCV
+  const auto& names = dataset.class_names();
+  if (parser.has("confusion-png")) {
+    draw::write_png(draw::confusion_matrix_picture(result.confusion, names),
+                    parser.get("confusion-png"));
+    std::cerr << "wrote " << parser.get("confusion-png") << "\n";
+  }
+  if (parser.has("errors-png")) {
+    if (mistakes.empty()) {
+      std::cerr << "no mistakes to draw: " << parser.get("errors-png") << " not written\n";
+      return;
+    }
+    constexpr size_t kPerRow = 8;
+    std::vector<std::vector<draw::Tile>> rows;
+    for (size_t i = 0; i < mistakes.size(); ++i) {
+      const auto& m = mistakes[i];
+      if (i % kPerRow == 0) rows.emplace_back();
+      std::ostringstream probability;
+      probability << std::fixed << std::setprecision(1) << 100 * m.probability << "%";
+      rows.back().push_back(draw::Tile{dataset.get(static_cast<size_t>(m.index)).image,
+                                       {"true " + names.at(static_cast<size_t>(m.label)),
+                                        "pred " + names.at(static_cast<size_t>(m.predicted)),
+                                        probability.str()},
+                                       std::nullopt});
+    }
+    draw::TileGridOptions options;
+    options.lines = 3;
+    options.first_apart = false;
+    draw::write_png(draw::tile_grid(rows, options), parser.get("errors-png"));
+    std::cerr << "wrote " << parser.get("errors-png") << "\n";
+  }
+#else
+  (void)result;
+  (void)mistakes;
+  (void)dataset;
+  throw std::runtime_error("--confusion-png and --errors-png need a build with OpenCV");
+#endif
+}
+
 // The --split of `source` labelled as the model's outputs (--limit images of it, every class
 // in proportion, drawn with --seed), decoded for a shorter side of the model's resize; writes
 // the first of them with --save-images.
@@ -169,6 +217,9 @@ int run_eval(const std::vector<std::string>& args) {
               "also write the first --save-count images (before preprocessing) "
               "as PNG files to this folder, named INDEX_CLASS.png")
       .option("save-count", "images for --save-images", "8")
+      .option("confusion-png", "draw the confusion matrix (rows: true class) into this PNG")
+      .option("save-errors", "keep the N most confident mistakes for --errors-png", "0")
+      .option("errors-png", "draw the --save-errors mistakes as a grid into this PNG")
       .flag("ten-crop", "average the softmax over the paper's ten crops")
       .flag("match-classes-by-name",
             "score data whose classes differ from the model's: each class is matched to the "
@@ -200,15 +251,32 @@ int run_eval(const std::vector<std::string>& args) {
 
   const bool json_output = parser.get_flag("json");
   train::ProgressLine progress(std::cerr);
-  const auto result =
-      train::evaluate(model.forward, loader, device, [&](int64_t done, int64_t total) {
+  if (parser.get_int("save-errors") < 0) throw std::invalid_argument("--save-errors must be >= 0");
+  if (parser.has("errors-png") && parser.get_int("save-errors") == 0) {
+    throw cli::UsageError("--errors-png needs --save-errors N (N > 0)");
+  }
+  train::ConfidentMistakes mistakes(static_cast<size_t>(parser.get_int("save-errors")));
+  const auto result = train::evaluate(
+      model.forward, loader, device,
+      [&](int64_t done, int64_t total) {
         if (progress.live() || done == total || done % 20 == 0) {
           progress.update("evaluating batch " + std::to_string(done) + "/" + std::to_string(total));
         }
-      });
+      },
+      &mistakes);
   if (progress.live()) progress.print("");
+  write_eval_pictures(parser, result, mistakes.mistakes(), *dataset);
 
   json out = result.to_json();
+  // The per-class breakdown needs a name for each of the model's outputs.
+  const auto classes = static_cast<int64_t>(dataset->class_names().size());
+  const bool named = result.confusion.defined() && result.confusion.size(0) == classes;
+  const json breakdown =
+      named ? result.breakdown_json(dataset->class_names()) : json{{"per_class", json::array()}};
+  if (named) {
+    out["per_class"] = breakdown.at("per_class");
+    out["confusion"] = breakdown.at("confusion");
+  }
   out["data"] = source;
   out["split"] = parser.get("split");
   out["crops"] = ten_crop ? "ten" : "centre";
@@ -222,6 +290,14 @@ int run_eval(const std::vector<std::string>& args) {
               << 100 * (1 - result.top1_error) << "%), top-5 error " << 100 * result.top5_error
               << "%, loss " << std::setprecision(4) << result.loss << std::setprecision(1) << ", "
               << result.seconds << " s\n";
+    for (const auto& c : breakdown.at("per_class")) {
+      std::cout << "  " << c.at("class").get<std::string>() << ": " << c.at("samples") << " images";
+      if (!c.at("top1_accuracy").is_null()) {
+        std::cout << ", top-1 accuracy " << std::setprecision(2)
+                  << 100 * c.at("top1_accuracy").get<double>() << "%";
+      }
+      std::cout << "\n";
+    }
   }
   return 0;
 }

@@ -15,7 +15,7 @@
 #include "train/config.h"
 #include "train/trainer.h"
 #if ALEXNET_WITH_OPENCV
-#include "experiments/drawing.h"
+#include "draw/drawing.h"
 #endif
 
 namespace alexnet::cli {
@@ -83,7 +83,7 @@ std::string fixed(double value, int decimals) {
 torch::Tensor activation_picture(const experiments::ActivationComparison& result) {
   auto series = [](const std::string& name, const std::vector<experiments::CurvePoint>& curve,
                    bool seconds) {
-    experiments::Series s;
+    draw::Series s;
     s.name = name;
     for (const auto& p : curve) {
       s.x.push_back(seconds ? p.elapsed_s / 60.0 : p.epoch);
@@ -91,7 +91,7 @@ torch::Tensor activation_picture(const experiments::ActivationComparison& result
     }
     return s;
   };
-  experiments::ChartOptions options;
+  draw::ChartOptions options;
   options.y_label = "training top-1 error (%)";
   options.y_tick_scale = 100;
   options.y_min = 0;
@@ -99,14 +99,14 @@ torch::Tensor activation_picture(const experiments::ActivationComparison& result
   options.reference_lines = {{result.target, "target " + fixed(100 * result.target, 0) + "%"}};
   options.title = "training error against epochs";
   options.x_label = "epochs";
-  const auto by_epoch = experiments::line_chart(
+  const auto by_epoch = draw::line_chart(
       {series("ReLU", result.relu_curve, false), series("tanh", result.tanh_curve, false)},
       options);
   options.title = "training error against wall time";
   options.x_label = "minutes";
-  const auto by_time = experiments::line_chart(
+  const auto by_time = draw::line_chart(
       {series("ReLU", result.relu_curve, true), series("tanh", result.tanh_curve, true)}, options);
-  return experiments::side_by_side({by_epoch, by_time});
+  return draw::side_by_side({by_epoch, by_time});
 }
 #endif
 
@@ -158,7 +158,7 @@ int run_relu_vs_tanh(const ArgParser& parser, const std::vector<std::string>& ov
   std::cout << "wrote " << json_path << "\n";
 #if ALEXNET_WITH_OPENCV
   const std::string png = settings.out_dir + "/relu-vs-tanh.png";
-  experiments::write_png(activation_picture(result), png);
+  draw::write_png(activation_picture(result), png);
   std::cout << "wrote " << png << "\n";
 #endif
   return 0;

@@ -13,7 +13,7 @@
 #include "runtime/runtime.h"
 #include "train/exported_model.h"
 #if ALEXNET_WITH_OPENCV
-#include "experiments/drawing.h"
+#include "draw/drawing.h"
 #endif
 
 namespace alexnet::cli {
@@ -156,14 +156,14 @@ void draw_neighbours(const FeatureIndex& index, const std::vector<Query>& querie
     return dataset->get(static_cast<size_t>(index.dataset_indices[static_cast<size_t>(position)]))
         .image;
   };
-  const experiments::Rgb query_frame{31, 119, 180}, same{44, 160, 44}, other{214, 39, 40};
-  std::vector<std::vector<experiments::Tile>> rows;
+  const draw::Rgb query_frame{31, 119, 180}, same{44, 160, 44}, other{214, 39, 40};
+  std::vector<std::vector<draw::Tile>> rows;
   for (size_t q = 0; q < queries.size(); ++q) {
-    std::vector<experiments::Tile> row;
+    std::vector<draw::Tile> row;
     const auto& query = queries[q];
     const int64_t query_label =
         query.position >= 0 ? index.labels[query.position].item<int64_t>() : -1;
-    experiments::Tile first;
+    draw::Tile first;
     first.image = query.position >= 0 ? image_at(query.position) : query.image;
     first.lines = {query.position >= 0 ? class_name(index, query_label) : "query",
                    query.position >= 0 ? "query #" + std::to_string(query.position) : query.text};
@@ -173,7 +173,7 @@ void draw_neighbours(const FeatureIndex& index, const std::vector<Query>& querie
       const int64_t label = index.labels[n.index].item<int64_t>();
       std::ostringstream distance;
       distance << "d=" << std::fixed << std::setprecision(n.distance < 10 ? 2 : 1) << n.distance;
-      experiments::Tile tile;
+      draw::Tile tile;
       tile.image = image_at(n.index);
       tile.lines = {class_name(index, label), distance.str()};
       if (query_label >= 0) tile.frame = label == query_label ? same : other;
@@ -181,9 +181,9 @@ void draw_neighbours(const FeatureIndex& index, const std::vector<Query>& querie
     }
     rows.push_back(std::move(row));
   }
-  experiments::TileGridOptions options;
+  draw::TileGridOptions options;
   options.tile_size = tile_size;
-  experiments::write_png(experiments::tile_grid(rows, options), path);
+  draw::write_png(draw::tile_grid(rows, options), path);
 }
 #endif
 

@@ -7,7 +7,7 @@
 #include "train/checkpoint.h"
 #include "train/exported_model.h"
 #if ALEXNET_WITH_OPENCV
-#include "experiments/drawing.h"
+#include "draw/drawing.h"
 #endif
 
 namespace alexnet::cli {
@@ -66,7 +66,7 @@ int run_kernels(const std::vector<std::string>& args) {
                            .tiles_per_row(parser.get_int("per-row"));
   const auto picture = experiments::kernel_grid(weight, options);
 #if ALEXNET_WITH_OPENCV
-  experiments::write_png(picture, parser.get("out"));
+  draw::write_png(picture, parser.get("out"));
   std::cout << "wrote " << parser.get("out") << ": " << weight.size(0) << " kernels of "
             << weight.size(1) << " x " << weight.size(2) << " x " << weight.size(3) << " in "
             << blocks << (blocks == 1 ? " block" : " blocks") << ", " << picture.size(1) << " x "

@@ -18,7 +18,8 @@
 #include "experiments/training_experiments.h"
 #include "tests/support.h"
 #if ALEXNET_WITH_OPENCV
-#include "experiments/drawing.h"
+#include "draw/drawing.h"
+using namespace alexnet::draw;
 #endif
 
 using namespace alexnet::experiments;

@@ -4,6 +4,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
@@ -50,6 +51,72 @@ ErrorCounts ErrorCounts::from_json(const nlohmann::json& json) {
   return counts;
 }
 
+torch::Tensor confusion_counts(const torch::Tensor& scores, const torch::Tensor& labels) {
+  TORCH_CHECK(scores.dim() == 2 && labels.dim() == 1 && scores.size(0) == labels.size(0),
+              "scores [B, classes] and labels [B] expected, got ", scores.sizes(), " and ",
+              labels.sizes());
+  const int64_t classes = scores.size(1);
+  const auto truth = labels.to(torch::kCPU, torch::kInt64);
+  if (truth.numel() > 0) {
+    TORCH_CHECK(truth.min().item<int64_t>() >= 0 && truth.max().item<int64_t>() < classes,
+                "labels must lie in [0, ", classes, "), got ", truth.min().item<int64_t>(),
+                " to ", truth.max().item<int64_t>());
+  }
+  const auto predicted = std::get<1>(scores.detach().topk(1, /*dim=*/1)).squeeze(1).cpu();
+  return torch::bincount(truth * classes + predicted, /*weights=*/{}, classes * classes)
+      .view({classes, classes});
+}
+
+torch::Tensor EvalResult::per_class_accuracy() const {
+  if (!confusion.defined()) return torch::empty({0}, torch::kFloat64);
+  const auto counts = confusion.to(torch::kFloat64);
+  return counts.diagonal() / counts.sum(1);
+}
+
+nlohmann::json EvalResult::breakdown_json(const std::vector<std::string>& class_names) const {
+  const int64_t classes = confusion.defined() ? confusion.size(0) : 0;
+  TORCH_CHECK(static_cast<int64_t>(class_names.size()) == classes, "evaluation: ",
+              class_names.size(), " class names for a confusion matrix of ", classes,
+              " classes");
+  const auto accuracy = per_class_accuracy();
+  const auto counts = confusion.defined() ? confusion.to(torch::kInt64).contiguous() : confusion;
+  auto per_class = nlohmann::json::array();
+  auto matrix = nlohmann::json::array();
+  for (int64_t c = 0; c < classes; ++c) {
+    const double a = accuracy[c].item<double>();
+    const nlohmann::json top1 = std::isnan(a) ? nlohmann::json(nullptr) : nlohmann::json(a);
+    per_class.push_back({{"class", class_names[static_cast<size_t>(c)]},
+                         {"samples", counts[c].sum().item<int64_t>()},
+                         {"top1_accuracy", top1}});
+    const auto* row = counts[c].data_ptr<int64_t>();
+    matrix.push_back(std::vector<int64_t>(row, row + classes));
+  }
+  return {{"per_class", per_class}, {"confusion", matrix}};
+}
+
+ConfidentMistakes::ConfidentMistakes(size_t capacity) : capacity_(capacity) {}
+
+void ConfidentMistakes::add(const torch::Tensor& probabilities, const torch::Tensor& labels,
+                            const std::vector<int64_t>& indices) {
+  TORCH_CHECK(probabilities.dim() == 2 && labels.dim() == 1 &&
+                  probabilities.size(0) == labels.size(0) &&
+                  static_cast<size_t>(labels.size(0)) == indices.size(),
+              "probabilities [B, classes], labels [B] and B indices expected, got ",
+              probabilities.sizes(), ", ", labels.sizes(), " and ", indices.size());
+  if (capacity_ == 0) return;
+  const auto [top, predicted] = probabilities.detach().to(torch::kCPU, torch::kFloat64).max(1);
+  const auto truth = labels.to(torch::kCPU, torch::kInt64);
+  for (int64_t i = 0; i < truth.size(0); ++i) {
+    const int64_t p = predicted[i].item<int64_t>(), t = truth[i].item<int64_t>();
+    if (p == t) continue;
+    mistakes_.push_back({indices[static_cast<size_t>(i)], t, p, top[i].item<double>()});
+  }
+  std::stable_sort(mistakes_.begin(), mistakes_.end(), [](const Mistake& a, const Mistake& b) {
+    return a.probability > b.probability;
+  });
+  if (mistakes_.size() > capacity_) mistakes_.resize(capacity_);
+}
+
 nlohmann::json EvalResult::to_json() const {
   return {{"samples", samples},
           {"loss", loss},
@@ -62,10 +129,12 @@ nlohmann::json EvalResult::to_json() const {
 
 EvalResult evaluate(const std::function<torch::Tensor(const torch::Tensor&)>& forward,
                     data::Loader& loader, torch::Device device,
-                    const std::function<void(int64_t, int64_t)>& progress) {
+                    const std::function<void(int64_t, int64_t)>& progress,
+                    ConfidentMistakes* mistakes) {
   torch::NoGradGuard no_grad;
   const auto start = std::chrono::steady_clock::now();
   ErrorCounts counts;
+  torch::Tensor confusion;
   loader.start_epoch(0);
   const int64_t total = loader.batches_per_epoch();
   int64_t done = 0;
@@ -84,6 +153,12 @@ EvalResult evaluate(const std::function<torch::Tensor(const torch::Tensor&)>& fo
       loss = torch::cross_entropy_loss(scores, labels);
     }
     counts.add(scores, labels, loss.item<double>());
+    const auto batch_confusion = confusion_counts(scores, labels);
+    confusion = confusion.defined() ? confusion + batch_confusion : batch_confusion;
+    if (mistakes) {
+      mistakes->add(images.dim() == 5 ? scores : torch::softmax(scores, /*dim=*/1), labels,
+                    batch->indices);
+    }
     if (progress) progress(++done, total);
   }
   EvalResult result;
@@ -91,6 +166,7 @@ EvalResult evaluate(const std::function<torch::Tensor(const torch::Tensor&)>& fo
   result.loss = counts.loss();
   result.top1_error = counts.top1_error();
   result.top5_error = counts.top5_error();
+  result.confusion = confusion;
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return result;
 }

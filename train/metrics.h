@@ -31,21 +31,65 @@ struct ErrorCounts {
   static ErrorCounts from_json(const nlohmann::json& json);
 };
 
+/// Counts of (true class, top-1 predicted class) pairs: [classes, classes] int64 on the CPU,
+/// rows = true class, columns = predicted class. `labels` [B] int64 in [0, classes),
+/// `scores` [B, classes] logits or probabilities (any device).
+torch::Tensor confusion_counts(const torch::Tensor& scores, const torch::Tensor& labels);
+
 /// Result of evaluate().
 struct EvalResult {
   int64_t samples = 0;
   /// Mean cross-entropy (of the averaged softmax with ten crops), top-1 and top-5 error (0..1).
   double loss = 0.0, top1_error = 0.0, top5_error = 0.0;
   double seconds = 0.0;
+  /// [classes, classes] int64 on the CPU (see confusion_counts); undefined when no batch was
+  /// evaluated.
+  torch::Tensor confusion;
+
+  /// Top-1 accuracy of each true class, [classes] float64: the confusion matrix's diagonal
+  /// over its row sums, NaN for a class without samples. Empty when `confusion` is undefined.
+  torch::Tensor per_class_accuracy() const;
+  /// samples, loss, errors, accuracies and seconds (not the per-class breakdown).
   nlohmann::json to_json() const;
+  /// {"per_class": [{"class", "samples", "top1_accuracy" (null without samples)}...],
+  /// "confusion": [[counts of row 0]...]}. Throws when `class_names` does not match the
+  /// confusion matrix.
+  nlohmann::json breakdown_json(const std::vector<std::string>& class_names) const;
+};
+
+/// One wrong top-1 prediction.
+struct Mistake {
+  /// The sample's index in the data set (data::Batch::indices).
+  int64_t index = 0;
+  int64_t label = 0, predicted = 0;
+  /// The probability given to `predicted`.
+  double probability = 0.0;
+};
+
+/// Keeps the `capacity` most confident wrong predictions seen.
+class ConfidentMistakes {
+ public:
+  explicit ConfidentMistakes(size_t capacity);
+  /// probabilities: [B, classes] (rows sum to 1, any device); labels: [B] int64;
+  /// indices: B data set indices.
+  void add(const torch::Tensor& probabilities, const torch::Tensor& labels,
+           const std::vector<int64_t>& indices);
+  /// The mistakes kept, most confident first.
+  const std::vector<Mistake>& mistakes() const { return mistakes_; }
+
+ private:
+  size_t capacity_;
+  std::vector<Mistake> mistakes_;
 };
 
 /// Runs `forward` ([N, C, h, w] float on `device` -> logits [N, classes]) over every batch of
 /// `loader` (one epoch, without gradients). Batches of ten crops, [B, 10, C, h, w], are
-/// scored by the softmax averaged over the ten. `progress(done, total)` is called per batch.
+/// scored by the softmax averaged over the ten. `progress(done, total)` is called per batch;
+/// `mistakes`, when given, collects the most confident wrong predictions.
 EvalResult evaluate(const std::function<torch::Tensor(const torch::Tensor&)>& forward,
                     data::Loader& loader, torch::Device device,
-                    const std::function<void(int64_t, int64_t)>& progress = {});
+                    const std::function<void(int64_t, int64_t)>& progress = {},
+                    ConfidentMistakes* mistakes = nullptr);
 
 /// The columns of metrics.csv, in order: the fields step and epoch records of metrics.jsonl
 /// may hold.

@@ -1,6 +1,6 @@
 #pragma once
 
-// Training curves drawn with OpenCV; compiled only when ALEXNET_WITH_OPENCV is on.
+// Training curves drawn with draw::line_chart; compiled only when ALEXNET_WITH_OPENCV is on.
 
 #include <string>
 

@@ -125,17 +125,34 @@ ErrorCounts sum_over_ranks(distributed::Communicator* comm, const ErrorCounts& l
   return total;
 }
 
-// A validation result over every rank's shard (unchanged with one process).
+// A validation result over every rank's shard (unchanged with one process). A rank whose
+// shard was empty has no confusion matrix; the others' give the number of classes.
 EvalResult sum_over_ranks(distributed::Communicator* comm, EvalResult result) {
   if (comm == nullptr) return result;
   const auto n_local = static_cast<double>(result.samples);
+  const bool has_confusion = result.confusion.defined();
   const auto sums = comm->sum({n_local, result.loss * n_local, result.top1_error * n_local,
-                               result.top5_error * n_local});
+                               result.top5_error * n_local,
+                               has_confusion ? static_cast<double>(result.confusion.size(0)) : 0.0,
+                               has_confusion ? 1.0 : 0.0});
   result.samples = static_cast<int64_t>(std::llround(sums[0]));
   const double total = std::max(sums[0], 1.0);
   result.loss = sums[1] / total;
   result.top1_error = sums[2] / total;
   result.top5_error = sums[3] / total;
+  if (sums[5] > 0) {
+    const auto classes = static_cast<int64_t>(std::llround(sums[4] / sums[5]));
+    const auto local = has_confusion ? result.confusion.to(torch::kFloat64).contiguous()
+                                     : torch::zeros({classes, classes}, torch::kFloat64);
+    TORCH_CHECK(local.size(0) == classes, "validation: this rank's confusion matrix has ",
+                local.size(0), " classes, the job's ", classes);
+    const auto summed = comm->sum(std::vector<double>(
+        local.data_ptr<double>(), local.data_ptr<double>() + local.numel()));
+    result.confusion = torch::tensor(summed, torch::kFloat64)
+                           .round()
+                           .to(torch::kInt64)
+                           .view({classes, classes});
+  }
   return result;
 }
 

@@ -1,4 +1,4 @@
-#include "experiments/drawing.h"
+#include "draw/drawing.h"
 
 #include <algorithm>
 #include <cmath>
@@ -11,10 +11,10 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
-namespace alexnet::experiments {
+namespace alexnet::draw {
 namespace {
 
-const cv::Scalar kBlack(0, 0, 0), kWhite(255, 255, 255), kGrid(225, 225, 225), kDark(90, 90, 90);
+const cv::Scalar kBlack(30, 30, 30), kWhite(255, 255, 255), kGrid(225, 225, 225), kDark(90, 90, 90);
 constexpr int kFont = cv::FONT_HERSHEY_SIMPLEX;
 constexpr int64_t kLineHeight = 15;
 
@@ -89,13 +89,28 @@ std::string tick_text(double value, double step) {
   return buffer;
 }
 
-void dashed_line(cv::Mat& canvas, cv::Point a, cv::Point b, const cv::Scalar& colour) {
+// A line of `on`-pixel dashes `on + off` apart; `phase` carries the pattern across segments.
+void dashed_line(cv::Mat& canvas, cv::Point2d a, cv::Point2d b, const cv::Scalar& colour,
+                 int thickness = 1, double on = 6, double off = 6, double* phase = nullptr) {
+  double local_phase = 0.0;
+  double& at = phase ? *phase : local_phase;
   const double length = std::hypot(b.x - a.x, b.y - a.y);
-  for (double t = 0; t < length; t += 12) {
-    const double u = std::min(length, t + 6);
-    cv::line(canvas, a + (b - a) * (t / length), a + (b - a) * (u / length), colour, 1,
-             cv::LINE_AA);
+  double t = 0.0;
+  while (t < length) {
+    const bool drawing = at < on;
+    const double step = std::min(drawing ? on - at : on + off - at, length - t);
+    if (drawing) {
+      cv::line(canvas, a + (b - a) * (t / length), a + (b - a) * ((t + step) / length), colour,
+               thickness, cv::LINE_AA);
+    }
+    t += step;
+    at = std::fmod(at + step, on + off);
   }
+}
+
+void draw_marker(cv::Mat& canvas, cv::Point2d centre, const cv::Scalar& colour, bool hollow) {
+  cv::circle(canvas, centre, 4, hollow ? kWhite : colour, cv::FILLED, cv::LINE_AA);
+  if (hollow) cv::circle(canvas, centre, 4, colour, 2, cv::LINE_AA);
 }
 
 }  // namespace
@@ -142,7 +157,8 @@ std::pair<int64_t, int64_t> tile_grid_size(int64_t rows, int64_t columns,
   const int64_t height =
       2 * options.gap + rows * (options.tile_size + caption) + (rows - 1) * options.gap;
   const int64_t width = 2 * options.gap + columns * options.tile_size +
-                        (columns - 1) * options.gap + (columns > 1 ? 2 * options.gap : 0);
+                        (columns - 1) * options.gap +
+                        (columns > 1 && options.first_apart ? 2 * options.gap : 0);
   return {height, width};
 }
 
@@ -159,7 +175,8 @@ torch::Tensor tile_grid(const std::vector<std::vector<Tile>>& rows,
     const int top = gap + static_cast<int>(r) * (tile + caption + gap);
     for (size_t c = 0; c < rows[r].size(); ++c) {
       const auto& item = rows[r][c];
-      const int left = gap + static_cast<int>(c) * (tile + gap) + (c > 0 ? 2 * gap : 0);
+      const int apart = c > 0 && options.first_apart ? 2 * gap : 0;
+      const int left = gap + static_cast<int>(c) * (tile + gap) + apart;
       cv::rectangle(canvas, cv::Rect(left, top, tile, tile), cv::Scalar(240, 240, 240), cv::FILLED);
       if (item.image.defined()) {
         const cv::Mat image = fit_image(item.image, options.tile_size);
@@ -176,7 +193,7 @@ torch::Tensor tile_grid(const std::vector<std::vector<Tile>>& rows,
                    tile, l == 0 ? kBlack : kDark);
       }
     }
-    if (rows[r].size() > 1) {
+    if (rows[r].size() > 1 && options.first_apart) {
       const int x = gap + tile + (3 * gap) / 2;
       cv::line(canvas, cv::Point(x, top), cv::Point(x, top + tile + caption - 2), kDark, 1);
     }
@@ -199,7 +216,9 @@ torch::Tensor line_chart(const std::vector<Series>& series, const ChartOptions& 
       y_high = std::max(y_high, s.y[i]);
     }
   }
-  TORCH_CHECK(std::isfinite(x_low), "line chart '", options.title, "': no data points");
+  const bool no_data = !std::isfinite(x_low);
+  if (no_data) x_low = x_high = y_low = y_high = 0;
+  for (const auto& [x, label] : options.vertical_markers) x_high = std::max(x_high, x);
   for (const auto& [y, label] : options.reference_lines) {
     y_low = std::min(y_low, y);
     y_high = std::max(y_high, y);
@@ -246,40 +265,72 @@ torch::Tensor line_chart(const std::vector<Series>& series, const ChartOptions& 
     dashed_line(canvas, cv::Point(left, py(y)), cv::Point(right, py(y)), kDark);
     cv::putText(canvas, label, cv::Point(left + 6, py(y) - 5), kFont, 0.4, kDark, 1, cv::LINE_AA);
   }
+  const cv::Scalar marker_grey(150, 150, 150);
+  for (const auto& [x, label] : options.vertical_markers) {
+    if (x < x_low || x > x_high) continue;
+    dashed_line(canvas, cv::Point(px(x), top), cv::Point(px(x), bottom), marker_grey, 1, 3, 5);
+    const auto size = cv::getTextSize(label, kFont, 0.4, 1, &baseline);
+    cv::putText(canvas, label, cv::Point(px(x) - 4 - size.width, bottom - 8), kFont, 0.4,
+                marker_grey, 1, cv::LINE_AA);
+  }
 
   cv::Mat plot = canvas(cv::Rect(left, top, right - left + 1, bottom - top + 1));
+  auto colour_of = [&](size_t s) { return scalar(series[s].colour.value_or(series_colour(s))); };
+  auto markers_of = [&](size_t s) {
+    return series[s].markers.value_or(series[s].x.size() <= 40) || series[s].x.size() == 1;
+  };
   for (size_t s = 0; s < series.size(); ++s) {
-    const cv::Scalar colour = scalar(series_colour(s));
-    std::vector<cv::Point> points;
+    const cv::Scalar colour = colour_of(s);
+    std::vector<cv::Point2d> points;
     for (size_t i = 0; i < series[s].x.size(); ++i) {
       points.emplace_back(px(series[s].x[i]) - left, py(series[s].y[i]) - top);
     }
-    if (points.size() > 1) cv::polylines(plot, points, false, colour, 2, cv::LINE_AA);
-    if (points.size() <= 40) {
-      for (const auto& p : points) cv::circle(plot, p, 3, colour, cv::FILLED, cv::LINE_AA);
+    double phase = 0.0;
+    for (size_t i = 1; series[s].thickness > 0 && i < points.size(); ++i) {
+      if (series[s].dashed) {
+        dashed_line(plot, points[i - 1], points[i], colour, series[s].thickness, 10, 6, &phase);
+      } else {
+        cv::line(plot, points[i - 1], points[i], colour, series[s].thickness, cv::LINE_AA);
+      }
+    }
+    if (markers_of(s)) {
+      for (const auto& p : points) draw_marker(plot, p, colour, series[s].dashed);
     }
   }
 
-  // Legend, top right inside the plot.
+  // Legend of the series with points, top right inside the plot.
+  std::vector<size_t> shown;
   int legend_width = 0;
-  for (const auto& s : series) {
-    legend_width = std::max(legend_width, cv::getTextSize(s.name, kFont, 0.45, 1, &baseline).width);
-  }
-  const int legend_left = right - legend_width - 44, legend_top = top + 8;
-  cv::rectangle(canvas,
-                cv::Rect(legend_left - 6, legend_top - 4, legend_width + 44,
-                         static_cast<int>(series.size()) * 18 + 6),
-                kWhite, cv::FILLED);
-  cv::rectangle(canvas,
-                cv::Rect(legend_left - 6, legend_top - 4, legend_width + 44,
-                         static_cast<int>(series.size()) * 18 + 6),
-                kDark, 1);
   for (size_t s = 0; s < series.size(); ++s) {
-    const int y = legend_top + 10 + static_cast<int>(s) * 18;
-    cv::line(canvas, cv::Point(legend_left, y), cv::Point(legend_left + 24, y),
-             scalar(series_colour(s)), 2, cv::LINE_AA);
-    cv::putText(canvas, series[s].name, cv::Point(legend_left + 30, y + 5), kFont, 0.45, kBlack, 1,
-                cv::LINE_AA);
+    if (series[s].x.empty()) continue;
+    shown.push_back(s);
+    legend_width =
+        std::max(legend_width, cv::getTextSize(series[s].name, kFont, 0.45, 1, &baseline).width);
+  }
+  if (!shown.empty()) {
+    const int legend_left = right - legend_width - 52, legend_top = top + 8;
+    const cv::Rect box(legend_left - 6, legend_top - 4, legend_width + 52,
+                       static_cast<int>(shown.size()) * 18 + 6);
+    cv::rectangle(canvas, box, kWhite, cv::FILLED);
+    cv::rectangle(canvas, box, kDark, 1);
+    for (size_t row = 0; row < shown.size(); ++row) {
+      const size_t s = shown[row];
+      const int y = legend_top + 10 + static_cast<int>(row) * 18;
+      const cv::Point2d a(legend_left, y), b(legend_left + 32, y);
+      if (series[s].thickness > 0 && series[s].dashed) {
+        dashed_line(canvas, a, b, colour_of(s), series[s].thickness, 10, 6);
+      } else if (series[s].thickness > 0) {
+        cv::line(canvas, a, b, colour_of(s), series[s].thickness, cv::LINE_AA);
+      }
+      if (markers_of(s)) draw_marker(canvas, (a + b) * 0.5, colour_of(s), series[s].dashed);
+      cv::putText(canvas, series[s].name, cv::Point(legend_left + 38, y + 5), kFont, 0.45, kBlack,
+                  1, cv::LINE_AA);
+    }
+  } else {
+    const auto size = cv::getTextSize("no data", kFont, 0.7, 1, &baseline);
+    cv::putText(canvas, "no data",
+                cv::Point((left + right - size.width) / 2, (top + bottom + size.height) / 2), kFont,
+                0.7, kDark, 1, cv::LINE_AA);
   }
 
   const auto title_size = cv::getTextSize(options.title, kFont, 0.55, 1, &baseline);
@@ -302,6 +353,22 @@ torch::Tensor line_chart(const std::vector<Series>& series, const ChartOptions& 
   return to_tensor(canvas);
 }
 
+torch::Tensor with_title(const torch::Tensor& picture, const std::string& title, int64_t height) {
+  TORCH_CHECK(picture.dim() == 3 && picture.size(2) == 3 && picture.scalar_type() == torch::kUInt8,
+              "with_title: expected [H, W, 3] uint8, got ", picture.sizes());
+  TORCH_CHECK(height >= 20, "with_title: a band of ", height, " pixels is too low (at least 20)");
+  cv::Mat band(static_cast<int>(height), static_cast<int>(picture.size(1)), CV_8UC3, kWhite);
+  double scale = 0.8;
+  int baseline = 0;
+  while (scale > 0.4 && cv::getTextSize(title, kFont, scale, 2, &baseline).width > band.cols - 20) {
+    scale -= 0.05;
+  }
+  const auto size = cv::getTextSize(title, kFont, scale, 2, &baseline);
+  cv::putText(band, title, cv::Point((band.cols - size.width) / 2, (band.rows + size.height) / 2),
+              kFont, scale, kBlack, 2, cv::LINE_AA);
+  return torch::cat({to_tensor(band), picture.to(torch::kCPU)}, /*dim=*/0);
+}
+
 torch::Tensor side_by_side(const std::vector<torch::Tensor>& pictures, int64_t gap) {
   TORCH_CHECK(!pictures.empty(), "side_by_side: no pictures");
   int64_t height = 0, width = 0;
@@ -321,4 +388,4 @@ torch::Tensor side_by_side(const std::vector<torch::Tensor>& pictures, int64_t g
   return out;
 }
 
-}  // namespace alexnet::experiments
+}  // namespace alexnet::draw
