@@ -1,10 +1,14 @@
-// The Catch2 main shared by every test executable, and the temp-folder helpers of support.h.
+// The Catch2 main shared by every test executable, and the helpers of support.h.
 #define CATCH_CONFIG_MAIN
 #include <catch2/catch.hpp>
 
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
+#include <fstream>
 #include <iostream>
+#include <sstream>
 #include <system_error>
 
 #include "tests/support.h"
@@ -27,6 +31,18 @@ fs::path fresh_dir(const std::string& name) {
 TempDir::TempDir() {
   static int counter = 0;
   path = fresh_dir("dir" + std::to_string(counter++));
+}
+
+int run_command(const std::string& command) {
+  const int status = std::system(command.c_str());
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+std::string read_text(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
 }
 
 }  // namespace alexnet::testing

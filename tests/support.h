@@ -14,6 +14,12 @@ std::filesystem::path test_root();
 /// A fresh, empty folder test_root()/name (an existing one is emptied).
 std::filesystem::path fresh_dir(const std::string& name);
 
+/// Runs `command` with the shell; returns its exit status, or -1 when a signal ended it.
+int run_command(const std::string& command);
+
+/// The whole file as text ("" when it cannot be read).
+std::string read_text(const std::filesystem::path& path);
+
 /// A fresh folder with a name of its own (test_root()/dir<N>), for tests that need several.
 struct TempDir {
   TempDir();

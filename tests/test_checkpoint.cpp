@@ -20,6 +20,8 @@ using alexnet::train::save_checkpoint;
 namespace {
 
 using alexnet::testing::fresh_dir;
+using alexnet::testing::read_text;
+using alexnet::testing::run_command;
 
 
 Checkpoint example(float scale) {
@@ -43,18 +45,6 @@ Checkpoint example(float scale) {
   c.resize_size = 72;
   c.resolved_devices = "cpu,cpu";
   return c;
-}
-
-int run_command(const std::string& command) {
-  const int status = std::system(command.c_str());
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
 }
 
 std::vector<char> read_bytes(const std::string& path) {

@@ -34,6 +34,8 @@ namespace fs = std::filesystem;
 namespace {
 
 using alexnet::testing::fresh_dir;
+using alexnet::testing::read_text;
+using alexnet::testing::run_command;
 
 AlexNet make_model(AlexNetOptions options) {
   torch::manual_seed(0);
@@ -93,18 +95,6 @@ torch::Tensor run(torch::jit::Module& module, const std::string& method, const t
 torch::Tensor eager(AlexNet& model, const std::string& method, const torch::Tensor& x) {
   torch::NoGradGuard no_grad;
   return method == "forward" ? model->forward(x) : model->features(x);
-}
-
-int run_command(const std::string& command) {
-  const int status = std::system(command.c_str());
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
 }
 
 void write_floats(const fs::path& path, const torch::Tensor& t) {
