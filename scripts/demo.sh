@@ -48,8 +48,9 @@ if [ -f "$run_dir/model.pt" ] && "$alexnet" predict --help >/dev/null 2>&1; then
   "$alexnet" predict --model "$run_dir/model.pt" "$run_dir"/samples/*.png
 fi
 
-accuracy=$(sed -n 's/.*"top1_accuracy": *\([0-9.eE+-]*\).*/\1/p' "$run_dir/test_eval.json")
-samples=$(sed -n 's/.*"samples": *\([0-9]*\).*/\1/p' "$run_dir/test_eval.json")
+# The top-level fields: the per_class entries hold fields of the same names, indented deeper.
+accuracy=$(sed -n 's/^  "top1_accuracy": *\([0-9.eE+-]*\).*/\1/p' "$run_dir/test_eval.json")
+samples=$(sed -n 's/^  "samples": *\([0-9]*\).*/\1/p' "$run_dir/test_eval.json")
 awk -v acc="$accuracy" -v n="$samples" -v s="$start" -v t="$trained" -v e="$evaluated" 'BEGIN {
   printf "\nFashion-MNIST test top-1 accuracy: %.2f%% (%d images)\n", 100 * acc, n
   printf "time: training %.0f s + evaluation %.0f s = %.0f s\n", t - s, e - t, e - s
