@@ -18,24 +18,12 @@ int64_t count_params(torch::nn::Module& module) {
   return total;
 }
 
-// "conv1" -> "1": the number that the LRN and pooling after a layer are named with.
-std::string layer_number(const LayerSpec& spec) {
-  const std::string name = spec.name;
-  return name.substr(name.find_first_of("0123456789"));
-}
-
 // The shape of one layer in a module that computes `held` columns' units (the single-device
 // form holds options.columns(), a column of the two-device form 1) and whose fc8 has
 // `classes` outputs.
 struct LayerShape {
   int64_t in = 0, out = 0, groups = 1;
 };
-
-// Whether layer i is the last convolution, after which the maps are pooled to 6 x 6 and
-// flattened for the fully connected layers.
-bool flattens_after(const std::vector<LayerSpec>& table, size_t i) {
-  return table[i].conv && i + 1 < table.size() && !table[i + 1].conv;
-}
 
 std::vector<LayerShape> layer_shapes(const AlexNetOptions& o, const std::vector<LayerSpec>& table,
                                      int64_t held, int64_t classes) {

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace alexnet {
 
@@ -51,5 +52,17 @@ inline const LayerSpec kPaperLayers[] = {
 /// The side of the feature maps entering fc6 (adaptive average pooling makes any input of
 /// at least 63 x 63 pixels give 6 x 6, as 224 x 224 does in the paper).
 inline constexpr int64_t kPooledSide = 6;
+
+/// The number in a layer's name, which the LRN and pooling after it are named with:
+/// "conv1" -> "1", "conv4_extra" -> "4_extra".
+inline std::string layer_number(const LayerSpec& spec) {
+  return spec.name.substr(spec.name.find_first_of("0123456789"));
+}
+
+/// Whether layer i of `table` is the last convolution, after which the maps are pooled to
+/// kPooledSide x kPooledSide and flattened for the fully connected layers.
+inline bool flattens_after(const std::vector<LayerSpec>& table, size_t i) {
+  return table[i].conv && i + 1 < table.size() && !table[i + 1].conv;
+}
 
 }  // namespace alexnet

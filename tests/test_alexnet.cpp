@@ -3,6 +3,8 @@
 
 #include "model/alexnet.h"
 
+namespace test_alexnet {
+
 using alexnet::AlexNet;
 using alexnet::AlexNetOptions;
 
@@ -358,3 +360,5 @@ TEST_CASE("AlexNet refuses bad options and inputs with clear errors", "[alexnet]
   state.erase("fc8.bias");
   CHECK_THROWS_WITH(model->load_single_device_state(state), Contains("fc8.bias"));
 }
+
+}  // namespace test_alexnet

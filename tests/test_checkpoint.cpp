@@ -12,6 +12,8 @@
 #include "train/checkpoint.h"
 #include "tests/support.h"
 
+namespace test_checkpoint {
+
 namespace fs = std::filesystem;
 using alexnet::train::Checkpoint;
 using alexnet::train::load_checkpoint;
@@ -212,3 +214,5 @@ TEST_CASE("Python's torch.load(weights_only=True) reads a checkpoint as plain da
   const double first = std::stod(summary.at("conv1_weight_first").get<std::string>());
   CHECK(first == static_cast<double>(saved.model["conv1.weight"].flatten()[0].item<float>()));
 }
+
+}  // namespace test_checkpoint

@@ -11,6 +11,8 @@
 #include "data/loader.h"
 #include "tests/support.h"
 
+namespace test_cifar10 {
+
 using namespace alexnet::data;
 namespace fs = std::filesystem;
 
@@ -155,3 +157,5 @@ TEST_CASE("CIFAR-10 errors name the bad file", "[cifar10]") {
                       Catch::Contains("validation"));
   }
 }
+
+}  // namespace test_cifar10

@@ -16,6 +16,8 @@
 #include "data/dataset.h"
 #include "tests/support.h"
 
+namespace test_cli {
+
 namespace fs = std::filesystem;
 using alexnet::cli::ArgParser;
 using alexnet::cli::UsageError;
@@ -37,11 +39,9 @@ struct Outcome {
 // Runs `alexnet ARGS` with stdout and stderr into a file of `dir`.
 Outcome run_alexnet(const std::string& args, const TempDir& dir) {
   const std::string log = dir / "output.txt";
-  const int status = std::system((std::string(ALEXNET_BINARY) + " " + args + " >" + log + " 2>&1").c_str());
-  std::ifstream in(log);
-  std::stringstream text;
-  text << in.rdbuf();
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, text.str()};
+  const int status =
+      alexnet::testing::run_command(std::string(ALEXNET_BINARY) + " " + args + " >" + log + " 2>&1");
+  return {status, alexnet::testing::read_text(log)};
 }
 
 }  // namespace
@@ -117,12 +117,12 @@ TEST_CASE("alexnet train stopped by SIGTERM checkpoints and exits 143", "[cli]")
   kill(pid, SIGTERM);
   int status = 0;
   waitpid(pid, &status, 0);
-  std::ifstream in(dir / "train.txt");
-  std::stringstream log;
-  log << in.rdbuf();
-  INFO(log.str());
+  const std::string log = alexnet::testing::read_text(dir / "train.txt");
+  INFO(log);
   REQUIRE(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 143);
   CHECK(fs::exists(fs::path(run) / "checkpoints" / "last.pt"));
-  CHECK_THAT(log.str(), Catch::Contains("--resume"));
+  CHECK_THAT(log, Catch::Contains("--resume"));
 }
+
+}  // namespace test_cli

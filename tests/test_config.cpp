@@ -4,6 +4,8 @@
 
 #include "train/config.h"
 
+namespace test_config {
+
 using alexnet::train::config_from_json;
 using alexnet::train::TrainConfig;
 using nlohmann::json;
@@ -190,3 +192,5 @@ TEST_CASE("The shipped configurations parse", "[config]") {
   CHECK_THROWS_WITH(alexnet::train::read_json_file(dir + "missing.json"),
                     Catch::Contains("missing.json"));
 }
+
+}  // namespace test_config

@@ -35,6 +35,8 @@
 #include <opencv2/imgproc.hpp>
 #endif
 
+namespace test_data {
+
 using namespace alexnet::data;
 namespace fs = std::filesystem;
 
@@ -165,10 +167,7 @@ int run_alexnet(const std::vector<std::string>& args, const std::string& log) {
   return wait_for(start_alexnet(args, log));
 }
 
-std::string read_text(const std::string& path) {
-  const auto bytes = read_bytes(path);
-  return std::string(bytes.begin(), bytes.end());
-}
+using alexnet::testing::read_text;
 
 // Labels given per sample; images are 1x1 and never read.
 class LabelledDataset : public Dataset {
@@ -1294,3 +1293,5 @@ TEST_CASE("relabel_by_name maps the data's classes to the model's by name", "[da
   CHECK_THROWS_WITH(relabel_by_name(extra, model),
                     Catch::Contains("'owl', 'yak'") && Catch::Contains("not among the model's"));
 }
+
+}  // namespace test_data

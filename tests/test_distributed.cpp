@@ -29,8 +29,11 @@
 #include "distributed/launcher.h"
 #include "model/alexnet.h"
 #include "tests/support.h"
+#include "tests/train_support.h"
 #include "train/checkpoint.h"
 #include "train/trainer.h"
+
+namespace test_distributed {
 
 using namespace alexnet;
 using namespace alexnet::distributed;
@@ -100,12 +103,7 @@ const std::vector<std::string> kDistVars{"RANK",        "WORLD_SIZE",  "LOCAL_RA
 
 std::string self_executable() { return fs::read_symlink("/proc/self/exe").string(); }
 
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
+using alexnet::testing::read_text;
 
 // Runs the hidden worker test case in `nproc` processes.
 LaunchResult run_workers(const std::string& scenario, const fs::path& out, int64_t nproc = 2,
@@ -241,25 +239,13 @@ class CornerDataset : public data::Dataset {
 // The trainer's run on CornerDataset: 4 steps per epoch, flips, no dropout, a quarter of the
 // paper's width.
 TrainConfig trainer_config(int64_t max_steps) {
-  TrainConfig c;
-  c.model.init(Init::kKaiming).dropout(0.0).width(0.25);
-  c.data.resize = 0;
-  c.data.crop = 64;
-  c.data.flip = true;
-  c.data.pca_lighting = false;
-  c.data.normalize = "mean_std";
-  c.data.stats_images = 0;
+  TrainConfig c = alexnet::testing::small_train_config();
+  c.model.dropout(0.0);
   c.data.workers = 0;
-  c.optimizer.lr = 0.01;
-  c.schedule.kind = "constant";
   c.epochs = 3;
   c.max_steps = max_steps;
-  c.batch_size = 8;
-  c.eval_batch_size = 8;
-  c.devices = "cpu";
   c.threads = 1;
   c.log_interval = 1;
-  c.seed = 3;
   return c;
 }
 
@@ -812,3 +798,5 @@ TEST_CASE("alexnet's trainer in two processes, interrupted and resumed, matches 
   CHECK(lines == kTotal + 2);
   fs::remove_all(out);
 }
+
+}  // namespace test_distributed

@@ -7,6 +7,8 @@
 #include "draw/drawing.h"
 #include "tests/support.h"
 
+namespace test_draw {
+
 using namespace alexnet::draw;
 
 TEST_CASE("A confusion matrix is drawn as a PNG of the expected size, shaded by row share",
@@ -58,3 +60,5 @@ TEST_CASE("line_chart draws vertical markers and series without points", "[draw]
   const auto red = rgb.select(2, 0).gt(200) & rgb.select(2, 1).lt(60) & rgb.select(2, 2).lt(60);
   CHECK(red.sum().item<int64_t>() > 20);
 }
+
+}  // namespace test_draw

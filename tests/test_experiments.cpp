@@ -19,6 +19,11 @@
 #include "tests/support.h"
 #if ALEXNET_WITH_OPENCV
 #include "draw/drawing.h"
+#endif
+
+namespace test_experiments {
+
+#if ALEXNET_WITH_OPENCV
 using namespace alexnet::draw;
 #endif
 
@@ -98,10 +103,7 @@ void write_idx_test_split(const std::string& dir, uint32_t n) {
   for (uint32_t i = 0; i < n; ++i) labels.put(static_cast<char>(i % 4));
 }
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
+using alexnet::testing::read_text;
 
 // Runs the alexnet binary with `args`, stdout to `out`; returns the exit status.
 // Runs the alexnet binary; its standard output goes to `out`, its errors and notes to
@@ -540,3 +542,5 @@ TEST_CASE("The kernels, features and neighbours commands on a tiny model", "[exp
   CHECK(read_picture(dir / "grid.png").sizes() == torch::IntArrayRef({grid_h, grid_w, 3}));
 #endif
 }
+
+}  // namespace test_experiments

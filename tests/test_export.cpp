@@ -26,6 +26,8 @@
 #include "transforms/transforms.h"
 #endif
 
+namespace test_export {
+
 using alexnet::AlexNet;
 using alexnet::AlexNetOptions;
 using alexnet::train::ExportInfo;
@@ -557,3 +559,5 @@ TEST_CASE("alexnet eval refuses data with other classes unless matched by name",
   fs::remove_all(dir);
 }
 #endif
+
+}  // namespace test_export

@@ -8,6 +8,8 @@
 #include "data/loader.h"
 #include "transforms/transforms.h"
 
+namespace test_loader {
+
 using namespace alexnet;
 using namespace alexnet::data;
 
@@ -223,3 +225,5 @@ TEST_CASE("Batch memory is reused only when no batch or view uses it any more", 
   CHECK(memories.count(first_memory) == 0);
   CHECK(memories.size() < 9);  // buffers were recycled
 }
+
+}  // namespace test_loader

@@ -3,6 +3,8 @@
 
 #include "model/lrn.h"
 
+namespace test_lrn {
+
 using alexnet::LocalResponseNorm;
 using alexnet::LocalResponseNormOptions;
 
@@ -171,3 +173,5 @@ TEST_CASE("LRN refuses bad options and inputs with clear errors", "[lrn]") {
   CHECK_THROWS_WITH(lrn(torch::zeros({3, 4, 5})), Contains("[N, C, H, W]"));
   CHECK_THROWS_WITH(lrn(torch::zeros({1, 3, 4, 5}, torch::kInt)), Contains("float and double"));
 }
+
+}  // namespace test_lrn

@@ -7,6 +7,8 @@
 #include "model/alexnet.h"
 #include "model/lrn.h"
 
+namespace test_lrn_cuda {
+
 using alexnet::AlexNet;
 using alexnet::AlexNetOptions;
 using alexnet::LocalResponseNormOptions;
@@ -119,3 +121,5 @@ TEST_CASE("Single-device model on cuda:0 equals the CPU model", "[alexnet][cuda]
   const auto x = torch::randn({2, 3, 224, 224});
   CHECK(torch::allclose(gpu->forward(x.to(torch::kCUDA)).cpu(), cpu->forward(x), 1e-4, 1e-4));
 }
+
+}  // namespace test_lrn_cuda

@@ -8,6 +8,8 @@
 #include "train/metrics.h"
 #include "transforms/transforms.h"
 
+namespace test_metrics {
+
 using namespace alexnet::train;
 
 namespace {
@@ -125,3 +127,5 @@ TEST_CASE("evaluate gives the confusion matrix over every batch, with ten crops 
   const auto averaged = evaluate(forward, crops, torch::kCPU);
   CHECK(torch::equal(averaged.confusion, expected));
 }
+
+}  // namespace test_metrics

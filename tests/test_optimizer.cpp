@@ -4,6 +4,8 @@
 #include "train/optimizer.h"
 #include "train/schedule.h"
 
+namespace test_optimizer {
+
 using alexnet::train::LrSchedule;
 using alexnet::train::OptimizerConfig;
 using alexnet::train::ScheduleConfig;
@@ -219,3 +221,5 @@ TEST_CASE("The fused float32 paper update equals the tensor formula", "[optimize
     CHECK(item.value().grad().abs().sum().item<double>() == 0.0);
   }
 }
+
+}  // namespace test_optimizer

@@ -11,6 +11,8 @@
 #include "train/plot.h"
 #include "tests/support.h"
 
+namespace test_plot {
+
 namespace fs = std::filesystem;
 using nlohmann::json;
 
@@ -113,3 +115,5 @@ TEST_CASE("plot_training_curves names a missing or corrupt metrics file", "[plot
   CHECK(fs::exists(dir / "c.png"));
   fs::remove_all(dir);
 }
+
+}  // namespace test_plot

@@ -6,6 +6,8 @@
 
 #include "train/precision.h"
 
+namespace test_precision {
+
 using alexnet::train::AutocastGuard;
 using alexnet::train::LossScaler;
 using alexnet::train::Precision;
@@ -76,3 +78,5 @@ TEST_CASE("Native bfloat16 support is read from /proc/cpuinfo", "[precision]") {
   CHECK(advice.empty() == native);
   CHECK(alexnet::train::precision_advice(Precision::kFloat32, torch::kCPU).empty());
 }
+
+}  // namespace test_precision

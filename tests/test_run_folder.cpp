@@ -17,6 +17,8 @@
 #include "train/run_folder.h"
 #include "tests/support.h"
 
+namespace test_run_folder {
+
 namespace fs = std::filesystem;
 using alexnet::testing::fresh_dir;
 using alexnet::train::FolderPolicy;
@@ -26,12 +28,7 @@ using nlohmann::json;
 
 namespace {
 
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
+using alexnet::testing::read_text;
 
 void write_text(const fs::path& path, const std::string& text) {
   fs::create_directories(path.parent_path());
@@ -203,3 +200,5 @@ TEST_CASE("A checkpoint written before a configuration key existed resumes with 
                       Contains("'model." + key + "'") && Contains(value.dump()));
   }
 }
+
+}  // namespace test_run_folder

@@ -11,6 +11,7 @@
 
 #include "model/alexnet.h"
 #include "tests/support.h"
+#include "tests/train_support.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/metrics.h"
@@ -19,6 +20,8 @@
 #if ALEXNET_WITH_OPENCV
 #include <opencv2/imgcodecs.hpp>
 #endif
+
+namespace test_trainer {
 
 namespace fs = std::filesystem;
 using alexnet::train::RunData;
@@ -63,27 +66,12 @@ RunData pattern_data(size_t train, size_t val) {
           std::make_shared<PatternDataset>(val, 4, 2)};
 }
 
-// A quarter of the paper's width: the trainer's logic is the same, and checkpoints are 14 MB
-// instead of 230 MB.
 TrainConfig tiny_config() {
-  TrainConfig c;
-  c.model.init(alexnet::Init::kKaiming).width(0.25);
-  c.data.resize = 0;
-  c.data.crop = 64;
-  c.data.flip = true;
-  c.data.pca_lighting = false;
-  c.data.normalize = "mean_std";
-  c.data.stats_images = 0;
+  TrainConfig c = alexnet::testing::small_train_config();
   c.data.workers = 1;
-  c.optimizer.lr = 0.01;
-  c.schedule.kind = "constant";
   c.epochs = 10;
-  c.batch_size = 8;
-  c.eval_batch_size = 8;
-  c.devices = "cpu";
   c.threads = 2;
   c.log_interval = 2;
-  c.seed = 3;
   return c;
 }
 
@@ -387,12 +375,7 @@ TEST_CASE("configs/imagenet.json starts training on an ImageNet-layout folder", 
 
 namespace {
 
-std::string file_text(const fs::path& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
+using alexnet::testing::read_text;
 
 // The steps of metrics.jsonl's step records, in file order.
 std::vector<int64_t> logged_steps(const fs::path& path) {
@@ -428,11 +411,11 @@ TEST_CASE("A folder holding a run is refused; --overwrite starts afresh", "[trai
   config.log_interval = 1;
   std::ostringstream log;
   alexnet::train::train(config, pattern_data(16, 8), quiet(dir, log));
-  const std::string before = file_text(dir / "metrics.jsonl");
+  const std::string before = read_text(dir / "metrics.jsonl");
   REQUIRE_FALSE(before.empty());
   CHECK_THROWS_WITH(alexnet::train::train(config, pattern_data(16, 8), quiet(dir, log)),
                     Catch::Contains("already holds a run") && Catch::Contains("--overwrite"));
-  CHECK(file_text(dir / "metrics.jsonl") == before);
+  CHECK(read_text(dir / "metrics.jsonl") == before);
   auto options = quiet(dir, log);
   options.overwrite = true;
   config.max_steps = 2;
@@ -448,8 +431,8 @@ TEST_CASE("A resume with a changed computation is refused before anything is wri
   config.max_steps = 2;
   std::ostringstream log;
   alexnet::train::train(config, pattern_data(16, 8), quiet(dir, log));
-  const std::string config_before = file_text(dir / "config.json");
-  const std::string metrics_before = file_text(dir / "metrics.jsonl");
+  const std::string config_before = read_text(dir / "config.json");
+  const std::string metrics_before = read_text(dir / "metrics.jsonl");
   auto options = quiet(dir, log);
   options.resume = true;
   // As `alexnet train --resume` does: the run's config.json with a flag on top.
@@ -462,8 +445,8 @@ TEST_CASE("A resume with a changed computation is refused before anything is wri
   resumed.model.lrn(false);
   CHECK_THROWS_WITH(alexnet::train::train(resumed, pattern_data(16, 8), options),
                     Catch::Contains("'model.lrn' was true"));
-  CHECK(file_text(dir / "config.json") == config_before);
-  CHECK(file_text(dir / "metrics.jsonl") == metrics_before);
+  CHECK(read_text(dir / "config.json") == config_before);
+  CHECK(read_text(dir / "metrics.jsonl") == metrics_before);
   resumed.model.lrn(true);
   resumed.epochs = 20;  // may change
   CHECK(alexnet::train::train(resumed, pattern_data(16, 8), options).steps == 4);
@@ -621,3 +604,5 @@ TEST_CASE("data.holdout and the limits draw every class in proportion with the r
   fs::remove_all(root);
 }
 #endif
+
+}  // namespace test_trainer

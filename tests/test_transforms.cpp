@@ -5,6 +5,8 @@
 
 #include "transforms/transforms.h"
 
+namespace test_transforms {
+
 using namespace alexnet::transforms;
 
 namespace {
@@ -246,3 +248,5 @@ TEST_CASE("Compose fuses ToFloat, PcaLighting and Normalize without changing res
       Compose({std::make_shared<Normalize>(std::vector<double>{1, 2})}).apply(image, rng),
       Catch::Contains("3 channels"));
 }
+
+}  // namespace test_transforms

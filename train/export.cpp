@@ -13,12 +13,6 @@
 namespace alexnet::train {
 namespace {
 
-// "conv1" -> 1: the number of an LRN after a layer (self._lrn(x, 1)).
-int64_t layer_number(const LayerSpec& spec) {
-  const std::string name = spec.name;
-  return std::stoll(name.substr(name.find_first_of("0123456789")));
-}
-
 // A double as a TorchScript literal that parses back to the same value.
 std::string literal(double value) {
   char text[64];
@@ -181,7 +175,7 @@ std::string torchscript_source(const AlexNetOptions& options, LrnScript lrn) {
     }
     if (spec.lrn_after && options.lrn()) s << "    x = self._lrn(x, " << layer_number(spec) << ")\n";
     if (spec.pool_after) s << "    x = " << pool << "\n";
-    if (spec.conv && !table[i + 1].conv) {
+    if (flattens_after(table, i)) {
       s << "    x = torch.adaptive_avg_pool2d(x, [" << kPooledSide << ", " << kPooledSide
         << "]).flatten(1)\n";
     }
