@@ -201,9 +201,23 @@ torch::Tensor tile_grid(const std::vector<std::vector<Tile>>& rows,
   return to_tensor(canvas);
 }
 
-torch::Tensor line_chart(const std::vector<Series>& series, const ChartOptions& options) {
-  TORCH_CHECK(options.width >= 200 && options.height >= 150, "line chart: ", options.width, " x ",
-              options.height, " is too small (at least 200 x 150)");
+namespace {
+
+// The value ranges of a chart and the plot rectangle they map onto, in canvas pixels.
+struct ChartFrame {
+  double x_low = 0, x_high = 1, y_low = 0, y_high = 1;
+  int left = 0, right = 0, top = 0, bottom = 0;
+
+  int px(double x) const {
+    return left + static_cast<int>(std::lround((x - x_low) / (x_high - x_low) * (right - left)));
+  }
+  int py(double y) const {
+    return bottom - static_cast<int>(std::lround((y - y_low) / (y_high - y_low) * (bottom - top)));
+  }
+};
+
+// Ranges from the data, the markers and reference lines, then the options' fixed limits.
+ChartFrame chart_frame(const std::vector<Series>& series, const ChartOptions& options) {
   double x_low = std::numeric_limits<double>::infinity(), x_high = -x_low;
   double y_low = x_low, y_high = -x_low;
   for (const auto& s : series) {
@@ -216,8 +230,7 @@ torch::Tensor line_chart(const std::vector<Series>& series, const ChartOptions& 
       y_high = std::max(y_high, s.y[i]);
     }
   }
-  const bool no_data = !std::isfinite(x_low);
-  if (no_data) x_low = x_high = y_low = y_high = 0;
+  if (!std::isfinite(x_low)) x_low = x_high = y_low = y_high = 0;
   for (const auto& [x, label] : options.vertical_markers) x_high = std::max(x_high, x);
   for (const auto& [y, label] : options.reference_lines) {
     y_low = std::min(y_low, y);
@@ -225,65 +238,79 @@ torch::Tensor line_chart(const std::vector<Series>& series, const ChartOptions& 
   }
   if (x_low >= 0) x_low = 0;
   const double y_pad = 0.05 * std::max(1e-9, y_high - y_low);
-  y_low = options.y_min.value_or(y_low - y_pad);
-  y_high = options.y_max.value_or(y_high + y_pad);
-  x_low = options.x_min.value_or(x_low);
-  x_high = options.x_max.value_or(x_high);
-  if (x_high <= x_low) x_high = x_low + 1;
-  if (y_high <= y_low) y_high = y_low + 1;
+  ChartFrame frame;
+  frame.y_low = options.y_min.value_or(y_low - y_pad);
+  frame.y_high = options.y_max.value_or(y_high + y_pad);
+  frame.x_low = options.x_min.value_or(x_low);
+  frame.x_high = options.x_max.value_or(x_high);
+  if (frame.x_high <= frame.x_low) frame.x_high = frame.x_low + 1;
+  if (frame.y_high <= frame.y_low) frame.y_high = frame.y_low + 1;
+  frame.left = 64;
+  frame.right = static_cast<int>(options.width) - 16;
+  frame.top = 36;
+  frame.bottom = static_cast<int>(options.height) - 48;
+  return frame;
+}
 
-  const int width = static_cast<int>(options.width), height = static_cast<int>(options.height);
-  cv::Mat canvas(height, width, CV_8UC3, kWhite);
-  const int left = 64, right = width - 16, top = 36, bottom = height - 48;
-  auto px = [&](double x) {
-    return left + static_cast<int>(std::lround((x - x_low) / (x_high - x_low) * (right - left)));
-  };
-  auto py = [&](double y) {
-    return bottom - static_cast<int>(std::lround((y - y_low) / (y_high - y_low) * (bottom - top)));
-  };
-
-  const double x_step = nice_step(x_high - x_low, 6), y_step = nice_step(y_high - y_low, 6);
+// Grid lines with tick labels, and the plot's border.
+void draw_axes(cv::Mat& canvas, const ChartFrame& f, const ChartOptions& options) {
+  const double x_step = nice_step(f.x_high - f.x_low, 6), y_step = nice_step(f.y_high - f.y_low, 6);
   int baseline = 0;
-  for (double x = std::ceil(x_low / x_step) * x_step; x <= x_high + 1e-9 * x_step; x += x_step) {
-    cv::line(canvas, cv::Point(px(x), top), cv::Point(px(x), bottom), kGrid, 1);
+  for (double x = std::ceil(f.x_low / x_step) * x_step; x <= f.x_high + 1e-9 * x_step;
+       x += x_step) {
+    cv::line(canvas, cv::Point(f.px(x), f.top), cv::Point(f.px(x), f.bottom), kGrid, 1);
     const std::string text = tick_text(x, x_step);
     const auto size = cv::getTextSize(text, kFont, 0.4, 1, &baseline);
-    cv::putText(canvas, text, cv::Point(px(x) - size.width / 2, bottom + 16), kFont, 0.4, kBlack, 1,
-                cv::LINE_AA);
+    cv::putText(canvas, text, cv::Point(f.px(x) - size.width / 2, f.bottom + 16), kFont, 0.4,
+                kBlack, 1, cv::LINE_AA);
   }
-  for (double y = std::ceil(y_low / y_step) * y_step; y <= y_high + 1e-9 * y_step; y += y_step) {
-    cv::line(canvas, cv::Point(left, py(y)), cv::Point(right, py(y)), kGrid, 1);
+  for (double y = std::ceil(f.y_low / y_step) * y_step; y <= f.y_high + 1e-9 * y_step;
+       y += y_step) {
+    cv::line(canvas, cv::Point(f.left, f.py(y)), cv::Point(f.right, f.py(y)), kGrid, 1);
     const std::string text = tick_text(y * options.y_tick_scale, y_step * options.y_tick_scale);
     const auto size = cv::getTextSize(text, kFont, 0.4, 1, &baseline);
-    cv::putText(canvas, text, cv::Point(left - 6 - size.width, py(y) + 4), kFont, 0.4, kBlack, 1,
-                cv::LINE_AA);
+    cv::putText(canvas, text, cv::Point(f.left - 6 - size.width, f.py(y) + 4), kFont, 0.4, kBlack,
+                1, cv::LINE_AA);
   }
-  cv::rectangle(canvas, cv::Point(left, top), cv::Point(right, bottom), kBlack, 1);
+  cv::rectangle(canvas, cv::Point(f.left, f.top), cv::Point(f.right, f.bottom), kBlack, 1);
+}
 
+// Dashed horizontal reference lines and dotted vertical markers, each with its label.
+void draw_guides(cv::Mat& canvas, const ChartFrame& f, const ChartOptions& options) {
+  int baseline = 0;
   for (const auto& [y, label] : options.reference_lines) {
-    if (y < y_low || y > y_high) continue;
-    dashed_line(canvas, cv::Point(left, py(y)), cv::Point(right, py(y)), kDark);
-    cv::putText(canvas, label, cv::Point(left + 6, py(y) - 5), kFont, 0.4, kDark, 1, cv::LINE_AA);
+    if (y < f.y_low || y > f.y_high) continue;
+    dashed_line(canvas, cv::Point(f.left, f.py(y)), cv::Point(f.right, f.py(y)), kDark);
+    cv::putText(canvas, label, cv::Point(f.left + 6, f.py(y) - 5), kFont, 0.4, kDark, 1,
+                cv::LINE_AA);
   }
   const cv::Scalar marker_grey(150, 150, 150);
   for (const auto& [x, label] : options.vertical_markers) {
-    if (x < x_low || x > x_high) continue;
-    dashed_line(canvas, cv::Point(px(x), top), cv::Point(px(x), bottom), marker_grey, 1, 3, 5);
+    if (x < f.x_low || x > f.x_high) continue;
+    dashed_line(canvas, cv::Point(f.px(x), f.top), cv::Point(f.px(x), f.bottom), marker_grey, 1, 3,
+                5);
     const auto size = cv::getTextSize(label, kFont, 0.4, 1, &baseline);
-    cv::putText(canvas, label, cv::Point(px(x) - 4 - size.width, bottom - 8), kFont, 0.4,
+    cv::putText(canvas, label, cv::Point(f.px(x) - 4 - size.width, f.bottom - 8), kFont, 0.4,
                 marker_grey, 1, cv::LINE_AA);
   }
+}
 
-  cv::Mat plot = canvas(cv::Rect(left, top, right - left + 1, bottom - top + 1));
-  auto colour_of = [&](size_t s) { return scalar(series[s].colour.value_or(series_colour(s))); };
-  auto markers_of = [&](size_t s) {
-    return series[s].markers.value_or(series[s].x.size() <= 40) || series[s].x.size() == 1;
-  };
+cv::Scalar colour_of(const std::vector<Series>& series, size_t s) {
+  return scalar(series[s].colour.value_or(series_colour(s)));
+}
+
+bool has_markers(const Series& s) {
+  return s.markers.value_or(s.x.size() <= 40) || s.x.size() == 1;
+}
+
+// The series' lines and point markers, clipped to the plot rectangle.
+void draw_series(cv::Mat& canvas, const ChartFrame& f, const std::vector<Series>& series) {
+  cv::Mat plot = canvas(cv::Rect(f.left, f.top, f.right - f.left + 1, f.bottom - f.top + 1));
   for (size_t s = 0; s < series.size(); ++s) {
-    const cv::Scalar colour = colour_of(s);
+    const cv::Scalar colour = colour_of(series, s);
     std::vector<cv::Point2d> points;
     for (size_t i = 0; i < series[s].x.size(); ++i) {
-      points.emplace_back(px(series[s].x[i]) - left, py(series[s].y[i]) - top);
+      points.emplace_back(f.px(series[s].x[i]) - f.left, f.py(series[s].y[i]) - f.top);
     }
     double phase = 0.0;
     for (size_t i = 1; series[s].thickness > 0 && i < points.size(); ++i) {
@@ -293,12 +320,15 @@ torch::Tensor line_chart(const std::vector<Series>& series, const ChartOptions& 
         cv::line(plot, points[i - 1], points[i], colour, series[s].thickness, cv::LINE_AA);
       }
     }
-    if (markers_of(s)) {
+    if (has_markers(series[s])) {
       for (const auto& p : points) draw_marker(plot, p, colour, series[s].dashed);
     }
   }
+}
 
-  // Legend of the series with points, top right inside the plot.
+// The legend of the series with points, top right inside the plot; "no data" when none has.
+void draw_legend(cv::Mat& canvas, const ChartFrame& f, const std::vector<Series>& series) {
+  int baseline = 0;
   std::vector<size_t> shown;
   int legend_width = 0;
   for (size_t s = 0; s < series.size(); ++s) {
@@ -307,49 +337,70 @@ torch::Tensor line_chart(const std::vector<Series>& series, const ChartOptions& 
     legend_width =
         std::max(legend_width, cv::getTextSize(series[s].name, kFont, 0.45, 1, &baseline).width);
   }
-  if (!shown.empty()) {
-    const int legend_left = right - legend_width - 52, legend_top = top + 8;
-    const cv::Rect box(legend_left - 6, legend_top - 4, legend_width + 52,
-                       static_cast<int>(shown.size()) * 18 + 6);
-    cv::rectangle(canvas, box, kWhite, cv::FILLED);
-    cv::rectangle(canvas, box, kDark, 1);
-    for (size_t row = 0; row < shown.size(); ++row) {
-      const size_t s = shown[row];
-      const int y = legend_top + 10 + static_cast<int>(row) * 18;
-      const cv::Point2d a(legend_left, y), b(legend_left + 32, y);
-      if (series[s].thickness > 0 && series[s].dashed) {
-        dashed_line(canvas, a, b, colour_of(s), series[s].thickness, 10, 6);
-      } else if (series[s].thickness > 0) {
-        cv::line(canvas, a, b, colour_of(s), series[s].thickness, cv::LINE_AA);
-      }
-      if (markers_of(s)) draw_marker(canvas, (a + b) * 0.5, colour_of(s), series[s].dashed);
-      cv::putText(canvas, series[s].name, cv::Point(legend_left + 38, y + 5), kFont, 0.45, kBlack,
-                  1, cv::LINE_AA);
-    }
-  } else {
+  if (shown.empty()) {
     const auto size = cv::getTextSize("no data", kFont, 0.7, 1, &baseline);
-    cv::putText(canvas, "no data",
-                cv::Point((left + right - size.width) / 2, (top + bottom + size.height) / 2), kFont,
-                0.7, kDark, 1, cv::LINE_AA);
+    cv::putText(
+        canvas, "no data",
+        cv::Point((f.left + f.right - size.width) / 2, (f.top + f.bottom + size.height) / 2), kFont,
+        0.7, kDark, 1, cv::LINE_AA);
+    return;
   }
+  const int legend_left = f.right - legend_width - 52, legend_top = f.top + 8;
+  const cv::Rect box(legend_left - 6, legend_top - 4, legend_width + 52,
+                     static_cast<int>(shown.size()) * 18 + 6);
+  cv::rectangle(canvas, box, kWhite, cv::FILLED);
+  cv::rectangle(canvas, box, kDark, 1);
+  for (size_t row = 0; row < shown.size(); ++row) {
+    const Series& s = series[shown[row]];
+    const cv::Scalar colour = colour_of(series, shown[row]);
+    const int y = legend_top + 10 + static_cast<int>(row) * 18;
+    const cv::Point2d a(legend_left, y), b(legend_left + 32, y);
+    if (s.thickness > 0 && s.dashed) {
+      dashed_line(canvas, a, b, colour, s.thickness, 10, 6);
+    } else if (s.thickness > 0) {
+      cv::line(canvas, a, b, colour, s.thickness, cv::LINE_AA);
+    }
+    if (has_markers(s)) draw_marker(canvas, (a + b) * 0.5, colour, s.dashed);
+    cv::putText(canvas, s.name, cv::Point(legend_left + 38, y + 5), kFont, 0.45, kBlack, 1,
+                cv::LINE_AA);
+  }
+}
 
+// The title above the plot, the x label below it and the y label rotated to its left.
+void draw_titles(cv::Mat& canvas, const ChartFrame& f, const ChartOptions& options) {
+  int baseline = 0;
   const auto title_size = cv::getTextSize(options.title, kFont, 0.55, 1, &baseline);
-  cv::putText(canvas, options.title, cv::Point((width - title_size.width) / 2, 22), kFont, 0.55,
-              kBlack, 1, cv::LINE_AA);
+  cv::putText(canvas, options.title, cv::Point((canvas.cols - title_size.width) / 2, 22), kFont,
+              0.55, kBlack, 1, cv::LINE_AA);
   const auto x_size = cv::getTextSize(options.x_label, kFont, 0.45, 1, &baseline);
-  cv::putText(canvas, options.x_label, cv::Point((left + right - x_size.width) / 2, height - 12),
-              kFont, 0.45, kBlack, 1, cv::LINE_AA);
-  // The y label, written horizontally and rotated.
+  cv::putText(canvas, options.x_label,
+              cv::Point((f.left + f.right - x_size.width) / 2, canvas.rows - 12), kFont, 0.45,
+              kBlack, 1, cv::LINE_AA);
   const auto y_size = cv::getTextSize(options.y_label, kFont, 0.45, 1, &baseline);
   cv::Mat label(y_size.height + 8, y_size.width + 4, CV_8UC3, kWhite);
   cv::putText(label, options.y_label, cv::Point(2, y_size.height + 2), kFont, 0.45, kBlack, 1,
               cv::LINE_AA);
   cv::Mat rotated;
   cv::rotate(label, rotated, cv::ROTATE_90_COUNTERCLOCKWISE);
-  const int label_top = std::max(0, (top + bottom - rotated.rows) / 2);
-  if (rotated.rows + label_top <= height) {
+  const int label_top = std::max(0, (f.top + f.bottom - rotated.rows) / 2);
+  if (rotated.rows + label_top <= canvas.rows) {
     rotated.copyTo(canvas(cv::Rect(2, label_top, rotated.cols, rotated.rows)));
   }
+}
+
+}  // namespace
+
+torch::Tensor line_chart(const std::vector<Series>& series, const ChartOptions& options) {
+  TORCH_CHECK(options.width >= 200 && options.height >= 150, "line chart: ", options.width, " x ",
+              options.height, " is too small (at least 200 x 150)");
+  const ChartFrame frame = chart_frame(series, options);
+  cv::Mat canvas(static_cast<int>(options.height), static_cast<int>(options.width), CV_8UC3,
+                 kWhite);
+  draw_axes(canvas, frame, options);
+  draw_guides(canvas, frame, options);
+  draw_series(canvas, frame, series);
+  draw_legend(canvas, frame, series);
+  draw_titles(canvas, frame, options);
   return to_tensor(canvas);
 }
 
