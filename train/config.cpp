@@ -227,6 +227,9 @@ json to_json(const TrainConfig& config) {
               {"data",
                {{"source", d.source},
                 {"val_source", d.val_source},
+                {"val_labels", d.val_labels},
+                {"val_labels_format", d.val_labels_format},
+                {"val_synsets", d.val_synsets},
                 {"holdout", d.holdout},
                 {"train_limit", d.train_limit},
                 {"val_limit", d.val_limit},
@@ -288,6 +291,10 @@ TrainConfig config_from_json(const json& object) {
     auto& d = config.data;
     reader.read("source", d.source);
     reader.read("val_source", d.val_source);
+    reader.read("val_labels", d.val_labels);
+    reader.read_choice("val_labels_format", d.val_labels_format,
+                       {"auto", "list", "kaggle", "devkit"});
+    reader.read("val_synsets", d.val_synsets);
     reader.read("holdout", d.holdout, 0);
     reader.read("train_limit", d.train_limit, 0);
     reader.read("val_limit", d.val_limit, 0);
@@ -317,6 +324,17 @@ TrainConfig config_from_json(const json& object) {
     reader.finish();
     if (d.resize != 0 && d.resize < d.crop) {
       reader.fail("resize", d.resize, "0 or at least data.crop (" + std::to_string(d.crop) + ")");
+    }
+    if (!d.val_labels.empty() && d.val_source.empty()) {
+      reader.fail("val_source", d.val_source,
+                  "the folder of validation images that data.val_labels labels");
+    }
+    if (!d.val_labels.empty() && d.holdout > 0) {
+      reader.fail("holdout", d.holdout, "0 when data.val_labels gives the validation set");
+    }
+    if (!d.val_synsets.empty() && d.val_labels.empty()) {
+      reader.fail("val_synsets", d.val_synsets,
+                  "\"\" unless data.val_labels names the devkit's ground truth");
     }
     if (d.source.empty())
       reader.fail("source", d.source,

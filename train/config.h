@@ -28,6 +28,15 @@ struct DataConfig {
   std::string source = "fashion-mnist";
   /// Validation source; empty: the source's "val" split (or the held-out samples).
   std::string val_source;
+  /// A labels file for val_source as one flat folder of images (the official ImageNet
+  /// validation layout; see data/labels_file.h): "FILENAME CLASS" lines, Kaggle's
+  /// LOC_val_solution.csv or the devkit's ILSVRC2012_validation_ground_truth.txt. Its classes
+  /// are matched to the training set's by name. Empty: val_source is read as usual.
+  std::string val_labels;
+  /// The form of val_labels: "auto" (from its content), "list", "kaggle" or "devkit".
+  std::string val_labels_format = "auto";
+  /// The devkit form: the synsets in ILSVRC ID order, one per line (first word of each).
+  std::string val_synsets;
   /// > 0: `holdout` training samples, every class in proportion, drawn with the run's seed,
   /// are the validation set instead (and are left out of training).
   int64_t holdout = 0;
