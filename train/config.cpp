@@ -269,7 +269,8 @@ json to_json(const TrainConfig& config) {
               {"log_interval", config.log_interval},
               {"checkpoint_interval", config.checkpoint_interval},
               {"val_ten_crop", config.val_ten_crop},
-              {"precision", precision_name(config.precision)}};
+              {"precision", precision_name(config.precision)},
+              {"checkpoint", {{"keep_last", config.checkpoint.keep_last}}}};
 }
 
 TrainConfig config_from_json(const json& object) {
@@ -401,6 +402,11 @@ TrainConfig config_from_json(const json& object) {
     config.precision = parse_precision(precision);
   } catch (const std::invalid_argument&) {
     root.fail("precision", precision, "fp32, bf16 or fp16");
+  }
+  if (const json* checkpoint = root.find("checkpoint")) {
+    ObjectReader reader(*checkpoint, "checkpoint");
+    reader.read("keep_last", config.checkpoint.keep_last, 0);
+    reader.finish();
   }
   root.finish();
   return config;

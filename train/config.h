@@ -94,6 +94,14 @@ struct ScheduleConfig {
   double threshold = 0.0;
 };
 
+/// What the run keeps of its checkpoints ("checkpoint" object).
+struct CheckpointConfig {
+  /// Besides last.pt and best.pt, keep the checkpoints of the N most recent epoch ends as
+  /// checkpoints/epoch_NNNN.pt (the epoch number, from 1), deleting older ones. 0 writes
+  /// none and deletes none.
+  int64_t keep_last = 0;
+};
+
 /// Everything `alexnet train` reads from its configuration. The JSON form (see to_json) is
 /// what --config files hold and what RUN_DIR/config.json records.
 struct TrainConfig {
@@ -123,6 +131,7 @@ struct TrainConfig {
   /// The forward pass's type: "fp32", "bf16" (autocast; CPU or CUDA) or "fp16" (autocast with
   /// dynamic loss scaling; CUDA only). Weights and optimiser state stay float32.
   Precision precision = Precision::kFloat32;
+  CheckpointConfig checkpoint;
 };
 
 /// The JSON form of a configuration (every key).
