@@ -260,6 +260,9 @@ int run_eval(const std::vector<std::string>& args) {
   if (parser.has("model") == parser.has("checkpoint")) {
     throw cli::UsageError("give exactly one of --model and --checkpoint");
   }
+  if (parser.has("labels") && !parser.has("data")) {
+    throw cli::UsageError("--labels needs --data FOLDER, the folder of the images it labels");
+  }
   runtime::set_threads(parser.get_int("threads"));
   const auto devices = parse_devices(parser.get("devices"));
   if (devices.size() != 1) throw std::invalid_argument("--devices: eval runs on one device");
@@ -272,9 +275,6 @@ int run_eval(const std::vector<std::string>& args) {
   const LoadedModel model = parser.has("model")
                                 ? load_torchscript(parser.get("model"), device)
                                 : load_checkpoint_model(parser.get("checkpoint"), device);
-  if (parser.has("labels") && !parser.has("data")) {
-    throw cli::UsageError("--labels needs --data FOLDER, the folder of the images it labels");
-  }
   std::string source = parser.has("data") ? parser.get("data") : model.default_data;
   if (source.empty()) source = "fashion-mnist";
 
