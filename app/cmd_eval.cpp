@@ -9,12 +9,14 @@
 
 #include "cli.h"
 #include "data/dataset.h"
+#include "data/labels_file.h"
 #include "data/loader.h"
 #include "runtime/runtime.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/exported_model.h"
 #include "train/metrics.h"
+#include "train/precision.h"
 #include "transforms/transforms.h"
 
 #if ALEXNET_WITH_OPENCV
@@ -173,16 +175,34 @@ void write_eval_pictures(const ArgParser& parser, const train::EvalResult& resul
 #endif
 }
 
-// The --split of `source` labelled as the model's outputs (--limit images of it, every class
-// in proportion, drawn with --seed), decoded for a shorter side of the model's resize; writes
-// the first of them with --save-images.
+// The flat image folder `source` labelled by --labels, with the model's classes.
+data::DatasetPtr open_labelled_eval_data(const ArgParser& parser, const std::string& source,
+                                         const LoadedModel& model) {
+  if (model.class_names.empty()) {
+    throw std::invalid_argument("--labels " + parser.get("labels") +
+                                " names classes, but the model " + model.path +
+                                " has no class names to match them to");
+  }
+  data::LabelledFolderOptions options;
+  options.format = data::parse_labels_format(parser.get("labels-format"));
+  if (parser.has("synsets")) options.synsets_file = parser.get("synsets");
+  options.image_size = model.pipeline.resize;
+  return data::open_labelled_folder(source, parser.get("labels"), model.class_names, options);
+}
+
+// The --split of `source` labelled as the model's outputs, or the flat folder `source`
+// labelled by --labels (--limit images of it, every class in proportion, drawn with --seed),
+// decoded for a shorter side of the model's resize; writes the first of them with
+// --save-images.
 data::DatasetPtr open_eval_data(const ArgParser& parser, const std::string& source,
                                 const LoadedModel& model) {
   data::DatasetOptions data_options;
   data_options.split = parser.get("split");
   data_options.image_size = model.pipeline.resize;
   data::DatasetPtr dataset =
-      labels_for_model(parser, data::open_dataset(source, data_options), source, model);
+      parser.has("labels")
+          ? open_labelled_eval_data(parser, source, model)
+          : labels_for_model(parser, data::open_dataset(source, data_options), source, model);
   if (parser.get_int("limit") > 0) {
     dataset = data::stratified_subset(dataset, static_cast<size_t>(parser.get_int("limit")),
                                       static_cast<uint64_t>(parser.get_int("seed")));
@@ -207,6 +227,16 @@ int run_eval(const std::vector<std::string>& args) {
               "image folder, packed file, IDX folder or fashion-mnist (default: the "
               "checkpoint's training source, or fashion-mnist)")
       .option("split", "train or val (test)", "val")
+      .option("labels",
+              "--data is one flat folder of images labelled by this file: FILENAME CLASS lines "
+              "(CLASS a class name or an index into the model's classes), Kaggle's "
+              "LOC_val_solution.csv, or the devkit's ILSVRC2012_validation_ground_truth.txt "
+              "with --synsets")
+      .option("labels-format", "form of --labels: auto, list, kaggle or devkit", "auto")
+      .option("synsets",
+              "devkit form: the synsets in ILSVRC ID order, one per line (first word of each)")
+      .option("precision",
+              "fp32, bf16 (autocast; fast on CPUs with avx512_bf16 or AMX) or fp16 (CUDA)", "fp32")
       .option("limit", "only N images, every class in proportion, drawn with --seed (0: all)", "0")
       .option("seed", "seed of the images --limit keeps", "0")
       .option("batch-size", "images per batch", "100")
@@ -230,10 +260,18 @@ int run_eval(const std::vector<std::string>& args) {
   if (parser.has("model") == parser.has("checkpoint")) {
     throw cli::UsageError("give exactly one of --model and --checkpoint");
   }
+  if (parser.has("labels") && !parser.has("data")) {
+    throw cli::UsageError("--labels needs --data FOLDER, the folder of the images it labels");
+  }
   runtime::set_threads(parser.get_int("threads"));
   const auto devices = parse_devices(parser.get("devices"));
   if (devices.size() != 1) throw std::invalid_argument("--devices: eval runs on one device");
   const torch::Device device = devices.front();
+  const train::Precision precision = train::parse_precision(parser.get("precision"));
+  train::check_precision(precision, device);
+  if (const auto advice = train::precision_advice(precision, device); !advice.empty()) {
+    std::cerr << advice << "\n";
+  }
   const LoadedModel model = parser.has("model")
                                 ? load_torchscript(parser.get("model"), device)
                                 : load_checkpoint_model(parser.get("checkpoint"), device);
@@ -257,7 +295,7 @@ int run_eval(const std::vector<std::string>& args) {
   }
   train::ConfidentMistakes mistakes(static_cast<size_t>(parser.get_int("save-errors")));
   const auto result = train::evaluate(
-      model.forward, loader, device,
+      train::forward_in_precision(model.forward, device, precision), loader, device,
       [&](int64_t done, int64_t total) {
         if (progress.live() || done == total || done % 20 == 0) {
           progress.update("evaluating batch " + std::to_string(done) + "/" + std::to_string(total));
@@ -280,6 +318,8 @@ int run_eval(const std::vector<std::string>& args) {
   out["data"] = source;
   out["split"] = parser.get("split");
   out["crops"] = ten_crop ? "ten" : "centre";
+  out["precision"] = train::precision_name(precision);
+  if (parser.has("labels")) out["labels"] = parser.get("labels");
   out["images_per_s"] = static_cast<double>(result.samples) / std::max(result.seconds, 1e-9);
   if (json_output) {
     std::cout << out.dump(2) << "\n";

@@ -12,6 +12,7 @@
 #include "data/image_decode.h"
 #include "runtime/runtime.h"
 #include "train/exported_model.h"
+#include "train/precision.h"
 #include "transforms/transforms.h"
 
 namespace alexnet::cli {
@@ -70,6 +71,7 @@ int run_predict(const std::vector<std::string>& args) {
       .option("top", "classes to print per image", "5")
       .option("batch-size", "images per forward pass", "32")
       .option("threads", "intra-op threads (0: all hardware threads)", "0")
+      .option("precision", "fp32 or bf16 (autocast; fast on CPUs with avx512_bf16 or AMX)", "fp32")
       .flag("json", "print JSON: [{image, top: [{label, class, probability}]} or {image, error}]")
       .positionals("IMAGE", "image files (JPEG, PNG, ...)");
   if (!parser.parse(args)) return 0;
@@ -81,9 +83,16 @@ int run_predict(const std::vector<std::string>& args) {
   if (batch < 1) throw std::invalid_argument("--batch-size must be >= 1, got " + std::to_string(batch));
   runtime::set_threads(parser.get_int("threads"));
   const bool as_json = parser.get_flag("json");
+  const train::Precision precision = train::parse_precision(parser.get("precision"));
+  if (const auto advice = train::precision_advice(precision, torch::kCPU); !advice.empty()) {
+    std::cerr << advice << "\n";
+  }
 
   train::ExportedModel model = train::load_exported_model(parser.get("model"));
   const auto pipeline = transforms::eval_pipeline(model.pipeline_options(), /*ten_crop=*/false);
+  const auto forward = train::forward_in_precision(
+      [&model](const torch::Tensor& x) { return model.module.forward({x}).toTensor(); },
+      torch::kCPU, precision);
   const auto& images = parser.positional();
   nlohmann::json results = nlohmann::json::array();
   int failures = 0;
@@ -106,7 +115,7 @@ int run_predict(const std::vector<std::string>& args) {
       }
     }
     if (!inputs.empty()) {
-      const auto logits = model.module.forward({torch::stack(inputs)}).toTensor();
+      const auto logits = forward(torch::stack(inputs));
       const auto probabilities = torch::softmax(logits.to(torch::kFloat64), 1);
       const int64_t k = std::min<int64_t>(top, probabilities.size(1));
       const auto [values, labels] = probabilities.topk(k, 1);

@@ -73,6 +73,9 @@ int run_train(const std::vector<std::string>& args) {
               "training data (image folder, packed file, IDX folder, fashion-mnist); "
               "sets data.source")
       .option("val-data", "validation data; sets data.val_source")
+      .option("val-labels",
+              "labels file for --val-data as one flat folder of images (FILENAME CLASS lines, "
+              "LOC_val_solution.csv or the devkit's ground truth); sets data.val_labels")
       .option("out", "run folder (default: runs/train-DATE-TIME)")
       .option("resume", "continue the run in this folder from checkpoints/last.pt")
       .flag("overwrite",
@@ -135,7 +138,7 @@ int run_train(const std::vector<std::string>& args) {
       {"batch-size", "batch_size"}, {"lr", "optimizer.lr"},
       {"devices", "devices"},       {"threads", "threads"},
       {"workers", "data.workers"},  {"seed", "seed"},
-      {"precision", "precision"}};
+      {"precision", "precision"},   {"val-labels", "data.val_labels"}};
   for (const auto& [option, key] : direct) {
     if (parser.has(option)) train::set_config_value(config_json, key, parser.get(option));
   }

@@ -223,6 +223,35 @@ std::shared_ptr<ImageFolder> ImageFolder::from_list(const std::string& list_file
   return set;
 }
 
+std::shared_ptr<ImageFolder> ImageFolder::from_files(std::vector<std::string> paths,
+                                                     std::vector<int64_t> labels,
+                                                     std::vector<std::string> classes,
+                                                     int64_t image_size, int64_t max_pixels) {
+  TORCH_CHECK(image_size >= 0, "image size must be >= 0, got ", image_size);
+  TORCH_CHECK(max_pixels >= 0, "the pixel limit must be >= 0, got ", max_pixels);
+  if (paths.empty() || classes.empty() || paths.size() != labels.size()) {
+    throw std::invalid_argument(
+        "ImageFolder::from_files needs images and classes and one label "
+        "per image; got " +
+        std::to_string(paths.size()) + " images, " + std::to_string(labels.size()) +
+        " labels and " + std::to_string(classes.size()) + " classes");
+  }
+  for (size_t i = 0; i < labels.size(); ++i) {
+    if (labels[i] < 0 || labels[i] >= static_cast<int64_t>(classes.size())) {
+      throw std::invalid_argument("image " + paths[i] + " has label " + std::to_string(labels[i]) +
+                                  ", not an index below " + std::to_string(classes.size()));
+    }
+  }
+  std::shared_ptr<ImageFolder> set(new ImageFolder());
+  set->image_size_ = image_size;
+  set->max_pixels_ = max_pixels;
+  set->classes_ = std::move(classes);
+  set->names_ = set->classes_;
+  set->paths_ = std::move(paths);
+  set->labels_ = std::move(labels);
+  return set;
+}
+
 void ImageFolder::load_class_names(const std::string& file) {
   std::ifstream in(file);
   if (!in) throw std::runtime_error("cannot read class names file " + file);

@@ -42,6 +42,15 @@ class ImageFolder : public Dataset {
                                                 int64_t image_size = 256,
                                                 int64_t max_pixels = kDefaultMaxImagePixels);
 
+  /// The images at `paths` with `labels`, indices into `classes` (a flat validation folder
+  /// labelled by a labels file: see data/labels_file.h). Throws std::invalid_argument when the
+  /// lists are empty or differ in length, or a label is out of range.
+  static std::shared_ptr<ImageFolder> from_files(std::vector<std::string> paths,
+                                                 std::vector<int64_t> labels,
+                                                 std::vector<std::string> classes,
+                                                 int64_t image_size = 256,
+                                                 int64_t max_pixels = kDefaultMaxImagePixels);
+
   size_t size() const override { return paths_.size(); }
   Sample get(size_t index) const override;
   int64_t label(size_t index) const override { return labels_.at(index); }

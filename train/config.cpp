@@ -227,6 +227,9 @@ json to_json(const TrainConfig& config) {
               {"data",
                {{"source", d.source},
                 {"val_source", d.val_source},
+                {"val_labels", d.val_labels},
+                {"val_labels_format", d.val_labels_format},
+                {"val_synsets", d.val_synsets},
                 {"holdout", d.holdout},
                 {"train_limit", d.train_limit},
                 {"val_limit", d.val_limit},
@@ -266,7 +269,8 @@ json to_json(const TrainConfig& config) {
               {"log_interval", config.log_interval},
               {"checkpoint_interval", config.checkpoint_interval},
               {"val_ten_crop", config.val_ten_crop},
-              {"precision", precision_name(config.precision)}};
+              {"precision", precision_name(config.precision)},
+              {"checkpoint", {{"keep_last", config.checkpoint.keep_last}}}};
 }
 
 TrainConfig config_from_json(const json& object) {
@@ -288,6 +292,10 @@ TrainConfig config_from_json(const json& object) {
     auto& d = config.data;
     reader.read("source", d.source);
     reader.read("val_source", d.val_source);
+    reader.read("val_labels", d.val_labels);
+    reader.read_choice("val_labels_format", d.val_labels_format,
+                       {"auto", "list", "kaggle", "devkit"});
+    reader.read("val_synsets", d.val_synsets);
     reader.read("holdout", d.holdout, 0);
     reader.read("train_limit", d.train_limit, 0);
     reader.read("val_limit", d.val_limit, 0);
@@ -317,6 +325,17 @@ TrainConfig config_from_json(const json& object) {
     reader.finish();
     if (d.resize != 0 && d.resize < d.crop) {
       reader.fail("resize", d.resize, "0 or at least data.crop (" + std::to_string(d.crop) + ")");
+    }
+    if (!d.val_labels.empty() && d.val_source.empty()) {
+      reader.fail("val_source", d.val_source,
+                  "the folder of validation images that data.val_labels labels");
+    }
+    if (!d.val_labels.empty() && d.holdout > 0) {
+      reader.fail("holdout", d.holdout, "0 when data.val_labels gives the validation set");
+    }
+    if (!d.val_synsets.empty() && d.val_labels.empty()) {
+      reader.fail("val_synsets", d.val_synsets,
+                  "\"\" unless data.val_labels names the devkit's ground truth");
     }
     if (d.source.empty())
       reader.fail("source", d.source,
@@ -383,6 +402,11 @@ TrainConfig config_from_json(const json& object) {
     config.precision = parse_precision(precision);
   } catch (const std::invalid_argument&) {
     root.fail("precision", precision, "fp32, bf16 or fp16");
+  }
+  if (const json* checkpoint = root.find("checkpoint")) {
+    ObjectReader reader(*checkpoint, "checkpoint");
+    reader.read("keep_last", config.checkpoint.keep_last, 0);
+    reader.finish();
   }
   root.finish();
   return config;

@@ -28,6 +28,15 @@ struct DataConfig {
   std::string source = "fashion-mnist";
   /// Validation source; empty: the source's "val" split (or the held-out samples).
   std::string val_source;
+  /// A labels file for val_source as one flat folder of images (the official ImageNet
+  /// validation layout; see data/labels_file.h): "FILENAME CLASS" lines, Kaggle's
+  /// LOC_val_solution.csv or the devkit's ILSVRC2012_validation_ground_truth.txt. Its classes
+  /// are matched to the training set's by name. Empty: val_source is read as usual.
+  std::string val_labels;
+  /// The form of val_labels: "auto" (from its content), "list", "kaggle" or "devkit".
+  std::string val_labels_format = "auto";
+  /// The devkit form: the synsets in ILSVRC ID order, one per line (first word of each).
+  std::string val_synsets;
   /// > 0: `holdout` training samples, every class in proportion, drawn with the run's seed,
   /// are the validation set instead (and are left out of training).
   int64_t holdout = 0;
@@ -85,6 +94,14 @@ struct ScheduleConfig {
   double threshold = 0.0;
 };
 
+/// What the run keeps of its checkpoints ("checkpoint" object).
+struct CheckpointConfig {
+  /// Besides last.pt and best.pt, keep the checkpoints of the N most recent epoch ends as
+  /// checkpoints/epoch_NNNN.pt (the epoch number, from 1), deleting older ones. 0 writes
+  /// none and deletes none.
+  int64_t keep_last = 0;
+};
+
 /// Everything `alexnet train` reads from its configuration. The JSON form (see to_json) is
 /// what --config files hold and what RUN_DIR/config.json records.
 struct TrainConfig {
@@ -114,6 +131,7 @@ struct TrainConfig {
   /// The forward pass's type: "fp32", "bf16" (autocast; CPU or CUDA) or "fp16" (autocast with
   /// dynamic loss scaling; CUDA only). Weights and optimiser state stay float32.
   Precision precision = Precision::kFloat32;
+  CheckpointConfig checkpoint;
 };
 
 /// The JSON form of a configuration (every key).

@@ -111,6 +111,16 @@ AutocastGuard::~AutocastGuard() {
   at::autocast::clear_cache();
 }
 
+ForwardFunction forward_in_precision(ForwardFunction forward, const torch::Device& device,
+                                     Precision precision) {
+  check_precision(precision, device);
+  if (precision == Precision::kFloat32) return forward;
+  return [forward = std::move(forward), device, precision](const torch::Tensor& x) {
+    AutocastGuard autocast(device, precision);
+    return forward(x).to(torch::kFloat);
+  };
+}
+
 LossScaler::LossScaler(double initial_scale, int64_t growth_interval)
     : scale_(initial_scale), growth_interval_(growth_interval) {
   TORCH_CHECK(initial_scale > 0 && growth_interval > 0,

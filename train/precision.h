@@ -4,6 +4,7 @@
 // CUDA across LibTorch versions, and dynamic loss scaling for float16.
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,15 @@ class AutocastGuard {
   torch::DeviceType device_type_;
   bool enabled_;
 };
+
+/// A model's forward function.
+using ForwardFunction = std::function<torch::Tensor(const torch::Tensor&)>;
+
+/// `forward` run under an AutocastGuard for `precision` on `device`, its output returned as
+/// float32 ([N, classes] logits stay [N, classes]); `forward` itself for kFloat32. Refuses a
+/// precision the device cannot run (check_precision) when called, not when run.
+ForwardFunction forward_in_precision(ForwardFunction forward, const torch::Device& device,
+                                     Precision precision);
 
 /// Dynamic loss scaling for float16 training (LibTorch has no GradScaler): the loss is
 /// multiplied by scale() before backward; unscale() divides the gradients again and says

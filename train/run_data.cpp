@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "data/labels_file.h"
+
 namespace alexnet::train {
 namespace {
 
@@ -75,6 +77,13 @@ RunData open_run_data(const DataConfig& config, uint64_t seed) {
     auto split = data::stratified_split(run.train, static_cast<size_t>(config.holdout), seed);
     run.val = std::move(split.selected);
     run.train = std::move(split.rest);
+  } else if (!config.val_labels.empty()) {
+    data::LabelledFolderOptions labelled;
+    labelled.format = data::parse_labels_format(config.val_labels_format);
+    labelled.synsets_file = config.val_synsets;
+    labelled.image_size = config.decode_size;
+    run.val = data::open_labelled_folder(config.val_source, config.val_labels,
+                                         run.train->class_names(), labelled);
   } else {
     options.split = "val";
     options.val_source = config.val_source;

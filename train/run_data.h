@@ -19,9 +19,10 @@ struct RunData {
 };
 
 /// Opens config.data: the source's "train" split, and as validation set `holdout` samples
-/// held out of it, or the source's "val" split (or val_source). Every selection (holdout,
-/// train_limit, val_limit) keeps each class in proportion and is drawn with `seed` (the run's
-/// seed), so a class-sorted source is represented whole and the same seed selects the same
+/// held out of it, or the flat folder val_source labelled by val_labels (classes matched to
+/// the training set's by name), or the source's "val" split (or val_source). Every selection
+/// (holdout, train_limit, val_limit) keeps each class in proportion and is drawn with `seed` (the
+/// run's seed), so a class-sorted source is represented whole and the same seed selects the same
 /// samples. Errors name the source.
 RunData open_run_data(const DataConfig& config, uint64_t seed);
 

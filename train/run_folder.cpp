@@ -146,9 +146,10 @@ void trim_metrics(const fs::path& path, int64_t step, std::ostream& log) {
 
 const std::vector<std::string>& resumable_keys() {
   static const std::vector<std::string> keys{
-      "epochs",       "max_steps",           "devices",         "threads",
-      "log_interval", "checkpoint_interval", "eval_batch_size", "val_ten_crop",
-      "data.workers", "data.val_limit"};
+      "epochs",          "max_steps",           "devices",
+      "threads",         "log_interval",        "checkpoint_interval",
+      "eval_batch_size", "val_ten_crop",        "data.workers",
+      "data.val_limit",  "checkpoint.keep_last"};
   return keys;
 }
 

@@ -14,6 +14,7 @@
 #include "data/loader.h"
 #include "distributed/communicator.h"
 #include "runtime/runtime.h"
+#include "train/checkpoint_history.h"
 #include "train/metrics.h"
 #include "train/optimizer.h"
 #include "train/schedule.h"
@@ -605,6 +606,10 @@ void Run::end_epoch() {
   epoch_counts_ = ErrorCounts();
   write_checkpoint(epoch_ + 1, 0);
   if (improved && writer_) copy_file_atomically(last_path_, best_path_);
+  if (writer_) {
+    keep_epoch_checkpoint(run_dir_ / "checkpoints", last_path_, epoch_ + 1,
+                          config_.checkpoint.keep_last);
+  }
   ++summary_.epochs_completed;
   ++epoch_;
   if (any_rank(comm_.get(), options_.stop && options_.stop->load())) {
