@@ -102,7 +102,7 @@ int run_cluster(const std::vector<std::string>& args) {
       .option("iterations", "Lloyd iterations at most", "100")
       .option("out", "PNG picture: one row per cluster, its images nearest the centre")
       .option("per-cluster", "images per cluster in the picture", "8")
-      .option("tile", "tile side in the picture, pixels", "64")
+      .option("tile", "tile side in the picture, pixels", "80")
       .flag("json", "print JSON")
       .option("threads", "intra-op threads (0: all cores)", "0");
   if (!parser.parse(args)) return 0;
@@ -137,7 +137,20 @@ int run_cluster(const std::vector<std::string>& args) {
       scores.nmi.push_back(
           experiments::normalized_mutual_information(clustering.assignments, index.labels));
       scores.inertia.push_back(clustering.inertia);
+      nlohmann::json clusters = nlohmann::json::array();
+      const auto sizes = torch::bincount(clustering.assignments, {}, options.k);
+      for (int64_t c = 0; c < options.k; ++c) {
+        const auto counts =
+            torch::bincount(index.labels.masked_select(clustering.assignments.eq(c)), {},
+                            static_cast<int64_t>(index.class_names.size()));
+        const int64_t size = sizes[c].item<int64_t>();
+        clusters.push_back(
+            {{"size", size},
+             {"majority", index.class_names[static_cast<size_t>(counts.argmax().item<int64_t>())]},
+             {"purity", size > 0 ? counts.max().item<double>() / static_cast<double>(size) : 0.0}});
+      }
       runs.push_back({{"seed", options.seed},
+                      {"clusters", clusters},
                       {"ari", scores.ari.back()},
                       {"nmi", scores.nmi.back()},
                       {"inertia", clustering.inertia},
