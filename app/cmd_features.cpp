@@ -1,13 +1,17 @@
-// `alexnet features` and `alexnet neighbours`: fc7 feature retrieval (the paper's Figure 4).
+// `alexnet features` and `alexnet neighbours`: retrieval by fc7 features or binary codes (the
+// paper's Figure 4 and section 6.1).
 #include <iomanip>
 #include <iostream>
+#include <optional>
 #include <set>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "cli.h"
 #include "data/dataset.h"
 #include "data/image_decode.h"
+#include "experiments/binary_codes.h"
 #include "experiments/feature_extraction.h"
 #include "experiments/feature_index.h"
 #include "runtime/runtime.h"
@@ -81,12 +85,34 @@ int run_features(const std::vector<std::string>& args) {
   return 0;
 }
 
+// The images a search runs over: their labels and where they come from.
+struct Catalogue {
+  torch::Tensor labels;
+  std::vector<std::string> class_names, descriptions;
+  std::vector<int64_t> dataset_indices;
+  std::string data_source, split;
+
+  int64_t size() const { return labels.size(0); }
+  int64_t label(int64_t position) const { return labels[position].item<int64_t>(); }
+  std::string class_name(int64_t label) const {
+    return label >= 0 && label < static_cast<int64_t>(class_names.size())
+               ? class_names[static_cast<size_t>(label)]
+               : std::to_string(label);
+  }
+};
+
+template <typename Records>
+Catalogue catalogue_of(const Records& records) {
+  return {records.labels,          records.class_names, records.descriptions,
+          records.dataset_indices, records.data_source, records.split};
+}
+
 // A query: a position in the index, or an image file run through the model.
 struct Query {
   std::string text;
   int64_t position = -1;  // in the index, or -1
   torch::Tensor image;    // [C, H, W] uint8 for image files
-  torch::Tensor feature;  // [D]
+  torch::Tensor vector;   // [D] float32 feature, or [W] int64 packed code
 };
 
 int64_t parse_position(const std::string& text, int64_t size) {
@@ -107,7 +133,7 @@ std::vector<Query> make_queries(const FeatureIndex& index, const std::vector<std
     query.text = text;
     if (!text.empty() && text[0] == '#') {
       query.position = parse_position(text, index.size());
-      query.feature = index.features[query.position];
+      query.vector = index.features[query.position];
     } else {
       if (!model) {
         model =
@@ -117,9 +143,9 @@ std::vector<Query> make_queries(const FeatureIndex& index, const std::vector<std
       transforms::Rng rng(0);
       auto input = experiments::feature_pipeline(*model)->apply(query.image, rng);
       input = experiments::match_channels(input.unsqueeze(0), model->in_channels);
-      query.feature = experiments::model_features(model->module, input)[0];
-      TORCH_CHECK(query.feature.size(0) == index.features.size(1), "model ", model->path, " gives ",
-                  query.feature.size(0), "-d features but the index holds ", index.features.size(1),
+      query.vector = experiments::model_features(model->module, input)[0];
+      TORCH_CHECK(query.vector.size(0) == index.features.size(1), "model ", model->path, " gives ",
+                  query.vector.size(0), "-d features but the index holds ", index.features.size(1),
                   "-d ones");
     }
     queries.push_back(std::move(query));
@@ -127,33 +153,31 @@ std::vector<Query> make_queries(const FeatureIndex& index, const std::vector<std
   return queries;
 }
 
-std::string class_name(const FeatureIndex& index, int64_t label) {
-  return label >= 0 && label < static_cast<int64_t>(index.class_names.size())
-             ? index.class_names[static_cast<size_t>(label)]
-             : std::to_string(label);
+std::vector<Query> make_code_queries(const experiments::BinaryCodes& codes,
+                                     const std::vector<std::string>& texts,
+                                     const std::string& codes_path) {
+  std::vector<Query> queries;
+  for (const auto& text : texts) {
+    TORCH_CHECK(!text.empty() && text[0] == '#', "query '", text, "': with --codes ", codes_path,
+                " queries are #N positions (the code file holds no model to encode images)");
+    Query query;
+    query.text = text;
+    query.position = parse_position(text, codes.size());
+    query.vector = codes.codes[query.position];
+    queries.push_back(std::move(query));
+  }
+  return queries;
 }
 
 #if ALEXNET_WITH_OPENCV
-// The data set recorded in the index, checked against the index's descriptions.
-data::DatasetPtr open_index_data(const FeatureIndex& index) {
-  auto dataset = data::open_dataset(index.data_source, index.split);
-  for (int64_t p : {int64_t{0}, index.size() - 1}) {
-    const auto i = static_cast<size_t>(index.dataset_indices[static_cast<size_t>(p)]);
-    TORCH_CHECK(
-        i < dataset->size() && dataset->describe(i) == index.descriptions[static_cast<size_t>(p)],
-        "the data source ", index.data_source, " (", index.split,
-        ") no longer matches the index: image ", p, " was ",
-        index.descriptions[static_cast<size_t>(p)]);
-  }
-  return dataset;
-}
-
-void draw_neighbours(const FeatureIndex& index, const std::vector<Query>& queries,
+void draw_neighbours(const Catalogue& catalogue, const std::vector<Query>& queries,
                      const std::vector<std::vector<experiments::Neighbour>>& results,
-                     int64_t tile_size, const std::string& path) {
-  const auto dataset = open_index_data(index);
+                     int64_t tile_size, bool hamming, const std::string& path) {
+  const auto dataset = experiments::open_recorded_dataset(
+      catalogue.data_source, catalogue.split, catalogue.dataset_indices, catalogue.descriptions);
   auto image_at = [&](int64_t position) {
-    return dataset->get(static_cast<size_t>(index.dataset_indices[static_cast<size_t>(position)]))
+    return dataset
+        ->get(static_cast<size_t>(catalogue.dataset_indices[static_cast<size_t>(position)]))
         .image;
   };
   const draw::Rgb query_frame{31, 119, 180}, same{44, 160, 44}, other{214, 39, 40};
@@ -161,21 +185,24 @@ void draw_neighbours(const FeatureIndex& index, const std::vector<Query>& querie
   for (size_t q = 0; q < queries.size(); ++q) {
     std::vector<draw::Tile> row;
     const auto& query = queries[q];
-    const int64_t query_label =
-        query.position >= 0 ? index.labels[query.position].item<int64_t>() : -1;
+    const int64_t query_label = query.position >= 0 ? catalogue.label(query.position) : -1;
     draw::Tile first;
     first.image = query.position >= 0 ? image_at(query.position) : query.image;
-    first.lines = {query.position >= 0 ? class_name(index, query_label) : "query",
+    first.lines = {query.position >= 0 ? catalogue.class_name(query_label) : "query",
                    query.position >= 0 ? "query #" + std::to_string(query.position) : query.text};
     first.frame = query_frame;
     row.push_back(first);
     for (const auto& n : results[q]) {
-      const int64_t label = index.labels[n.index].item<int64_t>();
+      const int64_t label = catalogue.label(n.index);
       std::ostringstream distance;
-      distance << "d=" << std::fixed << std::setprecision(n.distance < 10 ? 2 : 1) << n.distance;
+      distance << "d=" << std::fixed
+               << std::setprecision(hamming           ? 0
+                                    : n.distance < 10 ? 2
+                                                      : 1)
+               << n.distance;
       draw::Tile tile;
       tile.image = image_at(n.index);
-      tile.lines = {class_name(index, label), distance.str()};
+      tile.lines = {catalogue.class_name(label), distance.str()};
       if (query_label >= 0) tile.frame = label == query_label ? same : other;
       row.push_back(tile);
     }
@@ -187,13 +214,92 @@ void draw_neighbours(const FeatureIndex& index, const std::vector<Query>& querie
 }
 #endif
 
+// `neighbours --precision-at K`: precision@K of the index's vectors and/or the codes, and with
+// --speed the search speed of Hamming codes against fc7 vectors.
+int report_precision(const ArgParser& parser, const std::optional<FeatureIndex>& index,
+                     const std::optional<experiments::BinaryCodes>& codes) {
+  const int64_t k = parser.get_int("precision-at");
+  nlohmann::json out{{"k", k}};
+  if (index) {
+    out["index"] = parser.get("index");
+    out["images"] = index->size();
+    out["fc7"] = experiments::precision_at_k(index->features, index->labels, k);
+    out["fc7_dim"] = index->features.size(1);
+    if (parser.get_flag("pixels")) {
+      TORCH_CHECK(index->pixels.defined(), "index ", parser.get("index"),
+                  " holds no pixel vectors (written with --pixel-size 0)");
+      out["pixels"] = experiments::precision_at_k(index->pixels, index->labels, k);
+      out["pixel_dim"] = index->pixels.size(1);
+    }
+  } else if (parser.get_flag("pixels")) {
+    throw std::invalid_argument("--pixels needs --index (the pixel vectors are in the index)");
+  }
+  if (codes) {
+    out["images"] = codes->size();
+    out["codes"] = {
+        {"file", parser.get("codes")},
+        {"input", codes->input},
+        {"bits", codes->bits},
+        {"precision", experiments::hamming_precision_at_k(codes->codes, codes->labels, k)}};
+  }
+  if (parser.get_flag("speed")) {
+    if (!index || !codes) {
+      throw std::invalid_argument("--speed needs both --index and --codes (of the same images)");
+    }
+    TORCH_CHECK(index->size() == codes->size() && index->labels.equal(codes->labels), "--codes ",
+                parser.get("codes"), " (", codes->size(),
+                " images) does not hold the images of --index ", parser.get("index"), " (",
+                index->size(), ")");
+    const auto speed = experiments::measure_search_speed(index->features, codes->codes, codes->bits,
+                                                         index->labels, k);
+    out["search_speed"] = {{"items", speed.items},
+                           {"threads", speed.threads},
+                           {"float_dim", speed.float_dim},
+                           {"bits", speed.bits},
+                           {"float_queries_per_second", speed.float_queries_per_second},
+                           {"hamming_queries_per_second", speed.hamming_queries_per_second}};
+  }
+  if (parser.get_flag("json")) {
+    std::cout << out.dump(2) << "\n";
+    return 0;
+  }
+  std::cout << std::fixed << std::setprecision(4) << "precision@" << k << " over "
+            << out["images"].get<int64_t>() << " images\n";
+  if (out.contains("fc7")) {
+    std::cout << "  fc7 features (" << index->features.size(1)
+              << "-d): " << out["fc7"].get<double>() << "\n";
+  }
+  if (out.contains("pixels")) {
+    std::cout << "  raw pixels (" << index->pixels.size(1) << "-d): " << out["pixels"].get<double>()
+              << "\n";
+  }
+  if (codes) {
+    std::cout << "  " << codes->bits << "-bit codes of " << codes->input
+              << " (Hamming): " << out["codes"]["precision"].get<double>() << "\n";
+  }
+  if (out.contains("search_speed")) {
+    const auto& s = out["search_speed"];
+    std::cout << std::setprecision(0) << "search over " << s["items"].get<int64_t>() << " images, "
+              << s["threads"].get<int64_t>()
+              << " threads: " << s["float_queries_per_second"].get<double>() << " queries/s with "
+              << s["float_dim"].get<int64_t>() << "-d float vectors, "
+              << s["hamming_queries_per_second"].get<double>() << " with "
+              << s["bits"].get<int64_t>() << "-bit codes\n";
+  }
+  return 0;
+}
+
 int run_neighbours(const std::vector<std::string>& args) {
-  ArgParser parser("alexnet neighbours --index INDEX [QUERY...]",
-                   "Lists each query's nearest images by Euclidean distance between fc7 features "
-                   "and draws them (the paper's Figure 4), or scores retrieval with "
-                   "--precision-at K: the mean share of each image's K nearest other images that "
-                   "have its label, for fc7 features and, with --pixels, for raw pixels.");
+  ArgParser parser(
+      "alexnet neighbours (--index INDEX | --codes CODES) [QUERY...]",
+      "Lists each query's nearest images by Euclidean distance between fc7 features (or, with "
+      "--codes, by Hamming distance between binary codes written by `alexnet codes`) and draws "
+      "them (the paper's Figure 4), or scores retrieval with --precision-at K: the mean share "
+      "of each image's K nearest other images that have its label, for fc7 features, with "
+      "--pixels for raw pixels, with --codes for the codes. Ties in Hamming distance go to the "
+      "lower position.");
   parser.option("index", "feature index written by `alexnet features`")
+      .option("codes", "binary codes written by `alexnet codes`: search by Hamming distance")
       .option("query", "comma-separated queries (also accepted as positional arguments)")
       .option("k", "neighbours per query", "6")
       .option("out", "PNG grid to draw: each row a query, then its neighbours")
@@ -201,40 +307,24 @@ int run_neighbours(const std::vector<std::string>& args) {
       .option("model", "model for image-file queries (default: the one the index records)")
       .option("precision-at", "score retrieval: mean precision@K over the whole index")
       .flag("pixels", "with --precision-at: also score raw-pixel vectors (the baseline)")
+      .flag("speed",
+            "with --precision-at, --index and --codes: time the search of every image's K "
+            "nearest by fc7 vectors and by codes (queries per second)")
       .flag("json", "print JSON")
       .option("threads", "intra-op threads (0: all cores)", "0")
       .positionals("QUERY", "an image file, or #N for the N-th image of the index");
   if (!parser.parse(args)) return 0;
   runtime::tune_runtime({"neighbours"}, args);
   runtime::set_threads(parser.get_int("threads"));
-  if (!parser.has("index")) {
-    throw std::invalid_argument("--index is required (see alexnet neighbours --help)");
+  if (!parser.has("index") && !parser.has("codes")) {
+    throw std::invalid_argument("--index or --codes is required (see alexnet neighbours --help)");
   }
-  const auto index = experiments::load_feature_index(parser.get("index"));
+  std::optional<FeatureIndex> index;
+  std::optional<experiments::BinaryCodes> codes;
+  if (parser.has("index")) index = experiments::load_feature_index(parser.get("index"));
+  if (parser.has("codes")) codes = experiments::load_binary_codes(parser.get("codes"));
 
-  if (parser.has("precision-at")) {
-    const int64_t k = parser.get_int("precision-at");
-    nlohmann::json out{{"index", parser.get("index")}, {"images", index.size()}, {"k", k}};
-    out["fc7"] = experiments::precision_at_k(index.features, index.labels, k);
-    if (parser.get_flag("pixels")) {
-      TORCH_CHECK(index.pixels.defined(), "index ", parser.get("index"),
-                  " holds no pixel vectors (written with --pixel-size 0)");
-      out["pixels"] = experiments::precision_at_k(index.pixels, index.labels, k);
-      out["pixel_dim"] = index.pixels.size(1);
-    }
-    if (parser.get_flag("json")) {
-      std::cout << out.dump(2) << "\n";
-    } else {
-      std::cout << std::fixed << std::setprecision(4) << "precision@" << k << " over "
-                << index.size() << " images\n  fc7 features (" << index.features.size(1)
-                << "-d): " << out["fc7"].get<double>() << "\n";
-      if (out.contains("pixels")) {
-        std::cout << "  raw pixels (" << index.pixels.size(1)
-                  << "-d): " << out["pixels"].get<double>() << "\n";
-      }
-    }
-    return 0;
-  }
+  if (parser.has("precision-at")) return report_precision(parser, index, codes);
 
   std::vector<std::string> texts = parser.positional();
   for (const auto& item : split(parser.get("query"))) texts.push_back(item);
@@ -245,16 +335,21 @@ int run_neighbours(const std::vector<std::string>& args) {
   }
   const int64_t k = parser.get_int("k");
   TORCH_CHECK(k >= 1, "--k must be positive, got ", k);
-  const auto queries = make_queries(index, texts, parser.get("model"));
-  std::vector<torch::Tensor> features;
+  const bool hamming = codes.has_value();
+  const auto queries = hamming ? make_code_queries(*codes, texts, parser.get("codes"))
+                               : make_queries(*index, texts, parser.get("model"));
+  const Catalogue catalogue = hamming ? catalogue_of(*codes) : catalogue_of(*index);
+  std::vector<torch::Tensor> vectors;
   std::vector<int64_t> self;
   for (const auto& q : queries) {
-    features.push_back(q.feature);
+    vectors.push_back(q.vector);
     self.push_back(q.position);
   }
   // A query from the index is its own nearest neighbour: it is listed first, then k others.
   auto results =
-      experiments::nearest_neighbours(index.features, torch::stack(features), k + 1, self);
+      hamming
+          ? experiments::hamming_neighbours(codes->codes, torch::stack(vectors), k + 1, self)
+          : experiments::nearest_neighbours(index->features, torch::stack(vectors), k + 1, self);
   std::vector<std::vector<experiments::Neighbour>> shown;
   for (size_t q = 0; q < queries.size(); ++q) {
     if (queries[q].position < 0 && static_cast<int64_t>(results[q].size()) > k) {
@@ -275,17 +370,16 @@ int run_neighbours(const std::vector<std::string>& args) {
       if (queries[q].position >= 0) {
         const auto p = queries[q].position;
         item["position"] = p;
-        item["label"] = class_name(index, index.labels[p].item<int64_t>());
-        item["description"] = index.descriptions[static_cast<size_t>(p)];
+        item["label"] = catalogue.class_name(catalogue.label(p));
+        item["description"] = catalogue.descriptions[static_cast<size_t>(p)];
       }
       item["neighbours"] = nlohmann::json::array();
       for (const auto& n : results[q]) {
-        const int64_t label = index.labels[n.index].item<int64_t>();
         item["neighbours"].push_back(
             {{"position", n.index},
              {"distance", n.distance},
-             {"label", class_name(index, label)},
-             {"description", index.descriptions[static_cast<size_t>(n.index)]}});
+             {"label", catalogue.class_name(catalogue.label(n.index))},
+             {"description", catalogue.descriptions[static_cast<size_t>(n.index)]}});
       }
       out.push_back(item);
     }
@@ -294,21 +388,21 @@ int run_neighbours(const std::vector<std::string>& args) {
     for (size_t q = 0; q < queries.size(); ++q) {
       std::cout << "query " << queries[q].text;
       if (queries[q].position >= 0) {
-        std::cout << " (" << class_name(index, index.labels[queries[q].position].item<int64_t>())
-                  << ", " << index.descriptions[static_cast<size_t>(queries[q].position)] << ")";
+        std::cout << " (" << catalogue.class_name(catalogue.label(queries[q].position)) << ", "
+                  << catalogue.descriptions[static_cast<size_t>(queries[q].position)] << ")";
       }
       std::cout << "\n";
       for (const auto& n : results[q]) {
         std::cout << "  #" << std::left << std::setw(7) << n.index << std::right << std::fixed
-                  << std::setprecision(3) << std::setw(10) << n.distance << "  " << std::left
-                  << std::setw(14) << class_name(index, index.labels[n.index].item<int64_t>())
-                  << std::right << index.descriptions[static_cast<size_t>(n.index)] << "\n";
+                  << std::setprecision(hamming ? 0 : 3) << std::setw(10) << n.distance << "  "
+                  << std::left << std::setw(14) << catalogue.class_name(catalogue.label(n.index))
+                  << std::right << catalogue.descriptions[static_cast<size_t>(n.index)] << "\n";
       }
     }
   }
   if (parser.has("out")) {
 #if ALEXNET_WITH_OPENCV
-    draw_neighbours(index, queries, shown, parser.get_int("tile"), parser.get("out"));
+    draw_neighbours(catalogue, queries, shown, parser.get_int("tile"), hamming, parser.get("out"));
     if (!parser.get_flag("json")) std::cout << "wrote " << parser.get("out") << "\n";
 #else
     throw std::runtime_error("this build has no OpenCV (ALEXNET_WITH_OPENCV=OFF): cannot draw " +
@@ -321,7 +415,8 @@ int run_neighbours(const std::vector<std::string>& args) {
 const Registration kFeatures{"features", "compute fc7 features of a data set (Figure 4)",
                              run_features};
 const Registration kNeighbours{
-    "neighbours", "nearest images by fc7 features; precision@k (Figure 4)", run_neighbours};
+    "neighbours", "nearest images by fc7 features or binary codes; precision@k (Figure 4)",
+    run_neighbours};
 
 }  // namespace
 }  // namespace alexnet::cli

@@ -123,4 +123,20 @@ FeatureIndex extract_features(train::ExportedModel& model, const data::DatasetPt
   return index;
 }
 
+data::DatasetPtr open_recorded_dataset(const std::string& source, const std::string& split,
+                                       const std::vector<int64_t>& dataset_indices,
+                                       const std::vector<std::string>& descriptions) {
+  TORCH_CHECK(!dataset_indices.empty() && dataset_indices.size() == descriptions.size(),
+              "records of ", source, " (", split, "): ", dataset_indices.size(), " positions and ",
+              descriptions.size(), " descriptions");
+  auto dataset = data::open_dataset(source, split);
+  for (size_t p : {size_t{0}, dataset_indices.size() - 1}) {
+    const auto i = static_cast<size_t>(dataset_indices[p]);
+    TORCH_CHECK(i < dataset->size() && dataset->describe(i) == descriptions[p], "the data source ",
+                source, " (", split, ") no longer matches the records: image ", p, " was ",
+                descriptions[p]);
+  }
+  return dataset;
+}
+
 }  // namespace alexnet::experiments

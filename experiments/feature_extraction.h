@@ -57,4 +57,11 @@ FeatureIndex extract_features(train::ExportedModel& model, const data::DatasetPt
                               const FeatureOptions& options,
                               const std::function<void(int64_t, int64_t)>& progress = {});
 
+/// Opens the data set that image records come from (`source` and `split` as
+/// data::open_dataset takes them) and checks that its images at the first and last recorded
+/// positions still have the recorded descriptions; throws naming the source when not.
+data::DatasetPtr open_recorded_dataset(const std::string& source, const std::string& split,
+                                       const std::vector<int64_t>& dataset_indices,
+                                       const std::vector<std::string>& descriptions);
+
 }  // namespace alexnet::experiments
