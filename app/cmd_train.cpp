@@ -75,6 +75,9 @@ int run_train(const std::vector<std::string>& args) {
       .option("val-data", "validation data; sets data.val_source")
       .option("out", "run folder (default: runs/train-DATE-TIME)")
       .option("resume", "continue the run in this folder from checkpoints/last.pt")
+      .option("init-from",
+              "fine-tune: start from the weights of this checkpoint or exported model.pt where "
+              "names and shapes match (fc8 stays new when the classes differ); sets init_from")
       .flag("overwrite",
             "start afresh in a run folder that holds an earlier run, removing its files "
             "(without it such a folder is refused)")
@@ -108,6 +111,11 @@ int run_train(const std::vector<std::string>& args) {
   std::string run_dir = parser.has("out") ? parser.get("out") : "";
   json config_json = train::to_json(train::TrainConfig());
   const bool resume = parser.has("resume");
+  if (resume && parser.has("init-from")) {
+    throw UsageError(
+        "--resume continues from RUN_DIR/checkpoints/last.pt, which already holds the weights "
+        "(the run's init_from is recorded in its config.json); leave out --init-from");
+  }
   if (resume) {
     if (!run_dir.empty() && run_dir != parser.get("resume")) {
       throw UsageError("--resume RUN_DIR writes to RUN_DIR; leave out --out");
@@ -128,6 +136,7 @@ int run_train(const std::vector<std::string>& args) {
   if (resume && parser.has("config")) {
     throw UsageError("--resume uses RUN_DIR/config.json; leave out --config");
   }
+  if (parser.has("init-from")) config_json["init_from"] = parser.get("init-from");
 
   const std::vector<std::pair<std::string, std::string>> direct{
       {"data", "data.source"},      {"val-data", "data.val_source"},
