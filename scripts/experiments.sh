@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Reproduces EXPERIMENTS.md on Fashion-MNIST: the conv1 kernels and fc7 retrieval of the demo
 # model (scripts/demo.sh must have written runs/demo/model.pt), ReLU vs tanh, and the
-# ablations. About 30 minutes on a 2-core machine.
+# ablations, and fine-tuning against training from scratch. About an hour on a 2-core
+# machine.
 #
 # Usage: scripts/experiments.sh [OUT]   (default runs/experiments; pictures go to OUT too)
 set -euo pipefail
@@ -43,3 +44,6 @@ t "$alexnet" experiment relu-vs-tanh --train-limit 10000 --epochs 2 --out "$out/
 echo "== Ablations (10,000 training images, 1 epoch, seeds 0 and 1, validated on the test set)"
 t "$alexnet" experiment ablation --train-limit 10000 --epochs 1 --seeds 2 \
   --set 'data.holdout=0' --out "$out/ablation"
+
+echo "== Fine-tuning against training from scratch (classes 0-3 / 0-4 -> 5-9, 200 images per class)"
+t scripts/fine_tune_experiment.sh "$out/fine-tune"
