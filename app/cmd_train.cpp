@@ -78,6 +78,9 @@ int run_train(const std::vector<std::string>& args) {
               "LOC_val_solution.csv or the devkit's ground truth); sets data.val_labels")
       .option("out", "run folder (default: runs/train-DATE-TIME)")
       .option("resume", "continue the run in this folder from checkpoints/last.pt")
+      .option("init-from",
+              "fine-tune: start from the weights of this checkpoint or exported model.pt where "
+              "names and shapes match (fc8 stays new when the classes differ); sets init_from")
       .flag("overwrite",
             "start afresh in a run folder that holds an earlier run, removing its files "
             "(without it such a folder is refused)")
@@ -111,6 +114,11 @@ int run_train(const std::vector<std::string>& args) {
   std::string run_dir = parser.has("out") ? parser.get("out") : "";
   json config_json = train::to_json(train::TrainConfig());
   const bool resume = parser.has("resume");
+  if (resume && parser.has("init-from")) {
+    throw UsageError(
+        "--resume continues from RUN_DIR/checkpoints/last.pt, which already holds the weights "
+        "(the run's init_from is recorded in its config.json); leave out --init-from");
+  }
   if (resume) {
     if (!run_dir.empty() && run_dir != parser.get("resume")) {
       throw UsageError("--resume RUN_DIR writes to RUN_DIR; leave out --out");
@@ -131,6 +139,7 @@ int run_train(const std::vector<std::string>& args) {
   if (resume && parser.has("config")) {
     throw UsageError("--resume uses RUN_DIR/config.json; leave out --config");
   }
+  if (parser.has("init-from")) config_json["init_from"] = parser.get("init-from");
 
   const std::vector<std::pair<std::string, std::string>> direct{
       {"data", "data.source"},      {"val-data", "data.val_source"},

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Reproduces EXPERIMENTS.md on Fashion-MNIST: the conv1 kernels and fc7 retrieval of the demo
 # model (scripts/demo.sh must have written runs/demo/model.pt), ReLU vs tanh, the ablations,
-# and binary codes and clustering of fc7 vectors. About 45 minutes on a 2-core machine.
+# binary codes and clustering of fc7 vectors, and fine-tuning against training from scratch.
+# About an hour and a half on a 2-core machine.
 #
 # Usage: scripts/experiments.sh [OUT]   (default runs/experiments; pictures go to OUT too)
 # Environment: MODEL (exported model, default runs/demo/model.pt; its run folder's
 #   checkpoints/best.pt draws the kernels), SECTIONS (default: kernels retrieval relu ablation
-#   codes), CODE_EPOCHS and CODE_HIDDEN (the autoencoders' epochs and width, default 10 and 256),
+#   codes finetune), CODE_EPOCHS and CODE_HIDDEN (the autoencoders' epochs and width, default 10 and 256),
 #   CODE_BITS (default "64 256") and CODE_SEEDS (default "0 1 2").
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +15,7 @@ out="${1:-runs/experiments}"
 alexnet=build/app/alexnet
 model="${MODEL:-runs/demo/model.pt}"
 best="$(dirname "$model")/checkpoints/best.pt"
-sections=" ${SECTIONS:-kernels retrieval relu ablation codes} "
+sections=" ${SECTIONS:-kernels retrieval relu ablation codes finetune} "
 want() { [[ $sections == *" $1 "* ]]; }
 [[ -x $alexnet ]] || { echo "no $alexnet: run scripts/demo.sh (or scripts/test.sh) first" >&2; exit 2; }
 [[ -f $model ]] || { echo "no $model: run scripts/demo.sh first" >&2; exit 2; }
@@ -131,4 +132,9 @@ for input in ("fc7", "pixels"):
     print("k-means on %s: ARI %.3f +- %.3f, NMI %.3f +- %.3f (%d seeds)" % (
         input, c["ari_mean"], c["ari_std"], c["nmi_mean"], c["nmi_std"], len(c["runs"])))
 PY
+fi
+
+if want finetune; then
+echo "== Fine-tuning against training from scratch (classes 0-3 / 0-4 -> 5-9, 200 images per class)"
+t scripts/fine_tune_experiment.sh "$out/fine-tune"
 fi

@@ -6,6 +6,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "train/layer_settings.h"
+
 namespace alexnet::train {
 namespace {
 
@@ -197,6 +199,7 @@ AlexNetOptions model_options_from_json(const json& object) {
   if (!extra_conv.empty() && extra_conv == remove_conv) {
     reader.fail("extra_conv", extra_conv, "a layer other than model.remove_conv");
   }
+  reader.find("freeze");  // TrainConfig::freeze, read by config_from_json
   reader.finish();
 
   lrn_options.size(lrn_size).alpha(alpha).beta(beta).k(k).divide_alpha_by_size(divide);
@@ -220,10 +223,11 @@ AlexNetOptions model_options_from_json(const json& object) {
 json to_json(const TrainConfig& config) {
   json model = model_options_to_json(config.model);
   if (config.num_classes_auto) model["num_classes"] = "auto";
+  model["freeze"] = config.freeze;
   const auto& d = config.data;
   const auto& o = config.optimizer;
   const auto& s = config.schedule;
-  return json{{"model", model},
+  json out = json{{"model", model},
               {"data",
                {{"source", d.source},
                 {"val_source", d.val_source},
@@ -271,6 +275,9 @@ json to_json(const TrainConfig& config) {
               {"val_ten_crop", config.val_ten_crop},
               {"precision", precision_name(config.precision)},
               {"checkpoint", {{"keep_last", config.checkpoint.keep_last}}}};
+  out["optimizer"]["lr_mult"] = o.lr_mult;
+  out["init_from"] = config.init_from;
+  return out;
 }
 
 TrainConfig config_from_json(const json& object) {
@@ -285,6 +292,7 @@ TrainConfig config_from_json(const json& object) {
       copy.erase("num_classes");
     }
     config.model = model_options_from_json(copy);
+    if (copy.contains("freeze")) config.freeze = freeze_from_json(copy["freeze"], config.model);
   }
 
   if (const json* data = root.find("data")) {
@@ -352,6 +360,9 @@ TrainConfig config_from_json(const json& object) {
     reader.read("weight_decay", o.weight_decay, 0.0, 1.0);
     reader.read("bias_lr_multiplier", o.bias_lr_multiplier, 0.0, 1e6);
     reader.read("bias_weight_decay", o.bias_weight_decay, 0.0, 1e6);
+    if (const json* lr_mult = reader.find("lr_mult")) {
+      o.lr_mult = lr_mult_from_json(*lr_mult, config.model);
+    }
     reader.finish();
   }
 
@@ -396,6 +407,7 @@ TrainConfig config_from_json(const json& object) {
   root.read("log_interval", config.log_interval, 1);
   root.read("checkpoint_interval", config.checkpoint_interval, 0);
   root.read("val_ten_crop", config.val_ten_crop);
+  root.read("init_from", config.init_from);
   std::string precision = precision_name(config.precision);
   root.read("precision", precision);
   try {

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -17,7 +18,8 @@ namespace alexnet::train {
 /// [1/64, 16]), remove_conv and extra_conv (""|"conv3"|"conv4"|"conv5"). Devices are not part
 /// of it (they are the run's "devices"); checkpoints hold single-device parameter names.
 nlohmann::json model_options_to_json(const alexnet::AlexNetOptions& options);
-/// Reads the object written by model_options_to_json; missing keys keep their defaults.
+/// Reads the object written by model_options_to_json; missing keys keep their defaults, and
+/// "freeze" (a training setting, TrainConfig::freeze) is left to config_from_json.
 /// Unknown keys and invalid values throw std::invalid_argument naming the key ("model.init")
 /// and the allowed values.
 alexnet::AlexNetOptions model_options_from_json(const nlohmann::json& json);
@@ -79,6 +81,11 @@ struct OptimizerConfig {
   /// code: 2 and 0).
   double bias_lr_multiplier = 1.0;
   double bias_weight_decay = 1.0;
+  /// Per-layer learning-rate multipliers, like Caffe's lr_mult ({"fc8": 10}): the parameters
+  /// of a named layer use lr * multiplier (a bias also times bias_lr_multiplier), and so does
+  /// their weight-decay step (wd lr w). Layers not named use 1; 0 keeps a layer's weights
+  /// (but model.freeze also saves computing its gradients).
+  std::map<std::string, double> lr_mult;
 };
 
 /// Learning-rate schedule ("schedule" object).
@@ -132,6 +139,14 @@ struct TrainConfig {
   /// dynamic loss scaling; CUDA only). Weights and optimiser state stay float32.
   Precision precision = Precision::kFloat32;
   CheckpointConfig checkpoint;
+  /// Fine-tuning: a checkpoint or an exported model.pt whose parameters are copied, where
+  /// name and shape match, into the new model before its first step (see train/init_from.h);
+  /// "" starts from model.init. A resumed run does not read it (its checkpoint holds the
+  /// weights), and may not change it.
+  std::string init_from;
+  /// Layers that do not train (JSON "model.freeze", e.g. ["conv1", ..., "conv5"]): no
+  /// gradients, no weight decay, no momentum; their weights stay bit-identical.
+  std::vector<std::string> freeze;
 };
 
 /// The JSON form of a configuration (every key).

@@ -1,8 +1,11 @@
 #include "train/optimizer.h"
 
+#include <algorithm>
 #include <stdexcept>
 
 #include <c10/util/string_utils.h>
+
+#include "train/layer_settings.h"
 
 namespace alexnet::train {
 namespace {
@@ -45,25 +48,45 @@ Sgd::Sgd(const torch::OrderedDict<std::string, torch::Tensor>& parameters,
   TORCH_CHECK(options.rule == "paper" || options.rule == "pytorch",
               "optimizer.rule must be paper or pytorch, got '", options.rule, "'");
   for (const auto& item : parameters) parameters_.emplace_back(item.key(), item.value());
+  for (const auto& [layer, multiplier] : options.lr_mult) {
+    const bool held = std::any_of(parameters_.begin(), parameters_.end(), [&](const auto& item) {
+      return layer_of_parameter(item.first) == layer;
+    });
+    TORCH_CHECK(held, "optimizer.lr_mult names '", layer, "', which holds none of the parameters");
+  }
+  for (size_t i = 0; i < parameters_.size(); ++i) {
+    const auto found = options.lr_mult.find(layer_of_parameter(parameters_[i].first));
+    lr_multiplier_.push_back((is_bias(i) ? options.bias_lr_multiplier : 1.0) *
+                             (found == options.lr_mult.end() ? 1.0 : found->second));
+  }
   if (options.rule == "paper") {
     for (const auto& [name, p] : parameters_) velocity_.push_back(torch::zeros_like(p));
     return;
   }
-  std::vector<torch::Tensor> weights, biases;
+  // One group per (lr multiplier, weight decay) pair, in the order the parameters first use
+  // them: weights and biases when lr_mult is empty.
+  std::vector<std::pair<double, double>> group_keys;
+  std::vector<std::vector<torch::Tensor>> group_parameters;
   for (size_t i = 0; i < parameters_.size(); ++i) {
-    (is_bias(i) ? biases : weights).push_back(parameters_[i].second);
+    const std::pair<double, double> key{
+        lr_multiplier_[i], options.weight_decay * (is_bias(i) ? options.bias_weight_decay : 1.0)};
+    const auto group = static_cast<size_t>(std::find(group_keys.begin(), group_keys.end(), key) -
+                                           group_keys.begin());
+    if (group == group_keys.size()) {
+      group_keys.push_back(key);
+      group_parameters.emplace_back();
+    }
+    group_parameters[group].push_back(parameters_[i].second);
   }
   std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(
-      weights, std::make_unique<torch::optim::SGDOptions>(torch::optim::SGDOptions(options.lr)
-                                                              .momentum(options.momentum)
-                                                              .weight_decay(options.weight_decay)));
-  if (!biases.empty()) {
-    groups.emplace_back(biases,
+  for (size_t g = 0; g < group_keys.size(); ++g) {
+    const auto [lr_multiplier, weight_decay] = group_keys[g];
+    groups.emplace_back(group_parameters[g],
                         std::make_unique<torch::optim::SGDOptions>(
-                            torch::optim::SGDOptions(options.lr * options.bias_lr_multiplier)
+                            torch::optim::SGDOptions(options.lr * lr_multiplier)
                                 .momentum(options.momentum)
-                                .weight_decay(options.weight_decay * options.bias_weight_decay)));
+                                .weight_decay(weight_decay)));
+    group_lr_multiplier_.push_back(lr_multiplier);
   }
   pytorch_ = std::make_unique<torch::optim::SGD>(groups, torch::optim::SGDOptions(options.lr));
 }
@@ -93,7 +116,7 @@ void Sgd::step() {
   for (size_t i = 0; i < parameters_.size(); ++i) {
     auto& p = parameters_[i].second;
     if (!p.grad().defined()) continue;
-    const double lr = lr_ * (is_bias(i) ? options_.bias_lr_multiplier : 1.0);
+    const double lr = lr_ * lr_multiplier_[i];
     const double wd = options_.weight_decay * (is_bias(i) ? options_.bias_weight_decay : 1.0);
     // v <- m v - wd lr w - lr g; w <- w + v
     auto& v = velocity_[i];
@@ -118,7 +141,7 @@ void Sgd::set_lr(double lr) {
   auto& groups = pytorch_->param_groups();
   for (size_t g = 0; g < groups.size(); ++g) {
     auto& options = static_cast<torch::optim::SGDOptions&>(groups[g].options());
-    options.lr(g == 0 ? lr : lr * options_.bias_lr_multiplier);
+    options.lr(lr * group_lr_multiplier_[g]);
   }
 }
 
@@ -134,9 +157,16 @@ torch::optim::SGDParamState* Sgd::pytorch_state(size_t index) const {
 torch::OrderedDict<std::string, torch::Tensor> Sgd::state() const {
   torch::OrderedDict<std::string, torch::Tensor> state;
   state.insert("lr", torch::tensor(lr_, torch::kFloat64));
+  // torch::optim::SGD has no buffer for a parameter that never had a gradient (a frozen
+  // one); once any buffer exists, such a parameter's is saved as the zeros it stands for.
+  bool any_buffer = false;
+  for (size_t i = 0; pytorch_ && i < parameters_.size(); ++i) {
+    any_buffer = any_buffer || pytorch_state(i) != nullptr;
+  }
   for (size_t i = 0; i < parameters_.size(); ++i) {
     torch::Tensor buffer = velocity_.empty() ? torch::Tensor() : velocity_[i];
     if (pytorch_ && pytorch_state(i) != nullptr) buffer = pytorch_state(i)->momentum_buffer();
+    if (!buffer.defined() && any_buffer) buffer = torch::zeros_like(parameters_[i].second);
     if (buffer.defined()) {
       state.insert(buffer_kind() + "." + parameters_[i].first, buffer.detach().cpu().clone());
     }

@@ -15,6 +15,8 @@
 #include "distributed/communicator.h"
 #include "runtime/runtime.h"
 #include "train/checkpoint_history.h"
+#include "train/init_from.h"
+#include "train/layer_settings.h"
 #include "train/metrics.h"
 #include "train/optimizer.h"
 #include "train/schedule.h"
@@ -186,6 +188,8 @@ class Run {
  private:
   void open_model_and_loaders(const RunData& data);
   void resume_from(const Checkpoint& checkpoint);
+  // Logs model.freeze and optimizer.lr_mult; copies init_from's weights into a fresh run.
+  void start_fine_tuning(bool resumed);
   void join_ranks();
   void announce(const RunData& data);
   // One optimisation step on `batch`; returns whether the ranks agreed to stop.
@@ -292,12 +296,13 @@ Run::Run(TrainConfig config, const RunData& data, const RunOptions& options)
   // The saved configuration read and written again, so that keys added since it was written
   // compare as their defaults.
   if (resumed) check_resume_config(to_json(config_from_json(resumed->config)), effective);
+  open_model_and_loaders(data);
+  start_fine_tuning(resumed.has_value());  // a bad init_from is refused here too
   if (writer_) {
     fs::create_directories(run_dir_ / "checkpoints");
     write_file_atomically((run_dir_ / "config.json").string(), effective.dump(2) + "\n");
   }
 
-  open_model_and_loaders(data);
   state_.config = effective;
   state_.resolved_devices = devices_text(devices_);
   describe_inputs(state_, config_, *data.train);
@@ -320,6 +325,7 @@ void Run::open_model_and_loaders(const RunData& data) {
   torch::manual_seed(config_.seed);
   model_ = alexnet::AlexNet(alexnet::AlexNetOptions(config_.model).devices(devices_));
   model_->to(options_.dtype);
+  freeze_layers(model_, config_.freeze);
   optimizer_ = std::make_unique<Sgd>(model_->named_parameters(), config_.optimizer);
   schedule_ = std::make_unique<LrSchedule>(config_.schedule, config_.optimizer.lr);
 
@@ -372,6 +378,25 @@ void Run::resume_from(const Checkpoint& checkpoint) {
   best_val_ = checkpoint.progress.value("best_val_top1_error", 2.0);
   if (checkpoint.progress.contains("epoch_counts")) {
     epoch_counts_ = ErrorCounts::from_json(checkpoint.progress.at("epoch_counts"));
+  }
+}
+
+void Run::start_fine_tuning(bool resumed) {
+  if (!config_.init_from.empty()) {
+    if (resumed) {
+      *log_ << "init_from " << config_.init_from
+            << " not read: the resumed checkpoint holds the weights" << std::endl;
+    } else {
+      *log_ << describe(init_from(model_, config_.init_from)) << std::endl;
+    }
+  }
+  if (!config_.freeze.empty()) {
+    std::string layers;
+    for (const auto& layer : config_.freeze) layers += (layers.empty() ? "" : ", ") + layer;
+    *log_ << "frozen (no gradients, weight decay or momentum): " << layers << std::endl;
+  }
+  for (const auto& [layer, multiplier] : config_.optimizer.lr_mult) {
+    *log_ << "lr_mult: " << layer << " learns at " << multiplier << " x lr" << std::endl;
   }
 }
 
