@@ -193,11 +193,21 @@ std::string shard_file_name(int64_t shard) {
 }
 
 bool is_shard_source(const std::string& path) {
+  // An index.json of another program (in an image folder's root, say) is not a shard index.
+  auto names_shards = [](const fs::path& index) {
+    std::error_code error;
+    if (!fs::is_regular_file(index, error)) return false;
+    std::ifstream in(index);
+    const auto json = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    return json.is_object() && json.value("format", nlohmann::json()) == kShardIndexFormat;
+  };
   std::error_code error;
   if (fs::is_directory(path, error)) {
-    return fs::is_regular_file(fs::path(path) / kShardIndexName, error) || holds_shard_files(path);
+    return holds_shard_files(path) || names_shards(fs::path(path) / kShardIndexName);
   }
-  return fs::path(path).filename() == kShardIndexName && fs::is_regular_file(path, error);
+  if (fs::path(path).filename() != kShardIndexName) return false;
+  const std::string folder = fs::path(path).parent_path().string();
+  return names_shards(path) || holds_shard_files(folder.empty() ? "." : folder);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -210,6 +210,12 @@ TEST_CASE("Raw shards hold the decoded images exactly, JPEG shards within a JPEG
   CHECK(open_dataset(dir / "jpeg/index.json", "train")->size() == 14);
   CHECK_THROWS_WITH(open_dataset(dir / "jpeg", "val"),
                     Catch::Contains(dir / "jpeg") && Catch::Contains("train split"));
+  // An image folder whose root holds some other index.json is still an image folder.
+  std::ofstream(dir / "root/index.json") << "{\"images\": 14}";
+  CHECK_FALSE(is_shard_source(dir / "root"));
+  CHECK(open_dataset(dir / "root", "train")->size() == 14);
+  CHECK(is_shard_source(dir / "jpeg"));
+  CHECK(is_shard_source(dir / "jpeg/index.json"));
 }
 
 TEST_CASE("A JPEG pack in one file reads back like the shards", "[data][shards]") {
