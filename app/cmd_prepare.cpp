@@ -1,4 +1,5 @@
-// `alexnet prepare`: decodes an image folder once into a packed file (data/packed.h).
+// `alexnet prepare`: decodes an image folder once into a packed file (data/packed.h) or a
+// folder of shards (data/shards.h).
 #include <signal.h>
 #include <unistd.h>
 
@@ -10,11 +11,12 @@
 #include <iomanip>
 #include <iostream>
 
-#include "cli/stop_on_signal.h"
 #include "cli.h"
+#include "cli/stop_on_signal.h"
 #include "data/dataset.h"
 #include "data/loader.h"
 #include "data/packed.h"
+#include "data/shards.h"
 
 namespace alexnet::cli {
 namespace {
@@ -50,20 +52,89 @@ void write_skipped_log(const std::string& path, const std::vector<data::SkippedS
   }
 }
 
+std::string stats_text(const data::DatasetStats& stats) {
+  return "mean " + list_text(stats.mean) + ", std " + list_text(stats.std) +
+         ", PCA eigenvalues (x255 scale) " +
+         list_text(std::vector<double>(stats.eigenvalues.data_ptr<double>(),
+                                       stats.eigenvalues.data_ptr<double>() + 3));
+}
+
+// --shard-size N: the folder of shards and its index (data/shards.h), resumed when the folder
+// holds an earlier run's complete shards.
+int write_shard_folder(const ArgParser& parser, const data::DatasetPtr& dataset,
+                       data::PackedEncoding encoding, int64_t quality, int64_t shard_size,
+                       const std::string& skipped_log, bool default_log, const StopOnSignal& stop) {
+  data::ShardWriteOptions options;
+  options.folder = parser.get("out");
+  options.encoding = encoding;
+  options.quality = quality;
+  options.shard_size = shard_size;
+  options.image_size = parser.get_int("size");
+  options.split = parser.get("split") == "test" ? "val" : parser.get("split");
+  options.source = {{"data", parser.get("data")},
+                    {"val_data", parser.get("val-data")},
+                    {"val_root", parser.get("val-root")},
+                    {"class_names", parser.get("class-names")},
+                    {"limit", parser.get_int("limit")},
+                    {"seed", parser.get_int("seed")},
+                    {"max_pixels", parser.get_int("max-pixels")}};
+  options.workers = std::max<int64_t>(1, parser.get_int("workers"));
+  options.strict = parser.get_flag("strict");
+  options.stop = stop.flag();
+  const bool tty = isatty(STDERR_FILENO) != 0;
+  const auto start = Clock::now();
+  options.progress = [&](int64_t done, int64_t total, int64_t skipped) {
+    const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    std::cerr << (tty ? "\r" : "") << "prepare: " << done << "/" << total << " images, "
+              << std::fixed << std::setprecision(0) << (seconds > 0 ? done / seconds : 0.0)
+              << " images/s (this run), " << skipped << " skipped" << (tty ? "" : "\n")
+              << std::flush;
+  };
+  const int64_t shards = (static_cast<int64_t>(dataset->size()) + shard_size - 1) / shard_size;
+  std::cerr << "prepare: " << dataset->size() << " images, " << dataset->class_names().size()
+            << " classes, " << options.workers << " workers -> " << options.folder << " (" << shards
+            << " shards of " << shard_size << ", " << parser.get("format") << ")\n";
+  const auto result = data::write_shards(dataset, options);
+  if (tty) std::cerr << "\n";
+  if (result.stopped) {
+    std::cerr << "prepare: stopped by " << stop.name() << "; " << result.kept + result.written
+              << " of " << result.shards << " shards complete in " << options.folder
+              << " (the same command resumes with the rest)\n";
+    return stop.exit_code();
+  }
+  if (!result.skipped.empty()) write_skipped_log(skipped_log, result.skipped);
+  if (result.skipped.empty() && default_log) std::remove(skipped_log.c_str());
+  std::cout << "wrote " << options.folder << ": " << result.shards << " shards (" << result.kept
+            << " kept from an earlier run), " << result.images << " images of "
+            << options.image_size << "x" << options.image_size << ", "
+            << dataset->class_names().size() << " classes, " << result.skipped.size() << " skipped"
+            << (result.skipped.empty() ? "" : " (listed in " + skipped_log + ")") << "\n"
+            << stats_text(*result.stats) << "\n";
+  return 0;
+}
+
 int run_prepare(const std::vector<std::string>& args) {
   // First, so that a signal at any later point (a list file that is a FIFO keeps prepare
   // waiting) is seen by the loop below.
   const StopOnSignal stop;
-  ArgParser parser("alexnet prepare --data DIR --out FILE [options]",
+  ArgParser parser("alexnet prepare --data DIR --out FILE|FOLDER [options]",
                    "Decodes every image once, rescales its shorter side to --size and keeps the "
                    "central square (the paper's preparation), and writes them as uint8 with "
                    "labels, class names, the per-channel mean/std and the RGB covariance "
                    "eigen-data to a packed file that training reads without decoding (and "
-                   "without OpenCV). Undecodable images are skipped and listed. Ctrl-C or "
-                   "SIGTERM stops the run and removes the partial file (exit status 130 or "
+                   "without OpenCV). --format jpeg stores each image re-encoded once as a "
+                   "JPEG of --quality instead (about a tenth of the bytes; decoded by the "
+                   "loader's workers). --shard-size N writes a folder of shards of N images and "
+                   "an index.json instead of one file; a run stopped (or killed) after some "
+                   "shards resumes with the rest when started again with the same arguments. "
+                   "Undecodable images are skipped and listed. Ctrl-C or SIGTERM stops the run "
+                   "and removes the partial file, keeping complete shards (exit status 130 or "
                    "143); a second one ends it at once.");
   parser.option("data", "image folder (ROOT/<class>/<image>, or ROOT/train and ROOT/val)")
-      .option("out", "packed file to write")
+      .option("out", "packed file to write, or the shard folder with --shard-size")
+      .option("format", "raw (uint8 pixels) or jpeg (re-encoded once at --size)", "raw")
+      .option("quality", "JPEG quality of --format jpeg, 1..100", "95")
+      .option("shard-size", "images per shard: write a shard folder (0: one file)", "0")
       .option("split", "train, or val (ROOT/val, or --val-data)", "train")
       .option("val-data", "validation images: a folder or a list file of \"path label\" lines")
       .option("val-root", "folder the list file's paths are relative to (default: its folder)")
@@ -88,6 +159,13 @@ int run_prepare(const std::vector<std::string>& args) {
   if (size <= 0) throw std::invalid_argument("--size must be positive");
   if (parser.get_int("limit") < 0) throw std::invalid_argument("--limit must be >= 0");
   if (parser.get_int("max-pixels") < 0) throw std::invalid_argument("--max-pixels must be >= 0");
+  const data::PackedEncoding encoding = data::parse_packed_encoding(parser.get("format"));
+  const int64_t quality = parser.get_int("quality");
+  if (quality < 1 || quality > 100) {
+    throw std::invalid_argument("--quality must be in 1..100, got " + std::to_string(quality));
+  }
+  const int64_t shard_size = parser.get_int("shard-size");
+  if (shard_size < 0) throw std::invalid_argument("--shard-size must be >= 0");
   data::DatasetOptions options;
   options.split = parser.get("split");
   options.image_size = size;
@@ -101,13 +179,19 @@ int run_prepare(const std::vector<std::string>& args) {
                                       static_cast<uint64_t>(parser.get_int("seed")));
   }
 
+  const bool default_log = !parser.has("skipped-log");
+  if (shard_size > 0) {
+    const std::string log = default_log ? out_path + "/skipped.txt" : parser.get("skipped-log");
+    return write_shard_folder(parser, dataset, encoding, quality, shard_size, log, default_log,
+                              stop);
+  }
+
   data::LoaderOptions loader_options;
   loader_options.batch_size = 32;
   loader_options.workers = std::max<int64_t>(1, parser.get_int("workers"));
   loader_options.shuffle = false;
   loader_options.prefetch_batches = 2 * loader_options.workers + 2;
   loader_options.strict = parser.get_flag("strict");
-  const bool default_log = !parser.has("skipped-log");
   const std::string skipped_log =
       default_log ? out_path + ".skipped.txt" : parser.get("skipped-log");
   // Images that are not size x size yet (IDX data, or image_size ignored) get the same
@@ -120,7 +204,12 @@ int run_prepare(const std::vector<std::string>& args) {
   const auto total = static_cast<int64_t>(dataset->size());
   std::cerr << "prepare: " << total << " images, " << dataset->class_names().size() << " classes, "
             << loader_options.workers << " workers -> " << out_path << "\n";
-  data::PackedWriter writer(out_path, /*channels=*/3, size, size);
+  data::PackedWriterOptions format;
+  format.encoding = encoding;
+  format.quality = quality;
+  format.version =
+      encoding == data::PackedEncoding::kRaw ? data::kPackedVersion : data::kPackedRecordsVersion;
+  data::PackedWriter writer(out_path, /*channels=*/3, size, size, format);
   data::StatsAccumulator stats;
   const bool tty = isatty(STDERR_FILENO) != 0;
   const auto start = Clock::now();
@@ -169,12 +258,8 @@ int run_prepare(const std::vector<std::string>& args) {
   if (skipped.empty() && default_log) std::remove(skipped_log.c_str());
   std::cout << "wrote " << out_path << ": " << writer.count() << " images of " << size << "x"
             << size << ", " << dataset->class_names().size() << " classes, " << loader.skipped()
-            << " skipped" << (skipped.empty() ? "" : " (listed in " + skipped_log + ")")
-            << "\nmean " << list_text(result.mean) << ", std " << list_text(result.std)
-            << ", PCA eigenvalues (x255 scale) "
-            << list_text(std::vector<double>(result.eigenvalues.data_ptr<double>(),
-                                             result.eigenvalues.data_ptr<double>() + 3))
-            << "\n";
+            << " skipped" << (skipped.empty() ? "" : " (listed in " + skipped_log + ")") << "\n"
+            << stats_text(result) << "\n";
   return 0;
 }
 

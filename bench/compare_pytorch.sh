@@ -7,7 +7,8 @@
 # Environment: PYTHON (default /usr/bin/python3, the interpreter with torch and torchvision),
 #              BENCH_DIR (scratch folder for the generated JPEGs and packed file; default: a
 #              temporary folder, removed at the end), REPEATS (timed training steps, default 3),
-#              ROUNDS (turns each side takes in the training comparison, default 2).
+#              ROUNDS (turns each side takes in the training comparison, default 2),
+#              LARGE (fraction of large photos in the input-pipeline folder, default 0).
 # Takes a few minutes on a 2-core machine.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -92,20 +93,28 @@ else
 fi
 
 echo "== 4. input pipeline, 2 workers, batch 64 ($rounds rounds, best of each)"
-run "$python" "$repo/bench/make_jpeg_folder.py" "$work/jpegs" --classes 10 --per-class 64
+# LARGE: the fraction of large photos (1,500-4,000 pixels on a side) in the JPEG folder.
+run "$python" "$repo/bench/make_jpeg_folder.py" "$work/jpegs" --classes 10 --per-class 64 --large "${LARGE:-0}"
 run "$alexnet" prepare --data "$work/jpegs" --out "$work/packed.bin" > /dev/null
+run "$alexnet" prepare --data "$work/jpegs" --out "$work/shards" --format jpeg --shard-size 128 > /dev/null
+images=$(find "$work/jpegs" -name '*.jpg' | wc -l)
+per_image() { "$python" -c "print(round($1 / $images))"; }
+echo "  bytes per image: JPEG folder $(per_image "$(du -sb "$work/jpegs" | cut -f1)"), raw pack $(per_image "$(stat -c %s "$work/packed.bin")"), JPEG shards $(per_image "$(du -sb "$work/shards" | cut -f1)")"
 data_options=(--workers 2 --batch-size 64 --batches 10 --repeats 3 --json)
 for round in $(seq "$rounds"); do
   run "$alexnet" bench data --data "$work/jpegs" "${data_options[@]}" > "$work/data_jpeg.$round.json"
   run "$alexnet" bench data --data "$work/packed.bin" "${data_options[@]}" > "$work/data_packed.$round.json"
+  run "$alexnet" bench data --data "$work/shards" "${data_options[@]}" > "$work/data_shards.$round.json"
   run "$python" "$repo/bench/peer.py" data --root "$work/jpegs" --workers 2 --batch-size 64 --repeats 3 > "$work/peer_data.$round.json"
 done
 jpeg=$(best "$work"/data_jpeg.*.json)
 packed=$(best "$work"/data_packed.*.json)
+shards=$(best "$work"/data_shards.*.json)
 tv=$(best "$work"/peer_data.*.json)
-echo "  JPEG folder $jpeg images/s, packed file $packed, torchvision $tv"
+echo "  JPEG folder $jpeg images/s, packed file $packed, JPEG shards $shards, torchvision $tv"
 ratio "data: packed / JPEG folder" "$("$python" -c "print($packed / $jpeg)")" ">=" 10
 ratio "data: JPEG folder / torchvision" "$("$python" -c "print($jpeg / $tv)")" ">=" 1.5
+echo "  for reference: JPEG shards / JPEG folder $("$python" -c "print(round($shards / $jpeg, 2))"), JPEG shards / torchvision $("$python" -c "print(round($shards / $tv, 2))")"
 
 echo "== 5. peak resident memory, training step at batch 128"
 run "$alexnet" bench train --batch-size 128 --warmup 1 --repeats 1 --json > "$work/mem.json"

@@ -14,6 +14,7 @@
 #include "data/image_folder.h"
 #include "data/loader.h"
 #include "data/packed.h"
+#include "data/shards.h"
 #include "transforms/transforms.h"
 
 namespace alexnet::bench {
@@ -21,7 +22,13 @@ namespace {
 
 std::string kind_of(const data::Dataset& dataset) {
   if (dynamic_cast<const data::ImageFolder*>(&dataset)) return "image folder";
-  if (dynamic_cast<const data::PackedDataset*>(&dataset)) return "packed file";
+  if (const auto* packed = dynamic_cast<const data::PackedDataset*>(&dataset)) {
+    return packed->encoding() == data::PackedEncoding::kJpeg ? "packed file (jpeg)" : "packed file";
+  }
+  if (const auto* shards = dynamic_cast<const data::ShardedDataset*>(&dataset)) {
+    return std::string("shard folder (") + data::packed_encoding_name(shards->encoding()) + ", " +
+           std::to_string(shards->shards()) + " shards)";
+  }
   if (dynamic_cast<const data::IdxDataset*>(&dataset)) return "IDX";
   return "data set";
 }
@@ -32,7 +39,9 @@ cli::ArgParser data_parser() {
                         "training augmentation (random crop, flip, PCA lighting, mean "
                         "subtraction) and batching. Median of several timed windows after a "
                         "warm-up.");
-  parser.option("data", "image folder, packed file, IDX folder or fashion-mnist", "fashion-mnist")
+  parser
+      .option("data", "image folder, packed file, shard folder, IDX folder or fashion-mnist",
+              "fashion-mnist")
       .option("split", "train or val", "train")
       .option("workers", "loader threads", "2")
       .option("batch-size", "batch size", "128")

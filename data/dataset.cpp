@@ -13,6 +13,7 @@
 #include "data/image_folder.h"
 #include "data/loader.h"
 #include "data/packed.h"
+#include "data/shards.h"
 
 namespace alexnet::data {
 namespace {
@@ -151,6 +152,7 @@ DatasetPtr open_dataset(const std::string& source, const DatasetOptions& options
     const std::string& v = options.val_source;
     if (!fs::exists(v, error)) throw std::runtime_error("validation data " + v + " does not exist");
     if (is_packed_file(v)) return std::make_shared<PackedDataset>(v);
+    if (is_shard_source(v)) return std::make_shared<ShardedDataset>(v);
     if (fs::is_directory(v, error) && holds_idx_files(v))
       return open_idx(v, "test", options.channels);
     // An image folder or a list file: labels are indices of the training classes.
@@ -178,6 +180,15 @@ DatasetPtr open_dataset(const std::string& source, const DatasetOptions& options
       throw std::runtime_error("packed file " + source + " holds the " + stored + " split, not " +
                                options.split +
                                " (give the other split's packed file as the validation source)");
+    }
+    return set;
+  }
+  if (is_shard_source(source)) {
+    auto set = std::make_shared<ShardedDataset>(source);
+    if (is_val_split(set->split()) != val) {
+      throw std::runtime_error("shard folder " + source + " holds the " + set->split() +
+                               " split, not " + options.split +
+                               " (give the other split's shard folder as the validation source)");
     }
     return set;
   }
@@ -268,6 +279,22 @@ void StatsAccumulator::merge(const StatsAccumulator& other) {
   for (int k = 0; k < 9; ++k) products_[k] += other.products_[k];
   pixels_ += other.pixels_;
   images_ += other.images_;
+}
+
+std::array<double, 14> StatsAccumulator::sums() const {
+  std::array<double, 14> out{static_cast<double>(images_), pixels_};
+  std::copy(sum_.begin(), sum_.end(), out.begin() + 2);
+  std::copy(products_.begin(), products_.end(), out.begin() + 5);
+  return out;
+}
+
+StatsAccumulator StatsAccumulator::from_sums(const std::array<double, 14>& sums) {
+  StatsAccumulator out;
+  out.images_ = static_cast<int64_t>(sums[0]);
+  out.pixels_ = sums[1];
+  std::copy(sums.begin() + 2, sums.begin() + 5, out.sum_.begin());
+  std::copy(sums.begin() + 5, sums.end(), out.products_.begin());
+  return out;
 }
 
 DatasetStats StatsAccumulator::finish() const {

@@ -96,7 +96,8 @@ struct DatasetOptions {
 /// Opens a data source:
 ///  - a folder in the ImageNet layout, root/<class>/<image> (or root/train, root/val holding
 ///    that layout), read like torchvision's ImageFolder;
-///  - a packed file written by `alexnet prepare` (needs no OpenCV);
+///  - a packed file written by `alexnet prepare` (raw images need no OpenCV);
+///  - a shard folder written by `alexnet prepare --shard-size N`, or its index.json;
 ///  - a folder holding IDX files with MNIST / Fashion-MNIST names
 ///    ({train,t10k}-images-idx3-ubyte[.gz], ...);
 ///  - the word "fashion-mnist": Debian's copy in kFashionMnistDir.
@@ -159,6 +160,12 @@ class StatsAccumulator {
   void merge(const StatsAccumulator& other);
   /// Mean, std and eigen-decomposition of what was added; throws if nothing was.
   DatasetStats finish() const;
+  /// The sums: images, pixels, the three channel sums, the nine channel products (row-major);
+  /// from_sums() restores them exactly (packed shards store them, so that a resumed `prepare`
+  /// merges the same numbers as an uninterrupted one).
+  std::array<double, 14> sums() const;
+  static StatsAccumulator from_sums(const std::array<double, 14>& sums);
+  int64_t images() const { return images_; }
 
  private:
   double pixels_ = 0;

@@ -256,14 +256,14 @@ void jpeg_ignore_output(j_common_ptr) {}
 // point itself and holds no object with a destructor, so a jump skips only libjpeg's frames.
 class JpegDecoder {
  public:
-  explicit JpegDecoder(const std::vector<uint8_t>& bytes) {
+  JpegDecoder(const uint8_t* data, size_t size) {
     info_.err = jpeg_std_error(&errors_.manager);
     errors_.manager.error_exit = jpeg_on_error;
     errors_.manager.emit_message = jpeg_on_message;
     errors_.manager.output_message = jpeg_ignore_output;
     if (setjmp(errors_.jump)) return;  // created_ stays false
     jpeg_create_decompress(&info_);
-    jpeg_mem_src(&info_, bytes.data(), static_cast<unsigned long>(bytes.size()));
+    jpeg_mem_src(&info_, data, static_cast<unsigned long>(size));
     created_ = true;
   }
   ~JpegDecoder() { jpeg_destroy_decompress(&info_); }
@@ -320,13 +320,20 @@ class JpegDecoder {
 };
 
 // Decodes a JPEG to RGB (channel order R, G, B), at a reduced scale when `size` allows.
-cv::Mat decode_jpeg(const std::vector<uint8_t>& bytes, const std::string& path, int64_t size,
-                    int64_t max_pixels) {
-  JpegDecoder decoder(bytes);
+// expected_height, expected_width > 0: a JPEG whose header declares other sides is refused
+// before it is decoded.
+cv::Mat decode_jpeg(const uint8_t* data, size_t data_size, const std::string& path, int64_t size,
+                    int64_t max_pixels, int64_t expected_height = 0, int64_t expected_width = 0) {
+  JpegDecoder decoder(data, data_size);
   auto fail = [&] { throw DecodeError("cannot decode " + path + ": " + decoder.problem()); };
   if (!decoder.read_header()) fail();
   const int64_t height = decoder.info().image_height, width = decoder.info().image_width;
   check_pixels(path, height, width, max_pixels);
+  if (expected_height > 0 && (height != expected_height || width != expected_width)) {
+    throw DecodeError("cannot decode " + path + ": the JPEG is " + std::to_string(width) + " x " +
+                      std::to_string(height) + " (width x height), expected " +
+                      std::to_string(expected_width) + " x " + std::to_string(expected_height));
+  }
   // The decoder rounds reduced sizes up, so shorter / scale >= size keeps enough pixels.
   unsigned scale = 1;
   const int64_t shorter = std::min(height, width);
@@ -405,7 +412,7 @@ torch::Tensor decode_image_file(const std::string& path, int64_t size, int64_t m
   });
   const std::vector<uint8_t> bytes = read_file(path);
   const bool jpeg = bytes.size() >= 3 && bytes[0] == 0xFF && bytes[1] == 0xD8 && bytes[2] == 0xFF;
-  cv::Mat image = jpeg ? decode_jpeg(bytes, path, size, max_pixels)
+  cv::Mat image = jpeg ? decode_jpeg(bytes.data(), bytes.size(), path, size, max_pixels)
                        : decode_with_opencv(bytes, path, max_pixels);
   if (size > 0) {
     // The paper's preparation: shorter side to `size`, central square. Resizing only the
@@ -426,9 +433,25 @@ torch::Tensor decode_image_file(const std::string& path, int64_t size, int64_t m
   return to_tensor(image, /*bgr=*/!jpeg);
 }
 
+torch::Tensor decode_jpeg_bytes(const uint8_t* data, size_t size, const std::string& name,
+                                int64_t height, int64_t width) {
+  if (size < 3 || data[0] != 0xFF || data[1] != 0xD8 || data[2] != 0xFF) {
+    throw DecodeError("cannot decode " + name + ": not a JPEG (no start-of-image marker)");
+  }
+  return to_tensor(decode_jpeg(data, size, name, /*size=*/0, /*max_pixels=*/0, height, width),
+                   /*bgr=*/false);
+}
+
 #else
 
 bool can_decode_images() { return false; }
+
+torch::Tensor decode_jpeg_bytes(const uint8_t* /*data*/, size_t /*size*/, const std::string& name,
+                                int64_t /*height*/, int64_t /*width*/) {
+  throw DecodeError("cannot decode " + name +
+                    ": this build has no libjpeg (configure with -DALEXNET_WITH_OPENCV=ON, or "
+                    "prepare a raw pack)");
+}
 
 torch::Tensor decode_image_file(const std::string& path, int64_t /*size*/, int64_t /*max_pixels*/) {
   throw DecodeError("cannot decode " + path +

@@ -31,6 +31,13 @@ bool can_decode_images();
 torch::Tensor decode_image_file(const std::string& path, int64_t size,
                                 int64_t max_pixels = kDefaultMaxImagePixels);
 
+/// Decodes a JPEG held in memory (a record of a JPEG pack) into [3, H, W] uint8 RGB at its full
+/// size, with the checks of decode_image_file (any warning about the data refuses it). `name`
+/// names the record in errors. height, width > 0: a JPEG whose header declares other sides is
+/// refused before it is decoded. Throws DecodeError, also when the build has no libjpeg.
+torch::Tensor decode_jpeg_bytes(const uint8_t* data, size_t size, const std::string& name,
+                                int64_t height = 0, int64_t width = 0);
+
 /// What an image file's first bytes declare, read without decoding.
 struct ImageHeader {
   /// "JPEG", "PNG", "BMP", "PNM", "TIFF" or "WebP"; empty when not recognised.

@@ -4,11 +4,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <limits>
 #include <optional>
+
+#include "data/image_decode.h"
+#include "data/jpeg_encode.h"
+#include "data/json_fields.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the packed format is little-endian");
 
@@ -44,115 +49,31 @@ bool read_at(int fd, void* buffer, size_t size, uint64_t offset) {
 constexpr int64_t kMaxSide = 1 << 16;
 constexpr uint64_t kMaxHeaderBytes = uint64_t{1} << 30;
 
-// The fields of a packed file's JSON header, each checked for its type and range before it is
-// used; errors name the file and the field.
-class HeaderFields {
- public:
-  HeaderFields(const nlohmann::json& header, const std::string& path)
-      : header_(header), path_(path) {}
+constexpr uint64_t kFnvOffset = 0xcbf29ce484222325ull;
+constexpr uint64_t kFnvPrime = 0x100000001b3ull;
 
-  bool has(const std::string& field) const { return header_.contains(field); }
+uint64_t fnv1a(uint64_t hash, const uint8_t* data, size_t size) {
+  for (size_t i = 0; i < size; ++i) hash = (hash ^ data[i]) * kFnvPrime;
+  return hash;
+}
 
-  const nlohmann::json& at(const std::string& field) const {
-    if (!header_.contains(field)) fail(field, "is missing");
-    return header_.at(field);
-  }
-
-  int64_t integer(const std::string& field, int64_t min, int64_t max) const {
-    return integer_value(at(field), field, std::nullopt, min, max);
-  }
-
-  std::vector<int64_t> integers(const std::string& field, int64_t min, int64_t max) const {
-    const auto& value = at(field);
-    if (!value.is_array()) fail(field, "must be an array of integers, got " + shown(value));
-    std::vector<int64_t> out;
-    out.reserve(value.size());
-    for (size_t i = 0; i < value.size(); ++i) {
-      out.push_back(integer_value(value[i], field, i, min, max));
-    }
-    return out;
-  }
-
-  std::vector<std::string> strings(const std::string& field) const {
-    const auto& value = at(field);
-    if (!value.is_array()) fail(field, "must be an array of strings, got " + shown(value));
-    std::vector<std::string> out;
-    for (size_t i = 0; i < value.size(); ++i) {
-      if (!value[i].is_string()) {
-        fail(field, "must be an array of strings, but element " + std::to_string(i) + " is " +
-                        shown(value[i]));
-      }
-      out.push_back(value[i].get<std::string>());
-    }
-    return out;
-  }
-
-  // An array of `count` numbers, or of `count` arrays of `count` numbers when `square`.
-  std::vector<double> numbers(const std::string& field, size_t count, bool square = false) const {
-    const auto& value = at(field);
-    const std::string expected =
-        square ? std::to_string(count) + " arrays of " + std::to_string(count) + " numbers"
-               : std::to_string(count) + " numbers";
-    auto refuse = [&] { fail(field, "must be an array of " + expected + ", got " + shown(value)); };
-    if (!value.is_array() || value.size() != count) refuse();
-    std::vector<double> out;
-    for (const auto& row : value) {
-      if (square && (!row.is_array() || row.size() != count)) refuse();
-      for (const auto& element : square ? row : nlohmann::json::array({row})) {
-        if (!element.is_number()) refuse();
-        out.push_back(element.get<double>());
-      }
-    }
-    return out;
-  }
-
-  std::string string(const std::string& field, const std::string& fallback) const {
-    if (!header_.contains(field)) return fallback;
-    const auto& value = header_.at(field);
-    if (!value.is_string()) fail(field, "must be a string, got " + shown(value));
-    return value.get<std::string>();
-  }
-
-  [[noreturn]] void fail(const std::string& field, const std::string& what) const {
-    throw std::runtime_error("packed file " + path_ + ": header field '" + field + "' " + what);
-  }
-
- private:
-  static std::string shown(const nlohmann::json& value) {
-    std::string text = value.dump();
-    if (text.size() > 40) text = text.substr(0, 37) + "...";
-    return text;
-  }
-
-  // `element`: the index of `value` in the field's array, or nullopt for the field itself.
-  int64_t integer_value(const nlohmann::json& value, const std::string& field,
-                        std::optional<size_t> element, int64_t min, int64_t max) const {
-    auto refuse = [&](const std::string& what) {
-      fail(field, (element ? "element " + std::to_string(*element) + " " : std::string()) + what);
-    };
-    if (!value.is_number_integer()) refuse("must be an integer, got " + shown(value));
-    // Non-negative numbers parse as unsigned, and may exceed int64_t.
-    bool in_range;
-    if (value.is_number_unsigned()) {
-      const auto number = value.get<uint64_t>();
-      in_range = number <= static_cast<uint64_t>(max) &&
-                 (min <= 0 || number >= static_cast<uint64_t>(min));
-    } else {
-      const auto number = value.get<int64_t>();
-      in_range = number >= min && number <= max;
-    }
-    if (!in_range) {
-      refuse("is " + shown(value) + ", outside " + std::to_string(min) + ".." +
-             std::to_string(max));
-    }
-    return value.get<int64_t>();
-  }
-
-  const nlohmann::json& header_;
-  std::string path_;
-};
+std::string hex16(uint64_t value) {
+  char text[17];
+  std::snprintf(text, sizeof(text), "%016llx", static_cast<unsigned long long>(value));
+  return text;
+}
 
 }  // namespace
+
+const char* packed_encoding_name(PackedEncoding encoding) {
+  return encoding == PackedEncoding::kJpeg ? "jpeg" : "raw";
+}
+
+PackedEncoding parse_packed_encoding(const std::string& name) {
+  if (name == "raw") return PackedEncoding::kRaw;
+  if (name == "jpeg") return PackedEncoding::kJpeg;
+  throw std::invalid_argument("unknown packed encoding '" + name + "' (expected raw or jpeg)");
+}
 
 bool is_packed_file(const std::string& path) {
   std::error_code error;
@@ -165,12 +86,26 @@ bool is_packed_file(const std::string& path) {
   return ok;
 }
 
-PackedWriter::PackedWriter(const std::string& path, int64_t channels, int64_t height, int64_t width)
+PackedWriter::PackedWriter(const std::string& path, int64_t channels, int64_t height, int64_t width,
+                           PackedWriterOptions options)
     : path_(path),
       partial_(path + ".partial"),
       channels_(channels),
       height_(height),
-      width_(width) {
+      width_(width),
+      options_(options),
+      offsets_{kPackedDataOffset},
+      hash_(kFnvOffset) {
+  TORCH_CHECK(options.version == kPackedVersion || options.version == kPackedRecordsVersion,
+              "packed file ", path, ": format version ", options.version, ", expected ",
+              kPackedVersion, " or ", kPackedRecordsVersion);
+  const bool jpeg = options.encoding == PackedEncoding::kJpeg;
+  TORCH_CHECK(!jpeg || options.version == kPackedRecordsVersion, "packed file ", path,
+              ": JPEG records need format version ", kPackedRecordsVersion);
+  TORCH_CHECK(!jpeg || channels == 3, "packed file ", path,
+              ": JPEG records hold 3-channel images, got ", channels, " channels");
+  TORCH_CHECK(!jpeg || (options.quality >= 1 && options.quality <= 100), "packed file ", path,
+              ": JPEG quality must be in 1..100, got ", options.quality);
   TORCH_CHECK(channels == 1 || channels == 3, "packed file ", path,
               ": images have 1 or 3 channels, got ", channels);
   TORCH_CHECK(height > 0 && width > 0 && height <= kMaxSide && width <= kMaxSide, "packed file ",
@@ -198,11 +133,26 @@ void PackedWriter::add(const torch::Tensor& image, int64_t label) {
                   image.sizes() == c10::IntArrayRef({channels_, height_, width_}),
               "packed file ", path_, ": expected a uint8 image [", channels_, ", ", height_, ", ",
               width_, "], got ", image.scalar_type(), " ", image.sizes());
+  if (options_.encoding == PackedEncoding::kJpeg) {
+    add_record(encode_jpeg(image, options_.quality), label);
+    return;
+  }
   const auto pixels = image.contiguous();
-  const auto bytes = static_cast<size_t>(pixels.numel());
-  if (std::fwrite(pixels.data_ptr<uint8_t>(), 1, bytes, file_) != bytes) {
+  const auto* data = pixels.data_ptr<uint8_t>();
+  add_record(std::vector<uint8_t>(data, data + pixels.numel()), label);
+}
+
+void PackedWriter::add_record(const std::vector<uint8_t>& bytes, int64_t label) {
+  TORCH_CHECK(file_ != nullptr, "packed file ", path_, ": add_record() after finish()");
+  TORCH_CHECK(options_.encoding == PackedEncoding::kJpeg ||
+                  bytes.size() == static_cast<size_t>(channels_ * height_ * width_),
+              "packed file ", path_, ": a raw record of ", bytes.size(), " bytes, expected ",
+              channels_ * height_ * width_);
+  if (std::fwrite(bytes.data(), 1, bytes.size(), file_) != bytes.size()) {
     throw std::runtime_error("cannot write " + partial_ + ": " + errno_text());
   }
+  hash_ = fnv1a(hash_, bytes.data(), bytes.size());
+  offsets_.push_back(offsets_.back() + bytes.size());
   labels_.push_back(label);
 }
 
@@ -211,13 +161,19 @@ void PackedWriter::finish(const std::vector<std::string>& class_names,
   TORCH_CHECK(file_ != nullptr, "packed file ", path_, ": finish() called twice");
   nlohmann::json header = extra.is_object() ? extra : nlohmann::json::object();
   header["format"] = "alexnet-cpp packed images";
-  header["version"] = kPackedVersion;
+  header["version"] = options_.version;
   header["count"] = labels_.size();
   header["channels"] = channels_;
   header["height"] = height_;
   header["width"] = width_;
-  header["layout"] = "CHW uint8 RGB";
+  header["layout"] = options_.encoding == PackedEncoding::kJpeg ? "JPEG RGB" : "CHW uint8 RGB";
   header["data_offset"] = kPackedDataOffset;
+  if (options_.version == kPackedRecordsVersion) {
+    header["encoding"] = packed_encoding_name(options_.encoding);
+    if (options_.encoding == PackedEncoding::kJpeg) header["quality"] = options_.quality;
+    header["record_offsets"] = offsets_;
+    header["records_fnv1a64"] = hex16(hash_);
+  }
   header["class_names"] = class_names;
   header["labels"] = labels_;
   if (stats) {
@@ -237,9 +193,8 @@ void PackedWriter::finish(const std::vector<std::string>& class_names,
   const std::string text = header.dump();
   Prefix prefix{};
   std::memcpy(prefix.magic, kPackedMagic, 8);
-  prefix.version = kPackedVersion;
-  prefix.json_offset = kPackedDataOffset + static_cast<uint64_t>(labels_.size()) *
-                                               static_cast<uint64_t>(channels_ * height_ * width_);
+  prefix.version = options_.version;
+  prefix.json_offset = offsets_.back();
   prefix.json_size = text.size();
   bool ok = std::fwrite(text.data(), 1, text.size(), file_) == text.size();
   ok = ok && std::fseek(file_, 0, SEEK_SET) == 0;
@@ -279,10 +234,11 @@ void PackedDataset::read_header() {
   Prefix prefix{};
   if (!read_at(fd_, &prefix, sizeof(prefix), 0)) fail("too short for its header");
   if (std::memcmp(prefix.magic, kPackedMagic, 8) != 0) fail("not a packed file (wrong magic)");
-  if (prefix.version != kPackedVersion) {
-    fail("format version " + std::to_string(prefix.version) + ", this build reads version " +
-         std::to_string(kPackedVersion));
+  if (prefix.version != kPackedVersion && prefix.version != kPackedRecordsVersion) {
+    fail("format version " + std::to_string(prefix.version) + ", this build reads versions " +
+         std::to_string(kPackedVersion) + " and " + std::to_string(kPackedRecordsVersion));
   }
+  version_ = prefix.version;
   if (prefix.json_offset > file_size || prefix.json_size > file_size - prefix.json_offset) {
     fail("truncated (the header lies beyond the end of the file)");
   }
@@ -303,7 +259,7 @@ void PackedDataset::read_header() {
   }
   if (!header_.is_object()) fail("the header is not a JSON object");
 
-  const HeaderFields fields(header_, path_);
+  const JsonFields fields(header_, "packed file " + path_, "header field");
   channels_ = fields.integer("channels", 0, std::numeric_limits<int64_t>::max());
   if (channels_ != 1 && channels_ != 3) {
     fields.fail("channels",
@@ -324,11 +280,15 @@ void PackedDataset::read_header() {
   }
   // At most 3 x 2^16 x 2^16 bytes per image: no product below wraps around.
   const auto image_bytes = static_cast<uint64_t>(channels_ * height_ * width_);
-  if (labels_.size() > (prefix.json_offset - data_offset_) / image_bytes) {
-    fail("truncated (" + std::to_string(labels_.size()) + " images of " +
-         std::to_string(image_bytes) + " bytes do not fit between 'data_offset' " +
-         std::to_string(data_offset_) + " and the header at " + std::to_string(prefix.json_offset) +
-         ")");
+  if (version_ == kPackedVersion) {
+    if (labels_.size() > (prefix.json_offset - data_offset_) / image_bytes) {
+      fail("truncated (" + std::to_string(labels_.size()) + " images of " +
+           std::to_string(image_bytes) + " bytes do not fit between 'data_offset' " +
+           std::to_string(data_offset_) + " and the header at " +
+           std::to_string(prefix.json_offset) + ")");
+    }
+  } else {
+    read_records_header(fields, prefix.json_offset, image_bytes);
   }
   split_ = fields.string("split", "train");
   if (split_ != "train" && split_ != "val" && split_ != "test") {
@@ -349,6 +309,88 @@ void PackedDataset::read_header() {
   }
 }
 
+void PackedDataset::read_records_header(const JsonFields& fields, uint64_t json_offset,
+                                        uint64_t image_bytes) {
+  try {
+    encoding_ = parse_packed_encoding(fields.string("encoding"));
+  } catch (const std::invalid_argument&) {
+    fields.fail("encoding",
+                "is " + JsonFields::shown(fields.at("encoding")) + ", not \"raw\" or \"jpeg\"");
+  }
+  if (encoding_ == PackedEncoding::kJpeg && channels_ != 3) {
+    fields.fail("channels", "is " + std::to_string(channels_) + ", but JPEG records hold 3");
+  }
+  const auto offsets = fields.integers("record_offsets", static_cast<int64_t>(data_offset_),
+                                       static_cast<int64_t>(json_offset));
+  if (offsets.size() != labels_.size() + 1) {
+    fields.fail("record_offsets",
+                "holds " + std::to_string(offsets.size()) +
+                    " offsets, expected count + 1 = " + std::to_string(labels_.size() + 1));
+  }
+  if (static_cast<uint64_t>(offsets.front()) != data_offset_) {
+    fields.fail("record_offsets", "starts at " + std::to_string(offsets.front()) +
+                                      ", not at 'data_offset' " + std::to_string(data_offset_));
+  }
+  offsets_.reserve(offsets.size());
+  for (size_t i = 0; i < offsets.size(); ++i) {
+    if (i > 0) {
+      if (offsets[i] < offsets[i - 1]) {
+        fields.fail("record_offsets", "element " + std::to_string(i) + " (" +
+                                          std::to_string(offsets[i]) + ") is below element " +
+                                          std::to_string(i - 1) + " (" +
+                                          std::to_string(offsets[i - 1]) + ")");
+      }
+      const auto length = static_cast<uint64_t>(offsets[i] - offsets[i - 1]);
+      if (encoding_ == PackedEncoding::kRaw && length != image_bytes) {
+        fields.fail("record_offsets", "gives raw record " + std::to_string(i - 1) + " " +
+                                          std::to_string(length) + " bytes, expected " +
+                                          std::to_string(image_bytes));
+      }
+    }
+    offsets_.push_back(static_cast<uint64_t>(offsets[i]));
+  }
+  const std::string hash = fields.string("records_fnv1a64");
+  if (hash.size() != 16 || hash.find_first_not_of("0123456789abcdef") != std::string::npos) {
+    fields.fail("records_fnv1a64", "is \"" + hash + "\", not 16 lower-case hex digits");
+  }
+}
+
+std::vector<uint8_t> PackedDataset::record(size_t index) const {
+  TORCH_CHECK(index < labels_.size(), "packed file ", path_, ": index ", index, " out of range (",
+              labels_.size(), " images)");
+  const auto image_bytes = static_cast<uint64_t>(channels_ * height_ * width_);
+  const uint64_t begin = offsets_.empty() ? data_offset_ + index * image_bytes : offsets_[index];
+  const uint64_t end = offsets_.empty() ? begin + image_bytes : offsets_[index + 1];
+  std::vector<uint8_t> bytes(end - begin);
+  errno = 0;
+  if (!read_at(fd_, bytes.data(), bytes.size(), begin)) {
+    throw DecodeError("cannot read image " + describe(index) + ": " +
+                      (errno ? errno_text() : "the file ends early"));
+  }
+  return bytes;
+}
+
+void PackedDataset::verify() const {
+  if (version_ == kPackedVersion) return;
+  uint64_t hash = kFnvOffset;
+  std::vector<uint8_t> buffer(1 << 20);
+  for (uint64_t at = offsets_.front(); at < offsets_.back();) {
+    const auto n = static_cast<size_t>(std::min<uint64_t>(buffer.size(), offsets_.back() - at));
+    if (!read_at(fd_, buffer.data(), n, at)) {
+      throw std::runtime_error("packed file " + path_ + ": cannot read its records at byte " +
+                               std::to_string(at));
+    }
+    hash = fnv1a(hash, buffer.data(), n);
+    at += n;
+  }
+  const std::string stored = header_.at("records_fnv1a64").get<std::string>();
+  if (hex16(hash) != stored) {
+    throw std::runtime_error("packed file " + path_ + ": its records hash to " + hex16(hash) +
+                             ", but header field 'records_fnv1a64' says " + stored +
+                             " (the file was changed or damaged)");
+  }
+}
+
 PackedDataset::~PackedDataset() {
   if (fd_ >= 0) ::close(fd_);
 }
@@ -356,9 +398,15 @@ PackedDataset::~PackedDataset() {
 Sample PackedDataset::get(size_t index) const {
   TORCH_CHECK(index < labels_.size(), "packed file ", path_, ": index ", index, " out of range (",
               labels_.size(), " images)");
+  if (encoding_ == PackedEncoding::kJpeg) {
+    const auto bytes = record(index);
+    return Sample{decode_jpeg_bytes(bytes.data(), bytes.size(), describe(index), height_, width_),
+                  labels_[index]};
+  }
   auto image = torch::empty({channels_, height_, width_}, torch::kByte);
   const auto bytes = static_cast<size_t>(image.numel());
-  if (!read_at(fd_, image.data_ptr<uint8_t>(), bytes, data_offset_ + index * bytes)) {
+  const uint64_t begin = offsets_.empty() ? data_offset_ + index * bytes : offsets_[index];
+  if (!read_at(fd_, image.data_ptr<uint8_t>(), bytes, begin)) {
     throw DecodeError("cannot read image " + describe(index) + ": " + errno_text());
   }
   return Sample{image, labels_[index]};

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstdint>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -10,19 +11,44 @@
 
 namespace alexnet::data {
 
+class JsonFields;
+
 /// The packed format written by `alexnet prepare`, little-endian:
 ///   bytes 0..7    magic "ALEXPACK"
-///   bytes 8..11   format version (uint32, 1)
+///   bytes 8..11   format version (uint32, 1 or 2)
 ///   bytes 12..15  reserved (0)
 ///   bytes 16..23  offset of the JSON header (uint64)
 ///   bytes 24..31  length of the JSON header (uint64)
-///   from 4096     the images, each channels x height x width uint8 (CHW, RGB)
+///   from 4096     the images, one record each
 ///   then          the JSON header: count, channels, height, width, data_offset, labels,
 ///                 class_names, mean, std, eigenvalues, eigenvectors, stats_images, source.
-/// The JSON follows the pixels so that `prepare` can stream them; readers read it first.
+/// Version 1 stores every image as channels x height x width uint8 (CHW, RGB), one after the
+/// other. Version 2 stores records of any length: its header adds 'encoding' ("raw": CHW
+/// uint8 as version 1; "jpeg": a JPEG of height x width, 'quality' recorded), 'record_offsets'
+/// (count + 1 file offsets: record i is bytes [offsets[i], offsets[i + 1])) and
+/// 'records_fnv1a64' (the FNV-1a hash of all record bytes, 16 hex digits). A version-1 reader
+/// refuses version 2 by its version number.
+/// The JSON follows the images so that `prepare` can stream them; readers read it first.
 inline constexpr char kPackedMagic[9] = "ALEXPACK";
 inline constexpr uint32_t kPackedVersion = 1;
+inline constexpr uint32_t kPackedRecordsVersion = 2;
 inline constexpr uint64_t kPackedDataOffset = 4096;
+
+/// How a packed file stores its images.
+enum class PackedEncoding { kRaw, kJpeg };
+/// "raw" or "jpeg".
+const char* packed_encoding_name(PackedEncoding encoding);
+/// The encoding called `name` ("raw" or "jpeg"); throws std::invalid_argument naming it.
+PackedEncoding parse_packed_encoding(const std::string& name);
+
+/// How PackedWriter stores images.
+struct PackedWriterOptions {
+  PackedEncoding encoding = PackedEncoding::kRaw;
+  /// JPEG quality, 1..100.
+  int64_t quality = 95;
+  /// kPackedVersion (raw only) or kPackedRecordsVersion; JPEG needs the latter.
+  uint32_t version = kPackedVersion;
+};
 
 /// Whether `path` is a file starting with kPackedMagic.
 bool is_packed_file(const std::string& path);
@@ -31,14 +57,17 @@ bool is_packed_file(const std::string& path);
 /// `path`.partial and renames it at finish(), so a broken run leaves no valid-looking file.
 class PackedWriter {
  public:
-  /// channels: 1 or 3; height and width: 1..65536.
-  PackedWriter(const std::string& path, int64_t channels, int64_t height, int64_t width);
+  /// channels: 1 or 3 (3 for JPEG); height and width: 1..65536.
+  PackedWriter(const std::string& path, int64_t channels, int64_t height, int64_t width,
+               PackedWriterOptions options = {});
   ~PackedWriter();
   PackedWriter(const PackedWriter&) = delete;
   PackedWriter& operator=(const PackedWriter&) = delete;
 
-  /// image: [channels, height, width] uint8.
+  /// image: [channels, height, width] uint8; stored raw or JPEG-encoded.
   void add(const torch::Tensor& image, int64_t label);
+  /// Adds a record already encoded (JPEG bytes of height x width, or raw CHW bytes).
+  void add_record(const std::vector<uint8_t>& bytes, int64_t label);
   /// Writes the header and closes the file. `extra` is merged into the JSON header.
   void finish(const std::vector<std::string>& class_names, const std::optional<DatasetStats>& stats,
               const nlohmann::json& extra = nlohmann::json::object());
@@ -51,15 +80,21 @@ class PackedWriter {
   std::string path_, partial_;
   std::FILE* file_ = nullptr;
   int64_t channels_, height_, width_;
+  PackedWriterOptions options_;
   std::vector<int64_t> labels_;
+  std::vector<uint64_t> offsets_;  // version 2: where each record starts, and the end
+  uint64_t hash_;                  // FNV-1a of the record bytes
 };
 
-/// Reads a packed file with pread (no OpenCV, no decoding); get() is thread-safe.
+/// Reads a packed file with pread; get() is thread-safe. Raw images need no decoding (and no
+/// OpenCV); JPEG records are decoded in get(), that is in the loader's worker threads.
 class PackedDataset : public Dataset {
  public:
   /// Checks every header field for its type and range before anything is allocated: 1 or 3
   /// channels, sides in 1..65536, data_offset at least kPackedDataOffset, labels below the
-  /// number of class names, count equal to the number of labels, the images within the file.
+  /// number of class names, count equal to the number of labels, the images within the file;
+  /// version 2: the encoding, and record offsets that start at data_offset, never decrease,
+  /// end before the header, and (raw) are one image apart.
   /// Throws std::runtime_error naming the file and the field.
   explicit PackedDataset(const std::string& path);
   ~PackedDataset() override;
@@ -74,12 +109,25 @@ class PackedDataset : public Dataset {
   const nlohmann::json& header() const { return header_; }
   /// The split the file holds ("train", "val" or "test"; "train" when the header has none).
   const std::string& split() const { return split_; }
+  PackedEncoding encoding() const { return encoding_; }
+  uint32_t version() const { return version_; }
+  int64_t height() const { return height_; }
+  int64_t width() const { return width_; }
+  /// The stored bytes of record `index` (raw pixels or a JPEG).
+  std::vector<uint8_t> record(size_t index) const;
+  /// Reads every record and compares their hash with 'records_fnv1a64' (version 2; version 1
+  /// has no hash). Throws std::runtime_error naming the file when they differ.
+  void verify() const;
 
  private:
   void read_header();
+  void read_records_header(const JsonFields& fields, uint64_t json_offset, uint64_t image_bytes);
 
   std::string path_;
   std::string split_ = "train";
+  uint32_t version_ = kPackedVersion;
+  PackedEncoding encoding_ = PackedEncoding::kRaw;
+  std::vector<uint64_t> offsets_;  // version 2
   int fd_ = -1;
   int64_t channels_ = 3, height_ = 0, width_ = 0;
   uint64_t data_offset_ = kPackedDataOffset;
