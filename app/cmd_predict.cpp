@@ -1,6 +1,8 @@
-// `alexnet predict`: top-k classes of image files from an exported TorchScript model alone.
+// `alexnet predict`: top-k classes of image files from an exported model alone (TorchScript,
+// or ONNX run by OpenCV's DNN module).
 #include <algorithm>
 #include <cstdio>
+#include <functional>
 #include <iostream>
 #include <stdexcept>
 
@@ -12,6 +14,9 @@
 #include "data/image_decode.h"
 #include "runtime/runtime.h"
 #include "train/exported_model.h"
+#if ALEXNET_WITH_OPENCV_DNN
+#include "train/onnx_model.h"
+#endif
 #include "transforms/transforms.h"
 
 namespace alexnet::cli {
@@ -59,14 +64,47 @@ nlohmann::json top_entry(const std::string& image, const torch::Tensor& values,
   return entry;
 }
 
+// What predict needs of an exported model, whatever its format.
+struct Predictor {
+  transforms::PipelineOptions pipeline;
+  std::vector<std::string> class_names;
+  /// [N, C, H, W] float32 -> logits [N, num_classes].
+  std::function<torch::Tensor(const torch::Tensor&)> forward;
+};
+
+bool is_onnx_file(const std::string& path) {
+  const std::string suffix = ".onnx";
+  return path.size() >= suffix.size() &&
+         path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// A file ending in .onnx runs in OpenCV's DNN module, any other is TorchScript.
+Predictor open_predictor(const std::string& path) {
+  if (is_onnx_file(path)) {
+#if ALEXNET_WITH_OPENCV_DNN
+    auto onnx = std::make_shared<train::OnnxModel>(path);
+    train::set_onnx_threads(torch::get_num_threads());
+    return {onnx->pipeline_options(), onnx->metadata().info.class_names,
+            [onnx](const torch::Tensor& x) { return onnx->forward(x); }};
+#else
+    throw std::runtime_error("cannot run ONNX model '" + path +
+                             "': this build has no OpenCV DNN module (ALEXNET_WITH_OPENCV_DNN=OFF)");
+#endif
+  }
+  auto model = std::make_shared<train::ExportedModel>(train::load_exported_model(path));
+  return {model->pipeline_options(), model->info.class_names,
+          [model](const torch::Tensor& x) { return model->module.forward({x}).toTensor(); }};
+}
+
 int run_predict(const std::vector<std::string>& args) {
   ArgParser parser("alexnet predict --model model.pt IMAGE... [options]",
                    "Prints the most likely classes of each image with their probabilities, "
-                   "using only the TorchScript file written by alexnet export (or alexnet "
-                   "train as RUN/model.pt): its attributes say how to prepare the images. "
+                   "using only the file written by alexnet export (or alexnet train as "
+                   "RUN/model.pt): its attributes say how to prepare the images. A file ending "
+                   "in .onnx runs in OpenCV's DNN module, any other in LibTorch (TorchScript). "
                    "Images that cannot be read are reported and the others still predicted; "
                    "the exit status is 1 if any failed.");
-  parser.option("model", "exported TorchScript model")
+  parser.option("model", "exported model: TorchScript (model.pt) or ONNX (model.onnx)")
       .option("top", "classes to print per image", "5")
       .option("batch-size", "images per forward pass", "32")
       .option("threads", "intra-op threads (0: all hardware threads)", "0")
@@ -82,8 +120,8 @@ int run_predict(const std::vector<std::string>& args) {
   runtime::set_threads(parser.get_int("threads"));
   const bool as_json = parser.get_flag("json");
 
-  train::ExportedModel model = train::load_exported_model(parser.get("model"));
-  const auto pipeline = transforms::eval_pipeline(model.pipeline_options(), /*ten_crop=*/false);
+  const Predictor model = open_predictor(parser.get("model"));
+  const auto pipeline = transforms::eval_pipeline(model.pipeline, /*ten_crop=*/false);
   const auto& images = parser.positional();
   nlohmann::json results = nlohmann::json::array();
   int failures = 0;
@@ -106,7 +144,7 @@ int run_predict(const std::vector<std::string>& args) {
       }
     }
     if (!inputs.empty()) {
-      const auto logits = model.module.forward({torch::stack(inputs)}).toTensor();
+      const auto logits = model.forward(torch::stack(inputs));
       const auto probabilities = torch::softmax(logits.to(torch::kFloat64), 1);
       const int64_t k = std::min<int64_t>(top, probabilities.size(1));
       const auto [values, labels] = probabilities.topk(k, 1);
@@ -114,7 +152,7 @@ int run_predict(const std::vector<std::string>& args) {
         const auto row = static_cast<int64_t>(j);
         std::string line;
         slot[which[j] - begin] =
-            top_entry(images[which[j]], values[row], labels[row], model.info.class_names, line);
+            top_entry(images[which[j]], values[row], labels[row], model.class_names, line);
         if (!as_json) std::cout << line << "\n";
       }
     }
