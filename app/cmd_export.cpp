@@ -31,8 +31,7 @@ double export_torchscript_checked(AlexNet& model, const train::ExportInfo& info,
                                   const std::string& out_path, const torch::Tensor& x) {
   train::save_torchscript(model, info, out_path);
   torch::jit::Module loaded = torch::jit::load(out_path);
-  const double difference =
-      relative_difference(loaded.forward({x}).toTensor(), model->forward(x));
+  const double difference = relative_difference(loaded.forward({x}).toTensor(), model->forward(x));
   if (!(difference <= 1e-5)) {
     throw std::runtime_error("exported model '" + out_path +
                              "' differs from the checkpoint's model by " +
@@ -54,7 +53,8 @@ double export_onnx_checked(AlexNet& model, const train::ExportInfo& info,
   if (!(difference <= 1e-4)) {
     throw std::runtime_error("ONNX model '" + out_path +
                              "' run by OpenCV's DNN module differs from the checkpoint's model "
-                             "by " + std::to_string(difference) + " of the logits' scale");
+                             "by " +
+                             std::to_string(difference) + " of the logits' scale");
   }
   return difference;
 #else
@@ -129,10 +129,10 @@ int run_export(const std::vector<std::string>& args) {
                         difference >= 0 ? nlohmann::json(difference) : nlohmann::json()}};
     std::cout << out.dump(2) << "\n";
   } else {
-    std::cout << "exported " << checkpoint_path << " -> " << out_path << " (" << format << "): "
-              << options.num_classes() << " classes, input " << options.in_channels() << " x "
-              << info.image_size << " x " << info.image_size << " (shorter side resized to "
-              << info.resize_size << ")";
+    std::cout << "exported " << checkpoint_path << " -> " << out_path << " (" << format
+              << "): " << options.num_classes() << " classes, input " << options.in_channels()
+              << " x " << info.image_size << " x " << info.image_size
+              << " (shorter side resized to " << info.resize_size << ")";
     if (difference >= 0) {
       std::cout << "; max difference to the checkpoint's model " << difference
                 << " of the logits' scale"
@@ -143,8 +143,8 @@ int run_export(const std::vector<std::string>& args) {
   return 0;
 }
 
-const Registration kExportRegistration{"export", "write a checkpoint's model as a TorchScript or ONNX file",
-                                 run_export};
+const Registration kExportRegistration{
+    "export", "write a checkpoint's model as a TorchScript or ONNX file", run_export};
 
 }  // namespace
 }  // namespace alexnet::cli

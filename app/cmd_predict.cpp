@@ -83,12 +83,14 @@ Predictor open_predictor(const std::string& path) {
   if (is_onnx_file(path)) {
 #if ALEXNET_WITH_OPENCV_DNN
     auto onnx = std::make_shared<train::OnnxModel>(path);
+    // OpenCV on as many threads as LibTorch was given (--threads).
     train::set_onnx_threads(torch::get_num_threads());
     return {onnx->pipeline_options(), onnx->metadata().info.class_names,
             [onnx](const torch::Tensor& x) { return onnx->forward(x); }};
 #else
-    throw std::runtime_error("cannot run ONNX model '" + path +
-                             "': this build has no OpenCV DNN module (ALEXNET_WITH_OPENCV_DNN=OFF)");
+    throw std::runtime_error(
+        "cannot run ONNX model '" + path +
+        "': this build has no OpenCV DNN module (ALEXNET_WITH_OPENCV_DNN=OFF)");
 #endif
   }
   auto model = std::make_shared<train::ExportedModel>(train::load_exported_model(path));

@@ -194,7 +194,9 @@ int run_inference(const std::vector<std::string>& args) {
   }
 #endif
   // null in JSON where not measured.
-  auto measured = [](double value) { return value >= 0 ? nlohmann::json(value) : nlohmann::json(); };
+  auto measured = [](double value) {
+    return value >= 0 ? nlohmann::json(value) : nlohmann::json();
+  };
 
   if (parser.get_flag("json")) {
     nlohmann::json out{{"bench", "infer"},

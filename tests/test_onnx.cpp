@@ -150,8 +150,9 @@ TEST_CASE("Protocol-buffer wire format: known encodings and round trips", "[onnx
 
 TEST_CASE("The ONNX graph follows the layer table, with the LRN per column", "[onnx]") {
 #if !ALEXNET_WITH_ONNX_CHECKER
-  WARN("skipped: built without libonnx-dev (install it, e.g. third_party/install_deps.sh, to "
-       "run ONNX's checker and parser on the exported files)");
+  WARN(
+      "skipped: built without libonnx-dev (install it, e.g. third_party/install_deps.sh, to "
+      "run ONNX's checker and parser on the exported files)");
 #else
   const fs::path dir = alexnet::testing::fresh_dir("onnx_checker");
   const std::vector<std::pair<std::string, AlexNetOptions>> variants{
@@ -230,9 +231,9 @@ TEST_CASE("The ONNX graph follows the layer table, with the LRN per column", "[o
     CHECK(metadata.at("image_size") == "64");
     CHECK(metadata.at("in_channels") == "3");
     CHECK(nlohmann::json::parse(metadata.at("mean")) == nlohmann::json({100.0, 100.0, 100.0}));
-    CHECK(alexnet::train::model_options_from_json(nlohmann::json::parse(
-                                                      metadata.at("model_options")))
-              .columns() == options.columns());
+    CHECK(
+        alexnet::train::model_options_from_json(nlohmann::json::parse(metadata.at("model_options")))
+            .columns() == options.columns());
   }
   fs::remove_all(dir);
 #endif
@@ -264,9 +265,9 @@ TEST_CASE("read_onnx_metadata reads what save_onnx wrote and names what is wrong
     return bad;
   };
   const std::string bad_channels = with_property("in_channels", "5");
-  CHECK_THROWS_WITH(alexnet::train::read_onnx_metadata(bad_channels),
-                    Catch::Contains(bad_channels) && Catch::Contains("in_channels") &&
-                        Catch::Contains("5"));
+  CHECK_THROWS_WITH(
+      alexnet::train::read_onnx_metadata(bad_channels),
+      Catch::Contains(bad_channels) && Catch::Contains("in_channels") && Catch::Contains("5"));
   const std::string bad_mean = with_property("mean", "[1, 2, 3]");
   CHECK_THROWS_WITH(alexnet::train::read_onnx_metadata(bad_mean),
                     Catch::Contains("'mean'") && Catch::Contains("3 values"));
@@ -318,7 +319,8 @@ TEST_CASE("OpenCV's DNN module computes LibTorch's logits from the exported file
       {"tanh", AlexNetOptions().activation(alexnet::Activation::kTanh), 64},
       {"2/2 pooling, no LRN", AlexNetOptions().pool_kernel(2).pool_stride(2).lrn(false), 64},
       {"one input channel", AlexNetOptions().in_channels(1), 64},
-      {"without conv4, conv3_extra", AlexNetOptions().width(0.5).remove_conv("conv4").extra_conv("conv3"), 64},
+      {"without conv4, conv3_extra",
+       AlexNetOptions().width(0.5).remove_conv("conv4").extra_conv("conv3"), 64},
       // 224 pixels: 6 x 6 maps before fc6, no pooling to add.
       {"224 pixels", AlexNetOptions(), 224},
       // 256 pixels: 7 x 7 maps, pooled to 6 x 6 by a 2/1 AveragePool.
@@ -346,8 +348,8 @@ TEST_CASE("The LRN convention shows at the comparison's tolerance", "[onnx]") {
   // LibTorch running the same weights with the other.
   const fs::path dir = alexnet::testing::fresh_dir("onnx_lrn_convention");
   auto paper = AlexNetOptions();
-  auto divided = AlexNetOptions().lrn_options(
-      alexnet::LocalResponseNormOptions(5).divide_alpha_by_size(true));
+  auto divided =
+      AlexNetOptions().lrn_options(alexnet::LocalResponseNormOptions(5).divide_alpha_by_size(true));
   AlexNet exported = make_model(paper);
   AlexNet other = make_model(divided);
   other->load_single_device_state(exported->single_device_state());
@@ -436,7 +438,8 @@ TEST_CASE("On a Fashion-MNIST image, export and predict agree across ONNX and To
                                           images + " >" + file + ".json") == 0);
   }
   const auto from_onnx = nlohmann::json::parse(alexnet::testing::read_text(onnx_path + ".json"));
-  const auto from_script = nlohmann::json::parse(alexnet::testing::read_text(script_path + ".json"));
+  const auto from_script =
+      nlohmann::json::parse(alexnet::testing::read_text(script_path + ".json"));
   REQUIRE(from_onnx.size() == 4);
   REQUIRE(from_script.size() == 4);
   for (size_t i = 0; i < 4; ++i) {

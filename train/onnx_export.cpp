@@ -21,14 +21,12 @@ using protobuf::MessageWriter;
 // Field numbers of onnx.proto (ONNX 1.12, proto2).
 namespace onnx_field {
 constexpr int kModelIrVersion = 1, kModelProducerName = 2, kModelProducerVersion = 3,
-              kModelDocString = 6, kModelGraph = 7, kModelOpsetImport = 8,
-              kModelMetadataProps = 14;
+              kModelDocString = 6, kModelGraph = 7, kModelOpsetImport = 8, kModelMetadataProps = 14;
 constexpr int kOpsetDomain = 1, kOpsetVersion = 2;
 constexpr int kEntryKey = 1, kEntryValue = 2;
 constexpr int kGraphNode = 1, kGraphName = 2, kGraphInitializer = 5, kGraphInput = 11,
               kGraphOutput = 12;
-constexpr int kNodeInput = 1, kNodeOutput = 2, kNodeName = 3, kNodeOpType = 4,
-              kNodeAttribute = 5;
+constexpr int kNodeInput = 1, kNodeOutput = 2, kNodeName = 3, kNodeOpType = 4, kNodeAttribute = 5;
 constexpr int kAttributeName = 1, kAttributeF = 2, kAttributeI = 3, kAttributeInts = 8,
               kAttributeType = 20;
 constexpr int kTensorDims = 1, kTensorDataType = 2, kTensorName = 8, kTensorRawData = 9;
@@ -158,15 +156,15 @@ class GraphWriter {
 std::vector<std::pair<int64_t, int64_t>> adaptive_windows(int64_t side) {
   std::vector<std::pair<int64_t, int64_t>> windows;
   for (int64_t i = 0; i < kPooledSide; ++i) {
-    windows.emplace_back(i * side / kPooledSide,
-                         ((i + 1) * side + kPooledSide - 1) / kPooledSide);
+    windows.emplace_back(i * side / kPooledSide, ((i + 1) * side + kPooledSide - 1) / kPooledSide);
   }
   return windows;
 }
 
 // The kernel and stride of an AveragePool whose windows are `windows`, or {0, 0} when they are
 // not evenly spaced windows of one size.
-std::pair<int64_t, int64_t> uniform_window(const std::vector<std::pair<int64_t, int64_t>>& windows) {
+std::pair<int64_t, int64_t> uniform_window(
+    const std::vector<std::pair<int64_t, int64_t>>& windows) {
   const int64_t kernel = windows[0].second - windows[0].first;
   const int64_t stride = windows.size() > 1 ? windows[1].first - windows[0].first : 1;
   if (stride < 1) return {0, 0};
@@ -187,7 +185,8 @@ torch::Tensor pooling_matrix(int64_t side) {
     for (int64_t j = 0; j < kPooledSide; ++j) {
       const auto [row_begin, row_end] = windows[static_cast<size_t>(i)];
       const auto [col_begin, col_end] = windows[static_cast<size_t>(j)];
-      const double weight = 1.0 / static_cast<double>((row_end - row_begin) * (col_end - col_begin));
+      const double weight =
+          1.0 / static_cast<double>((row_end - row_begin) * (col_end - col_begin));
       for (int64_t r = row_begin; r < row_end; ++r) {
         for (int64_t c = col_begin; c < col_end; ++c) m[i * kPooledSide + j][r * side + c] = weight;
       }
@@ -233,8 +232,7 @@ std::string onnx_model_bytes(AlexNet& model, const ExportInfo& info) {
   std::string x = "input";
   int64_t side = info.image_size;  // of the feature maps, while they are maps
   torch::Tensor pending_pooling;   // an adaptive pooling folded into the next layer's weight
-  const std::string activation =
-      options.activation() == Activation::kReLU ? "Relu" : "Tanh";
+  const std::string activation = options.activation() == Activation::kReLU ? "Relu" : "Tanh";
   for (size_t i = 0; i < table.size(); ++i) {
     const LayerSpec& spec = table[i];
     const std::string& name = spec.name;
@@ -243,15 +241,17 @@ std::string onnx_model_bytes(AlexNet& model, const ExportInfo& info) {
       weight = fold_pooling(weight, pending_pooling);
       pending_pooling = torch::Tensor();
     }
-    const std::vector<std::string> inputs{x, graph.initializer(name + ".weight", weight),
-                                          graph.initializer(name + ".bias", parameter(name, "bias"))};
+    const std::vector<std::string> inputs{
+        x, graph.initializer(name + ".weight", weight),
+        graph.initializer(name + ".bias", parameter(name, "bias"))};
     if (spec.conv) {
       const int64_t groups = i == 0 || spec.crosses ? 1 : options.columns();
-      x = graph.node("Conv", inputs, name,
-                     {ints_attribute("kernel_shape", {spec.kernel, spec.kernel}),
-                      ints_attribute("strides", {spec.stride, spec.stride}),
-                      ints_attribute("pads", {spec.padding, spec.padding, spec.padding, spec.padding}),
-                      int_attribute("group", groups)});
+      x = graph.node(
+          "Conv", inputs, name,
+          {ints_attribute("kernel_shape", {spec.kernel, spec.kernel}),
+           ints_attribute("strides", {spec.stride, spec.stride}),
+           ints_attribute("pads", {spec.padding, spec.padding, spec.padding, spec.padding}),
+           int_attribute("group", groups)});
       side = (side + 2 * spec.padding - spec.kernel) / spec.stride + 1;
     } else {
       x = graph.node("Gemm", inputs, name, {int_attribute("transB", 1)});
@@ -320,11 +320,11 @@ std::string onnx_model_bytes(AlexNet& model, const ExportInfo& info) {
              "AlexNet (Krizhevsky et al. 2012). Input: pixels on the 0..255 scale, shorter side "
              "resized to resize_size, central image_size crop, minus mean, divided by std "
              "(metadata). Output: logits.");
-  onnx_model.message(
-      onnx_field::kModelGraph,
-      graph.graph("alexnet",
-                  value_info("input", {-1, options.in_channels(), info.image_size, info.image_size}),
-                  value_info(logits, {-1, options.num_classes()})));
+  onnx_model.message(onnx_field::kModelGraph,
+                     graph.graph("alexnet",
+                                 value_info("input", {-1, options.in_channels(), info.image_size,
+                                                      info.image_size}),
+                                 value_info(logits, {-1, options.num_classes()})));
   const std::map<std::string, nlohmann::json> metadata{
       {"class_names", info.class_names},
       {"image_size", info.image_size},
@@ -360,7 +360,8 @@ class OnnxMetadataReader {
     while (model.next(field)) {
       if (field.number == onnx_field::kModelGraph) has_graph = true;
       if (field.number != onnx_field::kModelMetadataProps) continue;
-      if (field.type != protobuf::WireType::kLengthDelimited) fail_file("a malformed metadata entry");
+      if (field.type != protobuf::WireType::kLengthDelimited)
+        fail_file("a malformed metadata entry");
       protobuf::MessageReader entry(field.bytes, "ONNX model '" + path + "' metadata entry");
       protobuf::Field part;
       std::string key, value;
@@ -456,12 +457,12 @@ OnnxMetadata read_onnx_metadata(const std::string& path) {
   }
   if (!info.class_names.empty() &&
       static_cast<int64_t>(info.class_names.size()) != metadata.num_classes) {
-    reader.fail("class_names", "holds " + std::to_string(info.class_names.size()) +
-                                   " names for " + std::to_string(metadata.num_classes) +
-                                   " classes");
+    reader.fail("class_names", "holds " + std::to_string(info.class_names.size()) + " names for " +
+                                   std::to_string(metadata.num_classes) + " classes");
   }
   const auto channels = static_cast<size_t>(metadata.in_channels);
-  for (const auto& [key, values] : {std::make_pair("mean", &info.mean), std::make_pair("std", &info.std)}) {
+  for (const auto& [key, values] :
+       {std::make_pair("mean", &info.mean), std::make_pair("std", &info.std)}) {
     if (!values->empty() && values->size() != channels) {
       reader.fail(key, "holds " + std::to_string(values->size()) + " values for " +
                            std::to_string(channels) + " input channels");

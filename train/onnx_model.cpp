@@ -55,7 +55,8 @@ torch::Tensor OnnxModel::forward(const torch::Tensor& x) {
   } catch (const cv::Exception& e) {
     throw std::runtime_error("OpenCV cannot run ONNX model '" + path_ + "': " + e.what());
   }
-  if (output.type() != CV_32F || output.total() != static_cast<size_t>(input.size(0) * metadata_.num_classes)) {
+  if (output.type() != CV_32F ||
+      output.total() != static_cast<size_t>(input.size(0) * metadata_.num_classes)) {
     throw std::runtime_error("ONNX model '" + path_ + "' gave " + std::to_string(output.total()) +
                              " outputs for " + std::to_string(input.size(0)) + " images of " +
                              std::to_string(metadata_.num_classes) + " classes");

@@ -74,7 +74,8 @@ bool MessageReader::next(Field& field) {
   field.integer = 0;
   if (field.number == 0) fail("field number 0");
   auto take = [&](size_t size) {
-    if (size > data_.size() - position_) fail("field " + std::to_string(field.number) + " truncated");
+    if (size > data_.size() - position_)
+      fail("field " + std::to_string(field.number) + " truncated");
     const std::string_view out = data_.substr(position_, size);
     position_ += size;
     return out;
