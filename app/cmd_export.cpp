@@ -1,4 +1,5 @@
-// `alexnet export`: a checkpoint to a self-contained TorchScript file.
+// `alexnet export`: a checkpoint to a self-contained TorchScript or ONNX file.
+#include <algorithm>
 #include <iostream>
 #include <stdexcept>
 
@@ -9,24 +10,85 @@
 #include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/export.h"
+#include "train/onnx_export.h"
+#if ALEXNET_WITH_OPENCV_DNN
+#include "train/onnx_model.h"
+#endif
 
 namespace alexnet::cli {
 namespace {
 
+// The largest difference between `actual` and `expected` logits relative to their scale
+// (the largest |expected|, at least 1).
+double relative_difference(const torch::Tensor& actual, const torch::Tensor& expected) {
+  const double scale = std::max(1.0, expected.abs().max().item<double>());
+  return (actual - expected).abs().max().item<double>() / scale;
+}
+
+// Writes the TorchScript file and checks it against the eager model on `x`; returns the
+// relative difference.
+double export_torchscript_checked(AlexNet& model, const train::ExportInfo& info,
+                                  const std::string& out_path, const torch::Tensor& x) {
+  train::save_torchscript(model, info, out_path);
+  torch::jit::Module loaded = torch::jit::load(out_path);
+  const double difference = relative_difference(loaded.forward({x}).toTensor(), model->forward(x));
+  if (!(difference <= 1e-5)) {
+    throw std::runtime_error("exported model '" + out_path +
+                             "' differs from the checkpoint's model by " +
+                             std::to_string(difference) + " of the logits' scale");
+  }
+  return difference;
+}
+
+// Writes the ONNX file and, where OpenCV's DNN module is built in, checks it against the eager
+// model on `x`; returns the relative difference (-1 when not checked).
+double export_onnx_checked(AlexNet& model, const train::ExportInfo& info,
+                           const std::string& out_path, const torch::Tensor& x) {
+  train::save_onnx(model, info, out_path);
+#if ALEXNET_WITH_OPENCV_DNN
+  // OpenCV computes in float32 in its own order: 1e-4 of the logits' scale, as
+  // tests/test_onnx.cpp derives.
+  train::OnnxModel onnx(out_path);
+  const double difference = relative_difference(onnx.forward(x), model->forward(x));
+  if (!(difference <= 1e-4)) {
+    throw std::runtime_error("ONNX model '" + out_path +
+                             "' run by OpenCV's DNN module differs from the checkpoint's model "
+                             "by " +
+                             std::to_string(difference) + " of the logits' scale");
+  }
+  return difference;
+#else
+  (void)x;
+  std::cerr << "alexnet export: this build has no OpenCV DNN module; '" << out_path
+            << "' was not checked by running it\n";
+  return -1.0;
+#endif
+}
+
 int run_export(const std::vector<std::string>& args) {
-  ArgParser parser("alexnet export --checkpoint FILE --out model.pt [options]",
-                   "Writes the model of a training checkpoint as a TorchScript file that "
-                   "torch::jit::load (C++) and torch.jit.load (Python) read without this "
-                   "project: forward(x) -> logits, features(x) -> fc7 activations, and the "
-                   "attributes class_names, image_size, resize_size, in_channels, mean, std. "
-                   "Checks that the file reproduces the checkpoint's model on a random input.");
+  ArgParser parser("alexnet export --checkpoint FILE [--format torchscript|onnx] --out FILE",
+                   "Writes the model of a training checkpoint as a file other programs run "
+                   "without this project. torchscript (model.pt): torch::jit::load (C++) and "
+                   "torch.jit.load (Python) read it: forward(x) -> logits, features(x) -> fc7 "
+                   "activations, and the attributes class_names, image_size, resize_size, "
+                   "in_channels, mean, std. onnx (model.onnx): an ONNX graph (opset 11) that "
+                   "OpenCV's DNN module, ONNX Runtime or OpenVINO run, input [N, in_channels, "
+                   "image_size, image_size] -> logits, with the same values as metadata "
+                   "properties. Checks that the file reproduces the checkpoint's model on a "
+                   "random input (the ONNX file by running it in OpenCV's DNN module).");
   parser.option("checkpoint", "checkpoint written by alexnet train (e.g. RUN/checkpoints/best.pt)")
-      .option("out", "TorchScript file to write", "model.pt")
+      .option("format", "torchscript or onnx", "torchscript")
+      .option("out", "file to write (default model.pt, or model.onnx with --format onnx)", "")
       .flag("json", "print a JSON summary");
   if (!parser.parse(args)) return 0;
   if (!parser.has("checkpoint")) throw std::invalid_argument("--checkpoint FILE is required");
+  const std::string format = parser.get("format");
+  if (format != "torchscript" && format != "onnx") {
+    throw std::invalid_argument("--format must be torchscript or onnx, got '" + format + "'");
+  }
   const std::string checkpoint_path = parser.get("checkpoint");
-  const std::string out_path = parser.get("out");
+  std::string out_path = parser.get("out");
+  if (out_path.empty()) out_path = format == "onnx" ? "model.onnx" : "model.pt";
 
   const train::Checkpoint checkpoint = train::load_checkpoint(checkpoint_path);
   if (!checkpoint.config.is_object() || !checkpoint.config.contains("model")) {
@@ -45,25 +107,17 @@ int run_export(const std::vector<std::string>& args) {
   info.resize_size = checkpoint.resize_size;
   info.mean = checkpoint.mean;
   info.std = checkpoint.std;
-  train::save_torchscript(model, info, out_path);
 
   // The written file against the eager model on one random image.
   torch::NoGradGuard no_grad;
-  torch::jit::Module loaded = torch::jit::load(out_path);
   const auto x = torch::randn({1, options.in_channels(), info.image_size, info.image_size}) * 50.0;
-  const auto expected = model->forward(x);
-  const auto actual = loaded.forward({x}).toTensor();
-  const double difference = (actual - expected).abs().max().item<double>();
-  const double tolerance = 1e-5 * std::max(1.0, expected.abs().max().item<double>());
-  if (!(difference <= tolerance)) {
-    throw std::runtime_error("exported model '" + out_path +
-                             "' differs from the checkpoint's model by " +
-                             std::to_string(difference));
-  }
+  const double difference = format == "onnx" ? export_onnx_checked(model, info, out_path, x)
+                                             : export_torchscript_checked(model, info, out_path, x);
 
   if (parser.get_flag("json")) {
     nlohmann::json out{{"checkpoint", checkpoint_path},
                        {"model", out_path},
+                       {"format", format},
                        {"num_classes", options.num_classes()},
                        {"in_channels", options.in_channels()},
                        {"image_size", info.image_size},
@@ -71,20 +125,26 @@ int run_export(const std::vector<std::string>& args) {
                        {"class_names", info.class_names},
                        {"mean", info.mean},
                        {"std", info.std},
-                       {"max_abs_difference", difference}};
+                       {"max_relative_difference",
+                        difference >= 0 ? nlohmann::json(difference) : nlohmann::json()}};
     std::cout << out.dump(2) << "\n";
   } else {
-    std::cout << "exported " << checkpoint_path << " -> " << out_path << ": "
-              << options.num_classes() << " classes, input " << options.in_channels() << " x "
-              << info.image_size << " x " << info.image_size << " (shorter side resized to "
-              << info.resize_size << "); max difference to the checkpoint's model " << difference
-              << "\n";
+    std::cout << "exported " << checkpoint_path << " -> " << out_path << " (" << format
+              << "): " << options.num_classes() << " classes, input " << options.in_channels()
+              << " x " << info.image_size << " x " << info.image_size
+              << " (shorter side resized to " << info.resize_size << ")";
+    if (difference >= 0) {
+      std::cout << "; max difference to the checkpoint's model " << difference
+                << " of the logits' scale"
+                << (format == "onnx" ? " (run by OpenCV's DNN module)" : "");
+    }
+    std::cout << "\n";
   }
   return 0;
 }
 
-const Registration kExportRegistration{"export", "write a checkpoint's model as a TorchScript file",
-                                 run_export};
+const Registration kExportRegistration{
+    "export", "write a checkpoint's model as a TorchScript or ONNX file", run_export};
 
 }  // namespace
 }  // namespace alexnet::cli

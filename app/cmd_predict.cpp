@@ -1,6 +1,8 @@
-// `alexnet predict`: top-k classes of image files from an exported TorchScript model alone.
+// `alexnet predict`: top-k classes of image files from an exported model alone (TorchScript,
+// or ONNX run by OpenCV's DNN module).
 #include <algorithm>
 #include <cstdio>
+#include <functional>
 #include <iostream>
 #include <stdexcept>
 
@@ -13,6 +15,9 @@
 #include "runtime/runtime.h"
 #include "train/exported_model.h"
 #include "train/precision.h"
+#if ALEXNET_WITH_OPENCV_DNN
+#include "train/onnx_model.h"
+#endif
 #include "transforms/transforms.h"
 
 namespace alexnet::cli {
@@ -60,14 +65,49 @@ nlohmann::json top_entry(const std::string& image, const torch::Tensor& values,
   return entry;
 }
 
+// What predict needs of an exported model, whatever its format.
+struct Predictor {
+  transforms::PipelineOptions pipeline;
+  std::vector<std::string> class_names;
+  /// [N, C, H, W] float32 -> logits [N, num_classes].
+  std::function<torch::Tensor(const torch::Tensor&)> forward;
+};
+
+bool is_onnx_file(const std::string& path) {
+  const std::string suffix = ".onnx";
+  return path.size() >= suffix.size() &&
+         path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// A file ending in .onnx runs in OpenCV's DNN module, any other is TorchScript.
+Predictor open_predictor(const std::string& path) {
+  if (is_onnx_file(path)) {
+#if ALEXNET_WITH_OPENCV_DNN
+    auto onnx = std::make_shared<train::OnnxModel>(path);
+    // OpenCV on as many threads as LibTorch was given (--threads).
+    train::set_onnx_threads(torch::get_num_threads());
+    return {onnx->pipeline_options(), onnx->metadata().info.class_names,
+            [onnx](const torch::Tensor& x) { return onnx->forward(x); }};
+#else
+    throw std::runtime_error(
+        "cannot run ONNX model '" + path +
+        "': this build has no OpenCV DNN module (ALEXNET_WITH_OPENCV_DNN=OFF)");
+#endif
+  }
+  auto model = std::make_shared<train::ExportedModel>(train::load_exported_model(path));
+  return {model->pipeline_options(), model->info.class_names,
+          [model](const torch::Tensor& x) { return model->module.forward({x}).toTensor(); }};
+}
+
 int run_predict(const std::vector<std::string>& args) {
   ArgParser parser("alexnet predict --model model.pt IMAGE... [options]",
                    "Prints the most likely classes of each image with their probabilities, "
-                   "using only the TorchScript file written by alexnet export (or alexnet "
-                   "train as RUN/model.pt): its attributes say how to prepare the images. "
+                   "using only the file written by alexnet export (or alexnet train as "
+                   "RUN/model.pt): its attributes say how to prepare the images. A file ending "
+                   "in .onnx runs in OpenCV's DNN module, any other in LibTorch (TorchScript). "
                    "Images that cannot be read are reported and the others still predicted; "
                    "the exit status is 1 if any failed.");
-  parser.option("model", "exported TorchScript model")
+  parser.option("model", "exported model: TorchScript (model.pt) or ONNX (model.onnx)")
       .option("top", "classes to print per image", "5")
       .option("batch-size", "images per forward pass", "32")
       .option("threads", "intra-op threads (0: all hardware threads)", "0")
@@ -88,11 +128,14 @@ int run_predict(const std::vector<std::string>& args) {
     std::cerr << advice << "\n";
   }
 
-  train::ExportedModel model = train::load_exported_model(parser.get("model"));
-  const auto pipeline = transforms::eval_pipeline(model.pipeline_options(), /*ten_crop=*/false);
-  const auto forward = train::forward_in_precision(
-      [&model](const torch::Tensor& x) { return model.module.forward({x}).toTensor(); },
-      torch::kCPU, precision);
+  const Predictor model = open_predictor(parser.get("model"));
+  if (precision != train::Precision::kFloat32 && is_onnx_file(parser.get("model"))) {
+    throw std::invalid_argument("--precision " + parser.get("precision") +
+                                " applies to TorchScript models; '" + parser.get("model") +
+                                "' runs in float32 in OpenCV's DNN module");
+  }
+  const auto pipeline = transforms::eval_pipeline(model.pipeline, /*ten_crop=*/false);
+  const auto forward = train::forward_in_precision(model.forward, torch::kCPU, precision);
   const auto& images = parser.positional();
   nlohmann::json results = nlohmann::json::array();
   int failures = 0;
@@ -123,7 +166,7 @@ int run_predict(const std::vector<std::string>& args) {
         const auto row = static_cast<int64_t>(j);
         std::string line;
         slot[which[j] - begin] =
-            top_entry(images[which[j]], values[row], labels[row], model.info.class_names, line);
+            top_entry(images[which[j]], values[row], labels[row], model.class_names, line);
         if (!as_json) std::cout << line << "\n";
       }
     }

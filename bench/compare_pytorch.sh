@@ -82,10 +82,19 @@ if [[ -f "$work/peer_train_blas.json" ]]; then
   echo "  for reference: ours / PyTorch with $cores threads and OPENBLAS_CORETYPE=$core_type: $("$python" -c "print(round($ours / $peer_blas, 2))") ($peer_blas images/s)"
 fi
 
-echo "== 3. inference, batch 64: exported TorchScript vs eager C++"
+echo "== 3. inference: eager C++, exported TorchScript, and the ONNX file in OpenCV's DNN module"
 if "$alexnet" bench infer --help > /dev/null 2>&1; then
   run "$alexnet" bench infer --batch-size 64 --json > "$work/infer.json"
-  cat "$work/infer.json"
+  run "$alexnet" bench infer --batch-size 1 --warmup 5 --repeats 30 --json > "$work/infer1.json"
+  cat "$work/infer.json" "$work/infer1.json"
+  for f in infer1 infer; do
+    "$python" -c 'import json,sys
+d = json.load(open(sys.argv[1]))
+onnx = d.get("onnx_opencv_images_per_s")
+print("  batch %d, %d threads, images/s: eager %.1f, TorchScript %.1f, ONNX in OpenCV %s" % (
+    d["batch"], d["threads"], d["eager_images_per_s"], d["torchscript_images_per_s"],
+    "%.1f" % onnx if onnx is not None else "not built (no OpenCV DNN)"))' "$work/$f.json"
+  done
   ratio "infer: TorchScript time / eager time" "$(json "$work/infer.json" torchscript_over_eager)" "<=" 1.3
 else
   echo "  this build has no 'bench infer' (train/export.h missing)"

@@ -1,5 +1,10 @@
 // `alexnet bench infer`: inference time of the eager C++ model against the exported
-// TorchScript model (train/export.h) on the same weights and the same batch.
+// TorchScript model (train/export.h) and, with OpenCV's DNN module, the exported ONNX model
+// (train/onnx_export.h) on the same weights and the same batch.
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
 #include <iomanip>
 #include <iostream>
 #include <map>
@@ -15,16 +20,22 @@
 #include "runtime/runtime.h"
 #include "train/export.h"
 #include "train/exported_model.h"
+#include "train/onnx_export.h"
+#if ALEXNET_WITH_OPENCV_DNN
+#include "train/onnx_model.h"
+#endif
 
 namespace alexnet::bench {
 namespace {
 
 cli::ArgParser inference_parser() {
   cli::ArgParser parser("alexnet bench infer [options]",
-                        "Times inference (eval mode, no gradients) of the eager C++ AlexNet and "
+                        "Times inference (eval mode, no gradients) of the eager C++ AlexNet, "
                         "of the TorchScript module that `export_torchscript` makes from it (or "
-                        "one loaded with --model), on the same random batch. Median of the "
-                        "repeats.");
+                        "one loaded with --model) and, where OpenCV's DNN module is built in, "
+                        "of the ONNX file `save_onnx` writes from the eager model, run by "
+                        "OpenCV (CPU, as many threads as LibTorch), on the same random batch. "
+                        "Median of the repeats.");
   add_timed_run_options(parser, "images per forward pass",
                         "untimed passes first (TorchScript optimises during its first runs)",
                         /*warmup_default=*/"2", "timed passes");
@@ -38,6 +49,7 @@ cli::ArgParser inference_parser() {
   add_device_option(parser);
   parser.flag("no-lrn", "leave out local response normalisation (ignored with --model)")
       .flag("stock-runtime", "keep OpenBLAS's own kernel choice (see runtime/runtime.h)")
+      .flag("no-onnx", "leave out the ONNX model in OpenCV's DNN module")
       .flag("json", "print one JSON object");
   return parser;
 }
@@ -63,6 +75,8 @@ train::detail::LrnScript lrn_script_option(const cli::ArgParser& parser) {
 struct ModelPair {
   std::optional<AlexNet> eager;
   torch::jit::Module scripted;
+  /// What the exported module says about its inputs (the ONNX export writes it too).
+  train::ExportInfo info;
 };
 
 // The exported model at `path` and an eager model of its options with its weights.
@@ -70,6 +84,7 @@ ModelPair load_pair(const std::string& path, torch::Device device) {
   ModelPair pair;
   auto exported = train::load_exported_model(path, device);
   pair.scripted = exported.module;
+  pair.info = exported.info;
   pair.eager.emplace(AlexNetOptions()
                          .in_channels(exported.in_channels)
                          .num_classes(exported.num_classes)
@@ -101,8 +116,29 @@ ModelPair export_pair(const cli::ArgParser& parser, int64_t image_size, torch::D
   info.resize_size = image_size * 256 / 224;
   info.mean = {123.68, 116.78, 103.94};
   pair.scripted = train::detail::export_torchscript(*pair.eager, info, lrn_script);
+  pair.info = info;
   return pair;
 }
+
+#if ALEXNET_WITH_OPENCV_DNN
+// The eager model written by save_onnx to a temporary file and read into OpenCV's DNN module
+// (which keeps the network in memory; the file is removed).
+train::OnnxModel onnx_model_of(AlexNet& model, train::ExportInfo info, int64_t image_size) {
+  info.image_size = image_size;
+  info.resize_size = std::max(info.resize_size, image_size);
+  const auto path = std::filesystem::temp_directory_path() /
+                    ("alexnet_bench_" + std::to_string(::getpid()) + ".onnx");
+  train::save_onnx(model, info, path.string());
+  try {
+    train::OnnxModel onnx(path.string());
+    std::filesystem::remove(path);
+    return onnx;
+  } catch (...) {
+    std::filesystem::remove(path);
+    throw;
+  }
+}
+#endif
 
 }  // namespace
 
@@ -146,6 +182,22 @@ int run_inference(const std::vector<std::string>& args) {
   // Only meaningful when both hold the same weights (not with --model).
   const double max_diff = loaded ? -1.0 : (eager_out - scripted_out).abs().max().item<double>();
 
+  // The ONNX model holds the eager model's weights; OpenCV runs on the CPU.
+  double onnx_s = -1.0, onnx_diff = -1.0;
+#if ALEXNET_WITH_OPENCV_DNN
+  if (!parser.get_flag("no-onnx") && device.is_cpu()) {
+    train::set_onnx_threads(torch::get_num_threads());
+    train::OnnxModel onnx = onnx_model_of(model, pair.info, image_size);
+    torch::Tensor onnx_out;
+    onnx_s = median(time_repeats([&] { onnx_out = onnx.forward(x); }, warmup, repeats));
+    onnx_diff = (onnx_out - eager_out).abs().max().item<double>();
+  }
+#endif
+  // null in JSON where not measured.
+  auto measured = [](double value) {
+    return value >= 0 ? nlohmann::json(value) : nlohmann::json();
+  };
+
   if (parser.get_flag("json")) {
     nlohmann::json out{{"bench", "infer"},
                        {"batch", batch},
@@ -160,7 +212,11 @@ int run_inference(const std::vector<std::string>& args) {
                        {"torchscript_over_eager", scripted_s / eager_s},
                        {"eager_images_per_s", batch / eager_s},
                        {"torchscript_images_per_s", batch / scripted_s},
-                       {"max_abs_diff", max_diff}};
+                       {"max_abs_diff", max_diff},
+                       {"onnx_opencv_s", measured(onnx_s)},
+                       {"onnx_opencv_over_eager", measured(onnx_s >= 0 ? onnx_s / eager_s : -1.0)},
+                       {"onnx_opencv_images_per_s", measured(onnx_s >= 0 ? batch / onnx_s : -1.0)},
+                       {"onnx_opencv_max_abs_diff", measured(onnx_diff)}};
     std::cout << out.dump(2) << "\n";
     return 0;
   }
@@ -168,7 +224,12 @@ int run_inference(const std::vector<std::string>& args) {
             << "x" << image_size << ", " << device << ", " << torch::get_num_threads()
             << " threads: eager " << eager_s << " s, TorchScript " << scripted_s << " s ("
             << std::setprecision(2) << scripted_s / eager_s << "x eager)";
+  if (onnx_s >= 0) {
+    std::cout << ", ONNX in OpenCV " << std::fixed << std::setprecision(3) << onnx_s << " s ("
+              << std::setprecision(2) << onnx_s / eager_s << "x eager)";
+  }
   if (max_diff >= 0) std::cout << ", max |difference| " << std::scientific << max_diff;
+  if (onnx_diff >= 0) std::cout << " (ONNX " << std::scientific << onnx_diff << ")";
   std::cout << "\n";
   return 0;
 }

@@ -87,6 +87,22 @@ if(ALEXNET_WITH_OPENCV)
   alexnet_require(JPEG_FOUND "libjpeg (jpeglib.h, for decoding JPEGs)"
                   "libjpeg62-turbo-dev  (or configure with -DALEXNET_WITH_OPENCV=OFF)")
   message(STATUS "libjpeg ${JPEG_VERSION}")
+  # OpenCV's DNN module (libopencv-dnn-dev, part of libopencv-dev) runs exported ONNX models:
+  # `predict --model model.onnx`, and `export --format onnx` checks its file with it.
+  # OpenCV's configuration imports a target for every installed module.
+  set(_alexnet_have_dnn OFF)
+  if(TARGET opencv_dnn)
+    set(_alexnet_have_dnn ON)
+  endif()
+  option(ALEXNET_WITH_OPENCV_DNN "Run ONNX models with OpenCV's DNN module" ${_alexnet_have_dnn})
+  if(ALEXNET_WITH_OPENCV_DNN AND NOT TARGET opencv_dnn)
+    message(FATAL_ERROR "OpenCV's DNN module was not found. On Debian 12 install it with:\n"
+                        "  sudo apt-get install libopencv-dnn-dev\n"
+                        "or configure with -DALEXNET_WITH_OPENCV_DNN=OFF.")
+  endif()
+  message(STATUS "OpenCV DNN (runs ONNX models): ${ALEXNET_WITH_OPENCV_DNN}")
+else()
+  set(ALEXNET_WITH_OPENCV_DNN OFF)
 endif()
 
 if(ALEXNET_BUILD_TESTS)
@@ -102,4 +118,15 @@ if(ALEXNET_BUILD_TESTS)
     message(STATUS "Catch2: vendored copy in ${ALEXNET_VENDORED_DIR}")
   endif()
   alexnet_require(Catch2_FOUND "Catch2 v2" "catch2")
+  # The ONNX checker (libonnx-dev) validates exported ONNX files in tests/test_onnx.cpp; without
+  # it that check skips itself and says so.
+  find_package(Protobuf QUIET)
+  if(Protobuf_FOUND)
+    find_package(ONNX QUIET CONFIG)
+  endif()
+  set(ALEXNET_WITH_ONNX_CHECKER OFF)
+  if(ONNX_FOUND AND TARGET onnx)
+    set(ALEXNET_WITH_ONNX_CHECKER ON)
+  endif()
+  message(STATUS "ONNX checker for the tests (libonnx-dev): ${ALEXNET_WITH_ONNX_CHECKER}")
 endif()

@@ -14,6 +14,7 @@ packages=(
   zlib1g-dev            # gzip IDX files
   libgloo-dev           # headers of Gloo, the CPU backend of LibTorch's c10d
   catch2                # unit tests (v2)
+  libonnx-dev           # the ONNX checker, which the tests run on exported ONNX files
   dataset-fashion-mnist # the embedded default data set
   python3-torch python3-torchvision  # the Python peer and TorchScript load-back tests
 )

@@ -121,7 +121,9 @@ c10::List<T> to_list(const std::vector<T>& values) {
   return list;
 }
 
-void check_info(const AlexNetOptions& options, const ExportInfo& info) {
+}  // namespace
+
+void check_export_info(const AlexNetOptions& options, const ExportInfo& info) {
   const auto channels = static_cast<size_t>(options.in_channels());
   TORCH_CHECK(info.image_size >= 63, "export: image_size must be >= 63, got ", info.image_size);
   TORCH_CHECK(info.resize_size >= info.image_size, "export: resize_size (", info.resize_size,
@@ -140,8 +142,6 @@ void check_info(const AlexNetOptions& options, const ExportInfo& info) {
               "export: ", info.class_names.size(), " class names for a model with ",
               options.num_classes(), " classes");
 }
-
-}  // namespace
 
 namespace detail {
 
@@ -192,7 +192,7 @@ std::string torchscript_source(const AlexNetOptions& options, LrnScript lrn) {
 
 torch::jit::Module export_torchscript(AlexNet& model, const ExportInfo& info, LrnScript lrn) {
   const AlexNetOptions& options = model->options;
-  check_info(options, info);
+  check_export_info(options, info);
   torch::NoGradGuard no_grad;
   const auto state = model->single_device_state();
 

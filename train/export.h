@@ -25,6 +25,11 @@ struct ExportInfo {
   std::vector<double> std;
 };
 
+/// Checks that `info` fits a model with `options`: image_size >= 63, resize_size >=
+/// image_size, mean and std empty or one value per input channel, std > 0, class names empty
+/// or one per class. Throws c10::Error naming the bad value.
+void check_export_info(const alexnet::AlexNetOptions& options, const ExportInfo& info);
+
 /// A self-contained single-device TorchScript module (inference mode) that computes
 /// `model->forward` in eval mode (no dropout), whatever the model's form (a two-device model
 /// is converted through `single_device_state()`). Every tensor is on the CPU, float32, with

@@ -91,7 +91,7 @@ void check_ranges(const ExportedModel& model, const AttributeReader& reader) {
 
 }  // namespace
 
-transforms::PipelineOptions ExportedModel::pipeline_options() const {
+transforms::PipelineOptions export_pipeline_options(const ExportInfo& info, int64_t in_channels) {
   transforms::PipelineOptions options;
   options.resize = info.resize_size;
   options.crop = info.image_size;
@@ -101,6 +101,10 @@ transforms::PipelineOptions ExportedModel::pipeline_options() const {
   options.pca_lighting = false;
   options.flip = false;
   return options;
+}
+
+transforms::PipelineOptions ExportedModel::pipeline_options() const {
+  return export_pipeline_options(info, in_channels);
 }
 
 ExportedModel read_exported_model(torch::jit::Module module, const std::string& path) {

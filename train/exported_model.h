@@ -30,6 +30,11 @@ struct ExportedModel {
   transforms::PipelineOptions pipeline_options() const;
 };
 
+/// The preprocessing an exported model was trained with, for transforms::eval_pipeline: shorter
+/// side to info.resize_size, central info.image_size crop, converted to `in_channels`
+/// channels, minus info.mean, divided by info.std. No augmentation.
+transforms::PipelineOptions export_pipeline_options(const ExportInfo& info, int64_t in_channels);
+
 /// Loads the model at `path` onto `device` and checks its attributes (see
 /// read_exported_model). Throws std::runtime_error naming the file when it does not exist or
 /// is no TorchScript module.
