@@ -211,6 +211,21 @@ void PackedWriter::finish(const std::vector<std::string>& class_names,
     throw std::runtime_error("cannot rename " + partial_ + " to " + path_ + ": " + error.message());
 }
 
+std::optional<DatasetStats> read_stats_fields(const JsonFields& fields, bool images_required) {
+  if (!fields.has("mean")) return std::nullopt;
+  DatasetStats stats;
+  stats.mean = fields.numbers("mean", 3);
+  stats.std = fields.numbers("std", 3);
+  stats.eigenvalues = torch::tensor(fields.numbers("eigenvalues", 3), torch::kDouble);
+  stats.eigenvectors =
+      torch::tensor(fields.numbers("eigenvectors", 3, /*square=*/true), torch::kDouble)
+          .view({3, 3});
+  if (images_required || fields.has("stats_images")) {
+    stats.images = fields.integer("stats_images", 0, std::numeric_limits<int64_t>::max());
+  }
+  return stats;
+}
+
 PackedDataset::PackedDataset(const std::string& path) : path_(path) {
   fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd_ < 0) throw std::runtime_error("cannot open packed file " + path + ": " + errno_text());
@@ -294,19 +309,7 @@ void PackedDataset::read_header() {
   if (split_ != "train" && split_ != "val" && split_ != "test") {
     fields.fail("split", "is \"" + split_ + "\", not train, val or test");
   }
-  if (fields.has("mean")) {
-    DatasetStats stats;
-    stats.mean = fields.numbers("mean", 3);
-    stats.std = fields.numbers("std", 3);
-    stats.eigenvalues = torch::tensor(fields.numbers("eigenvalues", 3), torch::kDouble);
-    stats.eigenvectors =
-        torch::tensor(fields.numbers("eigenvectors", 3, /*square=*/true), torch::kDouble)
-            .view({3, 3});
-    stats.images = fields.has("stats_images")
-                       ? fields.integer("stats_images", 0, std::numeric_limits<int64_t>::max())
-                       : 0;
-    stats_ = stats;
-  }
+  stats_ = read_stats_fields(fields, /*images_required=*/false);
 }
 
 void PackedDataset::read_records_header(const JsonFields& fields, uint64_t json_offset,

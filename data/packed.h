@@ -42,6 +42,11 @@ const char* packed_encoding_name(PackedEncoding encoding);
 PackedEncoding parse_packed_encoding(const std::string& name);
 
 /// How PackedWriter stores images.
+/// The dataset statistics a packed file's header or a shard index holds (mean, std,
+/// eigenvalues, eigenvectors, stats_images), when it has "mean"; every field checked for its
+/// type and size. stats_images is 0 when absent, unless `images_required`.
+std::optional<DatasetStats> read_stats_fields(const JsonFields& fields, bool images_required);
+
 struct PackedWriterOptions {
   PackedEncoding encoding = PackedEncoding::kRaw;
   /// JPEG quality, 1..100.

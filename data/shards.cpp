@@ -318,17 +318,7 @@ ShardedDataset::ShardedDataset(const std::string& path) {
                              std::to_string(total) + " images");
   }
   if (count == 0) fields.fail("count", "is 0: the folder holds no images");
-  if (fields.has("mean")) {
-    DatasetStats stats;
-    stats.mean = fields.numbers("mean", 3);
-    stats.std = fields.numbers("std", 3);
-    stats.eigenvalues = torch::tensor(fields.numbers("eigenvalues", 3), torch::kDouble);
-    stats.eigenvectors =
-        torch::tensor(fields.numbers("eigenvectors", 3, /*square=*/true), torch::kDouble)
-            .view({3, 3});
-    stats.images = fields.integer("stats_images", 0, std::numeric_limits<int64_t>::max());
-    stats_ = stats;
-  }
+  stats_ = read_stats_fields(fields, /*images_required=*/true);
 }
 
 std::pair<size_t, size_t> ShardedDataset::locate(size_t index) const {

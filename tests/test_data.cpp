@@ -28,6 +28,7 @@
 #include "data/image_folder.h"
 #include "data/loader.h"
 #include "data/packed.h"
+#include "tests/data_support.h"
 #include "tests/support.h"
 
 #if ALEXNET_WITH_OPENCV
@@ -37,24 +38,16 @@
 
 namespace test_data {
 
+using alexnet::testing::edit_packed_header;
+using alexnet::testing::read_bytes;
+using alexnet::testing::write_bytes;
+
 using namespace alexnet::data;
 namespace fs = std::filesystem;
 
 namespace {
 
 using alexnet::testing::TempDir;
-
-void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
-  fs::create_directories(fs::path(path).parent_path());
-  std::ofstream out(path, std::ios::binary);
-  out.write(reinterpret_cast<const char*>(bytes.data()),
-            static_cast<std::streamsize>(bytes.size()));
-}
-
-std::vector<uint8_t> read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
 
 void write_text(const std::string& path, const std::string& text) {
   fs::create_directories(fs::path(path).parent_path());
@@ -123,22 +116,6 @@ void write_small_pack(const std::string& path, int64_t channels = 3) {
                 {{"split", "train"}});
 }
 
-// Replaces the JSON header of the packed file `path` with edit(header).
-void edit_packed_header(const std::string& path, const std::function<void(nlohmann::json&)>& edit) {
-  auto bytes = read_bytes(path);
-  uint64_t offset = 0, size = 0;
-  std::memcpy(&offset, bytes.data() + 16, 8);
-  std::memcpy(&size, bytes.data() + 24, 8);
-  auto header = nlohmann::json::parse(bytes.begin() + static_cast<int64_t>(offset),
-                                      bytes.begin() + static_cast<int64_t>(offset + size));
-  edit(header);
-  const std::string text = header.dump();
-  bytes.resize(offset);
-  bytes.insert(bytes.end(), text.begin(), text.end());
-  size = text.size();
-  std::memcpy(bytes.data() + 24, &size, 8);
-  write_bytes(path, bytes);
-}
 
 // Starts the alexnet executable with `args`, its stdout and stderr going to `log`.
 pid_t start_alexnet(const std::vector<std::string>& args, const std::string& log) {

@@ -10,6 +10,7 @@
 
 #include "model/alexnet.h"
 #include "tests/support.h"
+#include "tests/train_support.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/export.h"
@@ -357,37 +358,13 @@ TEST_CASE("model.freeze, optimizer.lr_mult and init_from round-trip and are vali
   CHECK_THAT(error_for("/init_from", 3), Catch::Contains("'init_from' must be a string"));
 }
 
-// Tiny RGB images whose class is a bright square at a class-dependent corner, over noise.
-class CornerDataset : public alexnet::data::Dataset {
- public:
-  CornerDataset(size_t n, int64_t classes, uint64_t seed) {
-    std::mt19937_64 rng(seed);
-    torch::manual_seed(seed);
-    for (size_t i = 0; i < n; ++i) {
-      const int64_t label = static_cast<int64_t>(i) % classes;
-      auto image = torch::randint(0, 80, {3, 64, 64}, torch::TensorOptions().dtype(torch::kUInt8));
-      const int64_t y = (label / 2) * 32, x = (label % 2) * 32;
-      image.narrow(1, y, 32).narrow(2, x, 32).fill_(static_cast<int64_t>(180 + rng() % 60));
-      images_.push_back(image);
-      labels_.push_back(label);
-    }
-    for (int64_t c = 0; c < classes; ++c) names_.push_back("class" + std::to_string(c));
-  }
-  size_t size() const override { return images_.size(); }
-  alexnet::data::Sample get(size_t i) const override { return {images_.at(i), labels_.at(i)}; }
-  int64_t label(size_t i) const override { return labels_.at(i); }
-  const std::vector<std::string>& class_names() const override { return names_; }
-  std::string describe(size_t i) const override { return "corner#" + std::to_string(i); }
-
- private:
-  std::vector<torch::Tensor> images_;
-  std::vector<int64_t> labels_;
-  std::vector<std::string> names_;
-};
-
+// Training images from seed 1, validation images from seed 2 (noise and squares alike).
 RunData corner_data(int64_t classes, size_t train, size_t val) {
-  return {std::make_shared<CornerDataset>(train, classes, 1),
-          std::make_shared<CornerDataset>(val, classes, 2)};
+  using alexnet::testing::CornerSquaresDataset;
+  torch::manual_seed(1);
+  auto train_set = std::make_shared<CornerSquaresDataset>(train, classes, 1);
+  torch::manual_seed(2);
+  return {train_set, std::make_shared<CornerSquaresDataset>(val, classes, 2)};
 }
 
 // A quarter-width run of a few batches of 8 at 64 x 64 on the CPU.

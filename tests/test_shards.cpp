@@ -21,27 +21,20 @@
 #include "data/loader.h"
 #include "data/packed.h"
 #include "data/shards.h"
+#include "tests/data_support.h"
 #include "tests/support.h"
 #include "transforms/transforms.h"
 
 namespace test_shards {
 
+using alexnet::testing::edit_packed_header;
+using alexnet::testing::read_bytes;
+using alexnet::testing::write_bytes;
+
 using namespace alexnet::data;
 namespace fs = std::filesystem;
 using alexnet::testing::read_text;
 using alexnet::testing::TempDir;
-
-std::vector<uint8_t> read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
-  fs::create_directories(fs::path(path).parent_path());
-  std::ofstream out(path, std::ios::binary);
-  out.write(reinterpret_cast<const char*>(bytes.data()),
-            static_cast<std::streamsize>(bytes.size()));
-}
 
 // A smooth image (gradients and a soft blob, as photographs are mostly smooth), [3, h, w].
 torch::Tensor smooth_image(int64_t height, int64_t width, int64_t seed) {
@@ -80,22 +73,6 @@ ShardWriteOptions shard_options(const std::string& folder, PackedEncoding encodi
   return options;
 }
 
-// The JSON header of the packed file `path`, replaced by edit(header).
-void edit_packed_header(const std::string& path, const std::function<void(nlohmann::json&)>& edit) {
-  auto bytes = read_bytes(path);
-  uint64_t offset = 0, size = 0;
-  std::memcpy(&offset, bytes.data() + 16, 8);
-  std::memcpy(&size, bytes.data() + 24, 8);
-  auto header = nlohmann::json::parse(bytes.begin() + static_cast<int64_t>(offset),
-                                      bytes.begin() + static_cast<int64_t>(offset + size));
-  edit(header);
-  const std::string text = header.dump();
-  bytes.resize(offset);
-  bytes.insert(bytes.end(), text.begin(), text.end());
-  size = text.size();
-  std::memcpy(bytes.data() + 24, &size, 8);
-  write_bytes(path, bytes);
-}
 
 void edit_json_file(const std::string& path, const std::function<void(nlohmann::json&)>& edit) {
   auto json = nlohmann::json::parse(read_text(path));

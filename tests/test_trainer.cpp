@@ -32,38 +32,10 @@ namespace {
 
 using alexnet::testing::fresh_dir;
 
-// Tiny RGB images whose class is a bright square at a class-dependent corner, over noise.
-class PatternDataset : public alexnet::data::Dataset {
- public:
-  PatternDataset(size_t n, int64_t classes, uint64_t seed) : classes_(classes) {
-    std::mt19937_64 rng(seed);
-    for (size_t i = 0; i < n; ++i) {
-      const int64_t label = static_cast<int64_t>(i) % classes;
-      auto image = torch::randint(0, 80, {3, 64, 64}, torch::TensorOptions().dtype(torch::kUInt8));
-      const int64_t y = (label / 2) * 32, x = (label % 2) * 32;
-      image.narrow(1, y, 32).narrow(2, x, 32).fill_(static_cast<int64_t>(180 + rng() % 60));
-      images_.push_back(image);
-      labels_.push_back(label);
-    }
-    for (int64_t c = 0; c < classes; ++c) names_.push_back("class" + std::to_string(c));
-  }
-  size_t size() const override { return images_.size(); }
-  alexnet::data::Sample get(size_t i) const override { return {images_.at(i), labels_.at(i)}; }
-  int64_t label(size_t i) const override { return labels_.at(i); }
-  const std::vector<std::string>& class_names() const override { return names_; }
-  std::string describe(size_t i) const override { return "pattern#" + std::to_string(i); }
-
- private:
-  int64_t classes_;
-  std::vector<torch::Tensor> images_;
-  std::vector<int64_t> labels_;
-  std::vector<std::string> names_;
-};
-
 RunData pattern_data(size_t train, size_t val) {
   torch::manual_seed(5);
-  return {std::make_shared<PatternDataset>(train, 4, 1),
-          std::make_shared<PatternDataset>(val, 4, 2)};
+  return {std::make_shared<alexnet::testing::CornerSquaresDataset>(train, 4, 1),
+          std::make_shared<alexnet::testing::CornerSquaresDataset>(val, 4, 2)};
 }
 
 TrainConfig tiny_config() {
