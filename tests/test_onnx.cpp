@@ -388,8 +388,9 @@ TEST_CASE("On a Fashion-MNIST image, export and predict agree across ONNX and To
     return;
   }
   const fs::path dir = alexnet::testing::fresh_dir("onnx_fashion");
-  // A checkpoint as `alexnet train` writes one for the demo's model (untrained weights).
-  AlexNetOptions options = AlexNetOptions().in_channels(1).num_classes(10);
+  // A checkpoint as `alexnet train` writes one for the demo's model (untrained weights), at a
+  // quarter of its width.
+  AlexNetOptions options = AlexNetOptions().width(0.25).in_channels(1).num_classes(10);
   AlexNet model = make_model(options);
   const auto test = alexnet::data::open_dataset("fashion-mnist", "test");
   alexnet::train::Checkpoint checkpoint;
