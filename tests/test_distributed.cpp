@@ -55,23 +55,15 @@ double seconds_since(Clock::time_point start) {
 }
 
 // Image i is [1, 6, 5] filled from i; label i % 3.
-class TinyDataset : public data::Dataset {
- public:
-  explicit TinyDataset(size_t size) : size_(size) {}
-  size_t size() const override { return size_; }
-  data::Sample get(size_t index) const override {
-    auto image =
-        (torch::arange(30, torch::kLong).view({1, 6, 5}) + static_cast<int64_t>(index)) % 256;
-    return data::Sample{image.to(torch::kByte), label(index)};
+std::shared_ptr<alexnet::testing::InMemoryDataset> tiny_dataset(size_t size) {
+  auto dataset = std::make_shared<alexnet::testing::InMemoryDataset>(
+      "tiny", std::vector<std::string>{"a", "b", "c"});
+  for (size_t i = 0; i < size; ++i) {
+    auto image = (torch::arange(30, torch::kLong).view({1, 6, 5}) + static_cast<int64_t>(i)) % 256;
+    dataset->add(image.to(torch::kByte), static_cast<int64_t>(i % 3));
   }
-  int64_t label(size_t index) const override { return static_cast<int64_t>(index % 3); }
-  const std::vector<std::string>& class_names() const override { return names_; }
-  std::string describe(size_t index) const override { return "tiny#" + std::to_string(index); }
-
- private:
-  size_t size_;
-  std::vector<std::string> names_{"a", "b", "c"};
-};
+  return dataset;
+}
 
 // Sets environment variables for one scope and restores them afterwards.
 class ScopedEnv {
@@ -213,30 +205,21 @@ std::vector<torch::Tensor> reference_weights(std::vector<torch::Device> devices,
   return state_values(model);
 }
 
-// 40 images [3, 64, 64] whose class (of 4) is a bright corner square over noise.
-class CornerDataset : public data::Dataset {
- public:
-  explicit CornerDataset(size_t size, uint64_t seed) {
-    auto generator = at::detail::createCPUGenerator(seed);
-    for (size_t i = 0; i < size; ++i) {
-      const auto label = static_cast<int64_t>(i % 4);
-      auto image = torch::randint(0, 80, {3, 64, 64}, generator, torch::kLong);
-      image.narrow(1, (label / 2) * 32, 32).narrow(2, (label % 2) * 32, 32).add_(150);
-      images_.push_back(image.to(torch::kByte));
-    }
+// `size` images [3, 64, 64] whose class (of 4) is a bright corner square over noise.
+std::shared_ptr<alexnet::testing::InMemoryDataset> corner_dataset(size_t size, uint64_t seed) {
+  auto dataset = std::make_shared<alexnet::testing::InMemoryDataset>(
+      "corner", std::vector<std::string>{"a", "b", "c", "d"});
+  auto generator = at::detail::createCPUGenerator(seed);
+  for (size_t i = 0; i < size; ++i) {
+    const auto label = static_cast<int64_t>(i % 4);
+    auto image = torch::randint(0, 80, {3, 64, 64}, generator, torch::kLong);
+    image.narrow(1, (label / 2) * 32, 32).narrow(2, (label % 2) * 32, 32).add_(150);
+    dataset->add(image.to(torch::kByte), label);
   }
-  size_t size() const override { return images_.size(); }
-  data::Sample get(size_t i) const override { return {images_.at(i), static_cast<int64_t>(i % 4)}; }
-  int64_t label(size_t i) const override { return static_cast<int64_t>(i % 4); }
-  const std::vector<std::string>& class_names() const override { return names_; }
-  std::string describe(size_t i) const override { return "corner#" + std::to_string(i); }
+  return dataset;
+}
 
- private:
-  std::vector<torch::Tensor> images_;
-  std::vector<std::string> names_{"a", "b", "c", "d"};
-};
-
-// The trainer's run on CornerDataset: 4 steps per epoch, flips, no dropout, a quarter of the
+// The trainer's run on corner_dataset: 4 steps per epoch, flips, no dropout, a quarter of the
 // paper's width.
 TrainConfig trainer_config(int64_t max_steps) {
   TrainConfig c = alexnet::testing::small_train_config();
@@ -249,27 +232,21 @@ TrainConfig trainer_config(int64_t max_steps) {
   return c;
 }
 
-RunData corner_data() {
-  return {std::make_shared<CornerDataset>(36, 1), std::make_shared<CornerDataset>(10, 2)};
-}
+RunData corner_data() { return {corner_dataset(36, 1), corner_dataset(10, 2)}; }
 
 std::atomic<bool> g_stop{false};
 extern "C" void request_stop(int) { g_stop = true; }
 
 TrainSummary run_trainer(int64_t max_steps, const std::string& run_dir, bool resume,
                          const DistributedConfig& distributed = {}, bool stop_on_sigint = false) {
-  RunOptions options;
-  options.run_dir = run_dir;
-  options.resume = resume;
+  std::ostringstream log;
+  RunOptions options = alexnet::testing::quiet_run(run_dir, log, resume);
   if (stop_on_sigint) {
     signal(SIGINT, request_stop);
     options.stop = &g_stop;
   }
-  options.finalize = false;
   options.distributed = distributed;
   options.dtype = torch::kFloat64;  // comparable across process counts (kMovementTolerance)
-  std::ostringstream log;
-  options.log = &log;
   return train::train(trainer_config(max_steps), corner_data(), options);
 }
 
@@ -468,7 +445,7 @@ TEST_CASE("The backend follows the device unless chosen", "[distributed]") {
 }
 
 TEST_CASE("Loader shards every global batch across ranks", "[distributed][loader]") {
-  auto dataset = std::make_shared<TinyDataset>(23);
+  auto dataset = tiny_dataset(23);
   data::LoaderOptions options;
   options.batch_size = 6;
   options.workers = 0;
@@ -513,13 +490,13 @@ TEST_CASE("Loader shards every global batch across ranks", "[distributed][loader
 }
 
 TEST_CASE("shard_for_rank splits a data set into disjoint parts", "[distributed]") {
-  auto dataset = std::make_shared<TinyDataset>(10);
+  auto dataset = tiny_dataset(10);
   std::multiset<int64_t> seen;
   for (int64_t r = 0; r < 3; ++r) {
     auto shard = shard_for_rank(dataset, r, 3);
     CHECK(shard->size() == (r == 0 ? 4u : 3u));
     for (size_t i = 0; i < shard->size(); ++i) {
-      // TinyDataset's pixel 0 is the sample's index.
+      // tiny_dataset's pixel 0 is the sample's index.
       seen.insert(shard->get(i).image[0][0][0].item<int64_t>());
     }
   }
