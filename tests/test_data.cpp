@@ -28,6 +28,7 @@
 #include "data/image_folder.h"
 #include "data/loader.h"
 #include "data/packed.h"
+#include "tests/app_support.h"
 #include "tests/data_support.h"
 #include "tests/support.h"
 
@@ -40,6 +41,7 @@ namespace test_data {
 
 using alexnet::testing::edit_packed_header;
 using alexnet::testing::read_bytes;
+using alexnet::testing::skip_without_alexnet;
 using alexnet::testing::write_bytes;
 
 using namespace alexnet::data;
@@ -48,11 +50,7 @@ namespace fs = std::filesystem;
 namespace {
 
 using alexnet::testing::TempDir;
-
-void write_text(const std::string& path, const std::string& text) {
-  fs::create_directories(fs::path(path).parent_path());
-  std::ofstream(path) << text;
-}
+using alexnet::testing::write_text;
 
 std::vector<uint8_t> big_endian(std::initializer_list<uint32_t> values) {
   std::vector<uint8_t> out;
@@ -686,10 +684,7 @@ TEST_CASE("subset keeps the first n samples or the given indices", "[data]") {
 
 TEST_CASE("`alexnet prepare` writes a packed file and skips bad images", "[data][packed][app]") {
 #if ALEXNET_WITH_OPENCV
-  if (!fs::exists(ALEXNET_BINARY)) {
-    WARN("skipped: " ALEXNET_BINARY " is not built");
-    return;
-  }
+  if (skip_without_alexnet()) return;
   TempDir dir;
   for (int c = 0; c < 2; ++c) {
     for (int i = 0; i < 3; ++i) {
@@ -1137,10 +1132,7 @@ void write_two_classes(const std::string& root, int per_class) {
 
 TEST_CASE("`alexnet prepare` stopped by SIGINT or SIGTERM removes its partial file",
           "[data][packed][app]") {
-  if (!fs::exists(ALEXNET_BINARY)) {
-    WARN("skipped: " ALEXNET_BINARY " is not built");
-    return;
-  }
+  if (skip_without_alexnet()) return;
   for (int sig : {SIGINT, SIGTERM}) {
     INFO("signal " << sig);
     TempDir dir;
@@ -1176,10 +1168,7 @@ TEST_CASE("`alexnet prepare` stopped by SIGINT or SIGTERM removes its partial fi
 
 TEST_CASE("`alexnet prepare` writes the skipped-images log only when an image was skipped",
           "[data][packed][app]") {
-  if (!fs::exists(ALEXNET_BINARY)) {
-    WARN("skipped: " ALEXNET_BINARY " is not built");
-    return;
-  }
+  if (skip_without_alexnet()) return;
   TempDir dir;
   write_two_classes(dir / "root", 2);
   REQUIRE(mkfifo((dir / "root/c0/pipe.jpg").c_str(), 0644) == 0);  // skipped, never opened
@@ -1207,10 +1196,7 @@ TEST_CASE("`alexnet prepare` writes the skipped-images log only when an image wa
 }
 
 TEST_CASE("`alexnet prepare --limit` keeps every class in proportion", "[data][packed][app]") {
-  if (!fs::exists(ALEXNET_BINARY)) {
-    WARN("skipped: " ALEXNET_BINARY " is not built");
-    return;
-  }
+  if (skip_without_alexnet()) return;
   TempDir dir;
   write_two_classes(dir / "root", 3);
   REQUIRE(run_alexnet({"prepare", "--data", dir / "root", "--out", dir / "a.pack", "--size", "8",

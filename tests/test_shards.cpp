@@ -21,6 +21,7 @@
 #include "data/loader.h"
 #include "data/packed.h"
 #include "data/shards.h"
+#include "tests/app_support.h"
 #include "tests/data_support.h"
 #include "tests/support.h"
 #include "transforms/transforms.h"
@@ -29,6 +30,7 @@ namespace test_shards {
 
 using alexnet::testing::edit_packed_header;
 using alexnet::testing::read_bytes;
+using alexnet::testing::skip_without_alexnet;
 using alexnet::testing::write_bytes;
 
 using namespace alexnet::data;
@@ -503,10 +505,7 @@ TEST_CASE(
     "and resumes",
     "[data][shards][app]") {
   if (skip_without_jpeg()) return;
-  if (!fs::exists(ALEXNET_BINARY)) {
-    WARN("skipped: " ALEXNET_BINARY " is not built");
-    return;
-  }
+  if (skip_without_alexnet()) return;
   TempDir dir;
   write_image_folder(dir / "root", 5);
   const std::string args = "--data " + dir / "root" + " --out " + dir / "out" +
