@@ -24,10 +24,10 @@ namespace test_val_layouts {
 namespace fs = std::filesystem;
 using alexnet::data::LabelledFolderOptions;
 using alexnet::data::LabelsFormat;
-using alexnet::testing::fresh_dir;
 using alexnet::testing::read_text;
 using alexnet::testing::run_command;
 using alexnet::testing::save_constant_model;
+using alexnet::testing::TempDir;
 using alexnet::testing::write_text;
 
 // Three synsets in sorted order: labels 0, 1, 2 of a training folder holding them.
@@ -113,11 +113,17 @@ FourImageLabels write_four_image_labels(const fs::path& root) {
   return files;
 }
 
-TEST_CASE("Each labels file form is detected and labels the flat folder by class name",
-          "[val_layouts]") {
-  const fs::path root = fresh_dir("val_forms");
+// A fresh folder `root` holding the four-image flat folder `folder` (root/val) and `files`,
+// its labels in every form.
+struct FourImageFolder {
+  const fs::path root = TempDir().path;
   const fs::path folder = write_flat_folder(root, 4);
-  const auto files = write_four_image_labels(root);
+  const FourImageLabels files = write_four_image_labels(root);
+};
+
+TEST_CASE_METHOD(FourImageFolder,
+                 "Each labels file form is detected and labels the flat folder by class name",
+                 "[val_layouts]") {
   CHECK(alexnet::data::detect_labels_format(files.list_names.string()) == LabelsFormat::kList);
   CHECK(alexnet::data::detect_labels_format(files.list_indices.string()) == LabelsFormat::kList);
   CHECK(alexnet::data::detect_labels_format(files.kaggle.string()) == LabelsFormat::kKaggle);
@@ -147,10 +153,9 @@ TEST_CASE("Each labels file form is detected and labels the flat folder by class
   fs::remove_all(root);
 }
 
-TEST_CASE("Labels are matched to the training classes by name, not by position", "[val_layouts]") {
-  const fs::path root = fresh_dir("val_by_name");
-  const fs::path folder = write_flat_folder(root, 4);
-  const auto files = write_four_image_labels(root);
+TEST_CASE_METHOD(FourImageFolder,
+                 "Labels are matched to the training classes by name, not by position",
+                 "[val_layouts]") {
   // A training set with one more class before the others: every name keeps its class, so
   // the labels shift by one.
   const std::vector<std::string> more{"n01000000", "n01440764", "n01443537", "n01484850"};
@@ -180,11 +185,9 @@ TEST_CASE("Labels are matched to the training classes by name, not by position",
   fs::remove_all(root);
 }
 
-TEST_CASE("Labels files with unknown classes, bad lines or repeated images are refused",
-          "[val_layouts]") {
-  const fs::path root = fresh_dir("val_errors");
-  const fs::path folder = write_flat_folder(root, 4);
-  const auto files = write_four_image_labels(root);
+TEST_CASE_METHOD(FourImageFolder,
+                 "Labels files with unknown classes, bad lines or repeated images are refused",
+                 "[val_layouts]") {
   const std::string labels = (root / "labels.txt").string();
   const auto open = [&](LabelledFolderOptions options = {}) {
     return error_of(
@@ -244,11 +247,10 @@ TEST_CASE("Labels files with unknown classes, bad lines or repeated images are r
   fs::remove_all(root);
 }
 
-TEST_CASE("Images missing from the folder or from the labels file are left out with warnings",
-          "[val_layouts]") {
-  const fs::path root = fresh_dir("val_partial");
-  const fs::path folder = write_flat_folder(root, 4);
-  const auto files = write_four_image_labels(root);
+TEST_CASE_METHOD(
+    FourImageFolder,
+    "Images missing from the folder or from the labels file are left out with warnings",
+    "[val_layouts]") {
   // The folder holds images 1, 2, 4 and an unlabelled one; the labels name 1 to 4.
   fs::remove(folder / val_name(3));
   write_image(folder / "extra.png", 7);
@@ -295,14 +297,12 @@ TEST_CASE("Images missing from the folder or from the labels file are left out w
   fs::remove_all(root);
 }
 
-TEST_CASE("A training run validates on a flat folder with a labels file", "[val_layouts]") {
-  const fs::path root = fresh_dir("val_run_data");
+TEST_CASE_METHOD(FourImageFolder, "A training run validates on a flat folder with a labels file",
+                 "[val_layouts]") {
   for (size_t c = 0; c < synsets().size(); ++c) {
     fs::create_directories(root / "train" / synsets()[c]);
     write_image(root / "train" / synsets()[c] / "a.JPEG", static_cast<int>(c) + 20);
   }
-  const fs::path folder = write_flat_folder(root, 4);
-  const auto files = write_four_image_labels(root);
   auto json = alexnet::train::to_json(alexnet::train::TrainConfig());
   alexnet::train::set_config_value(json, "data.source", (root / "train").string());
   alexnet::train::set_config_value(json, "data.val_source", folder.string());
@@ -332,10 +332,8 @@ TEST_CASE("A training run validates on a flat folder with a labels file", "[val_
   fs::remove_all(root);
 }
 
-TEST_CASE("alexnet eval scores a flat folder with each labels file form", "[val_layouts]") {
-  const fs::path root = fresh_dir("val_eval");
-  const fs::path folder = write_flat_folder(root, 4);
-  const auto files = write_four_image_labels(root);
+TEST_CASE_METHOD(FourImageFolder, "alexnet eval scores a flat folder with each labels file form",
+                 "[val_layouts]") {
   const std::string model = (root / "model.pt").string();
   save_constant_model(model, synsets());  // predicts n01484850
   const std::string eval = std::string(ALEXNET_BINARY) + " eval --model " + model +
