@@ -250,6 +250,19 @@ TrainSummary run_trainer(int64_t max_steps, const std::string& run_dir, bool res
   return train::train(trainer_config(max_steps), corner_data(), options);
 }
 
+// A TCP socket listening on 127.0.0.1 at a port the system chose; the caller closes it.
+int listen_on_loopback() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = 0;
+  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0);
+  REQUIRE(listen(fd, 4) == 0);
+  return fd;
+}
+
 // The local addresses ("0100007F:1F90", as /proc/net/tcp writes them) of the TCP sockets this
 // process listens on, IPv4 and IPv6.
 std::vector<std::string> listening_addresses() {
@@ -551,13 +564,7 @@ TEST_CASE("A local job listens on the loopback interface only", "[distributed]")
   // listening_addresses() sees a socket that listens on 127.0.0.1 as such. (A job started
   // with torchrun's variables listens on every interface, [::] in /proc/net/tcp6: rank 0's
   // TCP store.)
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0);
-  REQUIRE(listen(fd, 1) == 0);
+  const int fd = listen_on_loopback();
   const auto own = listening_addresses();
   close(fd);
   REQUIRE(own.size() == 1);
@@ -588,14 +595,8 @@ TEST_CASE("A local job listens on the loopback interface only", "[distributed]")
 }
 
 TEST_CASE("A port in use is a clear error", "[distributed]") {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  REQUIRE(fd >= 0);
+  const int fd = listen_on_loopback();
   sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  address.sin_port = 0;
-  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0);
-  REQUIRE(listen(fd, 4) == 0);
   socklen_t length = sizeof(address);
   REQUIRE(getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0);
   const int port = ntohs(address.sin_port);
