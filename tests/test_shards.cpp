@@ -63,6 +63,12 @@ void write_image_folder(const std::string& root, int per_class) {
   }
 }
 
+// dir/root written by write_image_folder, read as an ImageFolder with image size 32.
+std::shared_ptr<ImageFolder> image_folder(const TempDir& dir, int per_class) {
+  write_image_folder(dir / "root", per_class);
+  return std::make_shared<ImageFolder>(dir / "root", 32);
+}
+
 ShardWriteOptions shard_options(const std::string& folder, PackedEncoding encoding,
                                 int64_t shard_size) {
   ShardWriteOptions options;
@@ -101,8 +107,7 @@ TEST_CASE("Raw shards hold the decoded images exactly, JPEG shards within a JPEG
           "[data][shards]") {
   if (skip_without_jpeg()) return;
   TempDir dir;
-  write_image_folder(dir / "root", 7);
-  const auto folder = std::make_shared<ImageFolder>(dir / "root", 32);
+  const auto folder = image_folder(dir, 7);
   REQUIRE(folder->size() == 14);
 
   const auto raw_result = write_shards(folder, shard_options(dir / "raw", PackedEncoding::kRaw, 4));
@@ -246,8 +251,7 @@ TEST_CASE("Malformed shard indexes and shard headers are refused naming the file
           "[data][shards]") {
   if (skip_without_jpeg()) return;
   TempDir dir;
-  write_image_folder(dir / "root", 3);
-  const auto folder = std::make_shared<ImageFolder>(dir / "root", 32);
+  const auto folder = image_folder(dir, 3);
   write_shards(folder, shard_options(dir / "good", PackedEncoding::kJpeg, 4));
   REQUIRE(ShardedDataset(dir / "good").size() == 6);
 
@@ -332,8 +336,7 @@ TEST_CASE("An interrupted write_shards resumes to the same shards, index and sta
           "[data][shards]") {
   if (skip_without_jpeg()) return;
   TempDir dir;
-  write_image_folder(dir / "root", 7);
-  const auto folder = std::make_shared<ImageFolder>(dir / "root", 32);
+  const auto folder = image_folder(dir, 7);
   const auto whole = write_shards(folder, shard_options(dir / "whole", PackedEncoding::kJpeg, 3));
   REQUIRE(whole.shards == 5);
   REQUIRE_FALSE(whole.stopped);
@@ -444,8 +447,7 @@ TEST_CASE("The loader reads a shard folder the same with any number of workers, 
           "[data][shards][loader]") {
   if (skip_without_jpeg()) return;
   TempDir dir;
-  write_image_folder(dir / "root", 9);
-  const auto folder = std::make_shared<ImageFolder>(dir / "root", 32);
+  const auto folder = image_folder(dir, 9);
   write_shards(folder, shard_options(dir / "out", PackedEncoding::kJpeg, 5));
   const auto shards = open_dataset(dir / "out", "train");
   REQUIRE(shards->size() == 18);
