@@ -1,7 +1,9 @@
-// Running the `alexnet` executable from the tests (ALEXNET_BINARY, set by tests/CMakeLists.txt).
+// Running other programs from the tests: the `alexnet` executable (ALEXNET_BINARY, set by
+// tests/CMakeLists.txt) and /usr/bin/python3.
 #pragma once
 
 #include <filesystem>
+#include <map>
 #include <string>
 
 #include <catch2/catch.hpp>
@@ -27,6 +29,23 @@ inline CommandOutcome run_alexnet(const std::string& args, const TempDir& dir) {
 inline bool skip_without_alexnet() {
   if (std::filesystem::exists(ALEXNET_BINARY)) return false;
   WARN("skipped: " ALEXNET_BINARY " is not built");
+  return true;
+}
+
+/// True, with a warning that the test is skipped, where /usr/bin/python3 is missing or cannot
+/// import `module` (asked once per module and process).
+inline bool skip_without_python(const std::string& module) {
+  static std::map<std::string, bool> importable;
+  auto known = importable.find(module);
+  if (known == importable.end()) {
+    const bool found =
+        std::filesystem::exists("/usr/bin/python3") &&
+        run_command("/usr/bin/python3 -c 'import " + module + "' >/dev/null 2>&1") == 0;
+    known = importable.emplace(module, found).first;
+  }
+  if (known->second) return false;
+  const std::string reason = "/usr/bin/python3 is missing or cannot import " + module;
+  WARN("skipped: " << reason << " (Debian's python3-" << module << ")");
   return true;
 }
 

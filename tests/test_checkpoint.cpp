@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "train/checkpoint.h"
+#include "tests/app_support.h"
 #include "tests/support.h"
 
 namespace test_checkpoint {
@@ -184,13 +185,8 @@ TEST_CASE("A checkpoint of an older version (a TorchScript archive) is refused, 
 
 TEST_CASE("Python's torch.load(weights_only=True) reads a checkpoint as plain data",
           "[checkpoint]") {
+  if (alexnet::testing::skip_without_python("torch")) return;
   const std::string python = "/usr/bin/python3";
-  if (!fs::exists(python) || run_command(python + " -c 'import torch' >/dev/null 2>&1") != 0) {
-    WARN("skipped: " << python
-                     << " is missing or cannot import torch (install Debian's python3-torch for "
-                        "the Python load check)");
-    return;
-  }
   const auto dir = fresh_dir("python");
   const auto path = (dir / "last.pt").string();
   const Checkpoint saved = example(1.0f);

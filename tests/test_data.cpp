@@ -42,6 +42,7 @@ namespace test_data {
 using alexnet::testing::edit_packed_header;
 using alexnet::testing::read_bytes;
 using alexnet::testing::skip_without_alexnet;
+using alexnet::testing::skip_without_python;
 using alexnet::testing::write_bytes;
 
 using namespace alexnet::data;
@@ -83,13 +84,6 @@ void write_idx(const std::string& dir, const std::string& prefix, uint32_t n, ui
   };
   write("-images-idx3-ubyte", images);
   write("-labels-idx1-ubyte", labels);
-}
-
-bool python_has_torchvision() {
-  static const bool available =
-      fs::exists("/usr/bin/python3") &&
-      std::system("/usr/bin/python3 -c 'import torchvision' >/dev/null 2>&1") == 0;
-  return available;
 }
 
 #if ALEXNET_WITH_OPENCV
@@ -230,10 +224,7 @@ TEST_CASE("Image extensions are matched case-insensitively; nested folders belon
 
 TEST_CASE("Class indices and sample order match torchvision (via /usr/bin/python3)",
           "[data][python]") {
-  if (!python_has_torchvision()) {
-    WARN("skipped: /usr/bin/python3 with torchvision is not available");
-    return;
-  }
+  if (skip_without_python("torchvision")) return;
   TempDir dir;
   const std::string root = dir / "root";
   for (const char* file :
@@ -363,10 +354,7 @@ TEST_CASE("Decoding gives 8-bit RGB for colour, grey, 16-bit and alpha images", 
 
 TEST_CASE("CMYK JPEGs decode to the RGB PIL gives (via /usr/bin/python3)",
           "[data][decode][python]") {
-  if (!python_has_torchvision()) {
-    WARN("skipped: /usr/bin/python3 with PIL is not available");
-    return;
-  }
+  if (skip_without_python("torchvision")) return;
   TempDir dir;
   const std::string script = dir / "cmyk.py";
   write_text(script,

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "model/alexnet.h"
+#include "tests/app_support.h"
 #include "tests/export_support.h"
 #include "tests/support.h"
 #include "train/export.h"
@@ -363,13 +364,8 @@ TEST_CASE("load_exported_model reads the attributes and names what is wrong", "[
 }
 
 TEST_CASE("Python's torch.jit.load runs the exported file with the same outputs", "[export]") {
+  if (alexnet::testing::skip_without_python("torch")) return;
   const std::string python = "/usr/bin/python3";
-  if (!fs::exists(python) || run_command(python + " -c 'import torch' >/dev/null 2>&1") != 0) {
-    WARN("skipped: " << python
-                     << " is missing or cannot import torch (install Debian's "
-                        "python3-torch for the Python load-back check)");
-    return;
-  }
   const fs::path dir = fresh_dir("python");
   AlexNet model = make_double_model(AlexNetOptions());
   // float32 values in the input file, exact in float64; the script computes in the weights'
