@@ -29,9 +29,7 @@ alexnet::train::TrainConfig small_config(int64_t epochs, int64_t keep_last) {
   // Pixels of uniform noise on 0..255: mean 127.5, std 74.
   c.data.mean = {127.5, 127.5, 127.5};
   c.data.std = {74.0, 74.0, 74.0};
-  c.data.workers = 1;
   c.epochs = epochs;
-  c.threads = 2;
   c.log_interval = 100;
   c.checkpoint.keep_last = keep_last;
   return c;

@@ -370,9 +370,6 @@ RunData corner_data(int64_t classes, size_t train, size_t val) {
 // A quarter-width run of a few batches of 8 at 64 x 64 on the CPU, logging every step.
 TrainConfig small_run() {
   TrainConfig c = alexnet::testing::small_train_config();
-  c.data.workers = 1;
-  c.epochs = 10;
-  c.threads = 2;
   c.log_interval = 1;
   return c;
 }

@@ -38,19 +38,18 @@ RunData pattern_data(size_t train, size_t val) {
           std::make_shared<alexnet::testing::CornerSquaresDataset>(val, 4, 2)};
 }
 
-TrainConfig tiny_config() {
+// small_train_config() stopping after `max_steps` steps (0: after its epochs), with a metrics
+// record every two steps.
+TrainConfig tiny_config(int64_t max_steps = 0) {
   TrainConfig c = alexnet::testing::small_train_config();
-  c.data.workers = 1;
-  c.epochs = 10;
-  c.threads = 2;
+  c.max_steps = max_steps;
   c.log_interval = 2;
   return c;
 }
 
-// tiny_config() stopping after `max_steps` steps, with a metrics record for each step.
+// tiny_config(max_steps) with a metrics record for each step.
 TrainConfig logging_every_step(int64_t max_steps) {
-  TrainConfig c = tiny_config();
-  c.max_steps = max_steps;
+  TrainConfig c = tiny_config(max_steps);
   c.log_interval = 1;
   return c;
 }
@@ -130,8 +129,7 @@ TEST_CASE("A stopped and resumed run computes the same losses as an uninterrupte
           "[trainer]") {
   // 24 images, batches of 8: 3 steps per epoch; 5 steps cross an epoch end and a validation.
   const RunData data = pattern_data(24, 8);
-  auto config = tiny_config();
-  config.max_steps = 5;
+  auto config = tiny_config(/*max_steps=*/5);
   config.optimizer.rule = GENERATE(std::string("paper"), std::string("pytorch"));
   std::ostringstream log;
 
@@ -288,8 +286,7 @@ TEST_CASE("A NaN or infinite loss stops the run and leaves the last good checkpo
 #if ALEXNET_WITH_OPENCV
 TEST_CASE("precision bf16 trains under autocast with float32 weights; fp16 needs CUDA",
           "[trainer][precision]") {
-  auto config = tiny_config();
-  config.max_steps = 2;
+  auto config = tiny_config(/*max_steps=*/2);
   config.precision = alexnet::train::Precision::kBFloat16;
   std::ostringstream log;
   const auto dir = fresh_dir("bf16");
@@ -398,8 +395,7 @@ TEST_CASE("A folder holding a run is refused; --overwrite starts afresh", "[trai
 TEST_CASE("A resume with a changed computation is refused before anything is written",
           "[trainer]") {
   const auto dir = fresh_dir("changed");
-  auto config = tiny_config();
-  config.max_steps = 2;
+  auto config = tiny_config(/*max_steps=*/2);
   std::ostringstream log;
   alexnet::train::train(config, pattern_data(16, 8), quiet_run(dir, log));
   const std::string config_before = read_text(dir / "config.json");
@@ -425,8 +421,7 @@ TEST_CASE("A resume with a changed computation is refused before anything is wri
 TEST_CASE("A model with another number of classes than the data is refused before step 1",
           "[trainer]") {
   const auto dir = fresh_dir("classes");
-  auto config = tiny_config();
-  config.max_steps = 1;
+  auto config = tiny_config(/*max_steps=*/1);
   std::ostringstream log;
   for (int64_t classes : {3, 10}) {
     config.model.num_classes(classes);

@@ -18,9 +18,10 @@
 namespace alexnet::testing {
 
 /// A quarter of the paper's width on 64 x 64 crops, batch 8, constant learning rate 0.01,
-/// mean/std normalisation without image statistics, flips but no PCA lighting, seed 3, one
-/// CPU. The trainer's logic is the same as at full width, and checkpoints are 14 MB instead
-/// of 230 MB. Tests change what they are about.
+/// mean/std normalisation without image statistics, flips but no PCA lighting, seed 3, ten
+/// epochs on one CPU with two threads and one loader worker. The trainer's logic is the same
+/// as at full width, and checkpoints are 14 MB instead of 230 MB. Tests change what they are
+/// about.
 inline train::TrainConfig small_train_config() {
   train::TrainConfig c;
   c.model.init(Init::kKaiming).width(0.25);
@@ -30,11 +31,14 @@ inline train::TrainConfig small_train_config() {
   c.data.pca_lighting = false;
   c.data.normalize = "mean_std";
   c.data.stats_images = 0;
+  c.data.workers = 1;
   c.optimizer.lr = 0.01;
   c.schedule.kind = "constant";
   c.batch_size = 8;
   c.eval_batch_size = 8;
+  c.epochs = 10;
   c.devices = "cpu";
+  c.threads = 2;
   c.seed = 3;
   return c;
 }
