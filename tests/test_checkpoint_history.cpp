@@ -20,12 +20,11 @@
 namespace test_checkpoint_history {
 
 namespace fs = std::filesystem;
-using alexnet::testing::fresh_dir;
-using alexnet::testing::quiet_run;
+using namespace alexnet::testing;
 
 // A quarter-width net, 16 training images in batches of 8: two steps per epoch.
 alexnet::train::TrainConfig small_config(int64_t epochs, int64_t keep_last) {
-  auto c = alexnet::testing::small_train_config();
+  auto c = small_train_config();
   // Pixels of uniform noise on 0..255: mean 127.5, std 74.
   c.data.mean = {127.5, 127.5, 127.5};
   c.data.std = {74.0, 74.0, 74.0};
@@ -36,10 +35,10 @@ alexnet::train::TrainConfig small_config(int64_t epochs, int64_t keep_last) {
 }
 
 // Random 64x64 images of four classes (labels i % 4).
-std::shared_ptr<alexnet::testing::InMemoryDataset> noise_dataset(size_t n) {
+std::shared_ptr<InMemoryDataset> noise_dataset(size_t n) {
   torch::manual_seed(11);
-  auto dataset = std::make_shared<alexnet::testing::InMemoryDataset>(
-      "noise", std::vector<std::string>{"a", "b", "c", "d"});
+  auto dataset =
+      std::make_shared<InMemoryDataset>("noise", std::vector<std::string>{"a", "b", "c", "d"});
   for (size_t i = 0; i < n; ++i) {
     dataset->add(torch::randint(0, 256, {3, 64, 64}, torch::kUInt8), static_cast<int64_t>(i % 4));
   }
@@ -71,7 +70,7 @@ TEST_CASE("Epoch checkpoint names and pruning keep the most recent epochs", "[ch
     alexnet::train::keep_epoch_checkpoint(dir, last, epoch, /*keep_last=*/3);
   }
   CHECK(alexnet::train::epoch_checkpoints(dir) == std::vector<int64_t>{10, 11, 12});
-  CHECK(alexnet::testing::read_text(dir / "epoch_0012.pt") == "checkpoint bytes");
+  CHECK(read_text(dir / "epoch_0012.pt") == "checkpoint bytes");
   CHECK(file_names(dir) == std::set<std::string>{"last.pt", "best.pt", "epoch_abc.pt",
                                                  "epoch_0001.pt.tmp2", "epoch_0010.pt",
                                                  "epoch_0011.pt", "epoch_0012.pt"});
@@ -109,9 +108,8 @@ TEST_CASE("checkpoint.keep_last keeps the last N epoch checkpoints, across a res
   const auto newest = alexnet::train::load_checkpoint((dir / "checkpoints/epoch_0005.pt").string());
   const auto last = alexnet::train::load_checkpoint((dir / "checkpoints/last.pt").string());
   CHECK(torch::equal(newest.model["fc8.weight"], last.model["fc8.weight"]));
-  CHECK(nlohmann::json::parse(alexnet::testing::read_text(dir / "config.json"))
-            .at("checkpoint")
-            .at("keep_last") == 2);
+  CHECK(nlohmann::json::parse(read_text(dir / "config.json")).at("checkpoint").at("keep_last") ==
+        2);
 
   // The default, 0, keeps none.
   const fs::path plain = fresh_dir("history_none");

@@ -22,8 +22,7 @@ namespace test_cli {
 namespace fs = std::filesystem;
 using alexnet::cli::ArgParser;
 using alexnet::cli::UsageError;
-using alexnet::testing::run_alexnet;
-using alexnet::testing::TempDir;
+using namespace alexnet::testing;
 
 namespace {
 
@@ -106,7 +105,7 @@ TEST_CASE("alexnet train stopped by SIGTERM checkpoints and exits 143", "[cli]")
   kill(pid, SIGTERM);
   int status = 0;
   waitpid(pid, &status, 0);
-  const std::string log = alexnet::testing::read_text(dir / "train.txt");
+  const std::string log = read_text(dir / "train.txt");
   INFO(log);
   REQUIRE(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 143);

@@ -17,8 +17,7 @@
 namespace test_codes {
 
 using namespace alexnet::experiments;
-using alexnet::testing::run_alexnet;
-using alexnet::testing::TempDir;
+using namespace alexnet::testing;
 
 // Random bits [n, bits] as bool, from the global generator.
 torch::Tensor random_bits(int64_t n, int64_t bits) {

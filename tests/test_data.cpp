@@ -39,19 +39,11 @@
 
 namespace test_data {
 
-using alexnet::testing::edit_packed_header;
-using alexnet::testing::read_bytes;
-using alexnet::testing::skip_without_alexnet;
-using alexnet::testing::skip_without_python;
-using alexnet::testing::write_bytes;
-
 using namespace alexnet::data;
 namespace fs = std::filesystem;
+using namespace alexnet::testing;
 
 namespace {
-
-using alexnet::testing::TempDir;
-using alexnet::testing::write_text;
 
 std::vector<uint8_t> big_endian(std::initializer_list<uint32_t> values) {
   std::vector<uint8_t> out;
@@ -108,7 +100,6 @@ void write_small_pack(const std::string& path, int64_t channels = 3) {
                 {{"split", "train"}});
 }
 
-
 // Starts the alexnet executable with `args`, its stdout and stderr going to `log`.
 pid_t start_alexnet(const std::vector<std::string>& args, const std::string& log) {
   const pid_t pid = fork();
@@ -135,8 +126,6 @@ int wait_for(pid_t pid) {
 int run_alexnet(const std::vector<std::string>& args, const std::string& log) {
   return wait_for(start_alexnet(args, log));
 }
-
-using alexnet::testing::read_text;
 
 // Labels given per sample; images are 1x1 and never read.
 class LabelledDataset : public Dataset {

@@ -43,10 +43,9 @@ using alexnet::train::RunOptions;
 using alexnet::train::TrainConfig;
 using alexnet::train::TrainSummary;
 namespace fs = std::filesystem;
+using namespace alexnet::testing;
 
 namespace {
-
-using alexnet::testing::fresh_dir;
 
 using Clock = std::chrono::steady_clock;
 
@@ -55,9 +54,8 @@ double seconds_since(Clock::time_point start) {
 }
 
 // Image i is [1, 6, 5] filled from i; label i % 3.
-std::shared_ptr<alexnet::testing::InMemoryDataset> tiny_dataset(size_t size) {
-  auto dataset = std::make_shared<alexnet::testing::InMemoryDataset>(
-      "tiny", std::vector<std::string>{"a", "b", "c"});
+std::shared_ptr<InMemoryDataset> tiny_dataset(size_t size) {
+  auto dataset = std::make_shared<InMemoryDataset>("tiny", std::vector<std::string>{"a", "b", "c"});
   for (size_t i = 0; i < size; ++i) {
     auto image = (torch::arange(30, torch::kLong).view({1, 6, 5}) + static_cast<int64_t>(i)) % 256;
     dataset->add(image.to(torch::kByte), static_cast<int64_t>(i % 3));
@@ -94,8 +92,6 @@ const std::vector<std::string> kDistVars{"RANK",        "WORLD_SIZE",  "LOCAL_RA
                                          "MASTER_ADDR", "MASTER_PORT", "ALEXNET_RENDEZVOUS_FILE"};
 
 std::string self_executable() { return fs::read_symlink("/proc/self/exe").string(); }
-
-using alexnet::testing::read_text;
 
 // Runs the hidden worker test case in `nproc` processes.
 LaunchResult run_workers(const std::string& scenario, const fs::path& out, int64_t nproc = 2,
@@ -206,9 +202,9 @@ std::vector<torch::Tensor> reference_weights(std::vector<torch::Device> devices,
 }
 
 // `size` images [3, 64, 64] whose class (of 4) is a bright corner square over noise.
-std::shared_ptr<alexnet::testing::InMemoryDataset> corner_dataset(size_t size, uint64_t seed) {
-  auto dataset = std::make_shared<alexnet::testing::InMemoryDataset>(
-      "corner", std::vector<std::string>{"a", "b", "c", "d"});
+std::shared_ptr<InMemoryDataset> corner_dataset(size_t size, uint64_t seed) {
+  auto dataset =
+      std::make_shared<InMemoryDataset>("corner", std::vector<std::string>{"a", "b", "c", "d"});
   auto generator = at::detail::createCPUGenerator(seed);
   for (size_t i = 0; i < size; ++i) {
     const auto label = static_cast<int64_t>(i % 4);
@@ -222,7 +218,7 @@ std::shared_ptr<alexnet::testing::InMemoryDataset> corner_dataset(size_t size, u
 // The trainer's run on corner_dataset: 4 steps per epoch, flips, no dropout, a quarter of the
 // paper's width.
 TrainConfig trainer_config(int64_t max_steps) {
-  TrainConfig c = alexnet::testing::small_train_config();
+  TrainConfig c = small_train_config();
   c.model.dropout(0.0);
   c.data.workers = 0;
   c.epochs = 3;
@@ -240,7 +236,7 @@ extern "C" void request_stop(int) { g_stop = true; }
 TrainSummary run_trainer(int64_t max_steps, const std::string& run_dir, bool resume,
                          const DistributedConfig& distributed = {}, bool stop_on_sigint = false) {
   std::ostringstream log;
-  RunOptions options = alexnet::testing::quiet_run(run_dir, log, resume);
+  RunOptions options = quiet_run(run_dir, log, resume);
   if (stop_on_sigint) {
     signal(SIGINT, request_stop);
     options.stop = &g_stop;

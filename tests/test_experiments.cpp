@@ -31,16 +31,14 @@ using namespace alexnet::draw;
 
 using namespace alexnet::experiments;
 namespace fs = std::filesystem;
+using namespace alexnet::testing;
 
 namespace {
 
-using alexnet::testing::skip_without_alexnet;
-using alexnet::testing::TempDir;
-
 // A tiny in-memory data set: image i is [3, 12, 12] filled with a pattern of i, label i % 3.
-std::shared_ptr<alexnet::testing::InMemoryDataset> tiny_dataset(size_t n) {
-  auto dataset = std::make_shared<alexnet::testing::InMemoryDataset>(
-      "tiny", std::vector<std::string>{"zero", "one", "two"});
+std::shared_ptr<InMemoryDataset> tiny_dataset(size_t n) {
+  auto dataset =
+      std::make_shared<InMemoryDataset>("tiny", std::vector<std::string>{"zero", "one", "two"});
   for (size_t i = 0; i < n; ++i) {
     auto image = torch::arange(3 * 12 * 12, torch::kLong).view({3, 12, 12});
     image = (image * static_cast<int64_t>(i + 1) * 7 + static_cast<int64_t>(i) * 13) % 256;
@@ -98,8 +96,6 @@ void write_idx_test_split(const std::string& dir, uint32_t n) {
   write_big_endian(labels, {0x801, n});
   for (uint32_t i = 0; i < n; ++i) labels.put(static_cast<char>(i % 4));
 }
-
-using alexnet::testing::read_text;
 
 // Runs the alexnet binary with `args`, stdout to `out`; returns the exit status.
 // Runs the alexnet binary; its standard output goes to `out`, its errors and notes to
@@ -440,7 +436,7 @@ TEST_CASE("Every ablation variant builds and trains one step", "[experiments][va
   resolve_shared_statistics(base, data, log);
   ExperimentSettings settings;
   settings.base = base;
-  settings.out_dir = alexnet::testing::fresh_dir("ablation_variants").string();
+  settings.out_dir = fresh_dir("ablation_variants").string();
   settings.log = &log;
   const auto variants = ablation_variants();
   const auto runs = run_ablation(settings, data, variants, /*seeds=*/1);

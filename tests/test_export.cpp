@@ -34,15 +34,9 @@ using alexnet::AlexNet;
 using alexnet::AlexNetOptions;
 using alexnet::train::ExportInfo;
 namespace fs = std::filesystem;
+using namespace alexnet::testing;
 
 namespace {
-
-using alexnet::testing::fresh_dir;
-using alexnet::testing::read_text;
-using alexnet::testing::run_command;
-using alexnet::testing::save_constant_model;
-using alexnet::testing::ten_class_info;
-using alexnet::testing::ten_class_model;
 
 // The model of ten_class_model in float64, which export_torchscript writes in float64.
 AlexNet make_double_model(AlexNetOptions options) {
@@ -364,7 +358,7 @@ TEST_CASE("load_exported_model reads the attributes and names what is wrong", "[
 }
 
 TEST_CASE("Python's torch.jit.load runs the exported file with the same outputs", "[export]") {
-  if (alexnet::testing::skip_without_python("torch")) return;
+  if (skip_without_python("torch")) return;
   const std::string python = "/usr/bin/python3";
   const fs::path dir = fresh_dir("python");
   AlexNet model = make_double_model(AlexNetOptions());

@@ -24,11 +24,10 @@ namespace test_finetune {
 namespace fs = std::filesystem;
 using alexnet::AlexNet;
 using alexnet::AlexNetOptions;
-using alexnet::testing::quiet_run;
-using alexnet::testing::TempDir;
 using alexnet::train::RunData;
 using alexnet::train::TrainConfig;
 using TensorDict = torch::OrderedDict<std::string, torch::Tensor>;
+using namespace alexnet::testing;
 
 const std::vector<std::string> kConvs{"conv1", "conv2", "conv3", "conv4", "conv5"};
 
@@ -360,7 +359,6 @@ TEST_CASE("model.freeze, optimizer.lr_mult and init_from round-trip and are vali
 
 // Training images from seed 1, validation images from seed 2 (noise and squares alike).
 RunData corner_data(int64_t classes, size_t train, size_t val) {
-  using alexnet::testing::CornerSquaresDataset;
   torch::manual_seed(1);
   auto train_set = std::make_shared<CornerSquaresDataset>(train, classes, 1);
   torch::manual_seed(2);
@@ -369,7 +367,7 @@ RunData corner_data(int64_t classes, size_t train, size_t val) {
 
 // A quarter-width run of a few batches of 8 at 64 x 64 on the CPU, logging every step.
 TrainConfig small_run() {
-  TrainConfig c = alexnet::testing::small_train_config();
+  TrainConfig c = small_train_config();
   c.log_interval = 1;
   return c;
 }
@@ -487,9 +485,8 @@ TEST_CASE("train --init-from together with --resume is a usage error", "[finetun
   const std::string command = std::string(ALEXNET_BINARY) + " train --resume '" + (dir / "run") +
                               "' --init-from '" + (dir / "model.pt") + "' > '" + (dir / "out.txt") +
                               "' 2>&1";
-  CHECK(alexnet::testing::run_command(command) == 2);
-  CHECK_THAT(alexnet::testing::read_text(dir.path / "out.txt"),
-             Catch::Contains("leave out --init-from"));
+  CHECK(run_command(command) == 2);
+  CHECK_THAT(read_text(dir.path / "out.txt"), Catch::Contains("leave out --init-from"));
 }
 
 }  // namespace test_finetune

@@ -39,10 +39,9 @@ namespace test_onnx {
 
 using alexnet::AlexNet;
 using alexnet::AlexNetOptions;
-using alexnet::testing::ten_class_info;
-using alexnet::testing::ten_class_model;
 using alexnet::train::ExportInfo;
 namespace fs = std::filesystem;
+using namespace alexnet::testing;
 
 // Images with the spread of mean-subtracted but unscaled pixels, so that the LRN's scale
 // (k + alpha * sum of squares) differs from k and the LRN convention shows in the logits.
@@ -140,7 +139,7 @@ TEST_CASE("The ONNX graph follows the layer table, with the LRN per column", "[o
       "skipped: built without libonnx-dev (install it, e.g. third_party/install_deps.sh, to "
       "run ONNX's checker and parser on the exported files)");
 #else
-  const fs::path dir = alexnet::testing::fresh_dir("onnx_checker");
+  const fs::path dir = fresh_dir("onnx_checker");
   const std::vector<std::pair<std::string, AlexNetOptions> > variants{
       {"paper", AlexNetOptions()},
       {"one column, tanh, no LRN",
@@ -226,7 +225,7 @@ TEST_CASE("The ONNX graph follows the layer table, with the LRN per column", "[o
 }
 
 TEST_CASE("read_onnx_metadata reads what save_onnx wrote and names what is wrong", "[onnx]") {
-  const fs::path dir = alexnet::testing::fresh_dir("onnx_metadata");
+  const fs::path dir = fresh_dir("onnx_metadata");
   AlexNet model = ten_class_model(AlexNetOptions().in_channels(1).width(0.25));
   ExportInfo info = ten_class_info(1);
   info.class_names[3] = "Dress, \"long\"";
@@ -286,7 +285,7 @@ torch::Tensor opencv_logits(AlexNet& model, const ExportInfo& info, const torch:
 }
 
 TEST_CASE("OpenCV's DNN module computes LibTorch's logits from the exported file", "[onnx]") {
-  const fs::path dir = alexnet::testing::fresh_dir("onnx_opencv");
+  const fs::path dir = fresh_dir("onnx_opencv");
   struct Variant {
     std::string name;
     AlexNetOptions options;
@@ -337,7 +336,7 @@ TEST_CASE("OpenCV's DNN module computes LibTorch's logits from the exported file
 TEST_CASE("The LRN convention shows at the comparison's tolerance", "[onnx]") {
   // Sensitivity check for the test above: the file exported with one LRN convention against
   // LibTorch running the same weights with the other.
-  const fs::path dir = alexnet::testing::fresh_dir("onnx_lrn_convention");
+  const fs::path dir = fresh_dir("onnx_lrn_convention");
   auto paper = AlexNetOptions();
   auto divided =
       AlexNetOptions().lrn_options(alexnet::LocalResponseNormOptions(5).divide_alpha_by_size(true));
@@ -352,7 +351,7 @@ TEST_CASE("The LRN convention shows at the comparison's tolerance", "[onnx]") {
 }
 
 TEST_CASE("OnnxModel refuses inputs of the wrong shape and files it cannot read", "[onnx]") {
-  const fs::path dir = alexnet::testing::fresh_dir("onnx_refuses");
+  const fs::path dir = fresh_dir("onnx_refuses");
   AlexNet model = ten_class_model(AlexNetOptions().width(0.25));
   const std::string path = (dir / "model.onnx").string();
   alexnet::train::save_onnx(model, ten_class_info(3), path);
@@ -373,7 +372,7 @@ TEST_CASE("On a Fashion-MNIST image, export and predict agree across ONNX and To
     WARN("skipped: dataset-fashion-mnist is not installed");
     return;
   }
-  const fs::path dir = alexnet::testing::fresh_dir("onnx_fashion");
+  const fs::path dir = fresh_dir("onnx_fashion");
   // A checkpoint as `alexnet train` writes one for the demo's model (untrained weights), at a
   // quarter of its width.
   AlexNetOptions options = AlexNetOptions().width(0.25).in_channels(1).num_classes(10);
@@ -393,18 +392,16 @@ TEST_CASE("On a Fashion-MNIST image, export and predict agree across ONNX and To
   const std::string binary = ALEXNET_BINARY;
   const std::string onnx_path = (dir / "model.onnx").string();
   const std::string script_path = (dir / "model.pt").string();
-  REQUIRE(alexnet::testing::run_command(binary + " export --format onnx --checkpoint " +
-                                        checkpoint_path + " --out " + onnx_path + " --json >" +
-                                        (dir / "export.json").string()) == 0);
-  const auto exported = nlohmann::json::parse(alexnet::testing::read_text(dir / "export.json"));
+  REQUIRE(run_command(binary + " export --format onnx --checkpoint " + checkpoint_path + " --out " +
+                      onnx_path + " --json >" + (dir / "export.json").string()) == 0);
+  const auto exported = nlohmann::json::parse(read_text(dir / "export.json"));
   CHECK(exported.at("format") == "onnx");
   CHECK(exported.at("max_relative_difference").get<double>() < kOnnxTolerance);
-  REQUIRE(alexnet::testing::run_command(binary + " export --checkpoint " + checkpoint_path +
-                                        " --out " + script_path + " >/dev/null") == 0);
-  CHECK(alexnet::testing::run_command(binary + " export --format tflite --checkpoint " +
-                                      checkpoint_path + " --out x 2>" +
-                                      (dir / "err.txt").string()) != 0);
-  CHECK(alexnet::testing::read_text(dir / "err.txt").find("tflite") != std::string::npos);
+  REQUIRE(run_command(binary + " export --checkpoint " + checkpoint_path + " --out " + script_path +
+                      " >/dev/null") == 0);
+  CHECK(run_command(binary + " export --format tflite --checkpoint " + checkpoint_path +
+                    " --out x 2>" + (dir / "err.txt").string()) != 0);
+  CHECK(read_text(dir / "err.txt").find("tflite") != std::string::npos);
 
   // Test images 0 .. 3 as PNG files, prepared by the evaluation pipeline as predict does.
   alexnet::train::OnnxModel onnx(onnx_path);
@@ -426,12 +423,11 @@ TEST_CASE("On a Fashion-MNIST image, export and predict agree across ONNX and To
 
   // predict gives the same classes and probabilities from either file.
   for (const std::string& file : {onnx_path, script_path}) {
-    REQUIRE(alexnet::testing::run_command(binary + " predict --json --top 3 --model " + file +
-                                          images + " >" + file + ".json") == 0);
+    REQUIRE(run_command(binary + " predict --json --top 3 --model " + file + images + " >" + file +
+                        ".json") == 0);
   }
-  const auto from_onnx = nlohmann::json::parse(alexnet::testing::read_text(onnx_path + ".json"));
-  const auto from_script =
-      nlohmann::json::parse(alexnet::testing::read_text(script_path + ".json"));
+  const auto from_onnx = nlohmann::json::parse(read_text(onnx_path + ".json"));
+  const auto from_script = nlohmann::json::parse(read_text(script_path + ".json"));
   REQUIRE(from_onnx.size() == 4);
   REQUIRE(from_script.size() == 4);
   for (size_t i = 0; i < 4; ++i) {
@@ -443,9 +439,9 @@ TEST_CASE("On a Fashion-MNIST image, export and predict agree across ONNX and To
             Approx(b.at("probability").get<double>()).margin(1e-4));
     }
   }
-  CHECK(alexnet::testing::run_command(binary + " predict --model " + (dir / "nope.onnx").string() +
-                                      images + " 2>" + (dir / "err.txt").string()) != 0);
-  CHECK(alexnet::testing::read_text(dir / "err.txt").find("nope.onnx") != std::string::npos);
+  CHECK(run_command(binary + " predict --model " + (dir / "nope.onnx").string() + images + " 2>" +
+                    (dir / "err.txt").string()) != 0);
+  CHECK(read_text(dir / "err.txt").find("nope.onnx") != std::string::npos);
   fs::remove_all(dir);
 }
 #endif

@@ -20,13 +20,11 @@
 namespace test_run_folder {
 
 namespace fs = std::filesystem;
-using alexnet::testing::fresh_dir;
-using alexnet::testing::read_text;
-using alexnet::testing::write_text;
 using alexnet::train::FolderPolicy;
 using alexnet::train::RunFolder;
 using Catch::Matchers::Contains;
 using nlohmann::json;
+using namespace alexnet::testing;
 
 TEST_CASE("A folder that holds a run is refused unless resuming or overwriting", "[run_folder]") {
   const auto dir = fresh_dir("held");

@@ -28,15 +28,9 @@
 
 namespace test_shards {
 
-using alexnet::testing::edit_packed_header;
-using alexnet::testing::read_bytes;
-using alexnet::testing::skip_without_alexnet;
-using alexnet::testing::write_bytes;
-
 using namespace alexnet::data;
 namespace fs = std::filesystem;
-using alexnet::testing::read_text;
-using alexnet::testing::TempDir;
+using namespace alexnet::testing;
 
 // A smooth image (gradients and a soft blob, as photographs are mostly smooth), [3, h, w].
 torch::Tensor smooth_image(int64_t height, int64_t width, int64_t seed) {
@@ -80,7 +74,6 @@ ShardWriteOptions shard_options(const std::string& folder, PackedEncoding encodi
   options.source = {{"data", "generated"}};
   return options;
 }
-
 
 void edit_json_file(const std::string& path, const std::function<void(nlohmann::json&)>& edit) {
   auto json = nlohmann::json::parse(read_text(path));
@@ -499,7 +492,7 @@ TEST_CASE("The loader reads a shard folder the same with any number of workers, 
 int run_prepare(const std::string& args, const std::string& log) {
   const std::string command =
       std::string(ALEXNET_BINARY) + " prepare " + args + " > " + log + " 2>&1";
-  return alexnet::testing::run_command(command);
+  return run_command(command);
 }
 
 TEST_CASE(

@@ -26,22 +26,20 @@ namespace test_trainer {
 namespace fs = std::filesystem;
 using alexnet::train::RunData;
 using alexnet::train::TrainConfig;
+using namespace alexnet::testing;
 
 namespace {
 
-using alexnet::testing::fresh_dir;
-using alexnet::testing::quiet_run;
-
 RunData pattern_data(size_t train, size_t val) {
   torch::manual_seed(5);
-  return {std::make_shared<alexnet::testing::CornerSquaresDataset>(train, 4, 1),
-          std::make_shared<alexnet::testing::CornerSquaresDataset>(val, 4, 2)};
+  return {std::make_shared<CornerSquaresDataset>(train, 4, 1),
+          std::make_shared<CornerSquaresDataset>(val, 4, 2)};
 }
 
 // small_train_config() stopping after `max_steps` steps (0: after its epochs), with a metrics
 // record every two steps.
 TrainConfig tiny_config(int64_t max_steps = 0) {
-  TrainConfig c = alexnet::testing::small_train_config();
+  TrainConfig c = small_train_config();
   c.max_steps = max_steps;
   c.log_interval = 2;
   return c;
@@ -344,8 +342,6 @@ TEST_CASE("configs/imagenet.json starts training on an ImageNet-layout folder", 
 #endif
 
 namespace {
-
-using alexnet::testing::read_text;
 
 // The steps of metrics.jsonl's step records, in file order.
 std::vector<int64_t> logged_steps(const fs::path& path) {

@@ -24,11 +24,7 @@ namespace test_val_layouts {
 namespace fs = std::filesystem;
 using alexnet::data::LabelledFolderOptions;
 using alexnet::data::LabelsFormat;
-using alexnet::testing::read_text;
-using alexnet::testing::run_command;
-using alexnet::testing::save_constant_model;
-using alexnet::testing::TempDir;
-using alexnet::testing::write_text;
+using namespace alexnet::testing;
 
 // Three synsets in sorted order: labels 0, 1, 2 of a training folder holding them.
 const std::vector<std::string>& synsets() {
