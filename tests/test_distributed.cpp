@@ -662,6 +662,14 @@ TEST_CASE("Ranks that disagree on WORLD_SIZE are told so", "[distributed]") {
   CHECK(seconds_since(start) < 4);  // found out at once, not at the timeout
 }
 
+// What rank 0 wrote in a fault scenario: the seconds until its error, and the error's message.
+std::pair<double, std::string> rank0_report(const fs::path& out) {
+  std::istringstream report(read_text(out / "rank0.txt"));
+  double seconds = 0;
+  report >> seconds;
+  return {seconds, std::string(std::istreambuf_iterator<char>(report), {})};
+}
+
 TEST_CASE("A dead rank stops the others with an error naming it", "[distributed]") {
   const auto out = fresh_dir("dead");
   const auto result = run_workers("dead", out, 2, {{"ALEXNET_TEST_TIMEOUT_MS", "20000"}});
@@ -669,10 +677,7 @@ TEST_CASE("A dead rank stops the others with an error naming it", "[distributed]
   CHECK(result.exit_code == 3);
   CHECK_THAT(result.message, Catch::Matchers::Contains("rank 1") &&
                                  Catch::Matchers::Contains("exited with code 3"));
-  std::istringstream report(read_text(out / "rank0.txt"));
-  double seconds = 0;
-  report >> seconds;
-  const std::string message(std::istreambuf_iterator<char>(report), {});
+  const auto [seconds, message] = rank0_report(out);
   INFO(message);
   CHECK_THAT(message, Catch::Matchers::Contains("rank 1") && Catch::Matchers::Contains("gone"));
   CHECK(seconds < 20);  // a closed connection is noticed before the timeout
@@ -684,10 +689,7 @@ TEST_CASE("A hung rank makes the others fail after the timeout, naming it", "[di
   const auto start = Clock::now();
   const auto result = run_workers("hung", out, 2, {{"ALEXNET_TEST_TIMEOUT_MS", "2000"}});
   CHECK(seconds_since(start) < 30);  // rank 1 sleeps for 60 s: it was stopped
-  std::istringstream report(read_text(out / "rank0.txt"));
-  double seconds = 0;
-  report >> seconds;
-  const std::string message(std::istreambuf_iterator<char>(report), {});
+  const auto [seconds, message] = rank0_report(out);
   INFO(message);
   CHECK_THAT(message, Catch::Matchers::Contains("rank 0") &&
                           Catch::Matchers::Contains("rank 1 never started it") &&
