@@ -1,4 +1,5 @@
-// File helpers shared by the data tests: raw bytes, and editing a packed file's header.
+// Helpers shared by the tests that handle data: raw bytes, editing a packed file's header, and
+// a data set held in memory.
 #pragma once
 
 #include <cstdint>
@@ -8,9 +9,13 @@
 #include <functional>
 #include <iterator>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include <torch/torch.h>
 #include <nlohmann/json.hpp>
+
+#include "data/dataset.h"
 
 namespace alexnet::testing {
 
@@ -46,5 +51,28 @@ inline void edit_packed_header(const std::string& path,
   std::memcpy(bytes.data() + 24, &size, 8);
   write_bytes(path, bytes);
 }
+
+/// Images and their labels held in memory, added one by one; describe(i) is "<kind>#<i>".
+class InMemoryDataset : public data::Dataset {
+ public:
+  InMemoryDataset(std::string kind, std::vector<std::string> class_names)
+      : kind_(std::move(kind)), class_names_(std::move(class_names)) {}
+  /// Appends a sample: `image` uint8 [C, H, W], `label` in 0 .. class_names().size() - 1.
+  void add(torch::Tensor image, int64_t label) {
+    images_.push_back(std::move(image));
+    labels_.push_back(label);
+  }
+  size_t size() const override { return images_.size(); }
+  data::Sample get(size_t i) const override { return {images_.at(i), labels_.at(i)}; }
+  int64_t label(size_t i) const override { return labels_.at(i); }
+  const std::vector<std::string>& class_names() const override { return class_names_; }
+  std::string describe(size_t i) const override { return kind_ + "#" + std::to_string(i); }
+
+ private:
+  std::string kind_;
+  std::vector<std::string> class_names_;
+  std::vector<torch::Tensor> images_;
+  std::vector<int64_t> labels_;
+};
 
 }  // namespace alexnet::testing

@@ -45,6 +45,11 @@ std::string read_text(const fs::path& path) {
   return text.str();
 }
 
+void write_text(const fs::path& path, const std::string& text) {
+  fs::create_directories(path.parent_path());
+  std::ofstream(path, std::ios::binary) << text;
+}
+
 }  // namespace alexnet::testing
 
 namespace {

@@ -20,6 +20,9 @@ int run_command(const std::string& command);
 /// The whole file as text ("" when it cannot be read).
 std::string read_text(const std::filesystem::path& path);
 
+/// Writes `text` to `path`, creating its folder.
+void write_text(const std::filesystem::path& path, const std::string& text);
+
 /// A fresh folder with a name of its own (test_root()/dir<N>), for tests that need several.
 struct TempDir {
   TempDir();

@@ -9,8 +9,9 @@
 #include <iterator>
 #include <sstream>
 
-#include "train/checkpoint.h"
+#include "tests/app_support.h"
 #include "tests/support.h"
+#include "train/checkpoint.h"
 
 namespace test_checkpoint {
 
@@ -18,13 +19,9 @@ namespace fs = std::filesystem;
 using alexnet::train::Checkpoint;
 using alexnet::train::load_checkpoint;
 using alexnet::train::save_checkpoint;
+using namespace alexnet::testing;
 
 namespace {
-
-using alexnet::testing::fresh_dir;
-using alexnet::testing::read_text;
-using alexnet::testing::run_command;
-
 
 Checkpoint example(float scale) {
   torch::manual_seed(1);
@@ -184,13 +181,8 @@ TEST_CASE("A checkpoint of an older version (a TorchScript archive) is refused, 
 
 TEST_CASE("Python's torch.load(weights_only=True) reads a checkpoint as plain data",
           "[checkpoint]") {
+  if (skip_without_python("torch")) return;
   const std::string python = "/usr/bin/python3";
-  if (!fs::exists(python) || run_command(python + " -c 'import torch' >/dev/null 2>&1") != 0) {
-    WARN("skipped: " << python
-                     << " is missing or cannot import torch (install Debian's python3-torch for "
-                        "the Python load check)");
-    return;
-  }
   const auto dir = fresh_dir("python");
   const auto path = (dir / "last.pt").string();
   const Checkpoint saved = example(1.0f);

@@ -11,6 +11,7 @@
 #include <catch2/catch.hpp>
 
 #include "tests/support.h"
+#include "tests/train_support.h"
 #include "train/checkpoint.h"
 #include "train/checkpoint_history.h"
 #include "train/config.h"
@@ -19,57 +20,32 @@
 namespace test_checkpoint_history {
 
 namespace fs = std::filesystem;
-using alexnet::testing::fresh_dir;
-
-// Random 64x64 images of four classes (labels i % 4).
-class NoiseDataset : public alexnet::data::Dataset {
- public:
-  explicit NoiseDataset(size_t n) {
-    torch::manual_seed(11);
-    for (size_t i = 0; i < n; ++i) {
-      images_.push_back(torch::randint(0, 256, {3, 64, 64}, torch::kUInt8));
-      labels_.push_back(static_cast<int64_t>(i % 4));
-    }
-    names_ = {"a", "b", "c", "d"};
-  }
-  size_t size() const override { return images_.size(); }
-  alexnet::data::Sample get(size_t i) const override { return {images_.at(i), labels_.at(i)}; }
-  int64_t label(size_t i) const override { return labels_.at(i); }
-  const std::vector<std::string>& class_names() const override { return names_; }
-  std::string describe(size_t i) const override { return "noise#" + std::to_string(i); }
-
- private:
-  std::vector<torch::Tensor> images_;
-  std::vector<int64_t> labels_;
-  std::vector<std::string> names_;
-};
+using namespace alexnet::testing;
 
 // A quarter-width net, 16 training images in batches of 8: two steps per epoch.
 alexnet::train::TrainConfig small_config(int64_t epochs, int64_t keep_last) {
-  alexnet::train::TrainConfig c;
-  c.model.init(alexnet::Init::kKaiming).width(0.25);
-  c.data.resize = 0;
-  c.data.crop = 64;
-  c.data.pca_lighting = false;
+  auto c = small_train_config();
   // Pixels of uniform noise on 0..255: mean 127.5, std 74.
-  c.data.normalize = "mean_std";
   c.data.mean = {127.5, 127.5, 127.5};
   c.data.std = {74.0, 74.0, 74.0};
-  c.data.workers = 1;
-  c.schedule.kind = "constant";
   c.epochs = epochs;
-  c.batch_size = 8;
-  c.eval_batch_size = 8;
-  c.devices = "cpu";
-  c.threads = 2;
   c.log_interval = 100;
   c.checkpoint.keep_last = keep_last;
   return c;
 }
 
-alexnet::train::RunData small_data() {
-  return {std::make_shared<NoiseDataset>(16), std::make_shared<NoiseDataset>(4)};
+// Random 64x64 images of four classes (labels i % 4).
+std::shared_ptr<InMemoryDataset> noise_dataset(size_t n) {
+  torch::manual_seed(11);
+  auto dataset =
+      std::make_shared<InMemoryDataset>("noise", std::vector<std::string>{"a", "b", "c", "d"});
+  for (size_t i = 0; i < n; ++i) {
+    dataset->add(torch::randint(0, 256, {3, 64, 64}, torch::kUInt8), static_cast<int64_t>(i % 4));
+  }
+  return dataset;
 }
+
+alexnet::train::RunData small_data() { return {noise_dataset(16), noise_dataset(4)}; }
 
 // The names of the files in `folder`.
 std::set<std::string> file_names(const fs::path& folder) {
@@ -78,15 +54,6 @@ std::set<std::string> file_names(const fs::path& folder) {
     names.insert(entry.path().filename().string());
   }
   return names;
-}
-
-alexnet::train::RunOptions quiet_run(const fs::path& dir, std::ostringstream& log, bool resume) {
-  alexnet::train::RunOptions options;
-  options.run_dir = dir.string();
-  options.log = &log;
-  options.finalize = false;
-  options.resume = resume;
-  return options;
 }
 
 TEST_CASE("Epoch checkpoint names and pruning keep the most recent epochs", "[checkpoint]") {
@@ -103,7 +70,7 @@ TEST_CASE("Epoch checkpoint names and pruning keep the most recent epochs", "[ch
     alexnet::train::keep_epoch_checkpoint(dir, last, epoch, /*keep_last=*/3);
   }
   CHECK(alexnet::train::epoch_checkpoints(dir) == std::vector<int64_t>{10, 11, 12});
-  CHECK(alexnet::testing::read_text(dir / "epoch_0012.pt") == "checkpoint bytes");
+  CHECK(read_text(dir / "epoch_0012.pt") == "checkpoint bytes");
   CHECK(file_names(dir) == std::set<std::string>{"last.pt", "best.pt", "epoch_abc.pt",
                                                  "epoch_0001.pt.tmp2", "epoch_0010.pt",
                                                  "epoch_0011.pt", "epoch_0012.pt"});
@@ -123,7 +90,7 @@ TEST_CASE("checkpoint.keep_last keeps the last N epoch checkpoints, across a res
   std::ostringstream log;
   const fs::path dir = fresh_dir("history_run");
   // Three epochs, then two more in a resumed run.
-  alexnet::train::train(small_config(3, 2), data, quiet_run(dir, log, /*resume=*/false));
+  alexnet::train::train(small_config(3, 2), data, quiet_run(dir, log));
   INFO(log.str());
   CHECK(file_names(dir / "checkpoints") ==
         std::set<std::string>{"last.pt", "best.pt", "epoch_0002.pt", "epoch_0003.pt"});
@@ -141,13 +108,12 @@ TEST_CASE("checkpoint.keep_last keeps the last N epoch checkpoints, across a res
   const auto newest = alexnet::train::load_checkpoint((dir / "checkpoints/epoch_0005.pt").string());
   const auto last = alexnet::train::load_checkpoint((dir / "checkpoints/last.pt").string());
   CHECK(torch::equal(newest.model["fc8.weight"], last.model["fc8.weight"]));
-  CHECK(nlohmann::json::parse(alexnet::testing::read_text(dir / "config.json"))
-            .at("checkpoint")
-            .at("keep_last") == 2);
+  CHECK(nlohmann::json::parse(read_text(dir / "config.json")).at("checkpoint").at("keep_last") ==
+        2);
 
   // The default, 0, keeps none.
   const fs::path plain = fresh_dir("history_none");
-  alexnet::train::train(small_config(2, 0), data, quiet_run(plain, log, /*resume=*/false));
+  alexnet::train::train(small_config(2, 0), data, quiet_run(plain, log));
   CHECK(file_names(plain / "checkpoints") == std::set<std::string>{"last.pt", "best.pt"});
   fs::remove_all(dir);
   fs::remove_all(plain);

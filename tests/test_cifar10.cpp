@@ -15,11 +15,9 @@ namespace test_cifar10 {
 
 using namespace alexnet::data;
 namespace fs = std::filesystem;
+using namespace alexnet::testing;
 
 namespace {
-
-using alexnet::testing::TempDir;
-
 
 // The value of pixel (c, y, x) of record r in file f: distinct per record and position.
 uint8_t pixel(int f, int r, int c, int y, int x) {

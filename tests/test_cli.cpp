@@ -14,6 +14,7 @@
 
 #include "cli/arg_parser.h"
 #include "data/dataset.h"
+#include "tests/app_support.h"
 #include "tests/support.h"
 
 namespace test_cli {
@@ -21,7 +22,7 @@ namespace test_cli {
 namespace fs = std::filesystem;
 using alexnet::cli::ArgParser;
 using alexnet::cli::UsageError;
-using alexnet::testing::TempDir;
+using namespace alexnet::testing;
 
 namespace {
 
@@ -29,19 +30,6 @@ ArgParser example_parser() {
   ArgParser parser("alexnet example [options] FILE...", "An example.");
   parser.option("threads", "threads", "0").option("set", "key=value").positionals("FILE", "files");
   return parser;
-}
-
-struct Outcome {
-  int status = -1;  // the exit status, or 128 + N when signal N ended the process
-  std::string output;
-};
-
-// Runs `alexnet ARGS` with stdout and stderr into a file of `dir`.
-Outcome run_alexnet(const std::string& args, const TempDir& dir) {
-  const std::string log = dir / "output.txt";
-  const int status =
-      alexnet::testing::run_command(std::string(ALEXNET_BINARY) + " " + args + " >" + log + " 2>&1");
-  return {status, alexnet::testing::read_text(log)};
 }
 
 }  // namespace
@@ -117,7 +105,7 @@ TEST_CASE("alexnet train stopped by SIGTERM checkpoints and exits 143", "[cli]")
   kill(pid, SIGTERM);
   int status = 0;
   waitpid(pid, &status, 0);
-  const std::string log = alexnet::testing::read_text(dir / "train.txt");
+  const std::string log = read_text(dir / "train.txt");
   INFO(log);
   REQUIRE(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 143);

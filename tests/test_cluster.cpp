@@ -16,7 +16,7 @@
 namespace test_cluster {
 
 using namespace alexnet::experiments;
-using alexnet::testing::TempDir;
+using namespace alexnet::testing;
 
 torch::Tensor labeling(std::vector<int64_t> values) { return torch::tensor(values, torch::kLong); }
 
@@ -144,7 +144,7 @@ TEST_CASE("alexnet cluster scores fc7 and pixel clusterings against the labels",
   int status = std::system(
       (binary + " cluster --index " + (dir / "blobs.index") + " --seeds 3 --json >" + log + " 2>&1")
           .c_str());
-  const std::string text = alexnet::testing::read_text(log);
+  const std::string text = read_text(log);
   INFO(text);
   REQUIRE(WIFEXITED(status));
   REQUIRE(WEXITSTATUS(status) == 0);
@@ -159,16 +159,16 @@ TEST_CASE("alexnet cluster scores fc7 and pixel clusterings against the labels",
                         " --input fc7 --k 500 >" + log + " 2>&1")
                            .c_str());
   CHECK(WEXITSTATUS(status) != 0);
-  CHECK_THAT(alexnet::testing::read_text(log), Catch::Contains("got 500"));
+  CHECK_THAT(read_text(log), Catch::Contains("got 500"));
   status = std::system(
       (binary + " cluster --index " + (dir / "blobs.index") + " --input fc6 >" + log + " 2>&1")
           .c_str());
   CHECK(WEXITSTATUS(status) != 0);
-  CHECK_THAT(alexnet::testing::read_text(log), Catch::Contains("fc6"));
+  CHECK_THAT(read_text(log), Catch::Contains("fc6"));
   status = std::system(
       (binary + " cluster --index " + (dir / "none.index") + " >" + log + " 2>&1").c_str());
   CHECK(WEXITSTATUS(status) != 0);
-  CHECK_THAT(alexnet::testing::read_text(log), Catch::Contains("none.index"));
+  CHECK_THAT(read_text(log), Catch::Contains("none.index"));
 }
 
 }  // namespace test_cluster

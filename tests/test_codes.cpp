@@ -1,5 +1,3 @@
-#include <sys/wait.h>
-
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
@@ -13,12 +11,13 @@
 
 #include "experiments/binary_codes.h"
 #include "experiments/feature_index.h"
+#include "tests/app_support.h"
 #include "tests/support.h"
 
 namespace test_codes {
 
 using namespace alexnet::experiments;
-using alexnet::testing::TempDir;
+using namespace alexnet::testing;
 
 // Random bits [n, bits] as bool, from the global generator.
 torch::Tensor random_bits(int64_t n, int64_t bits) {
@@ -74,19 +73,6 @@ FeatureIndex clustered_index(int64_t classes, int64_t per_class, int64_t dim) {
   index.split = "test";
   index.model_path = "none.pt";
   return index;
-}
-
-struct CommandResult {
-  int status = -1;
-  std::string output;
-};
-
-// Runs `alexnet ARGS`, its stdout and stderr into a file of `dir`.
-CommandResult run_alexnet(const std::string& args, const TempDir& dir) {
-  const std::string log = dir / "output.txt";
-  const int status =
-      std::system((std::string(ALEXNET_BINARY) + " " + args + " >" + log + " 2>&1").c_str());
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, alexnet::testing::read_text(log)};
 }
 
 TEST_CASE("Bits are packed into uint64 words and unpacked unchanged", "[codes]") {

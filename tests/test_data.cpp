@@ -28,6 +28,7 @@
 #include "data/image_folder.h"
 #include "data/loader.h"
 #include "data/packed.h"
+#include "tests/app_support.h"
 #include "tests/data_support.h"
 #include "tests/support.h"
 
@@ -38,21 +39,11 @@
 
 namespace test_data {
 
-using alexnet::testing::edit_packed_header;
-using alexnet::testing::read_bytes;
-using alexnet::testing::write_bytes;
-
 using namespace alexnet::data;
 namespace fs = std::filesystem;
+using namespace alexnet::testing;
 
 namespace {
-
-using alexnet::testing::TempDir;
-
-void write_text(const std::string& path, const std::string& text) {
-  fs::create_directories(fs::path(path).parent_path());
-  std::ofstream(path) << text;
-}
 
 std::vector<uint8_t> big_endian(std::initializer_list<uint32_t> values) {
   std::vector<uint8_t> out;
@@ -87,13 +78,6 @@ void write_idx(const std::string& dir, const std::string& prefix, uint32_t n, ui
   write("-labels-idx1-ubyte", labels);
 }
 
-bool python_has_torchvision() {
-  static const bool available =
-      fs::exists("/usr/bin/python3") &&
-      std::system("/usr/bin/python3 -c 'import torchvision' >/dev/null 2>&1") == 0;
-  return available;
-}
-
 #if ALEXNET_WITH_OPENCV
 bool write_image(const std::string& path, const cv::Mat& image,
                  const std::vector<int>& params = {}) {
@@ -115,7 +99,6 @@ void write_small_pack(const std::string& path, int64_t channels = 3) {
                 channels == 3 ? std::optional<DatasetStats>(stats.finish()) : std::nullopt,
                 {{"split", "train"}});
 }
-
 
 // Starts the alexnet executable with `args`, its stdout and stderr going to `log`.
 pid_t start_alexnet(const std::vector<std::string>& args, const std::string& log) {
@@ -143,8 +126,6 @@ int wait_for(pid_t pid) {
 int run_alexnet(const std::vector<std::string>& args, const std::string& log) {
   return wait_for(start_alexnet(args, log));
 }
-
-using alexnet::testing::read_text;
 
 // Labels given per sample; images are 1x1 and never read.
 class LabelledDataset : public Dataset {
@@ -232,10 +213,7 @@ TEST_CASE("Image extensions are matched case-insensitively; nested folders belon
 
 TEST_CASE("Class indices and sample order match torchvision (via /usr/bin/python3)",
           "[data][python]") {
-  if (!python_has_torchvision()) {
-    WARN("skipped: /usr/bin/python3 with torchvision is not available");
-    return;
-  }
+  if (skip_without_python("torchvision")) return;
   TempDir dir;
   const std::string root = dir / "root";
   for (const char* file :
@@ -365,10 +343,7 @@ TEST_CASE("Decoding gives 8-bit RGB for colour, grey, 16-bit and alpha images", 
 
 TEST_CASE("CMYK JPEGs decode to the RGB PIL gives (via /usr/bin/python3)",
           "[data][decode][python]") {
-  if (!python_has_torchvision()) {
-    WARN("skipped: /usr/bin/python3 with PIL is not available");
-    return;
-  }
+  if (skip_without_python("torchvision")) return;
   TempDir dir;
   const std::string script = dir / "cmyk.py";
   write_text(script,
@@ -686,10 +661,7 @@ TEST_CASE("subset keeps the first n samples or the given indices", "[data]") {
 
 TEST_CASE("`alexnet prepare` writes a packed file and skips bad images", "[data][packed][app]") {
 #if ALEXNET_WITH_OPENCV
-  if (!fs::exists(ALEXNET_BINARY)) {
-    WARN("skipped: " ALEXNET_BINARY " is not built");
-    return;
-  }
+  if (skip_without_alexnet()) return;
   TempDir dir;
   for (int c = 0; c < 2; ++c) {
     for (int i = 0; i < 3; ++i) {
@@ -1137,10 +1109,7 @@ void write_two_classes(const std::string& root, int per_class) {
 
 TEST_CASE("`alexnet prepare` stopped by SIGINT or SIGTERM removes its partial file",
           "[data][packed][app]") {
-  if (!fs::exists(ALEXNET_BINARY)) {
-    WARN("skipped: " ALEXNET_BINARY " is not built");
-    return;
-  }
+  if (skip_without_alexnet()) return;
   for (int sig : {SIGINT, SIGTERM}) {
     INFO("signal " << sig);
     TempDir dir;
@@ -1176,10 +1145,7 @@ TEST_CASE("`alexnet prepare` stopped by SIGINT or SIGTERM removes its partial fi
 
 TEST_CASE("`alexnet prepare` writes the skipped-images log only when an image was skipped",
           "[data][packed][app]") {
-  if (!fs::exists(ALEXNET_BINARY)) {
-    WARN("skipped: " ALEXNET_BINARY " is not built");
-    return;
-  }
+  if (skip_without_alexnet()) return;
   TempDir dir;
   write_two_classes(dir / "root", 2);
   REQUIRE(mkfifo((dir / "root/c0/pipe.jpg").c_str(), 0644) == 0);  // skipped, never opened
@@ -1207,10 +1173,7 @@ TEST_CASE("`alexnet prepare` writes the skipped-images log only when an image wa
 }
 
 TEST_CASE("`alexnet prepare --limit` keeps every class in proportion", "[data][packed][app]") {
-  if (!fs::exists(ALEXNET_BINARY)) {
-    WARN("skipped: " ALEXNET_BINARY " is not built");
-    return;
-  }
+  if (skip_without_alexnet()) return;
   TempDir dir;
   write_two_classes(dir / "root", 3);
   REQUIRE(run_alexnet({"prepare", "--data", dir / "root", "--out", dir / "a.pack", "--size", "8",

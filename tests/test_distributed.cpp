@@ -43,10 +43,9 @@ using alexnet::train::RunOptions;
 using alexnet::train::TrainConfig;
 using alexnet::train::TrainSummary;
 namespace fs = std::filesystem;
+using namespace alexnet::testing;
 
 namespace {
-
-using alexnet::testing::fresh_dir;
 
 using Clock = std::chrono::steady_clock;
 
@@ -55,23 +54,14 @@ double seconds_since(Clock::time_point start) {
 }
 
 // Image i is [1, 6, 5] filled from i; label i % 3.
-class TinyDataset : public data::Dataset {
- public:
-  explicit TinyDataset(size_t size) : size_(size) {}
-  size_t size() const override { return size_; }
-  data::Sample get(size_t index) const override {
-    auto image =
-        (torch::arange(30, torch::kLong).view({1, 6, 5}) + static_cast<int64_t>(index)) % 256;
-    return data::Sample{image.to(torch::kByte), label(index)};
+std::shared_ptr<InMemoryDataset> tiny_dataset(size_t size) {
+  auto dataset = std::make_shared<InMemoryDataset>("tiny", std::vector<std::string>{"a", "b", "c"});
+  for (size_t i = 0; i < size; ++i) {
+    auto image = (torch::arange(30, torch::kLong).view({1, 6, 5}) + static_cast<int64_t>(i)) % 256;
+    dataset->add(image.to(torch::kByte), static_cast<int64_t>(i % 3));
   }
-  int64_t label(size_t index) const override { return static_cast<int64_t>(index % 3); }
-  const std::vector<std::string>& class_names() const override { return names_; }
-  std::string describe(size_t index) const override { return "tiny#" + std::to_string(index); }
-
- private:
-  size_t size_;
-  std::vector<std::string> names_{"a", "b", "c"};
-};
+  return dataset;
+}
 
 // Sets environment variables for one scope and restores them afterwards.
 class ScopedEnv {
@@ -102,8 +92,6 @@ const std::vector<std::string> kDistVars{"RANK",        "WORLD_SIZE",  "LOCAL_RA
                                          "MASTER_ADDR", "MASTER_PORT", "ALEXNET_RENDEZVOUS_FILE"};
 
 std::string self_executable() { return fs::read_symlink("/proc/self/exe").string(); }
-
-using alexnet::testing::read_text;
 
 // Runs the hidden worker test case in `nproc` processes.
 LaunchResult run_workers(const std::string& scenario, const fs::path& out, int64_t nproc = 2,
@@ -213,33 +201,24 @@ std::vector<torch::Tensor> reference_weights(std::vector<torch::Device> devices,
   return state_values(model);
 }
 
-// 40 images [3, 64, 64] whose class (of 4) is a bright corner square over noise.
-class CornerDataset : public data::Dataset {
- public:
-  explicit CornerDataset(size_t size, uint64_t seed) {
-    auto generator = at::detail::createCPUGenerator(seed);
-    for (size_t i = 0; i < size; ++i) {
-      const auto label = static_cast<int64_t>(i % 4);
-      auto image = torch::randint(0, 80, {3, 64, 64}, generator, torch::kLong);
-      image.narrow(1, (label / 2) * 32, 32).narrow(2, (label % 2) * 32, 32).add_(150);
-      images_.push_back(image.to(torch::kByte));
-    }
+// `size` images [3, 64, 64] whose class (of 4) is a bright corner square over noise.
+std::shared_ptr<InMemoryDataset> corner_dataset(size_t size, uint64_t seed) {
+  auto dataset =
+      std::make_shared<InMemoryDataset>("corner", std::vector<std::string>{"a", "b", "c", "d"});
+  auto generator = at::detail::createCPUGenerator(seed);
+  for (size_t i = 0; i < size; ++i) {
+    const auto label = static_cast<int64_t>(i % 4);
+    auto image = torch::randint(0, 80, {3, 64, 64}, generator, torch::kLong);
+    image.narrow(1, (label / 2) * 32, 32).narrow(2, (label % 2) * 32, 32).add_(150);
+    dataset->add(image.to(torch::kByte), label);
   }
-  size_t size() const override { return images_.size(); }
-  data::Sample get(size_t i) const override { return {images_.at(i), static_cast<int64_t>(i % 4)}; }
-  int64_t label(size_t i) const override { return static_cast<int64_t>(i % 4); }
-  const std::vector<std::string>& class_names() const override { return names_; }
-  std::string describe(size_t i) const override { return "corner#" + std::to_string(i); }
+  return dataset;
+}
 
- private:
-  std::vector<torch::Tensor> images_;
-  std::vector<std::string> names_{"a", "b", "c", "d"};
-};
-
-// The trainer's run on CornerDataset: 4 steps per epoch, flips, no dropout, a quarter of the
+// The trainer's run on corner_dataset: 4 steps per epoch, flips, no dropout, a quarter of the
 // paper's width.
 TrainConfig trainer_config(int64_t max_steps) {
-  TrainConfig c = alexnet::testing::small_train_config();
+  TrainConfig c = small_train_config();
   c.model.dropout(0.0);
   c.data.workers = 0;
   c.epochs = 3;
@@ -249,28 +228,35 @@ TrainConfig trainer_config(int64_t max_steps) {
   return c;
 }
 
-RunData corner_data() {
-  return {std::make_shared<CornerDataset>(36, 1), std::make_shared<CornerDataset>(10, 2)};
-}
+RunData corner_data() { return {corner_dataset(36, 1), corner_dataset(10, 2)}; }
 
 std::atomic<bool> g_stop{false};
 extern "C" void request_stop(int) { g_stop = true; }
 
 TrainSummary run_trainer(int64_t max_steps, const std::string& run_dir, bool resume,
                          const DistributedConfig& distributed = {}, bool stop_on_sigint = false) {
-  RunOptions options;
-  options.run_dir = run_dir;
-  options.resume = resume;
+  std::ostringstream log;
+  RunOptions options = quiet_run(run_dir, log, resume);
   if (stop_on_sigint) {
     signal(SIGINT, request_stop);
     options.stop = &g_stop;
   }
-  options.finalize = false;
   options.distributed = distributed;
   options.dtype = torch::kFloat64;  // comparable across process counts (kMovementTolerance)
-  std::ostringstream log;
-  options.log = &log;
   return train::train(trainer_config(max_steps), corner_data(), options);
+}
+
+// A TCP socket listening on 127.0.0.1 at a port the system chose; the caller closes it.
+int listen_on_loopback() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = 0;
+  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0);
+  REQUIRE(listen(fd, 4) == 0);
+  return fd;
 }
 
 // The local addresses ("0100007F:1F90", as /proc/net/tcp writes them) of the TCP sockets this
@@ -468,7 +454,7 @@ TEST_CASE("The backend follows the device unless chosen", "[distributed]") {
 }
 
 TEST_CASE("Loader shards every global batch across ranks", "[distributed][loader]") {
-  auto dataset = std::make_shared<TinyDataset>(23);
+  auto dataset = tiny_dataset(23);
   data::LoaderOptions options;
   options.batch_size = 6;
   options.workers = 0;
@@ -513,13 +499,13 @@ TEST_CASE("Loader shards every global batch across ranks", "[distributed][loader
 }
 
 TEST_CASE("shard_for_rank splits a data set into disjoint parts", "[distributed]") {
-  auto dataset = std::make_shared<TinyDataset>(10);
+  auto dataset = tiny_dataset(10);
   std::multiset<int64_t> seen;
   for (int64_t r = 0; r < 3; ++r) {
     auto shard = shard_for_rank(dataset, r, 3);
     CHECK(shard->size() == (r == 0 ? 4u : 3u));
     for (size_t i = 0; i < shard->size(); ++i) {
-      // TinyDataset's pixel 0 is the sample's index.
+      // tiny_dataset's pixel 0 is the sample's index.
       seen.insert(shard->get(i).image[0][0][0].item<int64_t>());
     }
   }
@@ -574,13 +560,7 @@ TEST_CASE("A local job listens on the loopback interface only", "[distributed]")
   // listening_addresses() sees a socket that listens on 127.0.0.1 as such. (A job started
   // with torchrun's variables listens on every interface, [::] in /proc/net/tcp6: rank 0's
   // TCP store.)
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0);
-  REQUIRE(listen(fd, 1) == 0);
+  const int fd = listen_on_loopback();
   const auto own = listening_addresses();
   close(fd);
   REQUIRE(own.size() == 1);
@@ -611,14 +591,8 @@ TEST_CASE("A local job listens on the loopback interface only", "[distributed]")
 }
 
 TEST_CASE("A port in use is a clear error", "[distributed]") {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  REQUIRE(fd >= 0);
+  const int fd = listen_on_loopback();
   sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  address.sin_port = 0;
-  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0);
-  REQUIRE(listen(fd, 4) == 0);
   socklen_t length = sizeof(address);
   REQUIRE(getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0);
   const int port = ntohs(address.sin_port);
@@ -688,6 +662,14 @@ TEST_CASE("Ranks that disagree on WORLD_SIZE are told so", "[distributed]") {
   CHECK(seconds_since(start) < 4);  // found out at once, not at the timeout
 }
 
+// What rank 0 wrote in a fault scenario: the seconds until its error, and the error's message.
+std::pair<double, std::string> rank0_report(const fs::path& out) {
+  std::istringstream report(read_text(out / "rank0.txt"));
+  double seconds = 0;
+  report >> seconds;
+  return {seconds, std::string(std::istreambuf_iterator<char>(report), {})};
+}
+
 TEST_CASE("A dead rank stops the others with an error naming it", "[distributed]") {
   const auto out = fresh_dir("dead");
   const auto result = run_workers("dead", out, 2, {{"ALEXNET_TEST_TIMEOUT_MS", "20000"}});
@@ -695,10 +677,7 @@ TEST_CASE("A dead rank stops the others with an error naming it", "[distributed]
   CHECK(result.exit_code == 3);
   CHECK_THAT(result.message, Catch::Matchers::Contains("rank 1") &&
                                  Catch::Matchers::Contains("exited with code 3"));
-  std::istringstream report(read_text(out / "rank0.txt"));
-  double seconds = 0;
-  report >> seconds;
-  const std::string message(std::istreambuf_iterator<char>(report), {});
+  const auto [seconds, message] = rank0_report(out);
   INFO(message);
   CHECK_THAT(message, Catch::Matchers::Contains("rank 1") && Catch::Matchers::Contains("gone"));
   CHECK(seconds < 20);  // a closed connection is noticed before the timeout
@@ -710,10 +689,7 @@ TEST_CASE("A hung rank makes the others fail after the timeout, naming it", "[di
   const auto start = Clock::now();
   const auto result = run_workers("hung", out, 2, {{"ALEXNET_TEST_TIMEOUT_MS", "2000"}});
   CHECK(seconds_since(start) < 30);  // rank 1 sleeps for 60 s: it was stopped
-  std::istringstream report(read_text(out / "rank0.txt"));
-  double seconds = 0;
-  report >> seconds;
-  const std::string message(std::istreambuf_iterator<char>(report), {});
+  const auto [seconds, message] = rank0_report(out);
   INFO(message);
   CHECK_THAT(message, Catch::Matchers::Contains("rank 0") &&
                           Catch::Matchers::Contains("rank 1 never started it") &&

@@ -10,10 +10,11 @@
 namespace test_draw {
 
 using namespace alexnet::draw;
+using namespace alexnet::testing;
 
 TEST_CASE("A confusion matrix is drawn as a PNG of the expected size, shaded by row share",
           "[draw][confusion]") {
-  alexnet::testing::TempDir dir;
+  TempDir dir;
   const auto confusion = torch::tensor({{8, 2, 0}, {0, 10, 0}, {5, 0, 5}}, torch::kInt64);
   const std::vector<std::string> names{"cat", "dog", "a-very-long-class-name-indeed"};
   ConfusionMatrixOptions options;

@@ -26,10 +26,8 @@
 namespace test_eval_precision {
 
 namespace fs = std::filesystem;
-using alexnet::testing::fresh_dir;
-using alexnet::testing::read_text;
-using alexnet::testing::run_command;
 using alexnet::train::Precision;
+using namespace alexnet::testing;
 
 // How far bfloat16 autocast may move the logits, relative to the largest float32 logit.
 //

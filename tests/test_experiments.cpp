@@ -16,6 +16,8 @@
 #include "experiments/feature_index.h"
 #include "experiments/kernel_grid.h"
 #include "experiments/training_experiments.h"
+#include "tests/app_support.h"
+#include "tests/data_support.h"
 #include "tests/support.h"
 #if ALEXNET_WITH_OPENCV
 #include "draw/drawing.h"
@@ -29,29 +31,21 @@ using namespace alexnet::draw;
 
 using namespace alexnet::experiments;
 namespace fs = std::filesystem;
+using namespace alexnet::testing;
 
 namespace {
 
-using alexnet::testing::TempDir;
-
 // A tiny in-memory data set: image i is [3, 12, 12] filled with a pattern of i, label i % 3.
-class TinyDataset : public alexnet::data::Dataset {
- public:
-  explicit TinyDataset(size_t n) : n_(n) {}
-  size_t size() const override { return n_; }
-  alexnet::data::Sample get(size_t i) const override {
+std::shared_ptr<InMemoryDataset> tiny_dataset(size_t n) {
+  auto dataset =
+      std::make_shared<InMemoryDataset>("tiny", std::vector<std::string>{"zero", "one", "two"});
+  for (size_t i = 0; i < n; ++i) {
     auto image = torch::arange(3 * 12 * 12, torch::kLong).view({3, 12, 12});
     image = (image * static_cast<int64_t>(i + 1) * 7 + static_cast<int64_t>(i) * 13) % 256;
-    return {image.to(torch::kUInt8), label(i)};
+    dataset->add(image.to(torch::kUInt8), static_cast<int64_t>(i % 3));
   }
-  int64_t label(size_t i) const override { return static_cast<int64_t>(i % 3); }
-  const std::vector<std::string>& class_names() const override { return names_; }
-  std::string describe(size_t i) const override { return "tiny#" + std::to_string(i); }
-
- private:
-  size_t n_;
-  std::vector<std::string> names_{"zero", "one", "two"};
-};
+  return dataset;
+}
 
 // A TorchScript module with the exported model's attributes and methods: features(x) is a
 // ReLU of a random projection of 4x4-pooled pixels, forward(x) maps those to 3 logits, and
@@ -102,8 +96,6 @@ void write_idx_test_split(const std::string& dir, uint32_t n) {
   write_big_endian(labels, {0x801, n});
   for (uint32_t i = 0; i < n; ++i) labels.put(static_cast<char>(i % 4));
 }
-
-using alexnet::testing::read_text;
 
 // Runs the alexnet binary with `args`, stdout to `out`; returns the exit status.
 // Runs the alexnet binary; its standard output goes to `out`, its errors and notes to
@@ -219,7 +211,7 @@ TEST_CASE("Features of a tiny model go into an index that reads back", "[experim
         torch::IntArrayRef({6, 3, 5, 5}));
   CHECK_THROWS_WITH(model_tensor(model.module, "conv9.weight", "tiny"), Catch::Contains("conv9"));
 
-  auto dataset = std::make_shared<TinyDataset>(11);
+  auto dataset = tiny_dataset(11);
   FeatureOptions options;
   options.batch_size = 4;
   options.workers = 0;
@@ -276,11 +268,11 @@ TEST_CASE("Pictures are written as PNG files of the expected size", "[experiment
   CHECK(read.sizes() == torch::IntArrayRef({height, width, 3}));
   CHECK(torch::equal(read, kernels));
 
-  TinyDataset data(4);
+  const auto data = tiny_dataset(4);
   std::vector<std::vector<Tile>> rows(2);
   for (size_t i = 0; i < 4; ++i)
-    rows[i / 2].push_back(Tile{data.get(i).image, {"label", "d=1"}, {}});
-  rows[1].push_back(Tile{data.get(0).image, {"third"}, Rgb{255, 0, 0}});
+    rows[i / 2].push_back(Tile{data->get(i).image, {"label", "d=1"}, {}});
+  rows[1].push_back(Tile{data->get(0).image, {"third"}, Rgb{255, 0, 0}});
   TileGridOptions grid_options;
   grid_options.tile_size = 40;
   const auto grid = tile_grid(rows, grid_options);
@@ -439,13 +431,12 @@ TEST_CASE("Every ablation variant builds and trains one step", "[experiments][va
   base.devices = "cpu";
   base.threads = 1;
   // One epoch of one step; the validation set is the same images.
-  const alexnet::train::RunData data{std::make_shared<TinyDataset>(4),
-                                     std::make_shared<TinyDataset>(4)};
+  const alexnet::train::RunData data{tiny_dataset(4), tiny_dataset(4)};
   std::ostringstream log;
   resolve_shared_statistics(base, data, log);
   ExperimentSettings settings;
   settings.base = base;
-  settings.out_dir = alexnet::testing::fresh_dir("ablation_variants").string();
+  settings.out_dir = fresh_dir("ablation_variants").string();
   settings.log = &log;
   const auto variants = ablation_variants();
   const auto runs = run_ablation(settings, data, variants, /*seeds=*/1);
@@ -462,10 +453,7 @@ TEST_CASE("Every ablation variant builds and trains one step", "[experiments][va
 }
 
 TEST_CASE("The kernels, features and neighbours commands on a tiny model", "[experiments][app]") {
-  if (!fs::exists(ALEXNET_BINARY)) {
-    WARN("skipped: " ALEXNET_BINARY " is not built");
-    return;
-  }
+  if (skip_without_alexnet()) return;
   TempDir dir;
   auto model = tiny_model();
   model.save(dir / "tiny.pt");

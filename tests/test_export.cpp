@@ -14,6 +14,8 @@
 #include <nlohmann/json.hpp>
 
 #include "model/alexnet.h"
+#include "tests/app_support.h"
+#include "tests/export_support.h"
 #include "tests/support.h"
 #include "train/export.h"
 #include "train/exported_model.h"
@@ -32,33 +34,13 @@ using alexnet::AlexNet;
 using alexnet::AlexNetOptions;
 using alexnet::train::ExportInfo;
 namespace fs = std::filesystem;
+using namespace alexnet::testing;
 
 namespace {
 
-using alexnet::testing::fresh_dir;
-using alexnet::testing::read_text;
-using alexnet::testing::run_command;
-
-AlexNet make_model(AlexNetOptions options) {
-  torch::manual_seed(0);
-  AlexNet model(options.num_classes(10).init(alexnet::Init::kKaiming));
-  model->eval();
-  return model;
-}
-
-ExportInfo tiny_info(int64_t channels) {
-  ExportInfo info;
-  for (int i = 0; i < 10; ++i) info.class_names.push_back("class " + std::to_string(i));
-  info.image_size = 64;
-  info.resize_size = 72;
-  info.mean.assign(static_cast<size_t>(channels), 100.0);
-  info.std.assign(static_cast<size_t>(channels), 50.0);
-  return info;
-}
-
-// The model of make_model in float64, which export_torchscript writes in float64.
+// The model of ten_class_model in float64, which export_torchscript writes in float64.
 AlexNet make_double_model(AlexNetOptions options) {
-  AlexNet model = make_model(std::move(options));
+  AlexNet model = ten_class_model(std::move(options));
   model->to(torch::kFloat64);
   return model;
 }
@@ -137,7 +119,7 @@ TEST_CASE("Exported TorchScript computes the eager model in eval mode", "[export
     INFO(name);
     AlexNet model = make_double_model(options);
     const auto x = tiny_input(model->options.in_channels(), torch::kFloat64);
-    auto scripted = alexnet::train::export_torchscript(model, tiny_info(x.size(1)));
+    auto scripted = alexnet::train::export_torchscript(model, ten_class_info(x.size(1)));
     for (const std::string method : {"forward", "features"}) {
       INFO(method);
       CHECK(relative_difference(run(scripted, method, x), eager(model, method, x)) <
@@ -159,7 +141,7 @@ TEST_CASE("Exported depth and width variants compute the eager model", "[export]
     INFO(name);
     AlexNet model = make_double_model(options);
     const auto x = tiny_input(3, torch::kFloat64);
-    auto scripted = alexnet::train::export_torchscript(model, tiny_info(3));
+    auto scripted = alexnet::train::export_torchscript(model, ten_class_info(3));
     for (const std::string method : {"forward", "features"}) {
       INFO(method);
       CHECK(relative_difference(run(scripted, method, x), eager(model, method, x)) <
@@ -174,12 +156,12 @@ TEST_CASE("Exported depth and width variants compute the eager model", "[export]
 TEST_CASE("Export follows the model's LRN convention and constants", "[export]") {
   // Sensitivity check for the test above: the same weights with the other alpha/n
   // convention give clearly different logits.
-  AlexNet model = make_model(AlexNetOptions());
+  AlexNet model = ten_class_model(AlexNetOptions());
   const auto x = tiny_input(3);
   const auto expected = eager(model, "forward", x);
-  AlexNet other = make_model(AlexNetOptions().lrn_options(
+  AlexNet other = ten_class_model(AlexNetOptions().lrn_options(
       alexnet::LocalResponseNormOptions(5).divide_alpha_by_size(true)));
-  auto scripted = alexnet::train::export_torchscript(other, tiny_info(3));
+  auto scripted = alexnet::train::export_torchscript(other, ten_class_info(3));
   CHECK(relative_difference(run(scripted, "forward", x), expected) > 1e-3);
 }
 
@@ -191,7 +173,7 @@ TEST_CASE("Every TorchScript LRN formulation computes the fused LRN", "[export]"
   for (auto lrn : {LrnScript::kShiftedInPlace, LrnScript::kCumsum, LrnScript::kAvgPool3d,
                    LrnScript::kBandConv}) {
     INFO("formulation " << static_cast<int>(lrn));
-    auto scripted = alexnet::train::detail::export_torchscript(model, tiny_info(3), lrn);
+    auto scripted = alexnet::train::detail::export_torchscript(model, ten_class_info(3), lrn);
     CHECK(relative_difference(run(scripted, "forward", x), expected) < kExportTolerance);
   }
 }
@@ -199,7 +181,7 @@ TEST_CASE("Every TorchScript LRN formulation computes the fused LRN", "[export]"
 TEST_CASE("A two-device model exports as its single-device function", "[export]") {
   AlexNet two = make_double_model(AlexNetOptions().devices({torch::kCPU, torch::kCPU}));
   const auto x = tiny_input(3, torch::kFloat64);
-  auto scripted = alexnet::train::export_torchscript(two, tiny_info(3));
+  auto scripted = alexnet::train::export_torchscript(two, ten_class_info(3));
   CHECK(relative_difference(run(scripted, "forward", x), eager(two, "forward", x)) <
         kExportTolerance);
   std::vector<std::string> names;
@@ -209,8 +191,8 @@ TEST_CASE("A two-device model exports as its single-device function", "[export]"
 }
 
 TEST_CASE("Exported module carries its attributes and single-device parameter names", "[export]") {
-  AlexNet model = make_model(AlexNetOptions());
-  ExportInfo info = tiny_info(3);
+  AlexNet model = ten_class_model(AlexNetOptions());
+  ExportInfo info = ten_class_info(3);
   info.mean = {123.5, 116.25, 103.0};
   info.std = {};
   auto scripted = alexnet::train::export_torchscript(model, info);
@@ -247,8 +229,8 @@ TEST_CASE("Exported module carries its attributes and single-device parameter na
 }
 
 TEST_CASE("Exported model refuses inputs of the wrong shape, naming the shape", "[export]") {
-  AlexNet model = make_model(AlexNetOptions());
-  auto scripted = alexnet::train::export_torchscript(model, tiny_info(3));
+  AlexNet model = ten_class_model(AlexNetOptions());
+  auto scripted = alexnet::train::export_torchscript(model, ten_class_info(3));
   CHECK_THROWS_WITH(run(scripted, "forward", torch::zeros({1, 1, 64, 64})),
                     Catch::Contains("expects input [N, 3, H, W]"));
   CHECK_THROWS_WITH(run(scripted, "forward", torch::zeros({1, 3, 32, 32})),
@@ -256,15 +238,15 @@ TEST_CASE("Exported model refuses inputs of the wrong shape, naming the shape", 
 }
 
 TEST_CASE("Export refuses preprocessing information that does not fit the model", "[export]") {
-  AlexNet model = make_model(AlexNetOptions());
-  ExportInfo info = tiny_info(3);
+  AlexNet model = ten_class_model(AlexNetOptions());
+  ExportInfo info = ten_class_info(3);
   info.mean = {1.0, 2.0};
   CHECK_THROWS_WITH(alexnet::train::export_torchscript(model, info), Catch::Contains("mean"));
-  info = tiny_info(3);
+  info = ten_class_info(3);
   info.class_names.pop_back();
   CHECK_THROWS_WITH(alexnet::train::export_torchscript(model, info),
                     Catch::Contains("9 class names"));
-  info = tiny_info(3);
+  info = ten_class_info(3);
   info.resize_size = 60;
   CHECK_THROWS_WITH(alexnet::train::export_torchscript(model, info),
                     Catch::Contains("resize_size"));
@@ -276,7 +258,7 @@ TEST_CASE("save_torchscript writes atomically and the file loads back", "[export
   // A quarter of the paper's width: the file's writing, not the network, is under test.
   AlexNet model = make_double_model(AlexNetOptions().width(0.25));
   const auto x = tiny_input(3, torch::kFloat64);
-  alexnet::train::save_torchscript(model, tiny_info(3), path.string());
+  alexnet::train::save_torchscript(model, ten_class_info(3), path.string());
   REQUIRE(fs::exists(path));
   for (const auto& entry : fs::directory_iterator(path.parent_path())) {
     CHECK(entry.path().filename() == "model.pt");  // no temporary file left behind
@@ -289,12 +271,12 @@ TEST_CASE("save_torchscript writes atomically and the file loads back", "[export
   // Overwriting replaces the model as a whole.
   AlexNet other =
       make_double_model(AlexNetOptions().width(0.25).activation(alexnet::Activation::kTanh));
-  alexnet::train::save_torchscript(other, tiny_info(3), path.string());
+  alexnet::train::save_torchscript(other, ten_class_info(3), path.string());
   auto reloaded = torch::jit::load(path.string());
   CHECK(relative_difference(run(reloaded, "forward", x), eager(other, "forward", x)) <
         kExportTolerance);
 
-  CHECK_THROWS_WITH(alexnet::train::save_torchscript(model, tiny_info(3), "/proc/no/model.pt"),
+  CHECK_THROWS_WITH(alexnet::train::save_torchscript(model, ten_class_info(3), "/proc/no/model.pt"),
                     Catch::Contains("/proc/no"));
   fs::remove_all(dir);
 }
@@ -326,9 +308,9 @@ torch::jit::Module module_with_attributes(const std::string& leave_out,
 TEST_CASE("load_exported_model reads the attributes and names what is wrong", "[export]") {
   using alexnet::train::load_exported_model;
   const fs::path dir = fresh_dir("exported_model");
-  AlexNet model = make_model(AlexNetOptions().in_channels(1));
+  AlexNet model = ten_class_model(AlexNetOptions().in_channels(1));
   const std::string good = (dir / "model.pt").string();
-  alexnet::train::save_torchscript(model, tiny_info(1), good);
+  alexnet::train::save_torchscript(model, ten_class_info(1), good);
   const auto loaded = load_exported_model(good);
   CHECK(loaded.path == good);
   CHECK(loaded.in_channels == 1);
@@ -376,19 +358,14 @@ TEST_CASE("load_exported_model reads the attributes and names what is wrong", "[
 }
 
 TEST_CASE("Python's torch.jit.load runs the exported file with the same outputs", "[export]") {
+  if (skip_without_python("torch")) return;
   const std::string python = "/usr/bin/python3";
-  if (!fs::exists(python) || run_command(python + " -c 'import torch' >/dev/null 2>&1") != 0) {
-    WARN("skipped: " << python
-                     << " is missing or cannot import torch (install Debian's "
-                        "python3-torch for the Python load-back check)");
-    return;
-  }
   const fs::path dir = fresh_dir("python");
   AlexNet model = make_double_model(AlexNetOptions());
   // float32 values in the input file, exact in float64; the script computes in the weights'
   // float64 and writes float64 results.
   const auto x = tiny_input(3).to(torch::kFloat64);
-  alexnet::train::save_torchscript(model, tiny_info(3), (dir / "model.pt").string());
+  alexnet::train::save_torchscript(model, ten_class_info(3), (dir / "model.pt").string());
   write_floats(dir / "input.bin", x);
   const std::string script = std::string(ALEXNET_SOURCE_DIR) + "/tests/python/check_torchscript.py";
   const std::string command = python + " " + script + " " + (dir / "model.pt").string() + " " +
@@ -422,8 +399,8 @@ TEST_CASE("Python's torch.jit.load runs the exported file with the same outputs"
 #if ALEXNET_WITH_OPENCV
 TEST_CASE("alexnet predict prints top-5 classes from the exported file alone", "[export]") {
   const fs::path dir = fresh_dir("predict");
-  AlexNet model = make_model(AlexNetOptions().in_channels(1));
-  ExportInfo info = tiny_info(1);
+  AlexNet model = ten_class_model(AlexNetOptions().in_channels(1));
+  ExportInfo info = ten_class_info(1);
   info.class_names[7] = "Sneaker";
   const std::string model_path = (dir / "model.pt").string();
   alexnet::train::save_torchscript(model, info, model_path);
@@ -508,28 +485,12 @@ void write_image_folder(const fs::path& root,
   }
 }
 
-// A model of the classes cat, dog, fox that predicts fox for every image.
-void save_fox_model(const std::string& path) {
-  torch::manual_seed(0);
-  AlexNet model(AlexNetOptions().num_classes(3).init(alexnet::Init::kKaiming));
-  model->eval();
-  torch::NoGradGuard no_grad;
-  for (auto& p : model->named_parameters()) {
-    if (p.key().find("fc8") == std::string::npos) continue;
-    p.value().zero_();
-    if (p.key().find("bias") != std::string::npos) p.value()[2] = 10.0;
-  }
-  ExportInfo info = tiny_info(3);
-  info.class_names = {"cat", "dog", "fox"};
-  alexnet::train::save_torchscript(model, info, path);
-}
-
 }  // namespace
 
 TEST_CASE("alexnet eval refuses data with other classes unless matched by name", "[export]") {
   const fs::path dir = fresh_dir("eval_classes");
   const std::string model_path = (dir / "model.pt").string();
-  save_fox_model(model_path);
+  save_constant_model(model_path, {"cat", "dog", "fox"});  // predicts fox
   write_image_folder(dir / "lacks_dog", {{"cat", 1}, {"fox", 3}});
   write_image_folder(dir / "has_owl", {{"cat", 1}, {"fox", 1}, {"owl", 1}});
   const std::string eval = std::string(ALEXNET_BINARY) + " eval --model " + model_path +

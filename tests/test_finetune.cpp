@@ -24,11 +24,10 @@ namespace test_finetune {
 namespace fs = std::filesystem;
 using alexnet::AlexNet;
 using alexnet::AlexNetOptions;
-using alexnet::testing::TempDir;
 using alexnet::train::RunData;
-using alexnet::train::RunOptions;
 using alexnet::train::TrainConfig;
 using TensorDict = torch::OrderedDict<std::string, torch::Tensor>;
+using namespace alexnet::testing;
 
 const std::vector<std::string> kConvs{"conv1", "conv2", "conv3", "conv4", "conv5"};
 
@@ -360,41 +359,17 @@ TEST_CASE("model.freeze, optimizer.lr_mult and init_from round-trip and are vali
 
 // Training images from seed 1, validation images from seed 2 (noise and squares alike).
 RunData corner_data(int64_t classes, size_t train, size_t val) {
-  using alexnet::testing::CornerSquaresDataset;
   torch::manual_seed(1);
   auto train_set = std::make_shared<CornerSquaresDataset>(train, classes, 1);
   torch::manual_seed(2);
   return {train_set, std::make_shared<CornerSquaresDataset>(val, classes, 2)};
 }
 
-// A quarter-width run of a few batches of 8 at 64 x 64 on the CPU.
+// A quarter-width run of a few batches of 8 at 64 x 64 on the CPU, logging every step.
 TrainConfig small_run() {
-  TrainConfig c;
-  c.model.init(alexnet::Init::kKaiming).width(0.25);
-  c.data.resize = 0;
-  c.data.crop = 64;
-  c.data.pca_lighting = false;
-  c.data.normalize = "mean_std";
-  c.data.stats_images = 0;
-  c.data.workers = 1;
-  c.optimizer.lr = 0.01;
-  c.schedule.kind = "constant";
-  c.epochs = 10;
-  c.batch_size = 8;
-  c.eval_batch_size = 8;
-  c.devices = "cpu";
-  c.threads = 2;
+  TrainConfig c = small_train_config();
   c.log_interval = 1;
-  c.seed = 3;
   return c;
-}
-
-RunOptions quiet(const fs::path& dir, std::ostream& log) {
-  RunOptions options;
-  options.run_dir = dir.string();
-  options.log = &log;
-  options.finalize = false;
-  return options;
 }
 
 alexnet::train::Checkpoint last_checkpoint(const fs::path& run) {
@@ -409,7 +384,7 @@ TEST_CASE("A fine-tuning run keeps frozen layers bit-identical and trains the re
   std::ostringstream log;
   auto source_config = small_run();
   source_config.max_steps = 2;
-  alexnet::train::train(source_config, corner_data(4, 16, 8), quiet(dir.path / "source", log));
+  alexnet::train::train(source_config, corner_data(4, 16, 8), quiet_run(dir.path / "source", log));
   const auto source = last_checkpoint(dir.path / "source");
 
   auto config = small_run();
@@ -419,7 +394,7 @@ TEST_CASE("A fine-tuning run keeps frozen layers bit-identical and trains the re
   config.optimizer.lr_mult = {{"fc8", 10.0}};
   config.max_steps = 3;
   const auto summary =
-      alexnet::train::train(config, corner_data(2, 16, 8), quiet(dir.path / "target", log));
+      alexnet::train::train(config, corner_data(2, 16, 8), quiet_run(dir.path / "target", log));
   INFO(log.str());
   CHECK(summary.steps == 3);
   CHECK_THAT(log.str(), Catch::Contains("fc8 left as initialised: 4 classes in the file, 2 here") &&
@@ -458,11 +433,11 @@ TEST_CASE("A stopped fine-tuning run resumes exactly, without reading init_from 
   config.optimizer.lr_mult = {{"fc8", 10.0}, {"conv3", 0.1}};
   config.max_steps = 4;  // two epochs of two batches: crosses a validation
   const RunData data = corner_data(2, 16, 8);
-  const auto whole = alexnet::train::train(config, data, quiet(dir.path / "whole", log));
+  const auto whole = alexnet::train::train(config, data, quiet_run(dir.path / "whole", log));
   REQUIRE(whole.losses.size() == 4);
 
   std::atomic<bool> stop{true};
-  auto options = quiet(dir.path / "parts", log);
+  auto options = quiet_run(dir.path / "parts", log);
   options.stop = &stop;
   auto part = alexnet::train::train(config, data, options);
   REQUIRE(part.losses.size() == 1);
@@ -498,9 +473,10 @@ TEST_CASE("A bad init_from is refused before the run folder is written", "[finet
   auto config = small_run();
   config.init_from = dir / "wide.pt";
   const auto run = dir.path / "run";
-  CHECK_THAT(
-      message_of([&] { alexnet::train::train(config, corner_data(2, 16, 8), quiet(run, log)); }),
-      Catch::Contains("'conv1.weight' has shape [48, 3, 11, 11] in the file"));
+  CHECK_THAT(message_of([&] {
+               alexnet::train::train(config, corner_data(2, 16, 8), quiet_run(run, log));
+             }),
+             Catch::Contains("'conv1.weight' has shape [48, 3, 11, 11] in the file"));
   CHECK_FALSE(fs::exists(run / "config.json"));
 }
 
@@ -509,9 +485,8 @@ TEST_CASE("train --init-from together with --resume is a usage error", "[finetun
   const std::string command = std::string(ALEXNET_BINARY) + " train --resume '" + (dir / "run") +
                               "' --init-from '" + (dir / "model.pt") + "' > '" + (dir / "out.txt") +
                               "' 2>&1";
-  CHECK(alexnet::testing::run_command(command) == 2);
-  CHECK_THAT(alexnet::testing::read_text(dir.path / "out.txt"),
-             Catch::Contains("leave out --init-from"));
+  CHECK(run_command(command) == 2);
+  CHECK_THAT(read_text(dir.path / "out.txt"), Catch::Contains("leave out --init-from"));
 }
 
 }  // namespace test_finetune

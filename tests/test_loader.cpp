@@ -46,6 +46,14 @@ transforms::TransformPtr augmentation() {
   return transforms::training_pipeline(options);
 }
 
+// Batches of `batch_size` read by `workers` threads, the other options at their defaults.
+LoaderOptions batches_of(int64_t batch_size, int64_t workers) {
+  LoaderOptions options;
+  options.batch_size = batch_size;
+  options.workers = workers;
+  return options;
+}
+
 std::vector<Batch> epoch(Loader& loader, int64_t number, int64_t skip = 0) {
   loader.start_epoch(number, skip);
   std::vector<Batch> batches;
@@ -97,9 +105,7 @@ TEST_CASE("Batches and augmentations do not depend on the number of workers", "[
 
 TEST_CASE("Every sample comes once per epoch with its own label", "[loader]") {
   auto dataset = std::make_shared<SyntheticDataset>(23);
-  LoaderOptions options;
-  options.batch_size = 4;
-  options.workers = 2;
+  LoaderOptions options = batches_of(4, /*workers=*/2);
   Loader loader(dataset, nullptr, options);
   for (int64_t e = 0; e < 3; ++e) {
     std::multiset<int64_t> seen;
@@ -126,9 +132,7 @@ TEST_CASE("Every sample comes once per epoch with its own label", "[loader]") {
 
 TEST_CASE("start_epoch can skip batches to resume mid-epoch", "[loader]") {
   auto dataset = std::make_shared<SyntheticDataset>(30);
-  LoaderOptions options;
-  options.batch_size = 4;
-  options.workers = 2;
+  LoaderOptions options = batches_of(4, /*workers=*/2);
   options.seed = 7;
   Loader loader(dataset, augmentation(), options);
   auto full = epoch(loader, 3);
@@ -144,9 +148,7 @@ TEST_CASE("start_epoch can skip batches to resume mid-epoch", "[loader]") {
 
 TEST_CASE("Undecodable samples are skipped and counted, or thrown in strict mode", "[loader]") {
   auto dataset = std::make_shared<SyntheticDataset>(12, std::set<size_t>{3, 4, 5, 6, 11});
-  LoaderOptions options;
-  options.batch_size = 4;
-  options.workers = 3;
+  LoaderOptions options = batches_of(4, /*workers=*/3);
   options.shuffle = false;
   Loader loader(dataset, augmentation(), options);
   auto batches = epoch(loader, 0);
@@ -168,9 +170,7 @@ TEST_CASE("Undecodable samples are skipped and counted, or thrown in strict mode
 
 TEST_CASE("Errors in transforms reach the consumer instead of hanging", "[loader]") {
   auto dataset = std::make_shared<SyntheticDataset>(10);
-  LoaderOptions options;
-  options.batch_size = 4;
-  options.workers = 2;
+  LoaderOptions options = batches_of(4, /*workers=*/2);
   transforms::PipelineOptions too_big;
   too_big.resize = 0;
   too_big.crop = 50;
@@ -193,9 +193,7 @@ TEST_CASE("Whatever a worker throws reaches the consumer", "[loader]") {
     }
   };
   auto dataset = std::make_shared<Throwing>(12);
-  LoaderOptions options;
-  options.batch_size = 4;
-  options.workers = 2;
+  LoaderOptions options = batches_of(4, /*workers=*/2);
   options.shuffle = false;
   Loader loader(dataset, nullptr, options);
   loader.start_epoch(0);
@@ -205,9 +203,7 @@ TEST_CASE("Whatever a worker throws reaches the consumer", "[loader]") {
 
 TEST_CASE("Batch memory is reused only when no batch or view uses it any more", "[loader]") {
   auto dataset = std::make_shared<SyntheticDataset>(40);
-  LoaderOptions options;
-  options.batch_size = 4;
-  options.workers = 2;
+  LoaderOptions options = batches_of(4, /*workers=*/2);
   options.prefetch_batches = 2;
   Loader loader(dataset, augmentation(), options);
   loader.start_epoch(0);

@@ -13,6 +13,7 @@
 
 #include "data/dataset.h"
 #include "model/alexnet.h"
+#include "tests/export_support.h"
 #include "tests/support.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
@@ -40,23 +41,7 @@ using alexnet::AlexNet;
 using alexnet::AlexNetOptions;
 using alexnet::train::ExportInfo;
 namespace fs = std::filesystem;
-
-AlexNet make_model(AlexNetOptions options) {
-  torch::manual_seed(0);
-  AlexNet model(options.num_classes(10).init(alexnet::Init::kKaiming));
-  model->eval();
-  return model;
-}
-
-ExportInfo info_for(int64_t channels, int64_t image_size = 64) {
-  ExportInfo info;
-  for (int i = 0; i < 10; ++i) info.class_names.push_back("class " + std::to_string(i));
-  info.image_size = image_size;
-  info.resize_size = image_size + 8;
-  info.mean.assign(static_cast<size_t>(channels), 100.0);
-  info.std.assign(static_cast<size_t>(channels), 50.0);
-  return info;
-}
+using namespace alexnet::testing;
 
 // Images with the spread of mean-subtracted but unscaled pixels, so that the LRN's scale
 // (k + alpha * sum of squares) differs from k and the LRN convention shows in the logits.
@@ -154,7 +139,7 @@ TEST_CASE("The ONNX graph follows the layer table, with the LRN per column", "[o
       "skipped: built without libonnx-dev (install it, e.g. third_party/install_deps.sh, to "
       "run ONNX's checker and parser on the exported files)");
 #else
-  const fs::path dir = alexnet::testing::fresh_dir("onnx_checker");
+  const fs::path dir = fresh_dir("onnx_checker");
   const std::vector<std::pair<std::string, AlexNetOptions> > variants{
       {"paper", AlexNetOptions()},
       {"one column, tanh, no LRN",
@@ -164,9 +149,9 @@ TEST_CASE("The ONNX graph follows the layer table, with the LRN per column", "[o
   };
   for (const auto& [name, options] : variants) {
     INFO(name);
-    AlexNet model = make_model(options);
+    AlexNet model = ten_class_model(options);
     const std::string path = (dir / "model.onnx").string();
-    alexnet::train::save_onnx(model, info_for(3), path);
+    alexnet::train::save_onnx(model, ten_class_info(3), path);
     CHECK_NOTHROW(onnx::checker::check_model(path));
 
     // Read back with ONNX's own protobuf classes: an independent parser of the encoding.
@@ -240,9 +225,9 @@ TEST_CASE("The ONNX graph follows the layer table, with the LRN per column", "[o
 }
 
 TEST_CASE("read_onnx_metadata reads what save_onnx wrote and names what is wrong", "[onnx]") {
-  const fs::path dir = alexnet::testing::fresh_dir("onnx_metadata");
-  AlexNet model = make_model(AlexNetOptions().in_channels(1).width(0.25));
-  ExportInfo info = info_for(1);
+  const fs::path dir = fresh_dir("onnx_metadata");
+  AlexNet model = ten_class_model(AlexNetOptions().in_channels(1).width(0.25));
+  ExportInfo info = ten_class_info(1);
   info.class_names[3] = "Dress, \"long\"";
   const std::string path = (dir / "model.onnx").string();
   alexnet::train::save_onnx(model, info, path);
@@ -281,7 +266,7 @@ TEST_CASE("read_onnx_metadata reads what save_onnx wrote and names what is wrong
   const std::string missing = (dir / "missing.onnx").string();
   CHECK_THROWS_WITH(alexnet::train::read_onnx_metadata(missing), Catch::Contains(missing));
 
-  ExportInfo wrong = info_for(1);
+  ExportInfo wrong = ten_class_info(1);
   wrong.class_names.pop_back();
   CHECK_THROWS_WITH(alexnet::train::save_onnx(model, wrong, (dir / "wrong.onnx").string()),
                     Catch::Contains("9 class names"));
@@ -300,7 +285,7 @@ torch::Tensor opencv_logits(AlexNet& model, const ExportInfo& info, const torch:
 }
 
 TEST_CASE("OpenCV's DNN module computes LibTorch's logits from the exported file", "[onnx]") {
-  const fs::path dir = alexnet::testing::fresh_dir("onnx_opencv");
+  const fs::path dir = fresh_dir("onnx_opencv");
   struct Variant {
     std::string name;
     AlexNetOptions options;
@@ -335,11 +320,11 @@ TEST_CASE("OpenCV's DNN module computes LibTorch's logits from the exported file
   };
   for (const auto& variant : variants) {
     INFO(variant.name);
-    AlexNet model = make_model(variant.options);
+    AlexNet model = ten_class_model(variant.options);
     const int64_t channels = model->options.in_channels();
     const auto x = spread_input(3, channels, variant.image_size);
     const auto expected = libtorch_logits(model, x);
-    const auto actual = opencv_logits(model, info_for(channels, variant.image_size), x, dir);
+    const auto actual = opencv_logits(model, ten_class_info(channels, variant.image_size), x, dir);
     CHECK(relative_difference(actual, expected) < kOnnxTolerance);
     // The logits vary between the images (the comparison is not of constants).
     CHECK((expected[0] - expected[1]).abs().max().item<double>() >
@@ -351,25 +336,25 @@ TEST_CASE("OpenCV's DNN module computes LibTorch's logits from the exported file
 TEST_CASE("The LRN convention shows at the comparison's tolerance", "[onnx]") {
   // Sensitivity check for the test above: the file exported with one LRN convention against
   // LibTorch running the same weights with the other.
-  const fs::path dir = alexnet::testing::fresh_dir("onnx_lrn_convention");
+  const fs::path dir = fresh_dir("onnx_lrn_convention");
   auto paper = AlexNetOptions();
   auto divided =
       AlexNetOptions().lrn_options(alexnet::LocalResponseNormOptions(5).divide_alpha_by_size(true));
-  AlexNet exported = make_model(paper);
-  AlexNet other = make_model(divided);
+  AlexNet exported = ten_class_model(paper);
+  AlexNet other = ten_class_model(divided);
   other->load_single_device_state(exported->single_device_state());
   const auto x = spread_input(2, 3, 64);
-  const auto actual = opencv_logits(exported, info_for(3), x, dir);
+  const auto actual = opencv_logits(exported, ten_class_info(3), x, dir);
   CHECK(relative_difference(actual, libtorch_logits(exported, x)) < kOnnxTolerance);
   CHECK(relative_difference(actual, libtorch_logits(other, x)) > 10 * kOnnxTolerance);
   fs::remove_all(dir);
 }
 
 TEST_CASE("OnnxModel refuses inputs of the wrong shape and files it cannot read", "[onnx]") {
-  const fs::path dir = alexnet::testing::fresh_dir("onnx_refuses");
-  AlexNet model = make_model(AlexNetOptions().width(0.25));
+  const fs::path dir = fresh_dir("onnx_refuses");
+  AlexNet model = ten_class_model(AlexNetOptions().width(0.25));
   const std::string path = (dir / "model.onnx").string();
-  alexnet::train::save_onnx(model, info_for(3), path);
+  alexnet::train::save_onnx(model, ten_class_info(3), path);
   alexnet::train::OnnxModel onnx(path);
   CHECK_THROWS_WITH(onnx.forward(torch::zeros({1, 3, 72, 72})),
                     Catch::Contains(path) && Catch::Contains("[1, 3, 72, 72]"));
@@ -387,11 +372,11 @@ TEST_CASE("On a Fashion-MNIST image, export and predict agree across ONNX and To
     WARN("skipped: dataset-fashion-mnist is not installed");
     return;
   }
-  const fs::path dir = alexnet::testing::fresh_dir("onnx_fashion");
+  const fs::path dir = fresh_dir("onnx_fashion");
   // A checkpoint as `alexnet train` writes one for the demo's model (untrained weights), at a
   // quarter of its width.
   AlexNetOptions options = AlexNetOptions().width(0.25).in_channels(1).num_classes(10);
-  AlexNet model = make_model(options);
+  AlexNet model = ten_class_model(options);
   const auto test = alexnet::data::open_dataset("fashion-mnist", "test");
   alexnet::train::Checkpoint checkpoint;
   checkpoint.config = {{"model", alexnet::train::model_options_to_json(model->options)}};
@@ -407,18 +392,16 @@ TEST_CASE("On a Fashion-MNIST image, export and predict agree across ONNX and To
   const std::string binary = ALEXNET_BINARY;
   const std::string onnx_path = (dir / "model.onnx").string();
   const std::string script_path = (dir / "model.pt").string();
-  REQUIRE(alexnet::testing::run_command(binary + " export --format onnx --checkpoint " +
-                                        checkpoint_path + " --out " + onnx_path + " --json >" +
-                                        (dir / "export.json").string()) == 0);
-  const auto exported = nlohmann::json::parse(alexnet::testing::read_text(dir / "export.json"));
+  REQUIRE(run_command(binary + " export --format onnx --checkpoint " + checkpoint_path + " --out " +
+                      onnx_path + " --json >" + (dir / "export.json").string()) == 0);
+  const auto exported = nlohmann::json::parse(read_text(dir / "export.json"));
   CHECK(exported.at("format") == "onnx");
   CHECK(exported.at("max_relative_difference").get<double>() < kOnnxTolerance);
-  REQUIRE(alexnet::testing::run_command(binary + " export --checkpoint " + checkpoint_path +
-                                        " --out " + script_path + " >/dev/null") == 0);
-  CHECK(alexnet::testing::run_command(binary + " export --format tflite --checkpoint " +
-                                      checkpoint_path + " --out x 2>" +
-                                      (dir / "err.txt").string()) != 0);
-  CHECK(alexnet::testing::read_text(dir / "err.txt").find("tflite") != std::string::npos);
+  REQUIRE(run_command(binary + " export --checkpoint " + checkpoint_path + " --out " + script_path +
+                      " >/dev/null") == 0);
+  CHECK(run_command(binary + " export --format tflite --checkpoint " + checkpoint_path +
+                    " --out x 2>" + (dir / "err.txt").string()) != 0);
+  CHECK(read_text(dir / "err.txt").find("tflite") != std::string::npos);
 
   // Test images 0 .. 3 as PNG files, prepared by the evaluation pipeline as predict does.
   alexnet::train::OnnxModel onnx(onnx_path);
@@ -440,12 +423,11 @@ TEST_CASE("On a Fashion-MNIST image, export and predict agree across ONNX and To
 
   // predict gives the same classes and probabilities from either file.
   for (const std::string& file : {onnx_path, script_path}) {
-    REQUIRE(alexnet::testing::run_command(binary + " predict --json --top 3 --model " + file +
-                                          images + " >" + file + ".json") == 0);
+    REQUIRE(run_command(binary + " predict --json --top 3 --model " + file + images + " >" + file +
+                        ".json") == 0);
   }
-  const auto from_onnx = nlohmann::json::parse(alexnet::testing::read_text(onnx_path + ".json"));
-  const auto from_script =
-      nlohmann::json::parse(alexnet::testing::read_text(script_path + ".json"));
+  const auto from_onnx = nlohmann::json::parse(read_text(onnx_path + ".json"));
+  const auto from_script = nlohmann::json::parse(read_text(script_path + ".json"));
   REQUIRE(from_onnx.size() == 4);
   REQUIRE(from_script.size() == 4);
   for (size_t i = 0; i < 4; ++i) {
@@ -457,9 +439,9 @@ TEST_CASE("On a Fashion-MNIST image, export and predict agree across ONNX and To
             Approx(b.at("probability").get<double>()).margin(1e-4));
     }
   }
-  CHECK(alexnet::testing::run_command(binary + " predict --model " + (dir / "nope.onnx").string() +
-                                      images + " 2>" + (dir / "err.txt").string()) != 0);
-  CHECK(alexnet::testing::read_text(dir / "err.txt").find("nope.onnx") != std::string::npos);
+  CHECK(run_command(binary + " predict --model " + (dir / "nope.onnx").string() + images + " 2>" +
+                    (dir / "err.txt").string()) != 0);
+  CHECK(read_text(dir / "err.txt").find("nope.onnx") != std::string::npos);
   fs::remove_all(dir);
 }
 #endif

@@ -15,11 +15,9 @@ namespace test_plot {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
+using namespace alexnet::testing;
 
 namespace {
-
-using alexnet::testing::fresh_dir;
-
 
 // Three epochs of 10 steps, logged every 2 steps, as the trainer writes them; step lines
 // have no validation fields and one has a null error.

@@ -20,22 +20,11 @@
 namespace test_run_folder {
 
 namespace fs = std::filesystem;
-using alexnet::testing::fresh_dir;
 using alexnet::train::FolderPolicy;
 using alexnet::train::RunFolder;
 using Catch::Matchers::Contains;
 using nlohmann::json;
-
-namespace {
-
-using alexnet::testing::read_text;
-
-void write_text(const fs::path& path, const std::string& text) {
-  fs::create_directories(path.parent_path());
-  std::ofstream(path) << text;
-}
-
-}  // namespace
+using namespace alexnet::testing;
 
 TEST_CASE("A folder that holds a run is refused unless resuming or overwriting", "[run_folder]") {
   const auto dir = fresh_dir("held");

@@ -21,20 +21,16 @@
 #include "data/loader.h"
 #include "data/packed.h"
 #include "data/shards.h"
+#include "tests/app_support.h"
 #include "tests/data_support.h"
 #include "tests/support.h"
 #include "transforms/transforms.h"
 
 namespace test_shards {
 
-using alexnet::testing::edit_packed_header;
-using alexnet::testing::read_bytes;
-using alexnet::testing::write_bytes;
-
 using namespace alexnet::data;
 namespace fs = std::filesystem;
-using alexnet::testing::read_text;
-using alexnet::testing::TempDir;
+using namespace alexnet::testing;
 
 // A smooth image (gradients and a soft blob, as photographs are mostly smooth), [3, h, w].
 torch::Tensor smooth_image(int64_t height, int64_t width, int64_t seed) {
@@ -61,6 +57,12 @@ void write_image_folder(const std::string& root, int per_class) {
   }
 }
 
+// dir/root written by write_image_folder, read as an ImageFolder with image size 32.
+std::shared_ptr<ImageFolder> image_folder(const TempDir& dir, int per_class) {
+  write_image_folder(dir / "root", per_class);
+  return std::make_shared<ImageFolder>(dir / "root", 32);
+}
+
 ShardWriteOptions shard_options(const std::string& folder, PackedEncoding encoding,
                                 int64_t shard_size) {
   ShardWriteOptions options;
@@ -72,7 +74,6 @@ ShardWriteOptions shard_options(const std::string& folder, PackedEncoding encodi
   options.source = {{"data", "generated"}};
   return options;
 }
-
 
 void edit_json_file(const std::string& path, const std::function<void(nlohmann::json&)>& edit) {
   auto json = nlohmann::json::parse(read_text(path));
@@ -99,8 +100,7 @@ TEST_CASE("Raw shards hold the decoded images exactly, JPEG shards within a JPEG
           "[data][shards]") {
   if (skip_without_jpeg()) return;
   TempDir dir;
-  write_image_folder(dir / "root", 7);
-  const auto folder = std::make_shared<ImageFolder>(dir / "root", 32);
+  const auto folder = image_folder(dir, 7);
   REQUIRE(folder->size() == 14);
 
   const auto raw_result = write_shards(folder, shard_options(dir / "raw", PackedEncoding::kRaw, 4));
@@ -244,8 +244,7 @@ TEST_CASE("Malformed shard indexes and shard headers are refused naming the file
           "[data][shards]") {
   if (skip_without_jpeg()) return;
   TempDir dir;
-  write_image_folder(dir / "root", 3);
-  const auto folder = std::make_shared<ImageFolder>(dir / "root", 32);
+  const auto folder = image_folder(dir, 3);
   write_shards(folder, shard_options(dir / "good", PackedEncoding::kJpeg, 4));
   REQUIRE(ShardedDataset(dir / "good").size() == 6);
 
@@ -330,8 +329,7 @@ TEST_CASE("An interrupted write_shards resumes to the same shards, index and sta
           "[data][shards]") {
   if (skip_without_jpeg()) return;
   TempDir dir;
-  write_image_folder(dir / "root", 7);
-  const auto folder = std::make_shared<ImageFolder>(dir / "root", 32);
+  const auto folder = image_folder(dir, 7);
   const auto whole = write_shards(folder, shard_options(dir / "whole", PackedEncoding::kJpeg, 3));
   REQUIRE(whole.shards == 5);
   REQUIRE_FALSE(whole.stopped);
@@ -442,8 +440,7 @@ TEST_CASE("The loader reads a shard folder the same with any number of workers, 
           "[data][shards][loader]") {
   if (skip_without_jpeg()) return;
   TempDir dir;
-  write_image_folder(dir / "root", 9);
-  const auto folder = std::make_shared<ImageFolder>(dir / "root", 32);
+  const auto folder = image_folder(dir, 9);
   write_shards(folder, shard_options(dir / "out", PackedEncoding::kJpeg, 5));
   const auto shards = open_dataset(dir / "out", "train");
   REQUIRE(shards->size() == 18);
@@ -495,7 +492,7 @@ TEST_CASE("The loader reads a shard folder the same with any number of workers, 
 int run_prepare(const std::string& args, const std::string& log) {
   const std::string command =
       std::string(ALEXNET_BINARY) + " prepare " + args + " > " + log + " 2>&1";
-  return alexnet::testing::run_command(command);
+  return run_command(command);
 }
 
 TEST_CASE(
@@ -503,10 +500,7 @@ TEST_CASE(
     "and resumes",
     "[data][shards][app]") {
   if (skip_without_jpeg()) return;
-  if (!fs::exists(ALEXNET_BINARY)) {
-    WARN("skipped: " ALEXNET_BINARY " is not built");
-    return;
-  }
+  if (skip_without_alexnet()) return;
   TempDir dir;
   write_image_folder(dir / "root", 5);
   const std::string args = "--data " + dir / "root" + " --out " + dir / "out" +

@@ -25,34 +25,31 @@ namespace test_trainer {
 
 namespace fs = std::filesystem;
 using alexnet::train::RunData;
-using alexnet::train::RunOptions;
 using alexnet::train::TrainConfig;
+using namespace alexnet::testing;
 
 namespace {
 
-using alexnet::testing::fresh_dir;
-
 RunData pattern_data(size_t train, size_t val) {
   torch::manual_seed(5);
-  return {std::make_shared<alexnet::testing::CornerSquaresDataset>(train, 4, 1),
-          std::make_shared<alexnet::testing::CornerSquaresDataset>(val, 4, 2)};
+  return {std::make_shared<CornerSquaresDataset>(train, 4, 1),
+          std::make_shared<CornerSquaresDataset>(val, 4, 2)};
 }
 
-TrainConfig tiny_config() {
-  TrainConfig c = alexnet::testing::small_train_config();
-  c.data.workers = 1;
-  c.epochs = 10;
-  c.threads = 2;
+// small_train_config() stopping after `max_steps` steps (0: after its epochs), with a metrics
+// record every two steps.
+TrainConfig tiny_config(int64_t max_steps = 0) {
+  TrainConfig c = small_train_config();
+  c.max_steps = max_steps;
   c.log_interval = 2;
   return c;
 }
 
-RunOptions quiet(const fs::path& dir, std::ostringstream& log) {
-  RunOptions options;
-  options.run_dir = dir.string();
-  options.log = &log;
-  options.finalize = false;
-  return options;
+// tiny_config(max_steps) with a metrics record for each step.
+TrainConfig logging_every_step(int64_t max_steps) {
+  TrainConfig c = tiny_config(max_steps);
+  c.log_interval = 1;
+  return c;
 }
 
 double mean(const std::vector<double>& v, size_t begin, size_t end) {
@@ -72,7 +69,7 @@ TEST_CASE("Training lowers the loss on tiny data and writes the run folder", "[t
   config.max_steps = 12;
   config.epochs = 6;
   std::ostringstream log;
-  const auto summary = alexnet::train::train(config, pattern_data(16, 8), quiet(dir, log));
+  const auto summary = alexnet::train::train(config, pattern_data(16, 8), quiet_run(dir, log));
   INFO(log.str());
   REQUIRE(summary.losses.size() == 12);
   CHECK(summary.steps == 12);
@@ -130,20 +127,19 @@ TEST_CASE("A stopped and resumed run computes the same losses as an uninterrupte
           "[trainer]") {
   // 24 images, batches of 8: 3 steps per epoch; 5 steps cross an epoch end and a validation.
   const RunData data = pattern_data(24, 8);
-  auto config = tiny_config();
-  config.max_steps = 5;
+  auto config = tiny_config(/*max_steps=*/5);
   config.optimizer.rule = GENERATE(std::string("paper"), std::string("pytorch"));
   std::ostringstream log;
 
   const auto whole_dir = fresh_dir("whole");
-  const auto whole = alexnet::train::train(config, data, quiet(whole_dir, log));
+  const auto whole = alexnet::train::train(config, data, quiet_run(whole_dir, log));
   REQUIRE(whole.losses.size() == 5);
 
   const auto dir = fresh_dir("resumed");
   std::vector<double> losses;
   // A stop request (what SIGINT does) after the first step.
   std::atomic<bool> stop{true};
-  auto options = quiet(dir, log);
+  auto options = quiet_run(dir, log);
   options.stop = &stop;
   auto part = alexnet::train::train(config, data, options);
   CHECK(part.interrupted);
@@ -198,7 +194,7 @@ TEST_CASE("A run trained on two devices resumes on one", "[trainer]") {
   config.max_steps = 3;
   std::ostringstream log;
   auto options_for = [&](const fs::path& dir) {
-    auto options = quiet(dir, log);
+    auto options = quiet_run(dir, log);
     options.dtype = torch::kFloat64;
     return options;
   };
@@ -267,7 +263,7 @@ TEST_CASE("A NaN or infinite loss stops the run and leaves the last good checkpo
   std::ostringstream log;
   std::string message;
   try {
-    alexnet::train::train(config, pattern_data(16, 8), quiet(dir, log));
+    alexnet::train::train(config, pattern_data(16, 8), quiet_run(dir, log));
   } catch (const alexnet::train::DivergedError& e) {  // a std::runtime_error of its own kind
     message = e.what();
   }
@@ -288,12 +284,11 @@ TEST_CASE("A NaN or infinite loss stops the run and leaves the last good checkpo
 #if ALEXNET_WITH_OPENCV
 TEST_CASE("precision bf16 trains under autocast with float32 weights; fp16 needs CUDA",
           "[trainer][precision]") {
-  auto config = tiny_config();
-  config.max_steps = 2;
+  auto config = tiny_config(/*max_steps=*/2);
   config.precision = alexnet::train::Precision::kBFloat16;
   std::ostringstream log;
   const auto dir = fresh_dir("bf16");
-  const auto summary = alexnet::train::train(config, pattern_data(16, 8), quiet(dir, log));
+  const auto summary = alexnet::train::train(config, pattern_data(16, 8), quiet_run(dir, log));
   INFO(log.str());
   REQUIRE(summary.losses.size() == 2);
   for (double loss : summary.losses) CHECK(std::isfinite(loss));
@@ -304,8 +299,9 @@ TEST_CASE("precision bf16 trains under autocast with float32 weights; fp16 needs
   CHECK(nlohmann::json::parse(saved)["precision"] == "bf16");
 
   config.precision = alexnet::train::Precision::kFloat16;
-  CHECK_THROWS_WITH(alexnet::train::train(config, pattern_data(16, 8), quiet(fresh_dir("fp16"), log)),
-                    Catch::Contains("fp16") && Catch::Contains("CUDA"));
+  CHECK_THROWS_WITH(
+      alexnet::train::train(config, pattern_data(16, 8), quiet_run(fresh_dir("fp16"), log)),
+      Catch::Contains("fp16") && Catch::Contains("CUDA"));
 }
 
 TEST_CASE("configs/imagenet.json starts training on an ImageNet-layout folder", "[trainer]") {
@@ -333,7 +329,7 @@ TEST_CASE("configs/imagenet.json starts training on an ImageNet-layout folder", 
   CHECK(data.val->size() == 2);
   const auto dir = fresh_dir("imagenet_run");
   std::ostringstream log;
-  const auto summary = alexnet::train::train(config, data, quiet(dir, log));
+  const auto summary = alexnet::train::train(config, data, quiet_run(dir, log));
   INFO(log.str());
   CHECK(summary.steps == 1);
   REQUIRE(summary.losses.size() == 1);
@@ -346,8 +342,6 @@ TEST_CASE("configs/imagenet.json starts training on an ImageNet-layout folder", 
 #endif
 
 namespace {
-
-using alexnet::testing::read_text;
 
 // The steps of metrics.jsonl's step records, in file order.
 std::vector<int64_t> logged_steps(const fs::path& path) {
@@ -378,17 +372,15 @@ std::vector<int64_t> csv_steps(const fs::path& path) {
 
 TEST_CASE("A folder holding a run is refused; --overwrite starts afresh", "[trainer]") {
   const auto dir = fresh_dir("reuse");
-  auto config = tiny_config();
-  config.max_steps = 1;
-  config.log_interval = 1;
+  auto config = logging_every_step(1);
   std::ostringstream log;
-  alexnet::train::train(config, pattern_data(16, 8), quiet(dir, log));
+  alexnet::train::train(config, pattern_data(16, 8), quiet_run(dir, log));
   const std::string before = read_text(dir / "metrics.jsonl");
   REQUIRE_FALSE(before.empty());
-  CHECK_THROWS_WITH(alexnet::train::train(config, pattern_data(16, 8), quiet(dir, log)),
+  CHECK_THROWS_WITH(alexnet::train::train(config, pattern_data(16, 8), quiet_run(dir, log)),
                     Catch::Contains("already holds a run") && Catch::Contains("--overwrite"));
   CHECK(read_text(dir / "metrics.jsonl") == before);
-  auto options = quiet(dir, log);
+  auto options = quiet_run(dir, log);
   options.overwrite = true;
   config.max_steps = 2;
   const auto summary = alexnet::train::train(config, pattern_data(16, 8), options);
@@ -399,14 +391,12 @@ TEST_CASE("A folder holding a run is refused; --overwrite starts afresh", "[trai
 TEST_CASE("A resume with a changed computation is refused before anything is written",
           "[trainer]") {
   const auto dir = fresh_dir("changed");
-  auto config = tiny_config();
-  config.max_steps = 2;
+  auto config = tiny_config(/*max_steps=*/2);
   std::ostringstream log;
-  alexnet::train::train(config, pattern_data(16, 8), quiet(dir, log));
+  alexnet::train::train(config, pattern_data(16, 8), quiet_run(dir, log));
   const std::string config_before = read_text(dir / "config.json");
   const std::string metrics_before = read_text(dir / "metrics.jsonl");
-  auto options = quiet(dir, log);
-  options.resume = true;
+  auto options = quiet_run(dir, log, /*resume=*/true);
   // As `alexnet train --resume` does: the run's config.json with a flag on top.
   auto resumed = alexnet::train::config_from_json(nlohmann::json::parse(config_before));
   resumed.max_steps = 4;
@@ -427,13 +417,12 @@ TEST_CASE("A resume with a changed computation is refused before anything is wri
 TEST_CASE("A model with another number of classes than the data is refused before step 1",
           "[trainer]") {
   const auto dir = fresh_dir("classes");
-  auto config = tiny_config();
-  config.max_steps = 1;
+  auto config = tiny_config(/*max_steps=*/1);
   std::ostringstream log;
   for (int64_t classes : {3, 10}) {
     config.model.num_classes(classes);
     config.num_classes_auto = false;
-    CHECK_THROWS_WITH(alexnet::train::train(config, pattern_data(16, 8), quiet(dir, log)),
+    CHECK_THROWS_WITH(alexnet::train::train(config, pattern_data(16, 8), quiet_run(dir, log)),
                       Catch::Contains("model.num_classes is " + std::to_string(classes)) &&
                           Catch::Contains("have 4 classes"));
   }
@@ -443,18 +432,15 @@ TEST_CASE("A model with another number of classes than the data is refused befor
 TEST_CASE("After a crash, a resumed run logs every step once and removes stale files",
           "[trainer]") {
   const auto dir = fresh_dir("crash");
-  auto config = tiny_config();
-  config.log_interval = 1;
-  config.max_steps = 2;
+  auto config = logging_every_step(2);
   std::ostringstream log;
-  alexnet::train::train(config, pattern_data(16, 8), quiet(dir, log));
+  alexnet::train::train(config, pattern_data(16, 8), quiet_run(dir, log));
   // What kill -9 during step 3's checkpoint leaves: step 3 logged, a half-written
   // temporary checkpoint, and a torn metrics line.
   std::ofstream(dir / "metrics.jsonl", std::ios::app) << "{\"kind\":\"step\",\"step\":3}\n{\"ki";
   std::ofstream(dir / "metrics.csv", std::ios::app) << "step,3,0.5\nst";
   std::ofstream(dir / "checkpoints" / "last.pt.x1y2z3.tmp") << "half";
-  auto options = quiet(dir, log);
-  options.resume = true;
+  auto options = quiet_run(dir, log, /*resume=*/true);
   config.max_steps = 4;
   alexnet::train::train(config, pattern_data(16, 8), options);
   CHECK(logged_steps(dir / "metrics.jsonl") == std::vector<int64_t>{1, 2, 3, 4});
@@ -497,7 +483,7 @@ TEST_CASE("A stop during validation is honoured at once and the resumed run vali
   std::atomic<bool> stop{false};
   RunData data = pattern_data(16, 16);
   data.val = std::make_shared<StoppingDataset>(data.val, stop);
-  auto options = quiet(dir, log);
+  auto options = quiet_run(dir, log);
   options.stop = &stop;
   const auto stopped = alexnet::train::train(config, data, options);
   INFO(log.str());

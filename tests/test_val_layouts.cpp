@@ -14,10 +14,9 @@
 #include <opencv2/imgcodecs.hpp>
 
 #include "data/labels_file.h"
-#include "model/alexnet.h"
+#include "tests/export_support.h"
 #include "tests/support.h"
 #include "train/config.h"
-#include "train/export.h"
 #include "train/run_data.h"
 
 namespace test_val_layouts {
@@ -25,9 +24,7 @@ namespace test_val_layouts {
 namespace fs = std::filesystem;
 using alexnet::data::LabelledFolderOptions;
 using alexnet::data::LabelsFormat;
-using alexnet::testing::fresh_dir;
-using alexnet::testing::read_text;
-using alexnet::testing::run_command;
+using namespace alexnet::testing;
 
 // Three synsets in sorted order: labels 0, 1, 2 of a training folder holding them.
 const std::vector<std::string>& synsets() {
@@ -55,11 +52,6 @@ fs::path write_flat_folder(const fs::path& root, int count) {
   fs::create_directories(folder);
   for (int i = 1; i <= count; ++i) write_image(folder / val_name(i), i);
   return folder;
-}
-
-void write_file(const fs::path& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary);
-  out << text;
 }
 
 // (file name, label) of each sample, in the data set's order.
@@ -102,26 +94,32 @@ FourImageLabels write_four_image_labels(const fs::path& root) {
   FourImageLabels files{root / "val_names.txt", root / "val_indices.txt",
                         root / "LOC_val_solution.csv",
                         root / "ILSVRC2012_validation_ground_truth.txt", root / "synsets.txt"};
-  write_file(files.list_names, val_name(1) + " n01484850\n" + val_name(2) + " n01440764\n" +
+  write_text(files.list_names, val_name(1) + " n01484850\n" + val_name(2) + " n01440764\n" +
                                    val_name(3) + " n01443537\n" + val_name(4) + " n01484850\n");
   // Indices into the sorted classes, as Caffe's val.txt; the second line without extension.
-  write_file(files.list_indices, "# Caffe's val.txt\n" + val_name(1) + " 2\n" + val_name(2, "") +
+  write_text(files.list_indices, "# Caffe's val.txt\n" + val_name(1) + " 2\n" + val_name(2, "") +
                                      " 0\r\n" + val_name(3) + "\t1\n" + val_name(4) + " 2\n\n");
-  write_file(files.kaggle, "ImageId,PredictionString\n" + val_name(3, "") +
+  write_text(files.kaggle, "ImageId,PredictionString\n" + val_name(3, "") +
                                ",n01443537 1 2 30 40\n" + val_name(1, "") +
                                ",n01484850 5 5 20 20 n01484850 1 1 9 9\n" + val_name(4, "") +
                                ",n01484850 0 0 10 10\n" + val_name(2, "") + ",n01440764 3 4 5 6\n");
-  write_file(files.synsets,
+  write_text(files.synsets,
              "n01484850 great white shark\nn01440764 tench, Tinca tinca\nn01443537 goldfish\n");
-  write_file(files.devkit, "1\n2\n3\n1\n");
+  write_text(files.devkit, "1\n2\n3\n1\n");
   return files;
 }
 
-TEST_CASE("Each labels file form is detected and labels the flat folder by class name",
-          "[val_layouts]") {
-  const fs::path root = fresh_dir("val_forms");
+// A fresh folder `root` holding the four-image flat folder `folder` (root/val) and `files`,
+// its labels in every form.
+struct FourImageFolder {
+  const fs::path root = TempDir().path;
   const fs::path folder = write_flat_folder(root, 4);
-  const auto files = write_four_image_labels(root);
+  const FourImageLabels files = write_four_image_labels(root);
+};
+
+TEST_CASE_METHOD(FourImageFolder,
+                 "Each labels file form is detected and labels the flat folder by class name",
+                 "[val_layouts]") {
   CHECK(alexnet::data::detect_labels_format(files.list_names.string()) == LabelsFormat::kList);
   CHECK(alexnet::data::detect_labels_format(files.list_indices.string()) == LabelsFormat::kList);
   CHECK(alexnet::data::detect_labels_format(files.kaggle.string()) == LabelsFormat::kKaggle);
@@ -151,10 +149,9 @@ TEST_CASE("Each labels file form is detected and labels the flat folder by class
   fs::remove_all(root);
 }
 
-TEST_CASE("Labels are matched to the training classes by name, not by position", "[val_layouts]") {
-  const fs::path root = fresh_dir("val_by_name");
-  const fs::path folder = write_flat_folder(root, 4);
-  const auto files = write_four_image_labels(root);
+TEST_CASE_METHOD(FourImageFolder,
+                 "Labels are matched to the training classes by name, not by position",
+                 "[val_layouts]") {
   // A training set with one more class before the others: every name keeps its class, so
   // the labels shift by one.
   const std::vector<std::string> more{"n01000000", "n01440764", "n01443537", "n01484850"};
@@ -174,7 +171,7 @@ TEST_CASE("Labels are matched to the training classes by name, not by position",
 
   // Where training classes have all-digit names, all-digit labels are names.
   const std::vector<std::string> numbered{"1", "10", "2"};
-  write_file(root / "numbered.txt", val_name(1) + " 2\n" + val_name(2) + " 10\n");
+  write_text(root / "numbered.txt", val_name(1) + " 2\n" + val_name(2) + " 10\n");
   const auto numeric = alexnet::data::open_labelled_folder(
       folder.string(), (root / "numbered.txt").string(), numbered, options);
   REQUIRE(numeric->size() == 2);
@@ -184,11 +181,9 @@ TEST_CASE("Labels are matched to the training classes by name, not by position",
   fs::remove_all(root);
 }
 
-TEST_CASE("Labels files with unknown classes, bad lines or repeated images are refused",
-          "[val_layouts]") {
-  const fs::path root = fresh_dir("val_errors");
-  const fs::path folder = write_flat_folder(root, 4);
-  const auto files = write_four_image_labels(root);
+TEST_CASE_METHOD(FourImageFolder,
+                 "Labels files with unknown classes, bad lines or repeated images are refused",
+                 "[val_layouts]") {
   const std::string labels = (root / "labels.txt").string();
   const auto open = [&](LabelledFolderOptions options = {}) {
     return error_of(
@@ -196,30 +191,30 @@ TEST_CASE("Labels files with unknown classes, bad lines or repeated images are r
   };
 
   // A class the training set lacks: named with the file and line.
-  write_file(labels, val_name(1) + " n01440764\n" + val_name(2) + " n09999999\n");
+  write_text(labels, val_name(1) + " n01440764\n" + val_name(2) + " n09999999\n");
   std::string message = open();
   CHECK_THAT(message, Catch::Contains("n09999999") && Catch::Contains(labels + " line 2") &&
                           Catch::Contains("not one of the 3 training classes"));
   // An index past the classes.
-  write_file(labels, val_name(1) + " 3\n");
+  write_text(labels, val_name(1) + " 3\n");
   CHECK_THAT(open(), Catch::Contains("line 1") && Catch::Contains("class index 3") &&
                          Catch::Contains("0 to 2 in sorted order"));
   // A line without a class.
-  write_file(labels, val_name(1) + " n01440764\n" + "lonely.JPEG\n");
+  write_text(labels, val_name(1) + " n01440764\n" + "lonely.JPEG\n");
   CHECK_THAT(open(), Catch::Contains("line 2") && Catch::Contains("FILENAME CLASS"));
   // One image on two lines (once with its extension, once without).
-  write_file(labels, val_name(1) + " n01440764\n" + val_name(2) + " n01440764\n" + val_name(1, "") +
+  write_text(labels, val_name(1) + " n01440764\n" + val_name(2) + " n01440764\n" + val_name(1, "") +
                          " n01443537\n");
   CHECK_THAT(open(), Catch::Contains("line 3 and line 1 both label " + val_name(1)));
   // A Kaggle file without its header.
-  write_file(labels, val_name(1, "") + ",n01440764 1 2 3 4\n");
+  write_text(labels, val_name(1, "") + ",n01440764 1 2 3 4\n");
   LabelledFolderOptions kaggle;
   kaggle.format = LabelsFormat::kKaggle;
   CHECK_THAT(open(kaggle),
              Catch::Contains("line 1") && Catch::Contains("ImageId,PredictionString"));
   // Kaggle: an ImageId that matches two files.
   write_image(folder / val_name(2, ".png"), 9);
-  write_file(labels, "ImageId,PredictionString\n" + val_name(2, "") + ",n01440764 1 2 3 4\n");
+  write_text(labels, "ImageId,PredictionString\n" + val_name(2, "") + ",n01440764 1 2 3 4\n");
   CHECK_THAT(open(), Catch::Contains("line 2") && Catch::Contains("matches 2 files") &&
                          Catch::Contains(val_name(2, ".png")));
   fs::remove(folder / val_name(2, ".png"));
@@ -231,32 +226,31 @@ TEST_CASE("Labels files with unknown classes, bad lines or repeated images are r
                                                    synsets());
              }),
              Catch::Contains("synsets"));
-  write_file(labels, "1\n4\n");
+  write_text(labels, "1\n4\n");
   LabelledFolderOptions devkit;
   devkit.synsets_file = files.synsets.string();
   CHECK_THAT(open(devkit), Catch::Contains(labels + " line 2") && Catch::Contains("ID 4") &&
                                Catch::Contains("3 synsets of " + files.synsets.string()));
-  write_file(root / "other_synsets.txt", "n01440764\nn07777777 not trained\n");
-  write_file(labels, "1\n2\n");
+  write_text(root / "other_synsets.txt", "n01440764\nn07777777 not trained\n");
+  write_text(labels, "1\n2\n");
   devkit.synsets_file = (root / "other_synsets.txt").string();
   CHECK_THAT(open(devkit), Catch::Contains("n07777777") && Catch::Contains(labels + " line 2") &&
                                Catch::Contains("other_synsets.txt line 2"));
-  write_file(labels, val_name(1) + " n01440764\n");
+  write_text(labels, val_name(1) + " n01440764\n");
   CHECK_THAT(open(devkit), Catch::Contains("only with the devkit form"));
   CHECK_THAT(error_of([] { alexnet::data::parse_labels_format("csv"); }),
              Catch::Contains("'csv'") && Catch::Contains("auto, list, kaggle or devkit"));
   fs::remove_all(root);
 }
 
-TEST_CASE("Images missing from the folder or from the labels file are left out with warnings",
-          "[val_layouts]") {
-  const fs::path root = fresh_dir("val_partial");
-  const fs::path folder = write_flat_folder(root, 4);
-  const auto files = write_four_image_labels(root);
+TEST_CASE_METHOD(
+    FourImageFolder,
+    "Images missing from the folder or from the labels file are left out with warnings",
+    "[val_layouts]") {
   // The folder holds images 1, 2, 4 and an unlabelled one; the labels name 1 to 4.
   fs::remove(folder / val_name(3));
   write_image(folder / "extra.png", 7);
-  write_file(folder / "README.txt", "not an image, not counted\n");
+  write_text(folder / "README.txt", "not an image, not counted\n");
   std::ostringstream warnings;
   LabelledFolderOptions options;
   options.warnings = &warnings;
@@ -287,8 +281,8 @@ TEST_CASE("Images missing from the folder or from the labels file are left out w
   // order) draws a warning: the 2012 devkit's IDs follow meta.mat instead.
   std::ostringstream mapping;
   for (int i = 0; i < 1000; ++i) mapping << "n0" << 1000000 + i << " synset " << i << "\n";
-  write_file(root / "LOC_synset_mapping.txt", mapping.str());
-  write_file(root / "gt.txt", "1\n");
+  write_text(root / "LOC_synset_mapping.txt", mapping.str());
+  write_text(root / "gt.txt", "1\n");
   std::vector<std::string> thousand;
   for (int i = 0; i < 1000; ++i) thousand.push_back("n0" + std::to_string(1000000 + i));
   warnings.str("");
@@ -299,14 +293,12 @@ TEST_CASE("Images missing from the folder or from the labels file are left out w
   fs::remove_all(root);
 }
 
-TEST_CASE("A training run validates on a flat folder with a labels file", "[val_layouts]") {
-  const fs::path root = fresh_dir("val_run_data");
+TEST_CASE_METHOD(FourImageFolder, "A training run validates on a flat folder with a labels file",
+                 "[val_layouts]") {
   for (size_t c = 0; c < synsets().size(); ++c) {
     fs::create_directories(root / "train" / synsets()[c]);
     write_image(root / "train" / synsets()[c] / "a.JPEG", static_cast<int>(c) + 20);
   }
-  const fs::path folder = write_flat_folder(root, 4);
-  const auto files = write_four_image_labels(root);
   auto json = alexnet::train::to_json(alexnet::train::TrainConfig());
   alexnet::train::set_config_value(json, "data.source", (root / "train").string());
   alexnet::train::set_config_value(json, "data.val_source", folder.string());
@@ -336,34 +328,10 @@ TEST_CASE("A training run validates on a flat folder with a labels file", "[val_
   fs::remove_all(root);
 }
 
-// A quarter-width model of the three synsets that predicts n01484850 for every image.
-void save_constant_model(const std::string& path) {
-  torch::manual_seed(0);
-  alexnet::AlexNet model(
-      alexnet::AlexNetOptions().num_classes(3).width(0.25).init(alexnet::Init::kKaiming));
-  model->eval();
-  {
-    torch::NoGradGuard no_grad;
-    for (auto& p : model->named_parameters()) {
-      if (p.key().find("fc8") == std::string::npos) continue;
-      p.value().zero_();
-      if (p.key().find("bias") != std::string::npos) p.value()[2] = 10.0;
-    }
-  }
-  alexnet::train::ExportInfo info;
-  info.class_names = synsets();
-  info.image_size = 64;
-  info.resize_size = 72;
-  info.mean = {100.0, 100.0, 100.0};
-  alexnet::train::save_torchscript(model, info, path);
-}
-
-TEST_CASE("alexnet eval scores a flat folder with each labels file form", "[val_layouts]") {
-  const fs::path root = fresh_dir("val_eval");
-  const fs::path folder = write_flat_folder(root, 4);
-  const auto files = write_four_image_labels(root);
+TEST_CASE_METHOD(FourImageFolder, "alexnet eval scores a flat folder with each labels file form",
+                 "[val_layouts]") {
   const std::string model = (root / "model.pt").string();
-  save_constant_model(model);
+  save_constant_model(model, synsets());  // predicts n01484850
   const std::string eval = std::string(ALEXNET_BINARY) + " eval --model " + model +
                            " --workers 1 --json --data " + folder.string();
   const std::string out = (root / "out.json").string(), err = (root / "err.txt").string();
@@ -386,7 +354,7 @@ TEST_CASE("alexnet eval scores a flat folder with each labels file form", "[val_
   CHECK(run_command(std::string(ALEXNET_BINARY) + " eval --model " + model + " --labels " +
                     files.kaggle.string() + " >/dev/null 2>" + err) == 2);
   CHECK_THAT(read_text(err), Catch::Contains("--labels needs --data"));
-  write_file(root / "bad.txt", val_name(1) + " n01440764\n" + val_name(2) + " n02000000\n");
+  write_text(root / "bad.txt", val_name(1) + " n01440764\n" + val_name(2) + " n02000000\n");
   CHECK(run_command(eval + " --labels " + (root / "bad.txt").string() + " >/dev/null 2>" + err) !=
         0);
   CHECK_THAT(read_text(err), Catch::Contains("n02000000") && Catch::Contains("bad.txt line 2"));
