@@ -11,8 +11,9 @@
 #include "model/lrn.h"
 
 namespace alexnet::bench {
+namespace {
 
-int run_lrn(const std::vector<std::string>& args) {
+cli::ArgParser lrn_parser() {
   cli::ArgParser parser(
       "alexnet bench lrn [options]",
       "Times forward + backward of the fused LocalResponseNorm (the paper's "
@@ -28,6 +29,13 @@ int run_lrn(const std::vector<std::string>& args) {
   add_device_option(parser);
   parser.flag("forward-only", "time only the forward pass (no gradients)");
   add_json_flag(parser);
+  return parser;
+}
+
+}  // namespace
+
+int run_lrn(const std::vector<std::string>& args) {
+  cli::ArgParser parser = lrn_parser();
   if (!parser.parse(args)) return 0;
   const int64_t batch = cli::int_option(parser, "batch-size", /*minimum=*/1);
   const int64_t channels = cli::int_option(parser, "channels", /*minimum=*/1);
