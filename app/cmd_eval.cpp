@@ -2,12 +2,14 @@
 #include <filesystem>
 #include <iomanip>
 #include <iostream>
+#include <memory>
 #include <sstream>
 
 #include <torch/script.h>
 #include <nlohmann/json.hpp>
 
 #include "cli.h"
+#include "cli/option_groups.h"
 #include "data/dataset.h"
 #include "data/labels_file.h"
 #include "data/loader.h"
@@ -155,11 +157,11 @@ void write_eval_pictures(const ArgParser& parser, const train::EvalResult& resul
       if (i % kPerRow == 0) rows.emplace_back();
       std::ostringstream probability;
       probability << std::fixed << std::setprecision(1) << 100 * m.probability << "%";
-      rows.back().push_back(draw::Tile{dataset.get(static_cast<size_t>(m.index)).image,
-                                       {"true " + names.at(static_cast<size_t>(m.label)),
-                                        "pred " + names.at(static_cast<size_t>(m.predicted)),
-                                        probability.str()},
-                                       std::nullopt});
+      rows.back().push_back(
+          draw::Tile{dataset.get(static_cast<size_t>(m.index)).image,
+                     {"true " + names.at(static_cast<size_t>(m.label)),
+                      "pred " + names.at(static_cast<size_t>(m.predicted)), probability.str()},
+                     std::nullopt});
     }
     draw::TileGridOptions options;
     options.lines = 3;
@@ -203,10 +205,7 @@ data::DatasetPtr open_eval_data(const ArgParser& parser, const std::string& sour
       parser.has("labels")
           ? open_labelled_eval_data(parser, source, model)
           : labels_for_model(parser, data::open_dataset(source, data_options), source, model);
-  if (parser.get_int("limit") > 0) {
-    dataset = data::stratified_subset(dataset, static_cast<size_t>(parser.get_int("limit")),
-                                      static_cast<uint64_t>(parser.get_int("seed")));
-  }
+  dataset = subset_option(parser, std::move(dataset));
   if (parser.has("save-images")) {
     save_images(*dataset, static_cast<size_t>(parser.get_int("save-count")),
                 parser.get("save-images"));
@@ -214,7 +213,7 @@ data::DatasetPtr open_eval_data(const ArgParser& parser, const std::string& sour
   return dataset;
 }
 
-int run_eval(const std::vector<std::string>& args) {
+ArgParser eval_parser() {
   ArgParser parser(
       "alexnet eval (--model FILE.pt | --checkpoint FILE) [--data SRC] [options]",
       "Top-1 and top-5 error on a validation set, with the centre crop or the paper's ten "
@@ -236,64 +235,63 @@ int run_eval(const std::vector<std::string>& args) {
       .option("synsets",
               "devkit form: the synsets in ILSVRC ID order, one per line (first word of each)")
       .option("precision",
-              "fp32, bf16 (autocast; fast on CPUs with avx512_bf16 or AMX) or fp16 (CUDA)", "fp32")
-      .option("limit", "only N images, every class in proportion, drawn with --seed (0: all)", "0")
-      .option("seed", "seed of the images --limit keeps", "0")
-      .option("batch-size", "images per batch", "100")
-      .option("workers", "data loading threads", "2")
-      .option("threads", "intra-op threads (0: all cores)", "0")
-      .option("devices", "cpu or cuda:N", "cpu")
+              "fp32, bf16 (autocast; fast on CPUs with avx512_bf16 or AMX) or fp16 (CUDA)", "fp32");
+  add_subset_options(parser);
+  parser.option("batch-size", "images per batch", "100")
+      .option("workers", "data loading threads", "2");
+  add_threads_option(parser);
+  parser.option("devices", "cpu or cuda:N", "cpu");
+  // What is written besides the result.
+  parser
       .option("save-images",
               "also write the first --save-count images (before preprocessing) "
               "as PNG files to this folder, named INDEX_CLASS.png")
       .option("save-count", "images for --save-images", "8")
       .option("confusion-png", "draw the confusion matrix (rows: true class) into this PNG")
       .option("save-errors", "keep the N most confident mistakes for --errors-png", "0")
-      .option("errors-png", "draw the --save-errors mistakes as a grid into this PNG")
-      .flag("ten-crop", "average the softmax over the paper's ten crops")
+      .option("errors-png", "draw the --save-errors mistakes as a grid into this PNG");
+  parser.flag("ten-crop", "average the softmax over the paper's ten crops")
       .flag("match-classes-by-name",
             "score data whose classes differ from the model's: each class is matched to the "
             "model's class of the same name (every class of the data must be one of the model's)")
       .flag("json", "print the result as JSON");
-  if (!parser.parse(args)) return 0;
-  runtime::tune_runtime({"eval"}, args);
-  if (parser.has("model") == parser.has("checkpoint")) {
-    throw cli::UsageError("give exactly one of --model and --checkpoint");
-  }
-  if (parser.has("labels") && !parser.has("data")) {
-    throw cli::UsageError("--labels needs --data FOLDER, the folder of the images it labels");
-  }
-  runtime::set_threads(parser.get_int("threads"));
+  return parser;
+}
+
+// The one device of --devices.
+torch::Device eval_device(const ArgParser& parser) {
   const auto devices = parse_devices(parser.get("devices"));
   if (devices.size() != 1) throw std::invalid_argument("--devices: eval runs on one device");
-  const torch::Device device = devices.front();
+  return devices.front();
+}
+
+// --precision, refused where `device` cannot run it; prints advice where it would be slow.
+train::Precision eval_precision(const ArgParser& parser, const torch::Device& device) {
   const train::Precision precision = train::parse_precision(parser.get("precision"));
   train::check_precision(precision, device);
   if (const auto advice = train::precision_advice(precision, device); !advice.empty()) {
     std::cerr << advice << "\n";
   }
-  const LoadedModel model = parser.has("model")
-                                ? load_torchscript(parser.get("model"), device)
-                                : load_checkpoint_model(parser.get("checkpoint"), device);
-  std::string source = parser.has("data") ? parser.get("data") : model.default_data;
-  if (source.empty()) source = "fashion-mnist";
+  return precision;
+}
 
-  const data::DatasetPtr dataset = open_eval_data(parser, source, model);
+// The loader of `dataset` in order, --batch-size images a batch, with the model's pipeline.
+std::unique_ptr<data::Loader> eval_loader(const ArgParser& parser, data::DatasetPtr dataset,
+                                          const LoadedModel& model) {
+  data::LoaderOptions options;
+  options.batch_size = parser.get_int("batch-size");
+  options.workers = parser.get_int("workers");
+  options.shuffle = false;
+  return std::make_unique<data::Loader>(
+      std::move(dataset), transforms::eval_pipeline(model.pipeline, parser.get_flag("ten-crop")),
+      options);
+}
 
-  data::LoaderOptions loader_options;
-  loader_options.batch_size = parser.get_int("batch-size");
-  loader_options.workers = parser.get_int("workers");
-  loader_options.shuffle = false;
-  const bool ten_crop = parser.get_flag("ten-crop");
-  data::Loader loader(dataset, transforms::eval_pipeline(model.pipeline, ten_crop), loader_options);
-
-  const bool json_output = parser.get_flag("json");
+// Evaluates `model` on every batch of `loader`, with a progress line on stderr.
+train::EvalResult evaluate_with_progress(const LoadedModel& model, data::Loader& loader,
+                                         const torch::Device& device, train::Precision precision,
+                                         train::ConfidentMistakes& mistakes) {
   train::ProgressLine progress(std::cerr);
-  if (parser.get_int("save-errors") < 0) throw std::invalid_argument("--save-errors must be >= 0");
-  if (parser.has("errors-png") && parser.get_int("save-errors") == 0) {
-    throw cli::UsageError("--errors-png needs --save-errors N (N > 0)");
-  }
-  train::ConfidentMistakes mistakes(static_cast<size_t>(parser.get_int("save-errors")));
   const auto result = train::evaluate(
       train::forward_in_precision(model.forward, device, precision), loader, device,
       [&](int64_t done, int64_t total) {
@@ -303,41 +301,80 @@ int run_eval(const std::vector<std::string>& args) {
       },
       &mistakes);
   if (progress.live()) progress.print("");
-  write_eval_pictures(parser, result, mistakes.mistakes(), *dataset);
+  return result;
+}
 
+// The result as JSON, with the per-class breakdown where every output has a class name.
+json eval_report(const ArgParser& parser, const train::EvalResult& result,
+                 const data::Dataset& dataset, const std::string& source,
+                 train::Precision precision) {
   json out = result.to_json();
-  // The per-class breakdown needs a name for each of the model's outputs.
-  const auto classes = static_cast<int64_t>(dataset->class_names().size());
-  const bool named = result.confusion.defined() && result.confusion.size(0) == classes;
-  const json breakdown =
-      named ? result.breakdown_json(dataset->class_names()) : json{{"per_class", json::array()}};
-  if (named) {
+  const auto classes = static_cast<int64_t>(dataset.class_names().size());
+  if (result.confusion.defined() && result.confusion.size(0) == classes) {
+    const json breakdown = result.breakdown_json(dataset.class_names());
     out["per_class"] = breakdown.at("per_class");
     out["confusion"] = breakdown.at("confusion");
   }
   out["data"] = source;
   out["split"] = parser.get("split");
-  out["crops"] = ten_crop ? "ten" : "centre";
+  out["crops"] = parser.get_flag("ten-crop") ? "ten" : "centre";
   out["precision"] = train::precision_name(precision);
   if (parser.has("labels")) out["labels"] = parser.get("labels");
   out["images_per_s"] = static_cast<double>(result.samples) / std::max(result.seconds, 1e-9);
-  if (json_output) {
-    std::cout << out.dump(2) << "\n";
-  } else {
-    std::cout << std::fixed << std::setprecision(2) << source << " " << parser.get("split") << ", "
-              << result.samples << " images, " << (ten_crop ? "ten crops" : "centre crop")
-              << ": top-1 error " << 100 * result.top1_error << "% (accuracy "
-              << 100 * (1 - result.top1_error) << "%), top-5 error " << 100 * result.top5_error
-              << "%, loss " << std::setprecision(4) << result.loss << std::setprecision(1) << ", "
-              << result.seconds << " s\n";
-    for (const auto& c : breakdown.at("per_class")) {
-      std::cout << "  " << c.at("class").get<std::string>() << ": " << c.at("samples") << " images";
-      if (!c.at("top1_accuracy").is_null()) {
-        std::cout << ", top-1 accuracy " << std::setprecision(2)
-                  << 100 * c.at("top1_accuracy").get<double>() << "%";
-      }
-      std::cout << "\n";
+  return out;
+}
+
+void print_eval_text(const train::EvalResult& result, const json& report) {
+  std::cout << std::fixed << std::setprecision(2) << report.at("data").get<std::string>() << " "
+            << report.at("split").get<std::string>() << ", " << result.samples << " images, "
+            << (report.at("crops") == "ten" ? "ten crops" : "centre crop") << ": top-1 error "
+            << 100 * result.top1_error << "% (accuracy " << 100 * (1 - result.top1_error)
+            << "%), top-5 error " << 100 * result.top5_error << "%, loss " << std::setprecision(4)
+            << result.loss << std::setprecision(1) << ", " << result.seconds << " s\n";
+  for (const auto& c : report.value("per_class", json::array())) {
+    std::cout << "  " << c.at("class").get<std::string>() << ": " << c.at("samples") << " images";
+    if (!c.at("top1_accuracy").is_null()) {
+      std::cout << ", top-1 accuracy " << std::setprecision(2)
+                << 100 * c.at("top1_accuracy").get<double>() << "%";
     }
+    std::cout << "\n";
+  }
+}
+
+int run_eval(const std::vector<std::string>& args) {
+  ArgParser parser = eval_parser();
+  if (!parser.parse(args)) return 0;
+  runtime::tune_runtime({"eval"}, args);
+  if (parser.has("model") == parser.has("checkpoint")) {
+    throw cli::UsageError("give exactly one of --model and --checkpoint");
+  }
+  if (parser.has("labels") && !parser.has("data")) {
+    throw cli::UsageError("--labels needs --data FOLDER, the folder of the images it labels");
+  }
+  apply_threads_option(parser);
+  const torch::Device device = eval_device(parser);
+  const train::Precision precision = eval_precision(parser, device);
+  const LoadedModel model = parser.has("model")
+                                ? load_torchscript(parser.get("model"), device)
+                                : load_checkpoint_model(parser.get("checkpoint"), device);
+  std::string source = parser.has("data") ? parser.get("data") : model.default_data;
+  if (source.empty()) source = "fashion-mnist";
+
+  const data::DatasetPtr dataset = open_eval_data(parser, source, model);
+  const auto loader = eval_loader(parser, dataset, model);
+  if (parser.get_int("save-errors") < 0) throw std::invalid_argument("--save-errors must be >= 0");
+  if (parser.has("errors-png") && parser.get_int("save-errors") == 0) {
+    throw cli::UsageError("--errors-png needs --save-errors N (N > 0)");
+  }
+  train::ConfidentMistakes mistakes(static_cast<size_t>(parser.get_int("save-errors")));
+  const auto result = evaluate_with_progress(model, *loader, device, precision, mistakes);
+  write_eval_pictures(parser, result, mistakes.mistakes(), *dataset);
+
+  const json report = eval_report(parser, result, *dataset, source, precision);
+  if (parser.get_flag("json")) {
+    std::cout << report.dump(2) << "\n";
+  } else {
+    print_eval_text(result, report);
   }
   return 0;
 }

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli.h"
+#include "cli/option_groups.h"
 #include "experiments/training_experiments.h"
 #include "runtime/runtime.h"
 #include "train/checkpoint.h"
@@ -32,9 +33,9 @@ void declare_common(ArgParser& parser, const std::string& out, const std::string
               "--seed; 0: all)",
               "10000")
       .option("epochs", "epochs per run", epochs)
-      .option("seed", "random seed (the first seed of an ablation)", "0")
-      .option("threads", "intra-op threads (0: all cores)", "0")
-      .option("out", "output folder", out)
+      .option("seed", "random seed (the first seed of an ablation)", "0");
+  add_threads_option(parser);
+  parser.option("out", "output folder", out)
       .flag("reuse", "reuse runs whose folder already holds result.json (resume an experiment)")
       .flag("keep-checkpoints", "keep each run's checkpoints (deleted by default)")
       .option("set",
@@ -43,8 +44,7 @@ void declare_common(ArgParser& parser, const std::string& out, const std::string
 }
 
 // The base configuration: the file, the experiment's overrides, --set, then the options.
-train::TrainConfig base_config(const ArgParser& parser, const std::vector<std::string>& overrides,
-                               json& effective) {
+train::TrainConfig base_config(const ArgParser& parser, const std::vector<std::string>& overrides) {
   const std::string file =
       parser.has("config") ? parser.get("config") : find_config("fashion-mnist.json");
   // Every key, so that the overrides below may set keys the file leaves out.
@@ -58,19 +58,31 @@ train::TrainConfig base_config(const ArgParser& parser, const std::vector<std::s
   train::set_config_value(j, "threads", parser.get("threads"));
   // Checkpoints inside an epoch only cost time here.
   train::set_config_value(j, "checkpoint_interval", "0");
-  effective = j;
   return train::config_from_json(j);
 }
 
-experiments::ExperimentSettings settings_from(const ArgParser& parser,
-                                              const train::TrainConfig& base) {
+// What every experiment starts from: the base configuration, its data (with the statistics
+// every run shares) and the settings of the runs, whose output folder exists.
+struct ExperimentSetUp {
+  train::TrainConfig base;
+  train::RunData data;
   experiments::ExperimentSettings settings;
-  settings.base = base;
+};
+
+ExperimentSetUp set_up_experiment(const ArgParser& parser,
+                                  const std::vector<std::string>& overrides) {
+  ExperimentSetUp set_up{base_config(parser, overrides), {}, {}};
+  runtime::set_threads(set_up.base.threads);
+  set_up.data = train::open_run_data(set_up.base.data, set_up.base.seed);
+  experiments::resolve_shared_statistics(set_up.base, set_up.data, std::cerr);
+  auto& settings = set_up.settings;
+  settings.base = set_up.base;
   settings.out_dir = parser.get("out");
   settings.reuse = parser.get_flag("reuse");
   settings.keep_checkpoints = parser.get_flag("keep-checkpoints");
   settings.log = &std::cerr;
-  return settings;
+  fs::create_directories(settings.out_dir);
+  return set_up;
 }
 
 std::string fixed(double value, int decimals) {
@@ -111,14 +123,8 @@ torch::Tensor activation_picture(const experiments::ActivationComparison& result
 #endif
 
 int run_relu_vs_tanh(const ArgParser& parser, const std::vector<std::string>& overrides) {
-  json effective;
-  auto base = base_config(parser, overrides, effective);
   const double target = parser.get_double("target-error");
-  runtime::set_threads(base.threads);
-  const auto data = train::open_run_data(base.data, base.seed);
-  experiments::resolve_shared_statistics(base, data, std::cerr);
-  auto settings = settings_from(parser, base);
-  fs::create_directories(settings.out_dir);
+  const auto [base, data, settings] = set_up_experiment(parser, overrides);
   const auto result =
       experiments::compare_activations(settings, data, target, parser.get_int("window"));
 
@@ -165,13 +171,7 @@ int run_relu_vs_tanh(const ArgParser& parser, const std::vector<std::string>& ov
 }
 
 int run_ablation(const ArgParser& parser, const std::vector<std::string>& overrides) {
-  json effective;
-  auto base = base_config(parser, overrides, effective);
-  runtime::set_threads(base.threads);
-  const auto data = train::open_run_data(base.data, base.seed);
-  experiments::resolve_shared_statistics(base, data, std::cerr);
-  auto settings = settings_from(parser, base);
-  fs::create_directories(settings.out_dir);
+  const auto [base, data, settings] = set_up_experiment(parser, overrides);
 
   auto variants = experiments::ablation_variants();
   // The full model includes the paper's PCA lighting, whatever the base configuration says.
@@ -216,37 +216,53 @@ int run_ablation(const ArgParser& parser, const std::vector<std::string>& overri
   return 0;
 }
 
+ArgParser relu_vs_tanh_parser() {
+  ArgParser parser("alexnet experiment relu-vs-tanh [options]",
+                   "Trains the same net twice, with ReLU and with tanh (same data, seed and "
+                   "budget), records training error against epochs and wall time "
+                   "(OUT/relu/metrics.jsonl, OUT/tanh/metrics.jsonl), plots both "
+                   "(OUT/relu-vs-tanh.png) and reports how many times faster ReLU reaches the "
+                   "target training error (the paper's Figure 1).");
+  declare_common(parser, "runs/relu-vs-tanh", "2");
+  parser.option("target-error", "target training top-1 error (0..1)", "0.25")
+      .option("log-interval", "steps per point of the training curves", "10")
+      .option("window", "log intervals averaged when testing the target", "3");
+  return parser;
+}
+
+ArgParser ablation_parser() {
+  ArgParser parser("alexnet experiment ablation [options]",
+                   "Trains the full model (LRN, 3/2 pooling, two columns, PCA lighting, "
+                   "dropout) and one change at a time (no-lrn, pool-2x2, one-column, no-pca, "
+                   "no-dropout; depth: no-conv3, no-conv4, no-conv5, extra-conv; breadth: "
+                   "width-0.5, width-2), each with several seeds, on the same data and budget; "
+                   "writes "
+                   "OUT/ablation.md and OUT/ablation.json with the final validation top-1/top-5 "
+                   "error, mean and spread.");
+  declare_common(parser, "runs/ablation", "1");
+  parser.option("seeds", "seeds per variant", "2")
+      .option("variants", "comma-separated subset of the variants (default: all)");
+  return parser;
+}
+
+// Parses the arguments after the experiment's name (`args` starts with the name); false when
+// they asked for the help, which is then printed.
+bool parse_experiment(ArgParser& parser, const std::vector<std::string>& args) {
+  if (!parser.parse({args.begin() + 1, args.end()})) return false;
+  runtime::tune_runtime({"experiment"}, args);
+  return true;
+}
+
 int run_experiment(const std::vector<std::string>& args) {
   const std::string which = args.empty() ? "" : args[0];
   if (which == "relu-vs-tanh") {
-    ArgParser parser("alexnet experiment relu-vs-tanh [options]",
-                     "Trains the same net twice, with ReLU and with tanh (same data, seed and "
-                     "budget), records training error against epochs and wall time "
-                     "(OUT/relu/metrics.jsonl, OUT/tanh/metrics.jsonl), plots both "
-                     "(OUT/relu-vs-tanh.png) and reports how many times faster ReLU reaches the "
-                     "target training error (the paper's Figure 1).");
-    declare_common(parser, "runs/relu-vs-tanh", "2");
-    parser.option("target-error", "target training top-1 error (0..1)", "0.25")
-        .option("log-interval", "steps per point of the training curves", "10")
-        .option("window", "log intervals averaged when testing the target", "3");
-    if (!parser.parse({args.begin() + 1, args.end()})) return 0;
-    runtime::tune_runtime({"experiment"}, args);
+    ArgParser parser = relu_vs_tanh_parser();
+    if (!parse_experiment(parser, args)) return 0;
     return run_relu_vs_tanh(parser, {"log_interval=" + parser.get("log-interval")});
   }
   if (which == "ablation") {
-    ArgParser parser("alexnet experiment ablation [options]",
-                     "Trains the full model (LRN, 3/2 pooling, two columns, PCA lighting, "
-                     "dropout) and one change at a time (no-lrn, pool-2x2, one-column, no-pca, "
-                     "no-dropout; depth: no-conv3, no-conv4, no-conv5, extra-conv; breadth: "
-                     "width-0.5, width-2), each with several seeds, on the same data and budget; "
-                     "writes "
-                     "OUT/ablation.md and OUT/ablation.json with the final validation top-1/top-5 "
-                     "error, mean and spread.");
-    declare_common(parser, "runs/ablation", "1");
-    parser.option("seeds", "seeds per variant", "2")
-        .option("variants", "comma-separated subset of the variants (default: all)");
-    if (!parser.parse({args.begin() + 1, args.end()})) return 0;
-    runtime::tune_runtime({"experiment"}, args);
+    ArgParser parser = ablation_parser();
+    if (!parse_experiment(parser, args)) return 0;
     return run_ablation(parser, {});
   }
   std::cout << "usage: alexnet experiment relu-vs-tanh|ablation [options]\n\n"

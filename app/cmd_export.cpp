@@ -65,7 +65,7 @@ double export_onnx_checked(AlexNet& model, const train::ExportInfo& info,
 #endif
 }
 
-int run_export(const std::vector<std::string>& args) {
+ArgParser export_parser() {
   ArgParser parser("alexnet export --checkpoint FILE [--format torchscript|onnx] --out FILE",
                    "Writes the model of a training checkpoint as a file other programs run "
                    "without this project. torchscript (model.pt): torch::jit::load (C++) and "
@@ -80,6 +80,50 @@ int run_export(const std::vector<std::string>& args) {
       .option("format", "torchscript or onnx", "torchscript")
       .option("out", "file to write (default model.pt, or model.onnx with --format onnx)", "")
       .flag("json", "print a JSON summary");
+  return parser;
+}
+
+// The checkpoint's model on the CPU, in eval mode.
+AlexNet checkpoint_model(const train::Checkpoint& checkpoint, const std::string& path) {
+  if (!checkpoint.config.is_object() || !checkpoint.config.contains("model")) {
+    throw std::runtime_error("checkpoint '" + path + "' has no model configuration (config.model)");
+  }
+  AlexNetOptions options = train::model_options_from_json(checkpoint.config.at("model"));
+  options.devices({torch::kCPU});
+  AlexNet model(options);
+  model->load_single_device_state(checkpoint.model);
+  model->eval();
+  return model;
+}
+
+// What the exported file says about its inputs and classes.
+train::ExportInfo export_info(const train::Checkpoint& checkpoint) {
+  train::ExportInfo info;
+  info.class_names = checkpoint.class_names;
+  info.image_size = checkpoint.image_size;
+  info.resize_size = checkpoint.resize_size;
+  info.mean = checkpoint.mean;
+  info.std = checkpoint.std;
+  return info;
+}
+
+void print_export(const std::string& checkpoint_path, const std::string& out_path,
+                  const std::string& format, const AlexNetOptions& options,
+                  const train::ExportInfo& info, double difference) {
+  std::cout << "exported " << checkpoint_path << " -> " << out_path << " (" << format
+            << "): " << options.num_classes() << " classes, input " << options.in_channels()
+            << " x " << info.image_size << " x " << info.image_size << " (shorter side resized to "
+            << info.resize_size << ")";
+  if (difference >= 0) {
+    std::cout << "; max difference to the checkpoint's model " << difference
+              << " of the logits' scale"
+              << (format == "onnx" ? " (run by OpenCV's DNN module)" : "");
+  }
+  std::cout << "\n";
+}
+
+int run_export(const std::vector<std::string>& args) {
+  ArgParser parser = export_parser();
   if (!parser.parse(args)) return 0;
   if (!parser.has("checkpoint")) throw std::invalid_argument("--checkpoint FILE is required");
   const std::string format = parser.get("format");
@@ -91,55 +135,32 @@ int run_export(const std::vector<std::string>& args) {
   if (out_path.empty()) out_path = format == "onnx" ? "model.onnx" : "model.pt";
 
   const train::Checkpoint checkpoint = train::load_checkpoint(checkpoint_path);
-  if (!checkpoint.config.is_object() || !checkpoint.config.contains("model")) {
-    throw std::runtime_error("checkpoint '" + checkpoint_path +
-                             "' has no model configuration (config.model)");
-  }
-  AlexNetOptions options = train::model_options_from_json(checkpoint.config.at("model"));
-  options.devices({torch::kCPU});
-  AlexNet model(options);
-  model->load_single_device_state(checkpoint.model);
-  model->eval();
-
-  train::ExportInfo info;
-  info.class_names = checkpoint.class_names;
-  info.image_size = checkpoint.image_size;
-  info.resize_size = checkpoint.resize_size;
-  info.mean = checkpoint.mean;
-  info.std = checkpoint.std;
+  AlexNet model = checkpoint_model(checkpoint, checkpoint_path);
+  const AlexNetOptions& options = model->options;
+  const train::ExportInfo info = export_info(checkpoint);
 
   // The written file against the eager model on one random image.
   torch::NoGradGuard no_grad;
   const auto x = torch::randn({1, options.in_channels(), info.image_size, info.image_size}) * 50.0;
   const double difference = format == "onnx" ? export_onnx_checked(model, info, out_path, x)
                                              : export_torchscript_checked(model, info, out_path, x);
-
-  if (parser.get_flag("json")) {
-    nlohmann::json out{{"checkpoint", checkpoint_path},
-                       {"model", out_path},
-                       {"format", format},
-                       {"num_classes", options.num_classes()},
-                       {"in_channels", options.in_channels()},
-                       {"image_size", info.image_size},
-                       {"resize_size", info.resize_size},
-                       {"class_names", info.class_names},
-                       {"mean", info.mean},
-                       {"std", info.std},
-                       {"max_relative_difference",
-                        difference >= 0 ? nlohmann::json(difference) : nlohmann::json()}};
-    std::cout << out.dump(2) << "\n";
-  } else {
-    std::cout << "exported " << checkpoint_path << " -> " << out_path << " (" << format
-              << "): " << options.num_classes() << " classes, input " << options.in_channels()
-              << " x " << info.image_size << " x " << info.image_size
-              << " (shorter side resized to " << info.resize_size << ")";
-    if (difference >= 0) {
-      std::cout << "; max difference to the checkpoint's model " << difference
-                << " of the logits' scale"
-                << (format == "onnx" ? " (run by OpenCV's DNN module)" : "");
-    }
-    std::cout << "\n";
+  if (!parser.get_flag("json")) {
+    print_export(checkpoint_path, out_path, format, options, info, difference);
+    return 0;
   }
+  nlohmann::json out{
+      {"checkpoint", checkpoint_path},
+      {"model", out_path},
+      {"format", format},
+      {"num_classes", options.num_classes()},
+      {"in_channels", options.in_channels()},
+      {"image_size", info.image_size},
+      {"resize_size", info.resize_size},
+      {"class_names", info.class_names},
+      {"mean", info.mean},
+      {"std", info.std},
+      {"max_relative_difference", difference >= 0 ? nlohmann::json(difference) : nlohmann::json()}};
+  std::cout << out.dump(2) << "\n";
   return 0;
 }
 

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli.h"
+#include "cli/option_groups.h"
 #include "data/dataset.h"
 #include "data/image_decode.h"
 #include "experiments/binary_codes.h"
@@ -25,7 +26,7 @@ namespace {
 
 using experiments::FeatureIndex;
 
-int run_features(const std::vector<std::string>& args) {
+ArgParser features_parser() {
   ArgParser parser("alexnet features --model FILE --data SRC --out INDEX",
                    "Runs the model's `features` method (fc7 after ReLU) on every image of a data "
                    "set, with the model's own preprocessing, and writes a feature index with "
@@ -35,34 +36,29 @@ int run_features(const std::vector<std::string>& args) {
       .option("data",
               "data source (image folder, packed file, IDX folder, CIFAR-10 folder, "
               "fashion-mnist)")
-      .option("split", "train, val or test", "test")
-      .option("limit", "only N images, every class in proportion, drawn with --seed (0: all)", "0")
-      .option("seed", "seed of the images --limit keeps", "0")
-      .option("out", "feature index to write")
+      .option("split", "train, val or test", "test");
+  add_subset_options(parser);
+  parser.option("out", "feature index to write")
       .option("batch-size", "images per forward pass", "64")
       .option("workers", "loader threads", "2")
       .option("pixel-size",
               "side of the stored raw-pixel vectors (area-downsampled model "
               "input); 0: none",
-              "32")
-      .option("threads", "intra-op threads (0: all cores)", "0");
+              "32");
+  add_threads_option(parser);
+  return parser;
+}
+
+int run_features(const std::vector<std::string>& args) {
+  ArgParser parser = features_parser();
   if (!parser.parse(args)) return 0;
   runtime::tune_runtime({"features"}, args);
-  runtime::set_threads(parser.get_int("threads"));
-  for (const char* required : {"model", "data", "out"}) {
-    if (!parser.has(required)) {
-      throw std::invalid_argument(std::string("--") + required +
-                                  " is required (see alexnet features --help)");
-    }
-  }
+  apply_threads_option(parser);
+  require_options(parser, {"model", "data", "out"}, "features");
   const std::string model_path = parser.get("model"), source = parser.get("data");
   const std::string split = parser.get("split");
   auto model = train::load_exported_model(model_path);
-  auto dataset = data::open_dataset(source, split);
-  if (parser.get_int("limit") > 0) {
-    dataset = data::stratified_subset(dataset, static_cast<size_t>(parser.get_int("limit")),
-                                      static_cast<uint64_t>(parser.get_int("seed")));
-  }
+  const auto dataset = subset_option(parser, data::open_dataset(source, split));
   experiments::FeatureOptions options;
   options.batch_size = parser.get_int("batch-size");
   options.workers = parser.get_int("workers");
@@ -289,7 +285,7 @@ int report_precision(const ArgParser& parser, const std::optional<FeatureIndex>&
   return 0;
 }
 
-int run_neighbours(const std::vector<std::string>& args) {
+ArgParser neighbours_parser() {
   ArgParser parser(
       "alexnet neighbours (--index INDEX | --codes CODES) [QUERY...]",
       "Lists each query's nearest images by Euclidean distance between fc7 features (or, with "
@@ -301,21 +297,111 @@ int run_neighbours(const std::vector<std::string>& args) {
   parser.option("index", "feature index written by `alexnet features`")
       .option("codes", "binary codes written by `alexnet codes`: search by Hamming distance")
       .option("query", "comma-separated queries (also accepted as positional arguments)")
-      .option("k", "neighbours per query", "6")
-      .option("out", "PNG grid to draw: each row a query, then its neighbours")
+      .option("k", "neighbours per query", "6");
+  // The picture.
+  parser.option("out", "PNG grid to draw: each row a query, then its neighbours")
       .option("tile", "tile side in the grid, pixels", "96")
-      .option("model", "model for image-file queries (default: the one the index records)")
-      .option("precision-at", "score retrieval: mean precision@K over the whole index")
+      .option("model", "model for image-file queries (default: the one the index records)");
+  // Scoring instead of listing.
+  parser.option("precision-at", "score retrieval: mean precision@K over the whole index")
       .flag("pixels", "with --precision-at: also score raw-pixel vectors (the baseline)")
       .flag("speed",
             "with --precision-at, --index and --codes: time the search of every image's K "
             "nearest by fc7 vectors and by codes (queries per second)")
-      .flag("json", "print JSON")
-      .option("threads", "intra-op threads (0: all cores)", "0")
-      .positionals("QUERY", "an image file, or #N for the N-th image of the index");
+      .flag("json", "print JSON");
+  add_threads_option(parser);
+  parser.positionals("QUERY", "an image file, or #N for the N-th image of the index");
+  return parser;
+}
+
+// The queries: the positional arguments, then the items of --query.
+std::vector<std::string> query_texts(const ArgParser& parser) {
+  std::vector<std::string> texts = parser.positional();
+  for (const auto& item : split(parser.get("query"))) texts.push_back(item);
+  if (texts.empty()) {
+    throw std::invalid_argument(
+        "give queries (#N or image files) or --precision-at K (see "
+        "alexnet neighbours --help)");
+  }
+  return texts;
+}
+
+// Cuts an image file's list to its k nearest; a query from the index keeps k + 1, itself first.
+void keep_listed_neighbours(const std::vector<Query>& queries,
+                            std::vector<std::vector<experiments::Neighbour>>& results, int64_t k) {
+  for (size_t q = 0; q < queries.size(); ++q) {
+    if (queries[q].position < 0 && static_cast<int64_t>(results[q].size()) > k) {
+      results[q].resize(static_cast<size_t>(k));
+    }
+  }
+}
+
+#if ALEXNET_WITH_OPENCV
+// Each query's k nearest images other than itself: what the picture draws.
+std::vector<std::vector<experiments::Neighbour>> drawn_neighbours(
+    const std::vector<Query>& queries,
+    const std::vector<std::vector<experiments::Neighbour>>& results, int64_t k) {
+  std::vector<std::vector<experiments::Neighbour>> shown;
+  for (size_t q = 0; q < queries.size(); ++q) {
+    std::vector<experiments::Neighbour> list;
+    for (const auto& n : results[q]) {
+      if (n.index == queries[q].position) continue;
+      if (static_cast<int64_t>(list.size()) < k) list.push_back(n);
+    }
+    shown.push_back(list);
+  }
+  return shown;
+}
+#endif
+
+void print_neighbours_json(const Catalogue& catalogue, const std::vector<Query>& queries,
+                           const std::vector<std::vector<experiments::Neighbour>>& results) {
+  nlohmann::json out = nlohmann::json::array();
+  for (size_t q = 0; q < queries.size(); ++q) {
+    nlohmann::json item{{"query", queries[q].text}};
+    if (queries[q].position >= 0) {
+      const auto p = queries[q].position;
+      item["position"] = p;
+      item["label"] = catalogue.class_name(catalogue.label(p));
+      item["description"] = catalogue.descriptions[static_cast<size_t>(p)];
+    }
+    item["neighbours"] = nlohmann::json::array();
+    for (const auto& n : results[q]) {
+      item["neighbours"].push_back(
+          {{"position", n.index},
+           {"distance", n.distance},
+           {"label", catalogue.class_name(catalogue.label(n.index))},
+           {"description", catalogue.descriptions[static_cast<size_t>(n.index)]}});
+    }
+    out.push_back(item);
+  }
+  std::cout << out.dump(2) << "\n";
+}
+
+void print_neighbours_text(const Catalogue& catalogue, const std::vector<Query>& queries,
+                           const std::vector<std::vector<experiments::Neighbour>>& results,
+                           bool hamming) {
+  for (size_t q = 0; q < queries.size(); ++q) {
+    std::cout << "query " << queries[q].text;
+    if (queries[q].position >= 0) {
+      std::cout << " (" << catalogue.class_name(catalogue.label(queries[q].position)) << ", "
+                << catalogue.descriptions[static_cast<size_t>(queries[q].position)] << ")";
+    }
+    std::cout << "\n";
+    for (const auto& n : results[q]) {
+      std::cout << "  #" << std::left << std::setw(7) << n.index << std::right << std::fixed
+                << std::setprecision(hamming ? 0 : 3) << std::setw(10) << n.distance << "  "
+                << std::left << std::setw(14) << catalogue.class_name(catalogue.label(n.index))
+                << std::right << catalogue.descriptions[static_cast<size_t>(n.index)] << "\n";
+    }
+  }
+}
+
+int run_neighbours(const std::vector<std::string>& args) {
+  ArgParser parser = neighbours_parser();
   if (!parser.parse(args)) return 0;
   runtime::tune_runtime({"neighbours"}, args);
-  runtime::set_threads(parser.get_int("threads"));
+  apply_threads_option(parser);
   if (!parser.has("index") && !parser.has("codes")) {
     throw std::invalid_argument("--index or --codes is required (see alexnet neighbours --help)");
   }
@@ -326,13 +412,7 @@ int run_neighbours(const std::vector<std::string>& args) {
 
   if (parser.has("precision-at")) return report_precision(parser, index, codes);
 
-  std::vector<std::string> texts = parser.positional();
-  for (const auto& item : split(parser.get("query"))) texts.push_back(item);
-  if (texts.empty()) {
-    throw std::invalid_argument(
-        "give queries (#N or image files) or --precision-at K (see "
-        "alexnet neighbours --help)");
-  }
+  const std::vector<std::string> texts = query_texts(parser);
   const int64_t k = parser.get_int("k");
   TORCH_CHECK(k >= 1, "--k must be positive, got ", k);
   const bool hamming = codes.has_value();
@@ -350,59 +430,16 @@ int run_neighbours(const std::vector<std::string>& args) {
       hamming
           ? experiments::hamming_neighbours(codes->codes, torch::stack(vectors), k + 1, self)
           : experiments::nearest_neighbours(index->features, torch::stack(vectors), k + 1, self);
-  std::vector<std::vector<experiments::Neighbour>> shown;
-  for (size_t q = 0; q < queries.size(); ++q) {
-    if (queries[q].position < 0 && static_cast<int64_t>(results[q].size()) > k) {
-      results[q].resize(static_cast<size_t>(k));
-    }
-    std::vector<experiments::Neighbour> list;
-    for (const auto& n : results[q]) {
-      if (n.index == queries[q].position) continue;
-      if (static_cast<int64_t>(list.size()) < k) list.push_back(n);
-    }
-    shown.push_back(list);
-  }
-
+  keep_listed_neighbours(queries, results, k);
   if (parser.get_flag("json")) {
-    nlohmann::json out = nlohmann::json::array();
-    for (size_t q = 0; q < queries.size(); ++q) {
-      nlohmann::json item{{"query", queries[q].text}};
-      if (queries[q].position >= 0) {
-        const auto p = queries[q].position;
-        item["position"] = p;
-        item["label"] = catalogue.class_name(catalogue.label(p));
-        item["description"] = catalogue.descriptions[static_cast<size_t>(p)];
-      }
-      item["neighbours"] = nlohmann::json::array();
-      for (const auto& n : results[q]) {
-        item["neighbours"].push_back(
-            {{"position", n.index},
-             {"distance", n.distance},
-             {"label", catalogue.class_name(catalogue.label(n.index))},
-             {"description", catalogue.descriptions[static_cast<size_t>(n.index)]}});
-      }
-      out.push_back(item);
-    }
-    std::cout << out.dump(2) << "\n";
+    print_neighbours_json(catalogue, queries, results);
   } else {
-    for (size_t q = 0; q < queries.size(); ++q) {
-      std::cout << "query " << queries[q].text;
-      if (queries[q].position >= 0) {
-        std::cout << " (" << catalogue.class_name(catalogue.label(queries[q].position)) << ", "
-                  << catalogue.descriptions[static_cast<size_t>(queries[q].position)] << ")";
-      }
-      std::cout << "\n";
-      for (const auto& n : results[q]) {
-        std::cout << "  #" << std::left << std::setw(7) << n.index << std::right << std::fixed
-                  << std::setprecision(hamming ? 0 : 3) << std::setw(10) << n.distance << "  "
-                  << std::left << std::setw(14) << catalogue.class_name(catalogue.label(n.index))
-                  << std::right << catalogue.descriptions[static_cast<size_t>(n.index)] << "\n";
-      }
-    }
+    print_neighbours_text(catalogue, queries, results, hamming);
   }
   if (parser.has("out")) {
 #if ALEXNET_WITH_OPENCV
-    draw_neighbours(catalogue, queries, shown, parser.get_int("tile"), hamming, parser.get("out"));
+    draw_neighbours(catalogue, queries, drawn_neighbours(queries, results, k),
+                    parser.get_int("tile"), hamming, parser.get("out"));
     if (!parser.get_flag("json")) std::cout << "wrote " << parser.get("out") << "\n";
 #else
     throw std::runtime_error("this build has no OpenCV (ALEXNET_WITH_OPENCV=OFF): cannot draw " +

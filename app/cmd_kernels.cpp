@@ -13,14 +13,15 @@
 namespace alexnet::cli {
 namespace {
 
-int run_kernels(const std::vector<std::string>& args) {
+ArgParser kernels_parser() {
   ArgParser parser("alexnet kernels --model FILE | --checkpoint FILE --out PNG",
                    "Draws the conv1 kernels of an exported model as tiles, each scaled to its own "
                    "range, the first column's kernels above the second column's (the paper's "
                    "Figure 3). Grey tiles for one-channel models.");
   parser.option("model", "TorchScript model written by `alexnet export`")
-      .option("checkpoint", "training checkpoint written by `alexnet train`")
-      .option("out", "PNG to write", "kernels.png")
+      .option("checkpoint", "training checkpoint written by `alexnet train`");
+  // The picture.
+  parser.option("out", "PNG to write", "kernels.png")
       .option("scale", "pixels per kernel pixel", "4")
       .option("per-row", "tiles per row", "16")
       .option("blocks",
@@ -30,35 +31,49 @@ int run_kernels(const std::vector<std::string>& args) {
       .flag("sum-channels",
             "draw each kernel summed over its input channels (grey): all that a model sees of "
             "its kernels when its input channels are equal, e.g. grey images replicated to RGB");
-  if (!parser.parse(args)) return 0;
-  if (parser.has("model") == parser.has("checkpoint")) {
-    throw UsageError(
-        "give one of --model and --checkpoint (see alexnet kernels --help)");
-  }
+  return parser;
+}
+
+// conv1's weight, [K, C, kh, kw], of --model or --checkpoint.
+struct Conv1Weight {
   torch::Tensor weight;
   std::string path;
-  int64_t columns = 0;  // unknown
+  int64_t columns = 0;  // the checkpoint's model columns; 0: unknown
+};
+
+Conv1Weight read_conv1_weight(const ArgParser& parser) {
+  Conv1Weight conv1;
   if (parser.has("model")) {
-    path = parser.get("model");
-    weight =
-        experiments::model_tensor(train::load_exported_model(path).module, "conv1.weight", path);
+    conv1.path = parser.get("model");
+    conv1.weight = experiments::model_tensor(train::load_exported_model(conv1.path).module,
+                                             "conv1.weight", conv1.path);
   } else {
-    path = parser.get("checkpoint");
-    const auto checkpoint = train::load_checkpoint(path);
+    conv1.path = parser.get("checkpoint");
+    const auto checkpoint = train::load_checkpoint(conv1.path);
     const auto* found = checkpoint.model.find("conv1.weight");
-    TORCH_CHECK(found != nullptr, "checkpoint ", path, " has no conv1.weight");
-    weight = *found;
+    TORCH_CHECK(found != nullptr, "checkpoint ", conv1.path, " has no conv1.weight");
+    conv1.weight = *found;
     if (checkpoint.config.contains("model")) {
-      columns = checkpoint.config["model"].value("columns", int64_t{0});
+      conv1.columns = checkpoint.config["model"].value("columns", int64_t{0});
     }
   }
-  TORCH_CHECK(weight.dim() == 4, path, ": conv1.weight has shape ", weight.sizes(),
-              ", expected [K, C, kh, kw]");
+  TORCH_CHECK(conv1.weight.dim() == 4, conv1.path, ": conv1.weight has shape ",
+              conv1.weight.sizes(), ", expected [K, C, kh, kw]");
+  return conv1;
+}
 
+int run_kernels(const std::vector<std::string>& args) {
+  ArgParser parser = kernels_parser();
+  if (!parser.parse(args)) return 0;
+  if (parser.has("model") == parser.has("checkpoint")) {
+    throw UsageError("give one of --model and --checkpoint (see alexnet kernels --help)");
+  }
+  const Conv1Weight conv1 = read_conv1_weight(parser);
+  torch::Tensor weight = conv1.weight;
   if (parser.has("sum-channels")) weight = weight.sum(1, /*keepdim=*/true);
   int64_t blocks = parser.get_int("blocks");
   if (blocks == 0) {
-    blocks = columns > 0 ? columns : (weight.size(0) == 96 ? 2 : 1);
+    blocks = conv1.columns > 0 ? conv1.columns : (weight.size(0) == 96 ? 2 : 1);
   }
   const auto options = experiments::KernelGridOptions()
                            .blocks(blocks)
@@ -80,7 +95,7 @@ int run_kernels(const std::vector<std::string>& args) {
 }
 
 const Registration kKernelsRegistration{"kernels", "draw the first layer's kernels (Figure 3)",
-                                 run_kernels};
+                                        run_kernels};
 
 }  // namespace
 }  // namespace alexnet::cli

@@ -10,9 +10,9 @@
 #include <nlohmann/json.hpp>
 
 #include "cli.h"
+#include "cli/option_groups.h"
 #include "data/dataset.h"
 #include "data/image_decode.h"
-#include "runtime/runtime.h"
 #include "train/exported_model.h"
 #include "train/precision.h"
 #if ALEXNET_WITH_OPENCV_DNN
@@ -99,7 +99,7 @@ Predictor open_predictor(const std::string& path) {
           [model](const torch::Tensor& x) { return model->module.forward({x}).toTensor(); }};
 }
 
-int run_predict(const std::vector<std::string>& args) {
+ArgParser predict_parser() {
   ArgParser parser("alexnet predict --model model.pt IMAGE... [options]",
                    "Prints the most likely classes of each image with their probabilities, "
                    "using only the file written by alexnet export (or alexnet train as "
@@ -109,19 +109,62 @@ int run_predict(const std::vector<std::string>& args) {
                    "the exit status is 1 if any failed.");
   parser.option("model", "exported model: TorchScript (model.pt) or ONNX (model.onnx)")
       .option("top", "classes to print per image", "5")
-      .option("batch-size", "images per forward pass", "32")
-      .option("threads", "intra-op threads (0: all hardware threads)", "0")
+      .option("batch-size", "images per forward pass", "32");
+  add_threads_option(parser, /*default_value=*/"0", kThreadsHelpHardware);
+  parser
       .option("precision", "fp32 or bf16 (autocast; fast on CPUs with avx512_bf16 or AMX)", "fp32")
       .flag("json", "print JSON: [{image, top: [{label, class, probability}]} or {image, error}]")
       .positionals("IMAGE", "image files (JPEG, PNG, ...)");
+  return parser;
+}
+
+// The entries of images [begin, end) in order, {image, top} or {image, error}; counts the
+// images that could not be read in `failures` and, unless `as_json`, prints each entry.
+std::vector<nlohmann::json> predict_batch(const Predictor& model,
+                                          const transforms::Transform& pipeline,
+                                          const train::ForwardFunction& forward,
+                                          const std::vector<std::string>& images, size_t begin,
+                                          size_t end, int64_t top, bool as_json, int& failures) {
+  std::vector<torch::Tensor> inputs;
+  std::vector<size_t> which;
+  std::vector<nlohmann::json> slot(end - begin);
+  for (size_t i = begin; i < end; ++i) {
+    try {
+      inputs.push_back(prepare(pipeline, images[i]));
+      which.push_back(i);
+    } catch (const std::exception& e) {
+      ++failures;
+      const std::string message = failure_message(e, images[i]);
+      slot[i - begin] = {{"image", images[i]}, {"error", message}};
+      if (!as_json) std::cerr << "alexnet predict: error: " << message << "\n";
+    }
+  }
+  if (inputs.empty()) return slot;
+  const auto logits = forward(torch::stack(inputs));
+  const auto probabilities = torch::softmax(logits.to(torch::kFloat64), 1);
+  const int64_t k = std::min<int64_t>(top, probabilities.size(1));
+  const auto [values, labels] = probabilities.topk(k, 1);
+  for (size_t j = 0; j < which.size(); ++j) {
+    const auto row = static_cast<int64_t>(j);
+    std::string line;
+    slot[which[j] - begin] =
+        top_entry(images[which[j]], values[row], labels[row], model.class_names, line);
+    if (!as_json) std::cout << line << "\n";
+  }
+  return slot;
+}
+
+int run_predict(const std::vector<std::string>& args) {
+  ArgParser parser = predict_parser();
   if (!parser.parse(args)) return 0;
   if (!parser.has("model")) throw std::invalid_argument("--model FILE is required");
   if (parser.positional().empty()) throw std::invalid_argument("no IMAGE given");
   const int64_t top = parser.get_int("top");
   const int64_t batch = parser.get_int("batch-size");
   if (top < 1) throw std::invalid_argument("--top must be >= 1, got " + std::to_string(top));
-  if (batch < 1) throw std::invalid_argument("--batch-size must be >= 1, got " + std::to_string(batch));
-  runtime::set_threads(parser.get_int("threads"));
+  if (batch < 1)
+    throw std::invalid_argument("--batch-size must be >= 1, got " + std::to_string(batch));
+  apply_threads_option(parser);
   const bool as_json = parser.get_flag("json");
   const train::Precision precision = train::parse_precision(parser.get("precision"));
   if (const auto advice = train::precision_advice(precision, torch::kCPU); !advice.empty()) {
@@ -143,34 +186,10 @@ int run_predict(const std::vector<std::string>& args) {
   torch::NoGradGuard no_grad;
   for (size_t begin = 0; begin < images.size(); begin += static_cast<size_t>(batch)) {
     const size_t end = std::min(images.size(), begin + static_cast<size_t>(batch));
-    std::vector<torch::Tensor> inputs;
-    std::vector<size_t> which;
-    std::vector<nlohmann::json> slot(end - begin);
-    for (size_t i = begin; i < end; ++i) {
-      try {
-        inputs.push_back(prepare(*pipeline, images[i]));
-        which.push_back(i);
-      } catch (const std::exception& e) {
-        ++failures;
-        const std::string message = failure_message(e, images[i]);
-        slot[i - begin] = {{"image", images[i]}, {"error", message}};
-        if (!as_json) std::cerr << "alexnet predict: error: " << message << "\n";
-      }
+    for (auto& entry :
+         predict_batch(model, *pipeline, forward, images, begin, end, top, as_json, failures)) {
+      results.push_back(std::move(entry));
     }
-    if (!inputs.empty()) {
-      const auto logits = forward(torch::stack(inputs));
-      const auto probabilities = torch::softmax(logits.to(torch::kFloat64), 1);
-      const int64_t k = std::min<int64_t>(top, probabilities.size(1));
-      const auto [values, labels] = probabilities.topk(k, 1);
-      for (size_t j = 0; j < which.size(); ++j) {
-        const auto row = static_cast<int64_t>(j);
-        std::string line;
-        slot[which[j] - begin] =
-            top_entry(images[which[j]], values[row], labels[row], model.class_names, line);
-        if (!as_json) std::cout << line << "\n";
-      }
-    }
-    for (auto& entry : slot) results.push_back(std::move(entry));
   }
   if (as_json) std::cout << results.dump(2) << "\n";
   if (failures > 0 && !as_json) {
@@ -181,7 +200,7 @@ int run_predict(const std::vector<std::string>& args) {
 }
 
 const Registration kPredictRegistration{"predict", "top-5 classes of images from an exported model",
-                                 run_predict};
+                                        run_predict};
 
 }  // namespace
 }  // namespace alexnet::cli

@@ -12,6 +12,7 @@
 #include <iostream>
 
 #include "cli.h"
+#include "cli/option_groups.h"
 #include "cli/stop_on_signal.h"
 #include "data/dataset.h"
 #include "data/loader.h"
@@ -59,17 +60,106 @@ std::string stats_text(const data::DatasetStats& stats) {
                                        stats.eigenvalues.data_ptr<double>() + 3));
 }
 
+ArgParser prepare_parser() {
+  ArgParser parser("alexnet prepare --data DIR --out FILE|FOLDER [options]",
+                   "Decodes every image once, rescales its shorter side to --size and keeps the "
+                   "central square (the paper's preparation), and writes them as uint8 with "
+                   "labels, class names, the per-channel mean/std and the RGB covariance "
+                   "eigen-data to a packed file that training reads without decoding (and "
+                   "without OpenCV). --format jpeg stores each image re-encoded once as a "
+                   "JPEG of --quality instead (about a tenth of the bytes; decoded by the "
+                   "loader's workers). --shard-size N writes a folder of shards of N images and "
+                   "an index.json instead of one file; a run stopped (or killed) after some "
+                   "shards resumes with the rest when started again with the same arguments. "
+                   "Undecodable images are skipped and listed. Ctrl-C or SIGTERM stops the run "
+                   "and removes the partial file, keeping complete shards (exit status 130 or "
+                   "143); a second one ends it at once.");
+  parser.option("data", "image folder (ROOT/<class>/<image>, or ROOT/train and ROOT/val)")
+      .option("out", "packed file to write, or the shard folder with --shard-size")
+      .option("format", "raw (uint8 pixels) or jpeg (re-encoded once at --size)", "raw")
+      .option("quality", "JPEG quality of --format jpeg, 1..100", "95")
+      .option("shard-size", "images per shard: write a shard folder (0: one file)", "0");
+  // The images.
+  parser.option("split", "train, or val (ROOT/val, or --val-data)", "train")
+      .option("val-data", "validation images: a folder or a list file of \"path label\" lines")
+      .option("val-root", "folder the list file's paths are relative to (default: its folder)")
+      .option("class-names", "file of human-readable class names (e.g. synset words)")
+      .option("size", "side of the stored square images", "256")
+      .option("workers", "decoding threads", "2");
+  add_subset_options(parser);
+  parser
+      .option("max-pixels",
+              "skip images whose header declares more pixels (width x height; 0: no limit)",
+              std::to_string(data::kDefaultMaxImagePixels))
+      .option("skipped-log",
+              "file listing skipped images, written only when an image was skipped (default: "
+              "OUT.skipped.txt)")
+      .flag("strict", "stop at the first undecodable image instead of skipping it");
+  return parser;
+}
+
+// What `alexnet prepare` writes, checked.
+struct PrepareSettings {
+  std::string out_path;
+  int64_t size = 0;
+  data::PackedEncoding encoding = data::PackedEncoding::kRaw;
+  int64_t quality = 0;
+  int64_t shard_size = 0;  // 0: one packed file
+  /// Where skipped images are listed; the default file is removed when none was skipped.
+  std::string skipped_log;
+  bool default_log = true;
+};
+
+PrepareSettings prepare_settings(const ArgParser& parser) {
+  if (!parser.has("data") || !parser.has("out")) {
+    throw std::invalid_argument("--data and --out are required (see alexnet prepare --help)");
+  }
+  PrepareSettings settings;
+  settings.out_path = parser.get("out");
+  settings.size = parser.get_int("size");
+  if (settings.size <= 0) throw std::invalid_argument("--size must be positive");
+  if (parser.get_int("limit") < 0) throw std::invalid_argument("--limit must be >= 0");
+  if (parser.get_int("max-pixels") < 0) throw std::invalid_argument("--max-pixels must be >= 0");
+  settings.encoding = data::parse_packed_encoding(parser.get("format"));
+  settings.quality = parser.get_int("quality");
+  if (settings.quality < 1 || settings.quality > 100) {
+    throw std::invalid_argument("--quality must be in 1..100, got " +
+                                std::to_string(settings.quality));
+  }
+  settings.shard_size = parser.get_int("shard-size");
+  if (settings.shard_size < 0) throw std::invalid_argument("--shard-size must be >= 0");
+  settings.default_log = !parser.has("skipped-log");
+  if (!settings.default_log) {
+    settings.skipped_log = parser.get("skipped-log");
+  } else {
+    settings.skipped_log =
+        settings.out_path + (settings.shard_size > 0 ? "/skipped.txt" : ".skipped.txt");
+  }
+  return settings;
+}
+
+// The images to write: --split of --data decoded for --size, --limit of them.
+data::DatasetPtr open_prepare_data(const ArgParser& parser, const PrepareSettings& settings) {
+  data::DatasetOptions options;
+  options.split = parser.get("split");
+  options.image_size = settings.size;
+  options.val_source = parser.get("val-data");
+  options.val_root = parser.get("val-root");
+  options.class_names_file = parser.get("class-names");
+  options.max_image_pixels = parser.get_int("max-pixels");
+  return subset_option(parser, data::open_dataset(parser.get("data"), options));
+}
+
 // --shard-size N: the folder of shards and its index (data/shards.h), resumed when the folder
 // holds an earlier run's complete shards.
 int write_shard_folder(const ArgParser& parser, const data::DatasetPtr& dataset,
-                       data::PackedEncoding encoding, int64_t quality, int64_t shard_size,
-                       const std::string& skipped_log, bool default_log, const StopOnSignal& stop) {
+                       const PrepareSettings& settings, const StopOnSignal& stop) {
   data::ShardWriteOptions options;
-  options.folder = parser.get("out");
-  options.encoding = encoding;
-  options.quality = quality;
-  options.shard_size = shard_size;
-  options.image_size = parser.get_int("size");
+  options.folder = settings.out_path;
+  options.encoding = settings.encoding;
+  options.quality = settings.quality;
+  options.shard_size = settings.shard_size;
+  options.image_size = settings.size;
   options.split = parser.get("split") == "test" ? "val" : parser.get("split");
   options.source = {{"data", parser.get("data")},
                     {"val_data", parser.get("val-data")},
@@ -90,6 +180,7 @@ int write_shard_folder(const ArgParser& parser, const data::DatasetPtr& dataset,
               << " images/s (this run), " << skipped << " skipped" << (tty ? "" : "\n")
               << std::flush;
   };
+  const int64_t shard_size = settings.shard_size;
   const int64_t shards = (static_cast<int64_t>(dataset->size()) + shard_size - 1) / shard_size;
   std::cerr << "prepare: " << dataset->size() << " images, " << dataset->class_names().size()
             << " classes, " << options.workers << " workers -> " << options.folder << " (" << shards
@@ -102,8 +193,9 @@ int write_shard_folder(const ArgParser& parser, const data::DatasetPtr& dataset,
               << " (the same command resumes with the rest)\n";
     return stop.exit_code();
   }
+  const std::string& skipped_log = settings.skipped_log;
   if (!result.skipped.empty()) write_skipped_log(skipped_log, result.skipped);
-  if (result.skipped.empty() && default_log) std::remove(skipped_log.c_str());
+  if (result.skipped.empty() && settings.default_log) std::remove(skipped_log.c_str());
   std::cout << "wrote " << options.folder << ": " << result.shards << " shards (" << result.kept
             << " kept from an earlier run), " << result.images << " images of "
             << options.image_size << "x" << options.image_size << ", "
@@ -113,104 +205,11 @@ int write_shard_folder(const ArgParser& parser, const data::DatasetPtr& dataset,
   return 0;
 }
 
-int run_prepare(const std::vector<std::string>& args) {
-  // First, so that a signal at any later point (a list file that is a FIFO keeps prepare
-  // waiting) is seen by the loop below.
-  const StopOnSignal stop;
-  ArgParser parser("alexnet prepare --data DIR --out FILE|FOLDER [options]",
-                   "Decodes every image once, rescales its shorter side to --size and keeps the "
-                   "central square (the paper's preparation), and writes them as uint8 with "
-                   "labels, class names, the per-channel mean/std and the RGB covariance "
-                   "eigen-data to a packed file that training reads without decoding (and "
-                   "without OpenCV). --format jpeg stores each image re-encoded once as a "
-                   "JPEG of --quality instead (about a tenth of the bytes; decoded by the "
-                   "loader's workers). --shard-size N writes a folder of shards of N images and "
-                   "an index.json instead of one file; a run stopped (or killed) after some "
-                   "shards resumes with the rest when started again with the same arguments. "
-                   "Undecodable images are skipped and listed. Ctrl-C or SIGTERM stops the run "
-                   "and removes the partial file, keeping complete shards (exit status 130 or "
-                   "143); a second one ends it at once.");
-  parser.option("data", "image folder (ROOT/<class>/<image>, or ROOT/train and ROOT/val)")
-      .option("out", "packed file to write, or the shard folder with --shard-size")
-      .option("format", "raw (uint8 pixels) or jpeg (re-encoded once at --size)", "raw")
-      .option("quality", "JPEG quality of --format jpeg, 1..100", "95")
-      .option("shard-size", "images per shard: write a shard folder (0: one file)", "0")
-      .option("split", "train, or val (ROOT/val, or --val-data)", "train")
-      .option("val-data", "validation images: a folder or a list file of \"path label\" lines")
-      .option("val-root", "folder the list file's paths are relative to (default: its folder)")
-      .option("class-names", "file of human-readable class names (e.g. synset words)")
-      .option("size", "side of the stored square images", "256")
-      .option("workers", "decoding threads", "2")
-      .option("limit", "only N images, every class in proportion, drawn with --seed (0: all)", "0")
-      .option("seed", "seed of the images --limit keeps", "0")
-      .option("max-pixels",
-              "skip images whose header declares more pixels (width x height; 0: no limit)",
-              std::to_string(data::kDefaultMaxImagePixels))
-      .option("skipped-log",
-              "file listing skipped images, written only when an image was skipped (default: "
-              "OUT.skipped.txt)")
-      .flag("strict", "stop at the first undecodable image instead of skipping it");
-  if (!parser.parse(args)) return 0;
-  if (!parser.has("data") || !parser.has("out")) {
-    throw std::invalid_argument("--data and --out are required (see alexnet prepare --help)");
-  }
-  const std::string out_path = parser.get("out");
-  const int64_t size = parser.get_int("size");
-  if (size <= 0) throw std::invalid_argument("--size must be positive");
-  if (parser.get_int("limit") < 0) throw std::invalid_argument("--limit must be >= 0");
-  if (parser.get_int("max-pixels") < 0) throw std::invalid_argument("--max-pixels must be >= 0");
-  const data::PackedEncoding encoding = data::parse_packed_encoding(parser.get("format"));
-  const int64_t quality = parser.get_int("quality");
-  if (quality < 1 || quality > 100) {
-    throw std::invalid_argument("--quality must be in 1..100, got " + std::to_string(quality));
-  }
-  const int64_t shard_size = parser.get_int("shard-size");
-  if (shard_size < 0) throw std::invalid_argument("--shard-size must be >= 0");
-  data::DatasetOptions options;
-  options.split = parser.get("split");
-  options.image_size = size;
-  options.val_source = parser.get("val-data");
-  options.val_root = parser.get("val-root");
-  options.class_names_file = parser.get("class-names");
-  options.max_image_pixels = parser.get_int("max-pixels");
-  data::DatasetPtr dataset = data::open_dataset(parser.get("data"), options);
-  if (parser.get_int("limit") > 0) {
-    dataset = data::stratified_subset(dataset, static_cast<size_t>(parser.get_int("limit")),
-                                      static_cast<uint64_t>(parser.get_int("seed")));
-  }
-
-  const bool default_log = !parser.has("skipped-log");
-  if (shard_size > 0) {
-    const std::string log = default_log ? out_path + "/skipped.txt" : parser.get("skipped-log");
-    return write_shard_folder(parser, dataset, encoding, quality, shard_size, log, default_log,
-                              stop);
-  }
-
-  data::LoaderOptions loader_options;
-  loader_options.batch_size = 32;
-  loader_options.workers = std::max<int64_t>(1, parser.get_int("workers"));
-  loader_options.shuffle = false;
-  loader_options.prefetch_batches = 2 * loader_options.workers + 2;
-  loader_options.strict = parser.get_flag("strict");
-  const std::string skipped_log =
-      default_log ? out_path + ".skipped.txt" : parser.get("skipped-log");
-  // Images that are not size x size yet (IDX data, or image_size ignored) get the same
-  // preparation as tensors.
-  auto prepare = std::make_shared<transforms::Compose>(
-      std::vector<transforms::TransformPtr>{std::make_shared<transforms::ResizeShorter>(size),
-                                            std::make_shared<transforms::CenterCrop>(size)});
-  data::Loader loader(dataset, prepare, loader_options);
-
-  const auto total = static_cast<int64_t>(dataset->size());
-  std::cerr << "prepare: " << total << " images, " << dataset->class_names().size() << " classes, "
-            << loader_options.workers << " workers -> " << out_path << "\n";
-  data::PackedWriterOptions format;
-  format.encoding = encoding;
-  format.quality = quality;
-  format.version =
-      encoding == data::PackedEncoding::kRaw ? data::kPackedVersion : data::kPackedRecordsVersion;
-  data::PackedWriter writer(out_path, /*channels=*/3, size, size, format);
-  data::StatsAccumulator stats;
+// Adds every image of `loader` (expanded to three channels) to `writer` and `stats`, reporting
+// progress on stderr, until the last batch or a stop; returns how many of the `total` images
+// are done.
+int64_t pack_images(data::Loader& loader, data::PackedWriter& writer, data::StatsAccumulator& stats,
+                    int64_t size, int64_t total, const StopOnSignal& stop) {
   const bool tty = isatty(STDERR_FILENO) != 0;
   const auto start = Clock::now();
   auto last_report = start;
@@ -238,29 +237,77 @@ int run_prepare(const std::vector<std::string>& args) {
       last_report = Clock::now();
     }
   }
-  if (stop.requested()) {
-    writer.discard();
-    std::cerr << (tty ? "\n" : "") << "prepare: stopped by " << stop.name() << " after " << done
-              << " of " << total << " images; removed " << out_path << ".partial\n";
-    return stop.exit_code();
-  }
+  if (stop.requested()) return done;
   done = total;
   report(true);
+  return done;
+}
+
+// One packed file (data/packed.h), written as OUT.partial and renamed when complete.
+int write_packed_file(const ArgParser& parser, const data::DatasetPtr& dataset,
+                      const PrepareSettings& settings, const StopOnSignal& stop) {
+  const int64_t size = settings.size;
+  data::LoaderOptions loader_options;
+  loader_options.batch_size = 32;
+  loader_options.workers = std::max<int64_t>(1, parser.get_int("workers"));
+  loader_options.shuffle = false;
+  loader_options.prefetch_batches = 2 * loader_options.workers + 2;
+  loader_options.strict = parser.get_flag("strict");
+  // Images that are not size x size yet (IDX data, or image_size ignored) get the same
+  // preparation as tensors.
+  auto prepare = std::make_shared<transforms::Compose>(
+      std::vector<transforms::TransformPtr>{std::make_shared<transforms::ResizeShorter>(size),
+                                            std::make_shared<transforms::CenterCrop>(size)});
+  data::Loader loader(dataset, prepare, loader_options);
+
+  const auto total = static_cast<int64_t>(dataset->size());
+  const std::string& out_path = settings.out_path;
+  std::cerr << "prepare: " << total << " images, " << dataset->class_names().size() << " classes, "
+            << loader_options.workers << " workers -> " << out_path << "\n";
+  data::PackedWriterOptions format;
+  format.encoding = settings.encoding;
+  format.quality = settings.quality;
+  format.version = settings.encoding == data::PackedEncoding::kRaw ? data::kPackedVersion
+                                                                   : data::kPackedRecordsVersion;
+  data::PackedWriter writer(out_path, /*channels=*/3, size, size, format);
+  data::StatsAccumulator stats;
+  const int64_t done = pack_images(loader, writer, stats, size, total, stop);
+  if (stop.requested()) {
+    writer.discard();
+    std::cerr << (isatty(STDERR_FILENO) != 0 ? "\n" : "") << "prepare: stopped by " << stop.name()
+              << " after " << done << " of " << total << " images; removed " << out_path
+              << ".partial\n";
+    return stop.exit_code();
+  }
   const auto skipped = loader.skipped_samples();
+  const std::string& skipped_log = settings.skipped_log;
   if (!skipped.empty()) write_skipped_log(skipped_log, skipped);
   if (writer.count() == 0) throw std::runtime_error("no image could be decoded");
   const auto result = stats.finish();
+  const std::string split = parser.get("split");
   nlohmann::json extra{{"source", parser.get("data")},
-                       {"split", options.split == "test" ? "val" : options.split},
+                       {"split", split == "test" ? "val" : split},
                        {"skipped", loader.skipped()}};
   writer.finish(dataset->class_names(), result, extra);
   // A log left by an earlier run describes the file just replaced.
-  if (skipped.empty() && default_log) std::remove(skipped_log.c_str());
+  if (skipped.empty() && settings.default_log) std::remove(skipped_log.c_str());
   std::cout << "wrote " << out_path << ": " << writer.count() << " images of " << size << "x"
             << size << ", " << dataset->class_names().size() << " classes, " << loader.skipped()
             << " skipped" << (skipped.empty() ? "" : " (listed in " + skipped_log + ")") << "\n"
             << stats_text(result) << "\n";
   return 0;
+}
+
+int run_prepare(const std::vector<std::string>& args) {
+  // First, so that a signal at any later point (a list file that is a FIFO keeps prepare
+  // waiting) is seen by the loop that writes.
+  const StopOnSignal stop;
+  ArgParser parser = prepare_parser();
+  if (!parser.parse(args)) return 0;
+  const PrepareSettings settings = prepare_settings(parser);
+  const data::DatasetPtr dataset = open_prepare_data(parser, settings);
+  return settings.shard_size > 0 ? write_shard_folder(parser, dataset, settings, stop)
+                                 : write_packed_file(parser, dataset, settings, stop);
 }
 
 const Registration kPrepareRegistration{

@@ -24,53 +24,40 @@ std::string with_thousands(int64_t value) {
   return digits;
 }
 
-int run_summary(const std::vector<std::string>& args) {
+ArgParser summary_parser() {
   ArgParser parser("alexnet summary [options]",
                    "Prints each layer's output shape, parameter count and device for one "
                    "input image, and the total parameter count.");
   parser.option("num-classes", "number of output classes", "1000")
       .option("in-channels", "image channels", "3")
       .option("image-size", "input height and width", "224")
-      .option("devices", "cpu, cuda:0, or two devices for the column split (cpu,cpu)", "cpu")
-      .option("columns", "2: the paper's two columns; 1: one column of half width", "2")
+      .option("devices", "cpu, cuda:0, or two devices for the column split (cpu,cpu)", "cpu");
+  // The variants of the paper's architecture.
+  parser.option("columns", "2: the paper's two columns; 1: one column of half width", "2")
       .option("width", "multiplies every layer's width but fc8's (0.5: half as broad)", "1")
       .option("remove-conv", "leave out conv3, conv4 or conv5", "")
       .option("extra-conv", "add a copy of conv3, conv4 or conv5 after it", "")
-      .flag("no-lrn", "leave out local response normalisation")
-      .flag("json", "print JSON: {total_params, layers: [{name, output_shape, params, device}]}");
-  if (!parser.parse(args)) return 0;
+      .flag("no-lrn", "leave out local response normalisation");
+  parser.flag("json", "print JSON: {total_params, layers: [{name, output_shape, params, device}]}");
+  return parser;
+}
 
-  auto options = AlexNetOptions()
-                     .num_classes(parser.get_int("num-classes"))
-                     .in_channels(parser.get_int("in-channels"))
-                     .columns(parser.get_int("columns"))
-                     .lrn(!parser.get_flag("no-lrn"))
-                     .width(parser.get_double("width"))
-                     .remove_conv(parser.get("remove-conv"))
-                     .extra_conv(parser.get("extra-conv"))
-                     .devices(parse_devices(parser.get("devices")));
-  AlexNet model(options);
-  const int64_t image_size = parser.get_int("image-size");
-  const auto layers = model->describe(image_size);
-  int64_t total = 0;
-  for (const auto& p : model->parameters()) total += p.numel();
+AlexNetOptions model_options(const ArgParser& parser) {
+  return AlexNetOptions()
+      .num_classes(parser.get_int("num-classes"))
+      .in_channels(parser.get_int("in-channels"))
+      .columns(parser.get_int("columns"))
+      .lrn(!parser.get_flag("no-lrn"))
+      .width(parser.get_double("width"))
+      .remove_conv(parser.get("remove-conv"))
+      .extra_conv(parser.get("extra-conv"))
+      .devices(parse_devices(parser.get("devices")));
+}
 
-  if (parser.get_flag("json")) {
-    nlohmann::json out;
-    out["input_shape"] = {options.in_channels(), image_size, image_size};
-    out["total_params"] = total;
-    out["layers"] = nlohmann::json::array();
-    for (const auto& layer : layers) {
-      out["layers"].push_back({{"name", layer.name},
-                               {"output_shape", layer.output_shape},
-                               {"params", layer.params},
-                               {"device", layer.device}});
-    }
-    std::cout << out.dump(2) << "\n";
-    return 0;
-  }
-  std::cout << "AlexNet, input " << options.in_channels() << " x " << image_size << " x "
-            << image_size << "\n\n";
+void print_layer_table(const std::vector<LayerInfo>& layers, int64_t in_channels,
+                       int64_t image_size, int64_t total) {
+  std::cout << "AlexNet, input " << in_channels << " x " << image_size << " x " << image_size
+            << "\n\n";
   int name_w = 16;  // wider for names such as column0.conv5_extra
   for (const auto& layer : layers) {
     name_w = std::max(name_w, static_cast<int>(layer.name.size()) + 2);
@@ -89,11 +76,39 @@ int run_summary(const std::vector<std::string>& args) {
   std::cout << rule << "\n"
             << std::left << std::setw(name_w + 20) << "total" << std::right << std::setw(14)
             << with_thousands(total) << "\n";
+}
+
+int run_summary(const std::vector<std::string>& args) {
+  ArgParser parser = summary_parser();
+  if (!parser.parse(args)) return 0;
+
+  const AlexNetOptions options = model_options(parser);
+  AlexNet model(options);
+  const int64_t image_size = parser.get_int("image-size");
+  const auto layers = model->describe(image_size);
+  int64_t total = 0;
+  for (const auto& p : model->parameters()) total += p.numel();
+
+  if (!parser.get_flag("json")) {
+    print_layer_table(layers, options.in_channels(), image_size, total);
+    return 0;
+  }
+  nlohmann::json out;
+  out["input_shape"] = {options.in_channels(), image_size, image_size};
+  out["total_params"] = total;
+  out["layers"] = nlohmann::json::array();
+  for (const auto& layer : layers) {
+    out["layers"].push_back({{"name", layer.name},
+                             {"output_shape", layer.output_shape},
+                             {"params", layer.params},
+                             {"device", layer.device}});
+  }
+  std::cout << out.dump(2) << "\n";
   return 0;
 }
 
 const Registration kSummaryRegistration{"summary", "print the layer table and parameter count",
-                                 run_summary};
+                                        run_summary};
 
 }  // namespace
 }  // namespace alexnet::cli

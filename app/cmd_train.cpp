@@ -9,8 +9,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "cli/stop_on_signal.h"
 #include "cli.h"
+#include "cli/option_groups.h"
+#include "cli/stop_on_signal.h"
 #include "distributed/environment.h"
 #include "distributed/launcher.h"
 #include "runtime/runtime.h"
@@ -35,13 +36,7 @@ std::string default_run_dir() {
 int launch_ranks(const std::vector<std::string>& args, int64_t nproc, int64_t master_port,
                  const std::string& run_dir, bool out_given) {
   std::vector<std::string> child_args{"train"};
-  for (size_t i = 0; i < args.size(); ++i) {
-    if (args[i] == "--nproc") {
-      ++i;
-    } else if (args[i].rfind("--nproc=", 0) != 0) {
-      child_args.push_back(args[i]);
-    }
-  }
+  for (const auto& arg : without_option(args, "nproc")) child_args.push_back(arg);
   if (!out_given) child_args.insert(child_args.end(), {"--out", run_dir});
   distributed::LaunchOptions launch;
   launch.nproc = nproc;
@@ -59,7 +54,7 @@ int launch_ranks(const std::vector<std::string>& args, int64_t nproc, int64_t ma
   return result.exit_code;
 }
 
-int run_train(const std::vector<std::string>& args) {
+ArgParser train_parser() {
   ArgParser parser(
       "alexnet train [--config FILE] [--data SRC] [--out RUN_DIR] [options]",
       "Trains AlexNet with SGD as the configuration says (see configs/imagenet.json for the "
@@ -75,29 +70,33 @@ int run_train(const std::vector<std::string>& args) {
       .option("val-data", "validation data; sets data.val_source")
       .option("val-labels",
               "labels file for --val-data as one flat folder of images (FILENAME CLASS lines, "
-              "LOC_val_solution.csv or the devkit's ground truth); sets data.val_labels")
-      .option("out", "run folder (default: runs/train-DATE-TIME)")
+              "LOC_val_solution.csv or the devkit's ground truth); sets data.val_labels");
+  // The run folder.
+  parser.option("out", "run folder (default: runs/train-DATE-TIME)")
       .option("resume", "continue the run in this folder from checkpoints/last.pt")
       .option("init-from",
               "fine-tune: start from the weights of this checkpoint or exported model.pt where "
               "names and shapes match (fc8 stays new when the classes differ); sets init_from")
       .flag("overwrite",
             "start afresh in a run folder that holds an earlier run, removing its files "
-            "(without it such a folder is refused)")
-      .option("epochs", "sets epochs")
+            "(without it such a folder is refused)");
+  // Overrides of the configuration.
+  parser.option("epochs", "sets epochs")
       .option("max-steps", "stop after this many steps in total; sets max_steps")
       .option("batch-size", "sets batch_size")
       .option("lr", "sets optimizer.lr")
-      .option("devices", "auto, cpu, cuda:0, or cuda:0,cuda:1 (the two-column split)")
-      .option("threads", "intra-op threads (default: all cores)")
-      .option("workers", "data loading threads; sets data.workers")
+      .option("devices", "auto, cpu, cuda:0, or cuda:0,cuda:1 (the two-column split)");
+  add_threads_option(parser, /*default_value=*/"", "intra-op threads (default: all cores)");
+  parser.option("workers", "data loading threads; sets data.workers")
       .option("seed", "sets seed")
       .option("precision",
               "fp32, bf16 (autocast; fast on CPUs with avx512_bf16 or AMX) or fp16 (CUDA, "
               "with loss scaling); sets precision")
       .option("set",
               "other overrides, 'key=value' separated by ';' "
-              "(e.g. 'optimizer.rule=pytorch;schedule.milestones=[30,60]'); may be repeated")
+              "(e.g. 'optimizer.rule=pytorch;schedule.milestones=[30,60]'); may be repeated");
+  // Data-parallel training.
+  parser
       .option("nproc",
               "data-parallel: start this many local processes (Gloo on the CPU); batch_size "
               "stays the global batch, split evenly over them",
@@ -106,12 +105,14 @@ int run_train(const std::vector<std::string>& args) {
               "auto")
       .option("dist-timeout", "data-parallel: seconds a rank waits for the others before failing",
               "300")
-      .option("master-port", "--nproc: rank 0's rendezvous port (default: a free one)", "0")
-      .flag("print-config", "print the configuration that would be used and exit");
-  if (!parser.parse(args)) return 0;
-  runtime::tune_runtime({"train"}, args);
+      .option("master-port", "--nproc: rank 0's rendezvous port (default: a free one)", "0");
+  parser.flag("print-config", "print the configuration that would be used and exit");
+  return parser;
+}
 
-  std::string run_dir = parser.has("out") ? parser.get("out") : "";
+// The configuration as JSON: the defaults, then --resume's config.json, --config or the demo's,
+// then the options that set keys, then --set. With --resume, `run_dir` becomes its folder.
+json train_config_json(const ArgParser& parser, std::string& run_dir) {
   json config_json = train::to_json(train::TrainConfig());
   const bool resume = parser.has("resume");
   if (resume && parser.has("init-from")) {
@@ -154,7 +155,44 @@ int run_train(const std::vector<std::string>& args) {
   for (const auto& overrides : parser.get_all("set")) {
     train::apply_config_overrides(config_json, overrides);
   }
-  const train::TrainConfig config = train::config_from_json(config_json);
+  return config_json;
+}
+
+// Prints how the run ended, unless `quiet`; returns the exit status.
+int report_training(const train::TrainSummary& summary, const std::string& run_dir,
+                    const distributed::DistributedConfig& distributed, bool quiet,
+                    int stopped_code) {
+  if (quiet) return summary.interrupted ? stopped_code : 0;
+  if (summary.interrupted) {
+    std::cerr << "interrupted at step " << summary.steps << "; checkpoint "
+              << summary.last_checkpoint << "\ncontinue with: alexnet train --resume " << run_dir
+              << "\n";
+    return stopped_code;
+  }
+  std::ostringstream line;
+  line << std::fixed << std::setprecision(2);
+  line << "done: " << summary.steps << " steps, " << summary.images_per_s << " images/s, "
+       << summary.seconds << " s";
+  if (summary.best_val_top1_error <= 1.0) {
+    line << "; best validation top-1 error " << 100 * summary.best_val_top1_error << "%";
+  }
+  if (distributed.enabled()) {
+    line << "; " << distributed.world_size << " processes, all-reduce wait "
+         << summary.allreduce_wait_s << " s";
+  }
+  std::cerr << line.str() << "\n";
+  if (!summary.model_path.empty()) std::cerr << "model: " << summary.model_path << "\n";
+  return 0;
+}
+
+int run_train(const std::vector<std::string>& args) {
+  ArgParser parser = train_parser();
+  if (!parser.parse(args)) return 0;
+  runtime::tune_runtime({"train"}, args);
+
+  std::string run_dir = parser.has("out") ? parser.get("out") : "";
+  const bool resume = parser.has("resume");
+  const train::TrainConfig config = train::config_from_json(train_config_json(parser, run_dir));
   if (parser.get_flag("print-config")) {
     std::cout << train::to_json(config).dump(2) << "\n";
     return 0;
@@ -193,33 +231,12 @@ int run_train(const std::vector<std::string>& args) {
   if (!quiet) std::cerr << "run folder: " << run_dir << "\n";
   const train::TrainSummary summary = train::train(config, data, options);
   // 130 after SIGINT, 143 after SIGTERM, as a shell reports a process the signal ended.
-  const int stopped_code = stop.requested() ? stop.exit_code() : 130;
-
-  std::ostringstream line;
-  line << std::fixed << std::setprecision(2);
-  if (quiet) return summary.interrupted ? stopped_code : 0;
-  if (summary.interrupted) {
-    std::cerr << "interrupted at step " << summary.steps << "; checkpoint "
-              << summary.last_checkpoint << "\ncontinue with: alexnet train --resume " << run_dir
-              << "\n";
-    return stopped_code;
-  }
-  line << "done: " << summary.steps << " steps, " << summary.images_per_s << " images/s, "
-       << summary.seconds << " s";
-  if (summary.best_val_top1_error <= 1.0) {
-    line << "; best validation top-1 error " << 100 * summary.best_val_top1_error << "%";
-  }
-  if (distributed.enabled()) {
-    line << "; " << distributed.world_size << " processes, all-reduce wait "
-         << summary.allreduce_wait_s << " s";
-  }
-  std::cerr << line.str() << "\n";
-  if (!summary.model_path.empty()) std::cerr << "model: " << summary.model_path << "\n";
-  return 0;
+  return report_training(summary, run_dir, distributed, quiet,
+                         stop.requested() ? stop.exit_code() : 130);
 }
 
 const Registration kTrainRegistration{"train", "train AlexNet (default: the Fashion-MNIST demo)",
-                                 run_train};
+                                      run_train};
 
 }  // namespace
 }  // namespace alexnet::cli

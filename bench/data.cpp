@@ -51,8 +51,8 @@ cli::ArgParser data_parser() {
       .option("repeats", "timed windows", "5")
       .option("seed", "shuffling and augmentation seed", "0")
       .flag("eval", "the evaluation pipeline (centre crop) instead of the training one")
-      .flag("ten-crop", "the evaluation pipeline with ten crops")
-      .flag("json", "print one JSON object");
+      .flag("ten-crop", "the evaluation pipeline with ten crops");
+  add_json_flag(parser);
   return parser;
 }
 
@@ -105,8 +105,8 @@ int run_data(const std::vector<std::string>& args) {
   cli::ArgParser parser = data_parser();
   if (!parser.parse(args)) return 0;
   const std::string source = parser.get("data");
-  const int64_t batch_size = int_option(parser, "batch-size", /*minimum=*/1);
-  const int64_t repeats = int_option(parser, "repeats", /*minimum=*/1);
+  const int64_t batch_size = cli::int_option(parser, "batch-size", /*minimum=*/1);
+  const int64_t repeats = cli::int_option(parser, "repeats", /*minimum=*/1);
 
   data::DatasetOptions dataset_options;
   dataset_options.split = parser.get("split");
@@ -125,7 +125,7 @@ int run_data(const std::vector<std::string>& args) {
   options.prefetch_batches = std::max<int64_t>(4, 2 * options.workers);
   data::Loader loader(dataset, transform, options);
   const int64_t window = parser.given("batches")
-                             ? int_option(parser, "batches", /*minimum=*/1)
+                             ? cli::int_option(parser, "batches", /*minimum=*/1)
                              : std::max<int64_t>(2, (1024 + batch_size - 1) / batch_size);
   std::vector<int64_t> shape;
   const auto rates = time_windows(loader, window, repeats, shape);

@@ -10,12 +10,11 @@
 #include "bench/bench.h"
 #include "bench/options.h"
 #include "bench/timing.h"
-#include "model/alexnet.h"
-#include "runtime/runtime.h"
 #include "distributed/communicator.h"
 #include "distributed/environment.h"
 #include "distributed/gradient_reducer.h"
 #include "distributed/launcher.h"
+#include "model/alexnet.h"
 
 namespace alexnet::bench {
 namespace {
@@ -25,8 +24,9 @@ struct DataParallelStepTimes {
 };
 
 // `steps` timed SGD steps (after `warmup`) of one rank on its share of a synthetic batch.
-DataParallelStepTimes time_steps(AlexNet& model, distributed::Communicator* communicator, int64_t share,
-                     int64_t image_size, int64_t warmup, int64_t steps, bool overlap) {
+DataParallelStepTimes time_steps(AlexNet& model, distributed::Communicator* communicator,
+                                 int64_t share, int64_t image_size, int64_t warmup, int64_t steps,
+                                 bool overlap) {
   std::unique_ptr<distributed::GradientReducer> reducer;
   if (communicator != nullptr) {
     distributed::GradientReducerOptions options;
@@ -76,9 +76,9 @@ cli::ArgParser distributed_parser() {
       .option("num-classes", "output classes", "1000")
       .option("steps", "timed steps per mode", "3")
       .option("warmup", "untimed steps per mode", "1");
-  add_threads_option(parser, /*default_value=*/"1", "intra-op threads per process");
-  parser.option("timeout", "seconds a rank waits for the others", "600")
-      .flag("json", "print one JSON object (rank 0)");
+  cli::add_threads_option(parser, /*default_value=*/"1", "intra-op threads per process");
+  parser.option("timeout", "seconds a rank waits for the others", "600");
+  add_json_flag(parser, "print one JSON object (rank 0)");
   return parser;
 }
 
@@ -86,14 +86,7 @@ cli::ArgParser distributed_parser() {
 int launch_ranks(const cli::ArgParser& parser, const std::vector<std::string>& args,
                  int64_t nproc) {
   std::vector<std::string> child_args{"bench", "distributed"};
-  for (size_t i = 0; i < args.size(); ++i) {
-    if (args[i] == "--nproc") {
-      ++i;
-      continue;
-    }
-    if (args[i].rfind("--nproc=", 0) == 0) continue;
-    child_args.push_back(args[i]);
-  }
+  for (const auto& arg : cli::without_option(args, "nproc")) child_args.push_back(arg);
   distributed::LaunchOptions launch;
   launch.nproc = nproc;
   launch.log = &std::cerr;
@@ -105,11 +98,12 @@ int launch_ranks(const cli::ArgParser& parser, const std::vector<std::string>& a
 }
 
 // Times each mode (single process; or overlapped and not) on this rank, as one JSON object.
-nlohmann::json measure(const cli::ArgParser& parser, const distributed::DistributedConfig& config_env,
-                       int64_t batch, int64_t image_size) {
-  const int64_t steps = int_option(parser, "steps", /*minimum=*/1);
-  const int64_t warmup = int_option(parser, "warmup", /*minimum=*/0);
-  runtime::set_threads(int_option(parser, "threads", /*minimum=*/1));
+nlohmann::json measure(const cli::ArgParser& parser,
+                       const distributed::DistributedConfig& config_env, int64_t batch,
+                       int64_t image_size) {
+  const int64_t steps = cli::int_option(parser, "steps", /*minimum=*/1);
+  const int64_t warmup = cli::int_option(parser, "warmup", /*minimum=*/0);
+  cli::apply_threads_option(parser, /*minimum=*/1);
   torch::manual_seed(0);
   AlexNet model(AlexNetOptions().num_classes(parser.get_int("num-classes")));
   model->train();

@@ -40,7 +40,7 @@ cli::ArgParser inference_parser() {
                         "untimed passes first (TorchScript optimises during its first runs)",
                         /*warmup_default=*/"2", "timed passes");
   parser.option("num-classes", "output classes (ignored with --model)", "1000");
-  add_threads_option(parser);
+  cli::add_threads_option(parser, /*default_value=*/"0", cli::kThreadsHelpHardware);
   parser.option("model", "an exported model.pt to time instead of exporting a fresh model")
       .option("lrn-script",
               "TorchScript LRN formulation to export: shifted, cumsum, "
@@ -49,8 +49,8 @@ cli::ArgParser inference_parser() {
   add_device_option(parser);
   parser.flag("no-lrn", "leave out local response normalisation (ignored with --model)")
       .flag("stock-runtime", "keep OpenBLAS's own kernel choice (see runtime/runtime.h)")
-      .flag("no-onnx", "leave out the ONNX model in OpenCV's DNN module")
-      .flag("json", "print one JSON object");
+      .flag("no-onnx", "leave out the ONNX model in OpenCV's DNN module");
+  add_json_flag(parser);
   return parser;
 }
 
@@ -140,6 +140,100 @@ train::OnnxModel onnx_model_of(AlexNet& model, train::ExportInfo info, int64_t i
 }
 #endif
 
+// Seconds per forward pass (median of the repeats) of each model, and the largest differences
+// between their outputs; -1 where not measured.
+struct InferenceTimes {
+  double eager_s = -1.0, scripted_s = -1.0, onnx_s = -1.0;
+  double max_diff = -1.0, onnx_diff = -1.0;
+};
+
+// Times the eager model, the TorchScript module and, where built and on the CPU, the ONNX file
+// in OpenCV's DNN module, on one random batch.
+InferenceTimes time_inference(ModelPair& pair, const TimedRun& run, torch::Device device,
+                              bool same_weights, bool with_onnx) {
+  AlexNet& model = *pair.eager;
+  model->eval();
+  pair.scripted.eval();
+  const auto x =
+      torch::randn({run.batch, model->options.in_channels(), run.image_size, run.image_size},
+                   torch::TensorOptions(device));
+  const auto sync = synchronizer(device);
+  InferenceTimes times;
+  torch::Tensor eager_out, scripted_out;
+  times.eager_s = median(time_repeats(
+      [&] {
+        torch::NoGradGuard no_grad;
+        eager_out = model->forward(x);
+      },
+      run.warmup, run.repeats, sync));
+  times.scripted_s = median(time_repeats(
+      [&] {
+        torch::NoGradGuard no_grad;
+        scripted_out = pair.scripted.forward({x}).toTensor();
+      },
+      run.warmup, run.repeats, sync));
+  if (same_weights) times.max_diff = (eager_out - scripted_out).abs().max().item<double>();
+
+    // The ONNX model holds the eager model's weights; OpenCV runs on the CPU.
+#if ALEXNET_WITH_OPENCV_DNN
+  if (with_onnx && device.is_cpu()) {
+    train::set_onnx_threads(torch::get_num_threads());
+    train::OnnxModel onnx = onnx_model_of(model, pair.info, run.image_size);
+    torch::Tensor onnx_out;
+    times.onnx_s =
+        median(time_repeats([&] { onnx_out = onnx.forward(x); }, run.warmup, run.repeats));
+    times.onnx_diff = (onnx_out - eager_out).abs().max().item<double>();
+  }
+#else
+  (void)with_onnx;
+#endif
+  return times;
+}
+
+void print_inference(const cli::ArgParser& parser, const TimedRun& run, torch::Device device,
+                     bool loaded, const InferenceTimes& t) {
+  // null in JSON where not measured.
+  auto measured = [](double value) {
+    return value >= 0 ? nlohmann::json(value) : nlohmann::json();
+  };
+  const int64_t batch = run.batch;
+  if (parser.get_flag("json")) {
+    nlohmann::json out{
+        {"bench", "infer"},
+        {"batch", batch},
+        {"image_size", run.image_size},
+        {"device", device.str()},
+        {"threads", torch::get_num_threads()},
+        {"openblas_core", runtime::openblas_core()},
+        {"model", loaded ? parser.get("model") : "exported here"},
+        {"lrn_script", loaded ? "" : parser.get("lrn-script")},
+        {"eager_s", t.eager_s},
+        {"torchscript_s", t.scripted_s},
+        {"torchscript_over_eager", t.scripted_s / t.eager_s},
+        {"eager_images_per_s", batch / t.eager_s},
+        {"torchscript_images_per_s", batch / t.scripted_s},
+        {"max_abs_diff", t.max_diff},
+        {"onnx_opencv_s", measured(t.onnx_s)},
+        {"onnx_opencv_over_eager", measured(t.onnx_s >= 0 ? t.onnx_s / t.eager_s : -1.0)},
+        {"onnx_opencv_images_per_s", measured(t.onnx_s >= 0 ? batch / t.onnx_s : -1.0)},
+        {"onnx_opencv_max_abs_diff", measured(t.onnx_diff)}};
+    std::cout << out.dump(2) << "\n";
+    return;
+  }
+  std::cout << std::fixed << std::setprecision(3) << "infer: batch " << batch << ", "
+            << run.image_size << "x" << run.image_size << ", " << device << ", "
+            << torch::get_num_threads() << " threads: eager " << t.eager_s << " s, TorchScript "
+            << t.scripted_s << " s (" << std::setprecision(2) << t.scripted_s / t.eager_s
+            << "x eager)";
+  if (t.onnx_s >= 0) {
+    std::cout << ", ONNX in OpenCV " << std::fixed << std::setprecision(3) << t.onnx_s << " s ("
+              << std::setprecision(2) << t.onnx_s / t.eager_s << "x eager)";
+  }
+  if (t.max_diff >= 0) std::cout << ", max |difference| " << std::scientific << t.max_diff;
+  if (t.onnx_diff >= 0) std::cout << " (ONNX " << std::scientific << t.onnx_diff << ")";
+  std::cout << "\n";
+}
+
 }  // namespace
 
 int run_inference(const std::vector<std::string>& args) {
@@ -150,87 +244,19 @@ int run_inference(const std::vector<std::string>& args) {
     argv.insert(argv.end(), args.begin(), args.end());
     runtime::use_openblas_kernels_for_this_cpu(argv);
   }
-  const auto [batch, image_size, warmup, repeats] = timed_run_options(parser);
-  apply_threads_option(parser);
+  const TimedRun run = timed_run_options(parser);
+  cli::apply_threads_option(parser);
   const torch::Device device = device_option(parser);
   const bool loaded = parser.given("model");
   const auto lrn_script = lrn_script_option(parser);
 
   torch::manual_seed(0);
   ModelPair pair = loaded ? load_pair(parser.get("model"), device)
-                          : export_pair(parser, image_size, device, lrn_script);
-  AlexNet& model = *pair.eager;
-  model->eval();
-  pair.scripted.eval();
-
-  const auto x = torch::randn({batch, model->options.in_channels(), image_size, image_size},
-                              torch::TensorOptions(device));
-  const auto sync = synchronizer(device);
-  torch::Tensor eager_out, scripted_out;
-  const double eager_s = median(time_repeats(
-      [&] {
-        torch::NoGradGuard no_grad;
-        eager_out = model->forward(x);
-      },
-      warmup, repeats, sync));
-  const double scripted_s = median(time_repeats(
-      [&] {
-        torch::NoGradGuard no_grad;
-        scripted_out = pair.scripted.forward({x}).toTensor();
-      },
-      warmup, repeats, sync));
-  // Only meaningful when both hold the same weights (not with --model).
-  const double max_diff = loaded ? -1.0 : (eager_out - scripted_out).abs().max().item<double>();
-
-  // The ONNX model holds the eager model's weights; OpenCV runs on the CPU.
-  double onnx_s = -1.0, onnx_diff = -1.0;
-#if ALEXNET_WITH_OPENCV_DNN
-  if (!parser.get_flag("no-onnx") && device.is_cpu()) {
-    train::set_onnx_threads(torch::get_num_threads());
-    train::OnnxModel onnx = onnx_model_of(model, pair.info, image_size);
-    torch::Tensor onnx_out;
-    onnx_s = median(time_repeats([&] { onnx_out = onnx.forward(x); }, warmup, repeats));
-    onnx_diff = (onnx_out - eager_out).abs().max().item<double>();
-  }
-#endif
-  // null in JSON where not measured.
-  auto measured = [](double value) {
-    return value >= 0 ? nlohmann::json(value) : nlohmann::json();
-  };
-
-  if (parser.get_flag("json")) {
-    nlohmann::json out{{"bench", "infer"},
-                       {"batch", batch},
-                       {"image_size", image_size},
-                       {"device", device.str()},
-                       {"threads", torch::get_num_threads()},
-                       {"openblas_core", runtime::openblas_core()},
-                       {"model", loaded ? parser.get("model") : "exported here"},
-                       {"lrn_script", loaded ? "" : parser.get("lrn-script")},
-                       {"eager_s", eager_s},
-                       {"torchscript_s", scripted_s},
-                       {"torchscript_over_eager", scripted_s / eager_s},
-                       {"eager_images_per_s", batch / eager_s},
-                       {"torchscript_images_per_s", batch / scripted_s},
-                       {"max_abs_diff", max_diff},
-                       {"onnx_opencv_s", measured(onnx_s)},
-                       {"onnx_opencv_over_eager", measured(onnx_s >= 0 ? onnx_s / eager_s : -1.0)},
-                       {"onnx_opencv_images_per_s", measured(onnx_s >= 0 ? batch / onnx_s : -1.0)},
-                       {"onnx_opencv_max_abs_diff", measured(onnx_diff)}};
-    std::cout << out.dump(2) << "\n";
-    return 0;
-  }
-  std::cout << std::fixed << std::setprecision(3) << "infer: batch " << batch << ", " << image_size
-            << "x" << image_size << ", " << device << ", " << torch::get_num_threads()
-            << " threads: eager " << eager_s << " s, TorchScript " << scripted_s << " s ("
-            << std::setprecision(2) << scripted_s / eager_s << "x eager)";
-  if (onnx_s >= 0) {
-    std::cout << ", ONNX in OpenCV " << std::fixed << std::setprecision(3) << onnx_s << " s ("
-              << std::setprecision(2) << onnx_s / eager_s << "x eager)";
-  }
-  if (max_diff >= 0) std::cout << ", max |difference| " << std::scientific << max_diff;
-  if (onnx_diff >= 0) std::cout << " (ONNX " << std::scientific << onnx_diff << ")";
-  std::cout << "\n";
+                          : export_pair(parser, run.image_size, device, lrn_script);
+  // The outputs are compared only where both hold the same weights (not with --model).
+  const InferenceTimes times =
+      time_inference(pair, run, device, /*same_weights=*/!loaded, !parser.get_flag("no-onnx"));
+  print_inference(parser, run, device, loaded, times);
   return 0;
 }
 

@@ -11,8 +11,9 @@
 #include "model/lrn.h"
 
 namespace alexnet::bench {
+namespace {
 
-int run_lrn(const std::vector<std::string>& args) {
+cli::ArgParser lrn_parser() {
   cli::ArgParser parser(
       "alexnet bench lrn [options]",
       "Times forward + backward of the fused LocalResponseNorm (the paper's "
@@ -22,19 +23,26 @@ int run_lrn(const std::vector<std::string>& args) {
   parser.option("batch-size", "N", "64")
       .option("channels", "C", "96")
       .option("size", "S (height and width)", "55");
-  add_threads_option(parser);
+  cli::add_threads_option(parser, /*default_value=*/"0", cli::kThreadsHelpHardware);
   parser.option("repeats", "timed repeats of each measurement", "5")
       .option("torch-repeats", "timed repeats of torch's op (slow)", "3");
   add_device_option(parser);
-  parser.flag("forward-only", "time only the forward pass (no gradients)")
-      .flag("json", "print one JSON object");
+  parser.flag("forward-only", "time only the forward pass (no gradients)");
+  add_json_flag(parser);
+  return parser;
+}
+
+}  // namespace
+
+int run_lrn(const std::vector<std::string>& args) {
+  cli::ArgParser parser = lrn_parser();
   if (!parser.parse(args)) return 0;
-  const int64_t batch = int_option(parser, "batch-size", /*minimum=*/1);
-  const int64_t channels = int_option(parser, "channels", /*minimum=*/1);
-  const int64_t size = int_option(parser, "size", /*minimum=*/1);
-  const int64_t repeats = int_option(parser, "repeats", /*minimum=*/1);
-  const int64_t torch_repeats = int_option(parser, "torch-repeats", /*minimum=*/1);
-  apply_threads_option(parser);
+  const int64_t batch = cli::int_option(parser, "batch-size", /*minimum=*/1);
+  const int64_t channels = cli::int_option(parser, "channels", /*minimum=*/1);
+  const int64_t size = cli::int_option(parser, "size", /*minimum=*/1);
+  const int64_t repeats = cli::int_option(parser, "repeats", /*minimum=*/1);
+  const int64_t torch_repeats = cli::int_option(parser, "torch-repeats", /*minimum=*/1);
+  cli::apply_threads_option(parser);
   const torch::Device device = device_option(parser);
   const bool forward_only = parser.get_flag("forward-only");
 

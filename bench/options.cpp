@@ -1,19 +1,6 @@
 #include "bench/options.h"
 
-#include <stdexcept>
-
-#include "runtime/runtime.h"
-
 namespace alexnet::bench {
-
-void add_threads_option(cli::ArgParser& parser, const std::string& default_value,
-                        const std::string& help) {
-  parser.option("threads", help, default_value);
-}
-
-void apply_threads_option(const cli::ArgParser& parser) {
-  runtime::set_threads(int_option(parser, "threads", /*minimum=*/0));
-}
 
 void add_device_option(cli::ArgParser& parser) { parser.option("device", "cpu or cuda:N", "cpu"); }
 
@@ -24,16 +11,7 @@ torch::Device device_option(const cli::ArgParser& parser) {
   return device;
 }
 
-int64_t int_option(const cli::ArgParser& parser, const std::string& name, int64_t minimum) {
-  const int64_t value = parser.get_int(name);
-  if (value < minimum) {
-    throw std::invalid_argument(
-        "--" + name + " must be " +
-        (minimum == 1 ? std::string("positive") : ">= " + std::to_string(minimum)) + ", got " +
-        parser.get(name));
-  }
-  return value;
-}
+void add_json_flag(cli::ArgParser& parser, const std::string& help) { parser.flag("json", help); }
 
 void add_timed_run_options(cli::ArgParser& parser, const std::string& batch_help,
                            const std::string& warmup_help, const std::string& warmup_default,
@@ -46,10 +24,10 @@ void add_timed_run_options(cli::ArgParser& parser, const std::string& batch_help
 
 TimedRun timed_run_options(const cli::ArgParser& parser) {
   TimedRun run;
-  run.batch = int_option(parser, "batch-size", /*minimum=*/1);
-  run.image_size = int_option(parser, "image-size", /*minimum=*/1);
-  run.warmup = int_option(parser, "warmup", /*minimum=*/0);
-  run.repeats = int_option(parser, "repeats", /*minimum=*/1);
+  run.batch = cli::int_option(parser, "batch-size", /*minimum=*/1);
+  run.image_size = cli::int_option(parser, "image-size", /*minimum=*/1);
+  run.warmup = cli::int_option(parser, "warmup", /*minimum=*/0);
+  run.repeats = cli::int_option(parser, "repeats", /*minimum=*/1);
   return run;
 }
 

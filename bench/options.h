@@ -1,6 +1,7 @@
 #pragma once
 
-// Command-line options that several benchmarks share, declared and checked in one place.
+// Command-line options that several benchmarks share, declared and checked in one place. The
+// options that commands share as well (--threads, ...) are in cli/option_groups.h.
 
 #include <cstdint>
 #include <functional>
@@ -9,22 +10,17 @@
 #include <torch/torch.h>
 
 #include "cli/arg_parser.h"
+#include "cli/option_groups.h"
 
 namespace alexnet::bench {
-
-/// Declares --threads: intra-op threads, 0 meaning every hardware thread.
-void add_threads_option(cli::ArgParser& parser, const std::string& default_value = "0",
-                        const std::string& help = "intra-op threads (0: all hardware threads)");
-/// Sets LibTorch's intra-op threads from --threads; throws naming the option when negative.
-void apply_threads_option(const cli::ArgParser& parser);
 
 /// Declares --device: cpu or cuda:N, default cpu.
 void add_device_option(cli::ArgParser& parser);
 /// The --device value; throws naming it when this LibTorch cannot use it.
 torch::Device device_option(const cli::ArgParser& parser);
 
-/// The integer option `name`, at least `minimum`; throws naming the option and the value.
-int64_t int_option(const cli::ArgParser& parser, const std::string& name, int64_t minimum);
+/// Declares --json: print the measurement as one JSON object.
+void add_json_flag(cli::ArgParser& parser, const std::string& help = "print one JSON object");
 
 /// The sizes and counts of a timed run over random images.
 struct TimedRun {

@@ -37,7 +37,7 @@ cli::ArgParser train_step_parser() {
       .option("columns", "2: the paper's two columns; 1: one column of half width", "2")
       .option("width", "multiplies every layer's width but fc8's (0.25: a narrow net)", "1")
       .option("devices", "cpu, cuda:0, or two devices for the column split (cpu,cpu)", "cpu");
-  add_threads_option(parser);
+  cli::add_threads_option(parser, /*default_value=*/"0", cli::kThreadsHelpHardware);
   parser.flag("no-lrn", "leave out local response normalisation")
       .flag("channels-last", "channels-last input and convolution kernels")
       .flag("no-mkldnn", "turn LibTorch's oneDNN (MKLDNN) CPU kernels off")
@@ -47,8 +47,8 @@ cli::ArgParser train_step_parser() {
             "this measures speed, not a training recipe)")
       .flag("stock-runtime",
             "keep OpenBLAS's own kernel choice and glibc's default of returning freed memory "
-            "(to measure what runtime/runtime.h gains)")
-      .flag("json", "print one JSON object");
+            "(to measure what runtime/runtime.h gains)");
+  add_json_flag(parser);
   return parser;
 }
 
@@ -139,10 +139,10 @@ void print_train_step(const cli::ArgParser& parser, const StepSetup& setup,
             << (setup.precision != train::Precision::kFloat32
                     ? ", " + train::precision_name(setup.precision) + " autocast"
                     : "")
-            << (tuned ? "" : ", stock runtime") << ": "
-            << images_per_s << " images/s (" << std::setprecision(3) << step_s
-            << " s/step, median of " << setup.run.repeats << "; " << times.cpu_per_step
-            << " CPU s/step), peak RSS " << std::setprecision(0) << peak_mib << " MiB\n";
+            << (tuned ? "" : ", stock runtime") << ": " << images_per_s << " images/s ("
+            << std::setprecision(3) << step_s << " s/step, median of " << setup.run.repeats << "; "
+            << times.cpu_per_step << " CPU s/step), peak RSS " << std::setprecision(0) << peak_mib
+            << " MiB\n";
 }
 
 }  // namespace
@@ -153,7 +153,7 @@ int run_train_step(const std::vector<std::string>& args) {
   if (!parser.get_flag("stock-runtime")) runtime::tune_runtime({"bench", "train"}, args);
   StepSetup setup;
   setup.run = timed_run_options(parser);
-  apply_threads_option(parser);
+  cli::apply_threads_option(parser);
   setup.channels_last = parser.get_flag("channels-last");
   if (parser.get_flag("bf16") && parser.get_flag("fp16")) {
     throw cli::UsageError("--bf16 and --fp16 exclude each other");

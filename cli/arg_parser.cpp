@@ -70,8 +70,7 @@ bool ArgParser::parse(const std::vector<std::string>& args) {
       values_[name].push_back(*value);
     } else {
       if (!positional_spec_) {
-        throw UsageError("unexpected argument '" + arg + "' (see " + usage_ +
-                                    " --help)");
+        throw UsageError("unexpected argument '" + arg + "' (see " + usage_ + " --help)");
       }
       positional_.push_back(arg);
     }
@@ -153,6 +152,20 @@ double ArgParser::get_double(const std::string& name) const {
   }
 }
 
+std::vector<std::string> without_option(const std::vector<std::string>& args,
+                                        const std::string& name) {
+  const std::string option = "--" + name;
+  std::vector<std::string> kept;
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == option) {
+      ++i;  // and its value
+    } else if (args[i].rfind(option + "=", 0) != 0) {
+      kept.push_back(args[i]);
+    }
+  }
+  return kept;
+}
+
 std::vector<std::string> split(const std::string& text, char sep) {
   std::vector<std::string> items;
   std::string item;
@@ -171,8 +184,7 @@ std::vector<int64_t> parse_int_list(const std::string& text, const std::string& 
       values.push_back(std::stoll(item, &used));
       if (used != item.size()) throw std::invalid_argument(item);
     } catch (const std::exception&) {
-      throw UsageError(what + " expects a comma-separated list of integers, got '" +
-                                  text + "'");
+      throw UsageError(what + " expects a comma-separated list of integers, got '" + text + "'");
     }
   }
   return values;

@@ -71,6 +71,10 @@ class ArgParser {
 
 /// Parses "1,2,3" into integers; `what` names the option in errors (UsageError).
 std::vector<int64_t> parse_int_list(const std::string& text, const std::string& what);
+/// `args` without any `--name VALUE` or `--name=VALUE`: the arguments to pass on to a process
+/// that must not see the option.
+std::vector<std::string> without_option(const std::vector<std::string>& args,
+                                        const std::string& name);
 /// Splits on commas, dropping empty items.
 std::vector<std::string> split(const std::string& text, char sep = ',');
 

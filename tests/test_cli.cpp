@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "cli/arg_parser.h"
+#include "cli/option_groups.h"
 #include "data/dataset.h"
 #include "tests/app_support.h"
 #include "tests/support.h"
@@ -61,9 +62,36 @@ TEST_CASE("Repeated options keep every value", "[cli]") {
   CHECK(parser.get("set") == "b=2");
 }
 
+TEST_CASE("without_option leaves out --name VALUE and --name=VALUE only", "[cli]") {
+  using alexnet::cli::without_option;
+  const std::vector<std::string> args{"--nproc", "2", "--out", "run", "--nproc=3", "--nprocs", "4"};
+  CHECK(without_option(args, "nproc") == std::vector<std::string>{"--out", "run", "--nprocs", "4"});
+  CHECK(without_option({"--nproc"}, "nproc").empty());
+}
+
+TEST_CASE("Option groups check and name their options", "[cli]") {
+  ArgParser parser("alexnet example [options]", "An example.");
+  alexnet::cli::add_threads_option(parser);
+  alexnet::cli::add_subset_options(parser);
+  parser.option("index", "a file");
+  REQUIRE(parser.parse({"--threads", "-1"}));
+  CHECK(parser.get("limit") == "0");
+  CHECK_THROWS_WITH(alexnet::cli::apply_threads_option(parser),
+                    Catch::Contains("--threads") && Catch::Contains("-1"));
+  CHECK_THROWS_WITH(alexnet::cli::int_option(parser, "threads", /*minimum=*/1),
+                    Catch::Contains("--threads must be positive"));
+  CHECK_THROWS_WITH(alexnet::cli::require_options(parser, {"index"}, "codes"),
+                    Catch::Contains("--index is required (see alexnet codes --help)"));
+  // --limit 0 keeps the data set itself.
+  CHECK(alexnet::cli::subset_option(parser, nullptr) == nullptr);
+}
+
 TEST_CASE("alexnet: help with -h, status 2 for usage errors", "[cli]") {
   TempDir dir;
-  for (const std::string command : {"train", "eval", "predict", "export", "prepare", "summary"}) {
+  for (const std::string command :
+       {"train", "eval", "predict", "export", "prepare", "summary", "features", "neighbours",
+        "codes", "cluster", "kernels", "experiment relu-vs-tanh", "experiment ablation",
+        "bench data", "bench distributed", "bench infer", "bench lrn", "bench train"}) {
     INFO(command);
     const auto help = run_alexnet(command + " -h", dir);
     CHECK(help.status == 0);
