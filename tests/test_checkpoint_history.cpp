@@ -36,7 +36,7 @@ class NoiseDataset : public alexnet::data::Dataset {
   alexnet::data::Sample get(size_t i) const override { return {images_.at(i), labels_.at(i)}; }
   int64_t label(size_t i) const override { return labels_.at(i); }
   const std::vector<std::string>& class_names() const override { return names_; }
-  std::string describe(size_t i) const override { return "noise#" + std::to_string(i); }
+  std::string sample_source(size_t i) const override { return "noise#" + std::to_string(i); }
 
  private:
   std::vector<torch::Tensor> images_;
@@ -52,11 +52,11 @@ alexnet::train::TrainConfig small_config(int64_t epochs, int64_t keep_last) {
   c.data.crop = 64;
   c.data.pca_lighting = false;
   // Pixels of uniform noise on 0..255: mean 127.5, std 74.
-  c.data.normalize = "mean_std";
+  c.data.normalize = alexnet::train::Normalize::kMeanStd;
   c.data.mean = {127.5, 127.5, 127.5};
   c.data.std = {74.0, 74.0, 74.0};
   c.data.workers = 1;
-  c.schedule.kind = "constant";
+  c.schedule.kind = alexnet::train::ScheduleKind::kConstant;
   c.epochs = epochs;
   c.batch_size = 8;
   c.eval_batch_size = 8;

@@ -24,10 +24,10 @@ inline train::TrainConfig small_train_config() {
   c.data.crop = 64;
   c.data.flip = true;
   c.data.pca_lighting = false;
-  c.data.normalize = "mean_std";
+  c.data.normalize = alexnet::train::Normalize::kMeanStd;
   c.data.stats_images = 0;
   c.optimizer.lr = 0.01;
-  c.schedule.kind = "constant";
+  c.schedule.kind = alexnet::train::ScheduleKind::kConstant;
   c.batch_size = 8;
   c.eval_batch_size = 8;
   c.devices = "cpu";
@@ -56,7 +56,7 @@ class CornerSquaresDataset : public data::Dataset {
   data::Sample get(size_t i) const override { return {images_.at(i), labels_.at(i)}; }
   int64_t label(size_t i) const override { return labels_.at(i); }
   const std::vector<std::string>& class_names() const override { return names_; }
-  std::string describe(size_t i) const override { return "corner#" + std::to_string(i); }
+  std::string sample_source(size_t i) const override { return "corner#" + std::to_string(i); }
 
  private:
   std::vector<torch::Tensor> images_;
