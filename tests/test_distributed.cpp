@@ -66,7 +66,7 @@ class TinyDataset : public data::Dataset {
   }
   int64_t label(size_t index) const override { return static_cast<int64_t>(index % 3); }
   const std::vector<std::string>& class_names() const override { return names_; }
-  std::string describe(size_t index) const override { return "tiny#" + std::to_string(index); }
+  std::string sample_source(size_t index) const override { return "tiny#" + std::to_string(index); }
 
  private:
   size_t size_;
@@ -229,7 +229,7 @@ class CornerDataset : public data::Dataset {
   data::Sample get(size_t i) const override { return {images_.at(i), static_cast<int64_t>(i % 4)}; }
   int64_t label(size_t i) const override { return static_cast<int64_t>(i % 4); }
   const std::vector<std::string>& class_names() const override { return names_; }
-  std::string describe(size_t i) const override { return "corner#" + std::to_string(i); }
+  std::string sample_source(size_t i) const override { return "corner#" + std::to_string(i); }
 
  private:
   std::vector<torch::Tensor> images_;

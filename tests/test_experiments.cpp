@@ -46,7 +46,7 @@ class TinyDataset : public alexnet::data::Dataset {
   }
   int64_t label(size_t i) const override { return static_cast<int64_t>(i % 3); }
   const std::vector<std::string>& class_names() const override { return names_; }
-  std::string describe(size_t i) const override { return "tiny#" + std::to_string(i); }
+  std::string sample_source(size_t i) const override { return "tiny#" + std::to_string(i); }
 
  private:
   size_t n_;
