@@ -85,7 +85,7 @@ int run_summary(const std::vector<std::string>& args) {
   const AlexNetOptions options = model_options(parser);
   AlexNet model(options);
   const int64_t image_size = parser.get_int("image-size");
-  const auto layers = model->describe(image_size);
+  const auto layers = model->layer_summary(image_size);
   int64_t total = 0;
   for (const auto& p : model->parameters()) total += p.numel();
 

@@ -140,7 +140,7 @@ Sample Cifar10Dataset::get(size_t index) const {
   return Sample{images_[static_cast<int64_t>(index)].clone(), labels_[index]};
 }
 
-std::string Cifar10Dataset::describe(size_t index) const {
+std::string Cifar10Dataset::sample_source(size_t index) const {
   TORCH_CHECK(index < labels_.size(), "CIFAR-10 index ", index, " out of range (", labels_.size(),
               " images)");
   size_t f = file_begin_.size() - 1;

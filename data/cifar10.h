@@ -13,7 +13,7 @@ namespace alexnet::data {
 /// 1024 red, 1024 green and 1024 blue bytes of a 32 x 32 image in row-major order), and
 /// batches.meta.txt with the class names, one per line. The records are read into memory once
 /// (about 150 MB for the training split).
-class Cifar10Dataset : public Dataset {
+class Cifar10Dataset : public LabelledDataset {
  public:
   /// `dir`: the folder holding the .bin files (or a folder holding cifar-10-batches-bin/).
   /// `split`: "train", or "val" / "test". Throws std::runtime_error naming the file when one is
@@ -21,21 +21,16 @@ class Cifar10Dataset : public Dataset {
   /// is outside the class names, or batches.meta.txt is not a regular file of at most 1 MiB.
   Cifar10Dataset(const std::string& dir, const std::string& split);
 
-  size_t size() const override { return labels_.size(); }
   /// [3, 32, 32] uint8 RGB.
   Sample get(size_t index) const override;
-  int64_t label(size_t index) const override { return labels_.at(index); }
-  const std::vector<std::string>& class_names() const override { return class_names_; }
   /// "FILE#RECORD", e.g. ".../data_batch_2.bin#17".
-  std::string describe(size_t index) const override;
+  std::string sample_source(size_t index) const override;
 
   /// All images, [N, 3, 32, 32] uint8.
   const torch::Tensor& images() const { return images_; }
 
  private:
   torch::Tensor images_;
-  std::vector<int64_t> labels_;
-  std::vector<std::string> class_names_;
   /// The files in reading order and the number of records before each one.
   std::vector<std::string> files_;
   std::vector<size_t> file_begin_;

@@ -80,7 +80,7 @@ class Subset : public Dataset {
   Sample get(size_t index) const override { return base_->get(indices_.at(index)); }
   int64_t label(size_t index) const override { return base_->label(indices_.at(index)); }
   const std::vector<std::string>& class_names() const override { return base_->class_names(); }
-  std::string describe(size_t index) const override { return base_->describe(indices_.at(index)); }
+  std::string sample_source(size_t index) const override { return base_->sample_source(indices_.at(index)); }
   std::optional<DatasetStats> stats() const override { return base_->stats(); }
 
  private:
@@ -101,7 +101,7 @@ class Relabelled : public Dataset {
   }
   int64_t label(size_t index) const override { return mapped(base_->label(index)); }
   const std::vector<std::string>& class_names() const override { return names_; }
-  std::string describe(size_t index) const override { return base_->describe(index); }
+  std::string sample_source(size_t index) const override { return base_->sample_source(index); }
   std::optional<DatasetStats> stats() const override { return base_->stats(); }
 
  private:
@@ -131,48 +131,46 @@ const std::vector<std::string>& fashion_mnist_class_names() {
   return names;
 }
 
-DatasetPtr open_dataset(const std::string& source, const DatasetOptions& options) {
-  check_split(options.split);
-  const bool val = is_val_split(options.split);
-  if (source == "fashion-mnist") {
-    std::error_code error;
-    if (!fs::is_directory(kFashionMnistDir, error)) {
-      throw std::runtime_error(std::string("Fashion-MNIST is not installed in ") +
-                               kFashionMnistDir + " (sudo apt-get install dataset-fashion-mnist)");
-    }
-    return open_idx(kFashionMnistDir, options.split, options.channels);
-  }
+namespace {
+
+DatasetPtr open_fashion_mnist(const DatasetOptions& options) {
   std::error_code error;
-  if (!fs::exists(source, error)) {
-    throw std::runtime_error("data source " + source +
-                             " does not exist (expected an image folder, a packed file from "
-                             "`alexnet prepare`, a folder of IDX files, or fashion-mnist)");
+  if (!fs::is_directory(kFashionMnistDir, error)) {
+    throw std::runtime_error(std::string("Fashion-MNIST is not installed in ") +
+                             kFashionMnistDir + " (sudo apt-get install dataset-fashion-mnist)");
   }
-  if (val && !options.val_source.empty()) {
-    const std::string& v = options.val_source;
-    if (!fs::exists(v, error)) throw std::runtime_error("validation data " + v + " does not exist");
-    if (is_packed_file(v)) return std::make_shared<PackedDataset>(v);
-    if (is_shard_source(v)) return std::make_shared<ShardedDataset>(v);
-    if (fs::is_directory(v, error) && holds_idx_files(v))
-      return open_idx(v, "test", options.channels);
-    // An image folder or a list file: labels are indices of the training classes.
-    const std::string train_root = has_split_folders(source) ? source + "/train" : source;
-    TORCH_CHECK(fs::is_directory(train_root, error), "validation data ", v,
-                " needs the training image folder for its classes, but ", source,
-                " is not a folder");
-    auto classes = find_classes(train_root);
-    if (fs::is_directory(v, error)) {
-      return with_names(
-          std::make_shared<ImageFolder>(v, options.image_size, classes, options.max_image_pixels),
-          options);
-    }
-    const std::string root =
-        options.val_root.empty() ? fs::path(v).parent_path().string() : options.val_root;
-    return with_names(ImageFolder::from_list(v, root.empty() ? "." : root, classes,
-                                             options.image_size, options.max_image_pixels),
-                      options);
+  return open_idx(kFashionMnistDir, options.split, options.channels);
+}
+
+// options.val_source, the validation data given apart from `source` (the training data).
+DatasetPtr open_val_source(const std::string& source, const DatasetOptions& options) {
+  std::error_code error;
+  const std::string& v = options.val_source;
+  if (!fs::exists(v, error)) throw std::runtime_error("validation data " + v + " does not exist");
+  if (is_packed_file(v)) return std::make_shared<PackedDataset>(v);
+  if (is_shard_source(v)) return std::make_shared<ShardedDataset>(v);
+  if (fs::is_directory(v, error) && holds_idx_files(v)) return open_idx(v, "test", options.channels);
+  // An image folder or a list file: labels are indices of the training classes.
+  const std::string train_root = has_split_folders(source) ? source + "/train" : source;
+  TORCH_CHECK(fs::is_directory(train_root, error), "validation data ", v,
+              " needs the training image folder for its classes, but ", source,
+              " is not a folder");
+  auto classes = find_classes(train_root);
+  if (fs::is_directory(v, error)) {
+    return with_names(
+        std::make_shared<ImageFolder>(v, options.image_size, classes, options.max_image_pixels),
+        options);
   }
-  if (is_cifar10_folder(source)) return open_cifar10(source, options.split);
+  const std::string root =
+      options.val_root.empty() ? fs::path(v).parent_path().string() : options.val_root;
+  return with_names(ImageFolder::from_list(v, root.empty() ? "." : root, classes,
+                                           options.image_size, options.max_image_pixels),
+                    options);
+}
+
+// A packed file or shard folder written by `alexnet prepare`, which must hold options.split.
+DatasetPtr open_prepared(const std::string& source, const DatasetOptions& options) {
+  const bool val = is_val_split(options.split);
   if (is_packed_file(source)) {
     auto set = std::make_shared<PackedDataset>(source);
     const std::string& stored = set->split();
@@ -183,15 +181,19 @@ DatasetPtr open_dataset(const std::string& source, const DatasetOptions& options
     }
     return set;
   }
-  if (is_shard_source(source)) {
-    auto set = std::make_shared<ShardedDataset>(source);
-    if (is_val_split(set->split()) != val) {
-      throw std::runtime_error("shard folder " + source + " holds the " + set->split() +
-                               " split, not " + options.split +
-                               " (give the other split's shard folder as the validation source)");
-    }
-    return set;
+  auto set = std::make_shared<ShardedDataset>(source);
+  if (is_val_split(set->split()) != val) {
+    throw std::runtime_error("shard folder " + source + " holds the " + set->split() +
+                             " split, not " + options.split +
+                             " (give the other split's shard folder as the validation source)");
   }
+  return set;
+}
+
+// A folder of IDX files, of train/ and val/ image folders, or of class folders.
+DatasetPtr open_folder(const std::string& source, const DatasetOptions& options) {
+  std::error_code error;
+  const bool val = is_val_split(options.split);
   if (!fs::is_directory(source, error)) {
     throw std::runtime_error("data source " + source +
                              " is neither a folder nor a packed file written by `alexnet prepare`");
@@ -214,6 +216,25 @@ DatasetPtr open_dataset(const std::string& source, const DatasetOptions& options
       std::make_shared<ImageFolder>(source, options.image_size, std::vector<std::string>{},
                                     options.max_image_pixels),
       options);
+}
+
+}  // namespace
+
+DatasetPtr open_dataset(const std::string& source, const DatasetOptions& options) {
+  check_split(options.split);
+  if (source == "fashion-mnist") return open_fashion_mnist(options);
+  std::error_code error;
+  if (!fs::exists(source, error)) {
+    throw std::runtime_error("data source " + source +
+                             " does not exist (expected an image folder, a packed file from "
+                             "`alexnet prepare`, a folder of IDX files, or fashion-mnist)");
+  }
+  if (is_val_split(options.split) && !options.val_source.empty()) {
+    return open_val_source(source, options);
+  }
+  if (is_cifar10_folder(source)) return open_cifar10(source, options.split);
+  if (is_packed_file(source) || is_shard_source(source)) return open_prepared(source, options);
+  return open_folder(source, options);
 }
 
 DatasetPtr open_dataset(const std::string& source, const std::string& split) {
@@ -350,7 +371,7 @@ DatasetStats compute_stats(const Dataset& dataset, size_t max_images, uint64_t s
             partial[t].add(image);
           } catch (const DecodeError&) {
           } catch (const c10::Error& e) {
-            throw std::runtime_error("statistics of " + dataset.describe(index) + ": " +
+            throw std::runtime_error("statistics of " + dataset.sample_source(index) + ": " +
                                      e.what_without_backtrace());
           }
         }

@@ -53,9 +53,23 @@ class Dataset {
   /// Class names, indexed by label.
   virtual const std::vector<std::string>& class_names() const = 0;
   /// Where sample `index` comes from: a path, or "file#index".
-  virtual std::string describe(size_t index) const = 0;
+  virtual std::string sample_source(size_t index) const = 0;
   /// Statistics stored with the data (packed files); nullopt where none are stored.
   virtual std::optional<DatasetStats> stats() const { return std::nullopt; }
+};
+
+/// A data set that holds every sample's label and its class names in memory, which give
+/// size(), label() and class_names(); subclasses fill labels_ and class_names_ when
+/// constructed.
+class LabelledDataset : public Dataset {
+ public:
+  size_t size() const override { return labels_.size(); }
+  int64_t label(size_t index) const override { return labels_.at(index); }
+  const std::vector<std::string>& class_names() const override { return class_names_; }
+
+ protected:
+  std::vector<int64_t> labels_;
+  std::vector<std::string> class_names_;
 };
 
 using DatasetPtr = std::shared_ptr<const Dataset>;

@@ -186,7 +186,8 @@ class IdxFile {
 
 IdxDataset::IdxDataset(const std::string& images_file, const std::string& labels_file,
                        std::vector<std::string> class_names, int64_t channels)
-    : images_file_(images_file), class_names_(std::move(class_names)), channels_(channels) {
+    : images_file_(images_file), channels_(channels) {
+  class_names_ = std::move(class_names);
   TORCH_CHECK(channels == 1 || channels == 3, "IDX data: channels must be 1 or 3, got ", channels);
   // Both headers are checked before anything as large as the data is allocated.
   IdxFile images(images_file, 0x00000803, {"count", "rows", "columns"});
@@ -219,7 +220,7 @@ Sample IdxDataset::get(size_t index) const {
   return Sample{image.contiguous(), labels_[index]};
 }
 
-std::string IdxDataset::describe(size_t index) const {
+std::string IdxDataset::sample_source(size_t index) const {
   return images_file_ + "#" + std::to_string(index);
 }
 

@@ -14,19 +14,16 @@ namespace alexnet::data {
 /// (deflate's ratio is at most 1032:1); a gzip file is inflated only up to the declared size
 /// and one byte more, so a file holding more than its header declares is refused without
 /// inflating the rest.
-class IdxDataset : public Dataset {
+class IdxDataset : public LabelledDataset {
  public:
   /// Throws naming the file on a wrong magic number, a size that does not match the header
   /// (naming the header's fields), differing counts, or labels outside class_names.
   IdxDataset(const std::string& images_file, const std::string& labels_file,
              std::vector<std::string> class_names, int64_t channels = 3);
 
-  size_t size() const override { return labels_.size(); }
   /// [channels, rows, cols] uint8 (grey replicated when channels == 3).
   Sample get(size_t index) const override;
-  int64_t label(size_t index) const override { return labels_.at(index); }
-  const std::vector<std::string>& class_names() const override { return class_names_; }
-  std::string describe(size_t index) const override;
+  std::string sample_source(size_t index) const override;
 
   /// All images, [N, 1, rows, cols] uint8.
   const torch::Tensor& images() const { return images_; }
@@ -34,8 +31,6 @@ class IdxDataset : public Dataset {
  private:
   std::string images_file_;
   torch::Tensor images_;
-  std::vector<int64_t> labels_;
-  std::vector<std::string> class_names_;
   int64_t channels_;
 };
 

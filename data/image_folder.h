@@ -55,7 +55,7 @@ class ImageFolder : public Dataset {
   Sample get(size_t index) const override;
   int64_t label(size_t index) const override { return labels_.at(index); }
   const std::vector<std::string>& class_names() const override { return names_; }
-  std::string describe(size_t index) const override { return paths_.at(index); }
+  std::string sample_source(size_t index) const override { return paths_.at(index); }
 
   /// The class folder names, by label (class_names() may be human-readable instead).
   const std::vector<std::string>& folder_names() const { return classes_; }

@@ -7,6 +7,7 @@
 #include <map>
 #include <sstream>
 #include <stdexcept>
+#include <utility>
 
 namespace alexnet::data {
 namespace {
@@ -220,25 +221,28 @@ std::vector<std::string> flat_image_files(const std::string& folder) {
 
 }  // namespace
 
+namespace {
+
+// Each form with the name parse_labels_format reads.
+constexpr std::pair<LabelsFormat, const char*> kLabelsFormatNames[] = {
+    {LabelsFormat::kAuto, "auto"},
+    {LabelsFormat::kList, "list"},
+    {LabelsFormat::kKaggle, "kaggle"},
+    {LabelsFormat::kDevkit, "devkit"}};
+
+}  // namespace
+
 LabelsFormat parse_labels_format(const std::string& name) {
-  if (name == "auto") return LabelsFormat::kAuto;
-  if (name == "list") return LabelsFormat::kList;
-  if (name == "kaggle") return LabelsFormat::kKaggle;
-  if (name == "devkit") return LabelsFormat::kDevkit;
+  for (const auto& [format, text] : kLabelsFormatNames) {
+    if (name == text) return format;
+  }
   throw std::invalid_argument("unknown labels file form '" + name +
                               "' (expected auto, list, kaggle or devkit)");
 }
 
 std::string labels_format_name(LabelsFormat format) {
-  switch (format) {
-    case LabelsFormat::kAuto:
-      return "auto";
-    case LabelsFormat::kList:
-      return "list";
-    case LabelsFormat::kKaggle:
-      return "kaggle";
-    case LabelsFormat::kDevkit:
-      return "devkit";
+  for (const auto& [value, text] : kLabelsFormatNames) {
+    if (value == format) return text;
   }
   return "auto";
 }
@@ -281,24 +285,16 @@ LabelsFile read_labels_file(const std::string& path, const std::vector<std::stri
   return file;
 }
 
-std::shared_ptr<ImageFolder> open_labelled_folder(const std::string& folder,
-                                                  const std::string& labels_file,
-                                                  const std::vector<std::string>& classes,
-                                                  const LabelledFolderOptions& options) {
-  const LabelsFile labels =
-      read_labels_file(labels_file, classes, options.format, options.synsets_file);
-  std::ostream& warnings = options.warnings ? *options.warnings : std::cerr;
-  if (labels.format == LabelsFormat::kDevkit && looks_like_sorted_mapping(options.synsets_file)) {
-    warnings << "warning: synsets file " << options.synsets_file
-             << " lists its synsets in sorted order, as LOC_synset_mapping.txt does; the "
-                "ILSVRC2012 devkit numbers them in the order of its meta.mat (ID 1 is n02119789), "
-                "so with this file the labels are wrong unless the IDs of "
-             << labels_file << " follow sorted order\n";
-  }
+namespace {
 
+// The label of each of `files` (images of `folder`) that `labels` names, else -1; the images
+// `labels` names that are not among them go to `missing`. Throws naming the line where an
+// image matches several files or two lines label the same file.
+std::vector<int64_t> match_labels(const std::string& folder, const std::vector<std::string>& files,
+                                  const LabelsFile& labels, const std::string& labels_file,
+                                  std::vector<std::string>& missing) {
   // How a labels file names each image file: by name, by stem (Kaggle, or a list without
   // extensions) and by number (the devkit).
-  const std::vector<std::string> files = flat_image_files(folder);
   std::map<std::string, size_t> by_name;
   std::map<std::string, std::vector<size_t>> by_key;
   for (size_t i = 0; i < files.size(); ++i) {
@@ -308,7 +304,6 @@ std::shared_ptr<ImageFolder> open_labelled_folder(const std::string& folder,
     by_key[key].push_back(i);
   }
   std::vector<int64_t> label_of(files.size(), -1), line_of(files.size(), 0);
-  std::vector<std::string> missing;
   for (const auto& entry : labels.images) {
     const std::string where = "labels file " + labels_file + " line " + std::to_string(entry.line);
     size_t file = 0;
@@ -336,7 +331,29 @@ std::shared_ptr<ImageFolder> open_labelled_folder(const std::string& folder,
     label_of[file] = entry.label;
     line_of[file] = entry.line;
   }
+  return label_of;
+}
 
+}  // namespace
+
+std::shared_ptr<ImageFolder> open_labelled_folder(const std::string& folder,
+                                                  const std::string& labels_file,
+                                                  const std::vector<std::string>& classes,
+                                                  const LabelledFolderOptions& options) {
+  const LabelsFile labels =
+      read_labels_file(labels_file, classes, options.format, options.synsets_file);
+  std::ostream& warnings = options.warnings ? *options.warnings : std::cerr;
+  if (labels.format == LabelsFormat::kDevkit && looks_like_sorted_mapping(options.synsets_file)) {
+    warnings << "warning: synsets file " << options.synsets_file
+             << " lists its synsets in sorted order, as LOC_synset_mapping.txt does; the "
+                "ILSVRC2012 devkit numbers them in the order of its meta.mat (ID 1 is n02119789), "
+                "so with this file the labels are wrong unless the IDs of "
+             << labels_file << " follow sorted order\n";
+  }
+
+  const std::vector<std::string> files = flat_image_files(folder);
+  std::vector<std::string> missing;
+  const std::vector<int64_t> label_of = match_labels(folder, files, labels, labels_file, missing);
   std::vector<std::string> paths, unlabelled;
   std::vector<int64_t> sample_labels;
   for (size_t i = 0; i < files.size(); ++i) {

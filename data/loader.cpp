@@ -171,11 +171,11 @@ void Loader::record_skip(int64_t index, const std::string& message) {
   std::lock_guard<std::mutex> lock(mutex_);
   ++skipped_;
   if (!reported_.insert(index).second) return;
-  skipped_samples_.push_back({index, dataset_->describe(static_cast<size_t>(index)), message});
+  skipped_samples_.push_back({index, dataset_->sample_source(static_cast<size_t>(index)), message});
   std::cerr << "warning: skipped " << message << "\n";
   if (!options_.skipped_log.empty()) {
     std::ofstream log(options_.skipped_log, std::ios::app);
-    log << dataset_->describe(static_cast<size_t>(index)) << "\t" << message << "\n";
+    log << dataset_->sample_source(static_cast<size_t>(index)) << "\t" << message << "\n";
   }
 }
 
@@ -229,7 +229,7 @@ Loader::Result Loader::load_batch(int64_t batch_index) {
             batch[filled].copy_(sample.image);
           }
         } catch (const c10::Error& e) {
-          throw std::runtime_error("sample " + dataset_->describe(static_cast<size_t>(index)) +
+          throw std::runtime_error("sample " + dataset_->sample_source(static_cast<size_t>(index)) +
                                    ": " + e.what_without_backtrace() +
                                    " (images of different sizes need a resize or crop)");
         }

@@ -43,7 +43,7 @@ struct LoaderOptions {
 /// A sample the loader left out because it could not be decoded.
 struct SkippedSample {
   int64_t index = 0;
-  /// Dataset::describe(index): the file, or "file#index".
+  /// Dataset::sample_source(index): the file, or "file#index".
   std::string source;
   /// The DecodeError's message.
   std::string message;

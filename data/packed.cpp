@@ -176,20 +176,7 @@ void PackedWriter::finish(const std::vector<std::string>& class_names,
   }
   header["class_names"] = class_names;
   header["labels"] = labels_;
-  if (stats) {
-    header["mean"] = stats->mean;
-    header["std"] = stats->std;
-    const auto values = stats->eigenvalues.to(torch::kDouble).contiguous();
-    const auto vectors = stats->eigenvectors.to(torch::kDouble).contiguous();
-    header["eigenvalues"] =
-        std::vector<double>(values.data_ptr<double>(), values.data_ptr<double>() + 3);
-    std::vector<std::vector<double>> rows;
-    for (int r = 0; r < 3; ++r) {
-      rows.emplace_back(vectors.data_ptr<double>() + 3 * r, vectors.data_ptr<double>() + 3 * r + 3);
-    }
-    header["eigenvectors"] = rows;
-    header["stats_images"] = stats->images;
-  }
+  if (stats) write_stats_fields(*stats, header);
   const std::string text = header.dump();
   Prefix prefix{};
   std::memcpy(prefix.magic, kPackedMagic, 8);
@@ -209,6 +196,21 @@ void PackedWriter::finish(const std::vector<std::string>& class_names,
   std::filesystem::rename(partial_, path_, error);
   if (error)
     throw std::runtime_error("cannot rename " + partial_ + " to " + path_ + ": " + error.message());
+}
+
+void write_stats_fields(const DatasetStats& stats, nlohmann::json& object) {
+  object["mean"] = stats.mean;
+  object["std"] = stats.std;
+  const auto values = stats.eigenvalues.to(torch::kDouble).contiguous();
+  const auto vectors = stats.eigenvectors.to(torch::kDouble).contiguous();
+  object["eigenvalues"] =
+      std::vector<double>(values.data_ptr<double>(), values.data_ptr<double>() + 3);
+  std::vector<std::vector<double>> rows;
+  for (int r = 0; r < 3; ++r) {
+    rows.emplace_back(vectors.data_ptr<double>() + 3 * r, vectors.data_ptr<double>() + 3 * r + 3);
+  }
+  object["eigenvectors"] = rows;
+  object["stats_images"] = stats.images;
 }
 
 std::optional<DatasetStats> read_stats_fields(const JsonFields& fields, bool images_required) {
@@ -367,7 +369,7 @@ std::vector<uint8_t> PackedDataset::record(size_t index) const {
   std::vector<uint8_t> bytes(end - begin);
   errno = 0;
   if (!read_at(fd_, bytes.data(), bytes.size(), begin)) {
-    throw DecodeError("cannot read image " + describe(index) + ": " +
+    throw DecodeError("cannot read image " + sample_source(index) + ": " +
                       (errno ? errno_text() : "the file ends early"));
   }
   return bytes;
@@ -403,19 +405,19 @@ Sample PackedDataset::get(size_t index) const {
               labels_.size(), " images)");
   if (encoding_ == PackedEncoding::kJpeg) {
     const auto bytes = record(index);
-    return Sample{decode_jpeg_bytes(bytes.data(), bytes.size(), describe(index), height_, width_),
+    return Sample{decode_jpeg_bytes(bytes.data(), bytes.size(), sample_source(index), height_, width_),
                   labels_[index]};
   }
   auto image = torch::empty({channels_, height_, width_}, torch::kByte);
   const auto bytes = static_cast<size_t>(image.numel());
   const uint64_t begin = offsets_.empty() ? data_offset_ + index * bytes : offsets_[index];
   if (!read_at(fd_, image.data_ptr<uint8_t>(), bytes, begin)) {
-    throw DecodeError("cannot read image " + describe(index) + ": " + errno_text());
+    throw DecodeError("cannot read image " + sample_source(index) + ": " + errno_text());
   }
   return Sample{image, labels_[index]};
 }
 
-std::string PackedDataset::describe(size_t index) const {
+std::string PackedDataset::sample_source(size_t index) const {
   return path_ + "#" + std::to_string(index);
 }
 

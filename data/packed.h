@@ -41,12 +41,14 @@ const char* packed_encoding_name(PackedEncoding encoding);
 /// The encoding called `name` ("raw" or "jpeg"); throws std::invalid_argument naming it.
 PackedEncoding parse_packed_encoding(const std::string& name);
 
-/// How PackedWriter stores images.
 /// The dataset statistics a packed file's header or a shard index holds (mean, std,
 /// eigenvalues, eigenvectors, stats_images), when it has "mean"; every field checked for its
 /// type and size. stats_images is 0 when absent, unless `images_required`.
 std::optional<DatasetStats> read_stats_fields(const JsonFields& fields, bool images_required);
+/// Writes `stats` into `object` as the fields read_stats_fields reads.
+void write_stats_fields(const DatasetStats& stats, nlohmann::json& object);
 
+/// How PackedWriter stores images.
 struct PackedWriterOptions {
   PackedEncoding encoding = PackedEncoding::kRaw;
   /// JPEG quality, 1..100.
@@ -93,7 +95,7 @@ class PackedWriter {
 
 /// Reads a packed file with pread; get() is thread-safe. Raw images need no decoding (and no
 /// OpenCV); JPEG records are decoded in get(), that is in the loader's worker threads.
-class PackedDataset : public Dataset {
+class PackedDataset : public LabelledDataset {
  public:
   /// Checks every header field for its type and range before anything is allocated: 1 or 3
   /// channels, sides in 1..65536, data_offset at least kPackedDataOffset, labels below the
@@ -104,11 +106,8 @@ class PackedDataset : public Dataset {
   explicit PackedDataset(const std::string& path);
   ~PackedDataset() override;
 
-  size_t size() const override { return labels_.size(); }
   Sample get(size_t index) const override;
-  int64_t label(size_t index) const override { return labels_.at(index); }
-  const std::vector<std::string>& class_names() const override { return class_names_; }
-  std::string describe(size_t index) const override;
+  std::string sample_source(size_t index) const override;
   std::optional<DatasetStats> stats() const override { return stats_; }
   /// The JSON header as stored.
   const nlohmann::json& header() const { return header_; }
@@ -136,8 +135,6 @@ class PackedDataset : public Dataset {
   int fd_ = -1;
   int64_t channels_ = 3, height_ = 0, width_ = 0;
   uint64_t data_offset_ = kPackedDataOffset;
-  std::vector<int64_t> labels_;
-  std::vector<std::string> class_names_;
   std::optional<DatasetStats> stats_;
   nlohmann::json header_;
 };

@@ -42,7 +42,7 @@ bool is_shard_source(const std::string& path);
 
 /// The images of a shard folder, in shard order, through one Dataset. get() reads and (JPEG)
 /// decodes one record, and is thread-safe: the loader's workers decode in parallel.
-class ShardedDataset : public Dataset {
+class ShardedDataset : public LabelledDataset {
  public:
   /// `path`: the folder or its index.json. Checks every index field (type, range) and that
   /// each shard's header agrees with the index (count, encoding, sides, classes, split).
@@ -50,12 +50,9 @@ class ShardedDataset : public Dataset {
   /// is refused with the advice to run its `prepare` again.
   explicit ShardedDataset(const std::string& path);
 
-  size_t size() const override { return labels_.size(); }
   Sample get(size_t index) const override;
-  int64_t label(size_t index) const override { return labels_.at(index); }
-  const std::vector<std::string>& class_names() const override { return class_names_; }
   /// "FOLDER/shard-00003.alexpack#17".
-  std::string describe(size_t index) const override;
+  std::string sample_source(size_t index) const override;
   std::optional<DatasetStats> stats() const override { return stats_; }
 
   /// "train" or "val".
@@ -73,8 +70,6 @@ class ShardedDataset : public Dataset {
   nlohmann::json index_;
   std::vector<std::shared_ptr<PackedDataset>> shards_;
   std::vector<size_t> starts_;  // first sample of each shard
-  std::vector<int64_t> labels_;
-  std::vector<std::string> class_names_;
   std::string split_ = "train";
   PackedEncoding encoding_ = PackedEncoding::kJpeg;
   std::optional<DatasetStats> stats_;

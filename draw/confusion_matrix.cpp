@@ -7,6 +7,8 @@
 #include <opencv2/core.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include "draw/text_fit.h"
+
 namespace alexnet::draw {
 namespace {
 
@@ -16,24 +18,11 @@ const cv::Scalar kMatrixText(30, 30, 30), kMatrixBackground(255, 255, 255);
 // The colour of a cell holding the whole row (RGB).
 constexpr double kFull[3] = {8, 69, 148};
 
-// The largest font scale (at most `scale`) at which `text` fits `width` pixels; the text is
-// cut with ".." when even the smallest scale is too wide.
-std::pair<std::string, double> fit_text(std::string text, int width, double scale) {
-  int baseline = 0;
-  auto width_of = [&](const std::string& t, double s) {
-    return cv::getTextSize(t, kMatrixFont, s, 1, &baseline).width;
-  };
-  while (scale > 0.3 && width_of(text, scale) > width) scale -= 0.02;
-  while (text.size() > 2 && width_of(text, scale) > width) {
-    text = text.substr(0, text.size() - 3) + "..";
-  }
-  return {text, scale};
-}
 
 // `text` right-aligned in a box `width` x `height`, vertically centred.
 cv::Mat label_box(const std::string& name, int width, int height) {
   cv::Mat box(height, width, CV_8UC3, kMatrixBackground);
-  const auto [text, scale] = fit_text(name, width - 8, 0.45);
+  const auto [text, scale] = fit_text(name, width - 8, 0.45, /*min_scale=*/0.3);
   int baseline = 0;
   const auto size = cv::getTextSize(text, kMatrixFont, scale, 1, &baseline);
   cv::putText(box, text, cv::Point(width - 6 - size.width, (height + size.height) / 2), kMatrixFont,
@@ -43,7 +32,7 @@ cv::Mat label_box(const std::string& name, int width, int height) {
 
 void put_centred(cv::Mat& canvas, const std::string& text, cv::Point centre, int width,
                  const cv::Scalar& colour, double scale) {
-  const auto [fitted, fitted_scale] = fit_text(text, width, scale);
+  const auto [fitted, fitted_scale] = fit_text(text, width, scale, /*min_scale=*/0.3);
   int baseline = 0;
   const auto size = cv::getTextSize(fitted, kMatrixFont, fitted_scale, 1, &baseline);
   cv::putText(canvas, fitted, cv::Point(centre.x - size.width / 2, centre.y + size.height / 2),

@@ -11,6 +11,8 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include "draw/text_fit.h"
+
 namespace alexnet::draw {
 namespace {
 
@@ -59,17 +61,11 @@ cv::Mat fit_image(const torch::Tensor& image, int64_t size) {
 // Writes text fitted into `width` pixels (smaller font, then cut with "..").
 void put_fitted(cv::Mat& canvas, std::string text, cv::Point origin, int width,
                 const cv::Scalar& colour) {
-  double scale = 0.42;
+  const auto [fitted, scale] = fit_text(std::move(text), width, 0.42, /*min_scale=*/0.32);
   int baseline = 0;
-  auto text_width = [&](const std::string& t, double s) {
-    return cv::getTextSize(t, kFont, s, 1, &baseline).width;
-  };
-  while (scale > 0.32 && text_width(text, scale) > width) scale -= 0.02;
-  while (text.size() > 2 && text_width(text, scale) > width) {
-    text = text.substr(0, text.size() - 3) + "..";
-  }
-  const int left = origin.x + std::max(0, (width - text_width(text, scale)) / 2);
-  cv::putText(canvas, text, cv::Point(left, origin.y), kFont, scale, colour, 1, cv::LINE_AA);
+  const int fitted_width = cv::getTextSize(fitted, kFont, scale, 1, &baseline).width;
+  const int left = origin.x + std::max(0, (width - fitted_width) / 2);
+  cv::putText(canvas, fitted, cv::Point(left, origin.y), kFont, scale, colour, 1, cv::LINE_AA);
 }
 
 double nice_step(double range, int target_ticks) {
@@ -114,6 +110,19 @@ void draw_marker(cv::Mat& canvas, cv::Point2d centre, const cv::Scalar& colour, 
 }
 
 }  // namespace
+
+std::pair<std::string, double> fit_text(std::string text, int width, double scale,
+                                        double min_scale) {
+  int baseline = 0;
+  auto width_of = [&](const std::string& t, double s) {
+    return cv::getTextSize(t, kFont, s, 1, &baseline).width;
+  };
+  while (scale > min_scale && width_of(text, scale) > width) scale -= 0.02;
+  while (text.size() > 2 && width_of(text, scale) > width) {
+    text = text.substr(0, text.size() - 3) + "..";
+  }
+  return {text, scale};
+}
 
 void write_png(const torch::Tensor& picture, const std::string& path) {
   cv::Mat bgr;

@@ -11,10 +11,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include "experiments/tensor_file.h"
+
 namespace alexnet::experiments {
 namespace {
 
 constexpr char kCodeMagic[8] = {'A', 'L', 'X', 'C', 'O', 'D', 'E', '1'};
+const TensorFileKind kCodeFile{kCodeMagic, "code file", "alexnet codes"};
 constexpr int64_t kWordBits = 64;
 
 int64_t words_for(int64_t bits) { return (bits + kWordBits - 1) / kWordBits; }
@@ -111,20 +114,6 @@ void select_nearest(const uint16_t* d, int64_t n, int64_t max_distance, int64_t 
 
 const uint64_t* words_of(const torch::Tensor& packed) {
   return reinterpret_cast<const uint64_t*>(packed.data_ptr<int64_t>());
-}
-
-void write_code_tensor(std::ofstream& out, const torch::Tensor& t) {
-  const auto c = t.contiguous();
-  out.write(static_cast<const char*>(c.data_ptr()),
-            static_cast<std::streamsize>(c.numel() * c.element_size()));
-}
-
-void read_code_tensor(std::ifstream& in, torch::Tensor& t, const std::string& path,
-                      const char* what) {
-  if (!in.read(static_cast<char*>(t.data_ptr()),
-               static_cast<std::streamsize>(t.numel() * t.element_size()))) {
-    throw std::runtime_error("code file " + path + " is truncated (in its " + what + ")");
-  }
 }
 
 }  // namespace
@@ -368,47 +357,14 @@ void save_binary_codes(const BinaryCodes& codes, const std::string& path) {
   header["dataset_indices"] = codes.dataset_indices;
   header["data_source"] = codes.data_source;
   header["split"] = codes.split;
-  const std::string text = header.dump();
-  const std::string temp = path + ".tmp";
-  {
-    std::ofstream out(temp, std::ios::binary | std::ios::trunc);
-    if (!out) throw std::runtime_error("cannot write code file " + temp);
-    out.write(kCodeMagic, sizeof(kCodeMagic));
-    const uint64_t length = text.size();
-    out.write(reinterpret_cast<const char*>(&length), sizeof(length));
-    out.write(text.data(), static_cast<std::streamsize>(text.size()));
-    write_code_tensor(out, codes.codes);
-    write_code_tensor(out, codes.labels);
-    out.flush();
-    if (!out) throw std::runtime_error("writing code file " + temp + " failed");
-  }
-  std::error_code error;
-  std::filesystem::rename(temp, path, error);
-  if (error) {
-    throw std::runtime_error("cannot rename " + temp + " to " + path + ": " + error.message());
-  }
+  write_tensor_file(path, kCodeFile, header, {codes.codes, codes.labels});
 }
 
 BinaryCodes load_binary_codes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot open code file " + path);
-  char magic[sizeof(kCodeMagic)];
-  if (!in.read(magic, sizeof(magic)) || std::memcmp(magic, kCodeMagic, sizeof(kCodeMagic)) != 0) {
-    throw std::runtime_error(path + " is not a code file written by `alexnet codes`");
-  }
-  uint64_t length = 0;
-  std::error_code error;
-  const auto file_size = std::filesystem::file_size(path, error);
-  if (!in.read(reinterpret_cast<char*>(&length), sizeof(length)) || error || length > file_size) {
-    throw std::runtime_error("code file " + path + " is truncated (in its header)");
-  }
-  std::string text(length, '\0');
-  if (!in.read(text.data(), static_cast<std::streamsize>(length))) {
-    throw std::runtime_error("code file " + path + " is truncated (in its header)");
-  }
+  TensorFileReader file(path, kCodeFile);
   BinaryCodes codes;
   try {
-    const auto header = nlohmann::json::parse(text);
+    const auto header = nlohmann::json::parse(file.header_text());
     const int64_t n = header.at("count").get<int64_t>();
     const int64_t words = header.at("words").get<int64_t>();
     codes.bits = header.at("bits").get<int64_t>();
@@ -429,8 +385,8 @@ BinaryCodes load_binary_codes(const std::string& path) {
     throw std::runtime_error("code file " + path +
                              " has a bad header: " + e.what_without_backtrace());
   }
-  read_code_tensor(in, codes.codes, path, "codes");
-  read_code_tensor(in, codes.labels, path, "labels");
+  file.read(codes.codes, "codes");
+  file.read(codes.labels, "labels");
   try {
     codes.validate();
   } catch (const c10::Error& e) {

@@ -106,7 +106,7 @@ FeatureIndex extract_features(train::ExportedModel& model, const data::DatasetPt
     labels.push_back(batch->labels.to(torch::kLong));
     for (int64_t i : batch->indices) {
       index.dataset_indices.push_back(i);
-      index.descriptions.push_back(dataset->describe(static_cast<size_t>(i)));
+      index.descriptions.push_back(dataset->sample_source(static_cast<size_t>(i)));
     }
     done += static_cast<int64_t>(batch->indices.size());
     if (progress) progress(done, static_cast<int64_t>(dataset->size()));
@@ -132,7 +132,7 @@ data::DatasetPtr open_recorded_dataset(const std::string& source, const std::str
   auto dataset = data::open_dataset(source, split);
   for (size_t p : {size_t{0}, dataset_indices.size() - 1}) {
     const auto i = static_cast<size_t>(dataset_indices[p]);
-    TORCH_CHECK(i < dataset->size() && dataset->describe(i) == descriptions[p], "the data source ",
+    TORCH_CHECK(i < dataset->size() && dataset->sample_source(i) == descriptions[p], "the data source ",
                 source, " (", split, ") no longer matches the records: image ", p, " was ",
                 descriptions[p]);
   }

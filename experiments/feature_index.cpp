@@ -10,25 +10,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include "experiments/tensor_file.h"
+
 namespace alexnet::experiments {
 namespace {
 
-constexpr char kMagic[8] = {'A', 'L', 'X', 'F', 'I', 'D', 'X', '1'};
-
-void write_tensor(std::ofstream& out, const torch::Tensor& t) {
-  if (!t.defined() || t.numel() == 0) return;
-  const auto c = t.contiguous();
-  out.write(static_cast<const char*>(c.data_ptr()),
-            static_cast<std::streamsize>(c.numel() * c.element_size()));
-}
-
-void read_tensor(std::ifstream& in, torch::Tensor& t, const std::string& path, const char* what) {
-  if (t.numel() == 0) return;
-  if (!in.read(static_cast<char*>(t.data_ptr()),
-               static_cast<std::streamsize>(t.numel() * t.element_size()))) {
-    throw std::runtime_error("feature index " + path + " is truncated (in its " + what + ")");
-  }
-}
+constexpr char kIndexMagic[8] = {'A', 'L', 'X', 'F', 'I', 'D', 'X', '1'};
+const TensorFileKind kIndexFile{kIndexMagic, "feature index", "alexnet features"};
 
 // Squared Euclidean distances between rows of a [A, D] and b [B, D], float32, >= 0.
 torch::Tensor squared_distances(const torch::Tensor& a, const torch::Tensor& b,
@@ -80,49 +68,14 @@ void save_feature_index(const FeatureIndex& index, const std::string& path) {
   header["data_source"] = index.data_source;
   header["split"] = index.split;
   header["model_path"] = index.model_path;
-  const std::string text = header.dump();
-
-  const std::string temp = path + ".tmp";
-  {
-    std::ofstream out(temp, std::ios::binary | std::ios::trunc);
-    if (!out) throw std::runtime_error("cannot write feature index " + temp);
-    out.write(kMagic, sizeof(kMagic));
-    const uint64_t length = text.size();
-    out.write(reinterpret_cast<const char*>(&length), sizeof(length));
-    out.write(text.data(), static_cast<std::streamsize>(text.size()));
-    write_tensor(out, index.features);
-    write_tensor(out, index.labels);
-    write_tensor(out, index.pixels);
-    out.flush();
-    if (!out) throw std::runtime_error("writing feature index " + temp + " failed");
-  }
-  std::error_code error;
-  std::filesystem::rename(temp, path, error);
-  if (error) {
-    throw std::runtime_error("cannot rename " + temp + " to " + path + ": " + error.message());
-  }
+  write_tensor_file(path, kIndexFile, header, {index.features, index.labels, index.pixels});
 }
 
 FeatureIndex load_feature_index(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot open feature index " + path);
-  char magic[sizeof(kMagic)];
-  uint64_t length = 0;
-  if (!in.read(magic, sizeof(magic)) || std::memcmp(magic, kMagic, sizeof(kMagic)) != 0) {
-    throw std::runtime_error(path + " is not a feature index written by `alexnet features`");
-  }
-  std::error_code error;
-  const auto file_size = std::filesystem::file_size(path, error);
-  if (!in.read(reinterpret_cast<char*>(&length), sizeof(length)) || error || length > file_size) {
-    throw std::runtime_error("feature index " + path + " is truncated (in its header)");
-  }
-  std::string text(length, '\0');
-  if (!in.read(text.data(), static_cast<std::streamsize>(length))) {
-    throw std::runtime_error("feature index " + path + " is truncated (in its header)");
-  }
+  TensorFileReader file(path, kIndexFile);
   FeatureIndex index;
   try {
-    const auto header = nlohmann::json::parse(text);
+    const auto header = nlohmann::json::parse(file.header_text());
     const int64_t n = header.at("count").get<int64_t>();
     const int64_t d = header.at("feature_dim").get<int64_t>();
     const int64_t p = header.at("pixel_dim").get<int64_t>();
@@ -139,9 +92,9 @@ FeatureIndex load_feature_index(const std::string& path) {
   } catch (const nlohmann::json::exception& e) {
     throw std::runtime_error("feature index " + path + " has a bad header: " + e.what());
   }
-  read_tensor(in, index.features, path, "features");
-  read_tensor(in, index.labels, path, "labels");
-  if (index.pixels.defined()) read_tensor(in, index.pixels, path, "pixels");
+  file.read(index.features, "features");
+  file.read(index.labels, "labels");
+  if (index.pixels.defined()) file.read(index.pixels, "pixels");
   try {
     index.validate();
   } catch (const c10::Error& e) {

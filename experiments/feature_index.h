@@ -20,7 +20,7 @@ struct FeatureIndex {
   torch::Tensor pixels;
   /// Class names, by label.
   std::vector<std::string> class_names;
-  /// Where each image comes from (data::Dataset::describe), [N].
+  /// Where each image comes from (data::Dataset::sample_source), [N].
   std::vector<std::string> descriptions;
   /// Position of each image in the data set it was read from, [N].
   std::vector<int64_t> dataset_indices;

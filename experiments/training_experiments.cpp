@@ -11,6 +11,7 @@
 
 #include "data/dataset.h"
 #include "train/checkpoint.h"
+#include "train/trainer.h"
 
 namespace alexnet::experiments {
 namespace {

@@ -13,7 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "train/config.h"
-#include "train/trainer.h"
+#include "train/run_data.h"
 
 namespace alexnet::experiments {
 

@@ -72,17 +72,9 @@ bool is_variable_conv(const std::string& name) {
   return std::find(names.begin(), names.end(), name) != names.end();
 }
 
-void check_variant(const AlexNetOptions& o) {
-  TORCH_CHECK(std::isfinite(o.width()) && o.width() > 0, "AlexNet: width must be > 0, got ",
-              o.width());
-  TORCH_CHECK(o.remove_conv().empty() || is_variable_conv(o.remove_conv()),
-              "AlexNet: remove_conv must be empty or one of conv3, conv4, conv5, got '",
-              o.remove_conv(), "'");
-  TORCH_CHECK(o.extra_conv().empty() || is_variable_conv(o.extra_conv()),
-              "AlexNet: extra_conv must be empty or one of conv3, conv4, conv5, got '",
-              o.extra_conv(), "'");
-  TORCH_CHECK(o.extra_conv().empty() || o.extra_conv() != o.remove_conv(),
-              "AlexNet: extra_conv and remove_conv both name '", o.extra_conv(), "'");
+// Throws naming the first option outside its range.
+void check_options(const AlexNetOptions& o) {
+  if (const auto problem = find_option_problem(o)) TORCH_CHECK(false, "AlexNet: ", problem->message());
 }
 
 // The paper's layer with its per-column width multiplied by `width` (fc8 keeps 0).
@@ -108,7 +100,7 @@ const std::vector<std::string>& variable_convs() {
 std::string extra_conv_name(const std::string& layer) { return layer + "_extra"; }
 
 std::vector<LayerSpec> layer_table(const AlexNetOptions& o) {
-  check_variant(o);
+  check_options(o);
   std::vector<LayerSpec> table;
   for (const LayerSpec& paper : kPaperLayers) {
     LayerSpec spec = scaled(paper, o.width());
@@ -176,24 +168,47 @@ std::vector<torch::Device> parse_devices(const std::string& text) {
   return devices;
 }
 
+std::optional<OptionProblem> find_option_problem(const AlexNetOptions& o) {
+  auto problem = [](const char* option, const char* allowed, const auto& value) {
+    return OptionProblem{option, allowed, option_value_text(value)};
+  };
+  if (o.num_classes() < 1) return problem("num_classes", "an integer >= 1", o.num_classes());
+  if (o.in_channels() < 1) return problem("in_channels", "an integer >= 1", o.in_channels());
+  if (!(o.dropout() >= 0 && o.dropout() < 1)) {
+    return problem("dropout", "a number in [0, 1)", o.dropout());
+  }
+  if (auto lrn = find_option_problem(o.lrn_options())) {
+    lrn->option = "lrn_" + lrn->option;
+    return lrn;
+  }
+  if (o.pool_kernel() != 2 && o.pool_kernel() != 3) {
+    return problem("pool_kernel", "2 or 3", o.pool_kernel());
+  }
+  if (o.pool_stride() != 2) return problem("pool_stride", "2", o.pool_stride());
+  if (o.columns() != 1 && o.columns() != 2) return problem("columns", "1 or 2", o.columns());
+  if (!(o.width() >= kMinWidth && o.width() <= kMaxWidth)) {
+    return problem("width", "a number in [1/64, 16]", o.width());
+  }
+  for (const auto& [option, value] : {std::make_pair("remove_conv", o.remove_conv()),
+                                      std::make_pair("extra_conv", o.extra_conv())}) {
+    if (!value.empty() && !is_variable_conv(value)) {
+      return problem(option, "\"\" (none) or one of conv3, conv4, conv5", value);
+    }
+  }
+  if (!o.extra_conv().empty() && o.extra_conv() == o.remove_conv()) {
+    return problem("extra_conv", "a layer other than remove_conv", o.extra_conv());
+  }
+  return std::nullopt;
+}
+
 void validate(const AlexNetOptions& o) {
-  TORCH_CHECK(o.num_classes() >= 1, "AlexNet: num_classes must be >= 1, got ", o.num_classes());
-  TORCH_CHECK(o.in_channels() >= 1, "AlexNet: in_channels must be >= 1, got ", o.in_channels());
-  TORCH_CHECK(o.dropout() >= 0 && o.dropout() < 1, "AlexNet: dropout must be in [0, 1), got ",
-              o.dropout());
-  TORCH_CHECK(o.pool_kernel() >= 1 && o.pool_stride() >= 1,
-              "AlexNet: pool kernel and stride must be >= 1, got ", o.pool_kernel(), "/",
-              o.pool_stride());
-  TORCH_CHECK(o.columns() == 1 || o.columns() == 2, "AlexNet: columns must be 1 or 2, got ",
-              o.columns());
+  check_options(o);
   TORCH_CHECK(o.devices().size() == 1 || o.devices().size() == 2,
               "AlexNet: devices must hold one or two devices, got ", o.devices().size());
   TORCH_CHECK(o.devices().size() == 1 || o.columns() == 2,
               "AlexNet: two devices need the paper's two columns (columns = 2)");
   TORCH_CHECK(o.devices().size() == 1 || o.num_classes() >= 2,
               "AlexNet: the two-device form splits fc8 and needs num_classes >= 2");
-  validate(o.lrn_options());
-  check_variant(o);
 }
 
 AlexNetColumnImpl::AlexNetColumnImpl(const AlexNetOptions& o, int64_t column) {
@@ -283,6 +298,14 @@ void AlexNetImpl::load_single_device_state(
   for (auto& item : named_parameters()) item.value().copy_(rows[item.key()]);
 }
 
+std::vector<std::pair<std::string, std::string>> AlexNetImpl::single_device_parameters() const {
+  std::vector<std::pair<std::string, std::string>> parameters;
+  for (const auto& name : layer_names()) {
+    for (const std::string kind : {"weight", "bias"}) parameters.emplace_back(name, kind);
+  }
+  return parameters;
+}
+
 std::string AlexNetImpl::parameter_name(const std::string& key, int64_t column) const {
   return two_device() ? "column" + std::to_string(column) + "." + key : key;
 }
@@ -290,18 +313,15 @@ std::string AlexNetImpl::parameter_name(const std::string& key, int64_t column) 
 torch::OrderedDict<std::string, torch::Tensor> AlexNetImpl::to_single_device(
     const torch::OrderedDict<std::string, torch::Tensor>& per_parameter) const {
   torch::OrderedDict<std::string, torch::Tensor> single;
-  for (const auto& name : layer_names()) {
-    for (const std::string kind : {"weight", "bias"}) {
-      const std::string key = name + "." + kind;
-      std::vector<torch::Tensor> parts;
-      for (int64_t column = 0; column < (two_device() ? 2 : 1); ++column) {
-        const torch::Tensor* part = per_parameter.find(parameter_name(key, column));
-        TORCH_CHECK(part != nullptr, "AlexNet state has no entry '", parameter_name(key, column),
-                    "'");
-        parts.push_back(*part);
-      }
-      single.insert(key, two_device() ? torch::cat({parts[0].cpu(), parts[1].cpu()}, 0) : parts[0]);
+  for (const auto& [layer, kind] : single_device_parameters()) {
+    const std::string key = layer + "." + kind;
+    std::vector<torch::Tensor> parts;
+    for (int64_t column = 0; column < held_columns(); ++column) {
+      const torch::Tensor* part = per_parameter.find(parameter_name(key, column));
+      TORCH_CHECK(part != nullptr, "AlexNet state has no entry '", parameter_name(key, column), "'");
+      parts.push_back(*part);
     }
+    single.insert(key, two_device() ? torch::cat({parts[0].cpu(), parts[1].cpu()}, 0) : parts[0]);
   }
   return single;
 }
@@ -309,26 +329,24 @@ torch::OrderedDict<std::string, torch::Tensor> AlexNetImpl::to_single_device(
 torch::OrderedDict<std::string, torch::Tensor> AlexNetImpl::from_single_device(
     const torch::OrderedDict<std::string, torch::Tensor>& single) const {
   torch::OrderedDict<std::string, torch::Tensor> per_parameter;
-  for (const auto& name : layer_names()) {
-    for (const std::string kind : {"weight", "bias"}) {
-      const std::string key = name + "." + kind;
-      const torch::Tensor* source = single.find(key);
-      TORCH_CHECK(source != nullptr, "AlexNet state has no entry '", key, "'");
-      for (int64_t column = 0; column < (two_device() ? 2 : 1); ++column) {
-        const torch::Tensor target = *layer(name, column).named_parameters().find(kind);
-        torch::Tensor rows = *source;
-        if (two_device()) {
-          const auto [begin, end] = column_slice(name, column);
-          TORCH_CHECK(source->dim() >= 1 && source->size(0) == layer_width(name),
-                      "AlexNet state '", key, "' has shape ", source->sizes(), ", expected ",
-                      layer_width(name), " rows");
-          rows = source->narrow(0, begin, end - begin);
-        }
-        TORCH_CHECK(rows.sizes() == target.sizes(), "AlexNet state '", key, "' has shape ",
-                    source->sizes(), " but the model expects ",
-                    two_device() ? "a slice of shape " : "", target.sizes());
-        per_parameter.insert(parameter_name(key, column), rows);
+  for (const auto& [name, kind] : single_device_parameters()) {
+    const std::string key = name + "." + kind;
+    const torch::Tensor* source = single.find(key);
+    TORCH_CHECK(source != nullptr, "AlexNet state has no entry '", key, "'");
+    for (int64_t column = 0; column < held_columns(); ++column) {
+      const torch::Tensor target = *layer(name, column).named_parameters().find(kind);
+      torch::Tensor rows = *source;
+      if (two_device()) {
+        const auto [begin, end] = column_slice(name, column);
+        TORCH_CHECK(source->dim() >= 1 && source->size(0) == layer_width(name),
+                    "AlexNet state '", key, "' has shape ", source->sizes(), ", expected ",
+                    layer_width(name), " rows");
+        rows = source->narrow(0, begin, end - begin);
       }
+      TORCH_CHECK(rows.sizes() == target.sizes(), "AlexNet state '", key, "' has shape ",
+                  source->sizes(), " but the model expects ",
+                  two_device() ? "a slice of shape " : "", target.sizes());
+      per_parameter.insert(parameter_name(key, column), rows);
     }
   }
   return per_parameter;
@@ -355,7 +373,7 @@ torch::Tensor AlexNetImpl::forward(torch::Tensor x) { return run(x, false, nullp
 
 torch::Tensor AlexNetImpl::features(torch::Tensor x) { return run(x, true, nullptr); }
 
-std::vector<LayerInfo> AlexNetImpl::describe(int64_t image_size) {
+std::vector<LayerInfo> AlexNetImpl::layer_summary(int64_t image_size) {
   torch::NoGradGuard no_grad;
   const bool was_training = is_training();
   eval();
@@ -370,8 +388,9 @@ std::vector<LayerInfo> AlexNetImpl::describe(int64_t image_size) {
 torch::Tensor AlexNetImpl::run(torch::Tensor x, bool stop_at_fc7, Recorder* recorder) {
   TORCH_CHECK(x.dim() == 4 && x.size(1) == options.in_channels(),
               "AlexNet expects input [N, ", options.in_channels(), ", H, W], got ", x.sizes());
-  TORCH_CHECK(x.size(2) >= 63 && x.size(3) >= 63,
-              "AlexNet needs images of at least 63x63 pixels, got ", x.size(2), "x", x.size(3));
+  TORCH_CHECK(x.size(2) >= kMinImageSide && x.size(3) >= kMinImageSide,
+              "AlexNet needs images of at least ", kMinImageSide, "x", kMinImageSide,
+              " pixels, got ", x.size(2), "x", x.size(3));
   return two_device() ? run_two_device(x, stop_at_fc7, recorder)
                       : run_single(x, stop_at_fc7, recorder);
 }

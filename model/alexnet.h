@@ -1,6 +1,8 @@
 #pragma once
 
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <torch/torch.h>
@@ -46,7 +48,8 @@ struct AlexNetOptions {
   /// cpu,cpu): column i lives on devices[i], activations cross only where the paper does.
   TORCH_ARG(std::vector<torch::Device>, devices) = std::vector<torch::Device>{torch::kCPU};
   /// Multiplies the width of every layer but fc8 (the paper's "breadth", section 1): each
-  /// column's share of a layer is round(width * the paper's), at least 1. > 0.
+  /// column's share of a layer is round(width * the paper's), at least 1. In
+  /// [kMinWidth, kMaxWidth].
   TORCH_ARG(double, width) = 1.0;
   /// "" or one of conv3, conv4, conv5: that layer is left out (the paper's section 7), the
   /// next layer takes its input, and a max-pooling after it moves to the layer before.
@@ -68,13 +71,25 @@ std::string extra_conv_name(const std::string& layer);
 /// option.
 std::vector<LayerSpec> layer_table(const AlexNetOptions& options);
 
-/// Throws c10::Error naming the bad option.
+/// The range of AlexNetOptions::width: 1/64 (one unit in conv1's column) to 16 times the paper's.
+inline constexpr double kMinWidth = 1.0 / 64, kMaxWidth = 16.0;
+
+/// The first option outside its range (devices aside), or nothing: num_classes and
+/// in_channels >= 1, dropout in [0, 1), the LRN's options (named lrn_size, lrn_alpha, lrn_beta,
+/// lrn_k; see LocalResponseNormOptions), pool_kernel 2 or 3 with pool_stride 2, columns 1 or
+/// 2, width in [kMinWidth, kMaxWidth], remove_conv and extra_conv "" or one of
+/// variable_convs(), and not the same layer. The one statement of these ranges: validate()
+/// and the configuration reader (train::model_options_from_json) both refuse with it.
+std::optional<OptionProblem> find_option_problem(const AlexNetOptions& options);
+
+/// Throws c10::Error naming the bad option (see find_option_problem) or a device list that
+/// does not fit: one or two devices, two only with two columns and num_classes >= 2.
 void validate(const AlexNetOptions& options);
 
 /// Parses "cpu", "cuda:0", "cuda:0,cuda:1", "cpu,cpu"; throws naming the bad item.
 std::vector<torch::Device> parse_devices(const std::string& text);
 
-/// One row of `AlexNetImpl::describe`.
+/// One row of `AlexNetImpl::layer_summary`.
 struct LayerInfo {
   std::string name;
   std::vector<int64_t> output_shape;  ///< without the batch dimension
@@ -126,7 +141,7 @@ class AlexNetImpl : public torch::nn::Module {
 
   /// Each layer's output shape, parameters and device for one [in_channels, size, size]
   /// input (runs a forward pass in eval mode without gradients).
-  std::vector<LayerInfo> describe(int64_t image_size = 224);
+  std::vector<LayerInfo> layer_summary(int64_t image_size = 224);
 
   /// The parameters under their single-device names (conv1.weight, ...), whatever the form.
   torch::OrderedDict<std::string, torch::Tensor> single_device_state() const;
@@ -175,6 +190,10 @@ class AlexNetImpl : public torch::nn::Module {
   torch::nn::Module& layer(const std::string& name, int64_t column) const;
   // The name of parameter `key` (e.g. "conv1.weight") of column `column` in this form.
   std::string parameter_name(const std::string& key, int64_t column) const;
+  // The single-device parameters as (layer, "weight" or "bias"), in forward order.
+  std::vector<std::pair<std::string, std::string>> single_device_parameters() const;
+  // Modules each parameter is spread over: 2 in the two-device form, else 1.
+  int64_t held_columns() const { return two_device() ? 2 : 1; }
 };
 
 TORCH_MODULE(AlexNet);

@@ -53,6 +53,11 @@ inline const LayerSpec kPaperLayers[] = {
 /// at least 63 x 63 pixels give 6 x 6, as 224 x 224 does in the paper).
 inline constexpr int64_t kPooledSide = 6;
 
+/// The smallest input side the paper's layers with overlapping pooling (3/2) accept: 63 gives
+/// 15 after conv1, 7 after its pooling and conv2, 3 after that pooling and conv3..conv5, and 1
+/// after the last pooling; 62 leaves conv5's maps (2 x 2) smaller than the pooling window.
+inline constexpr int64_t kMinImageSide = 63;
+
 /// The number in a layer's name, which the LRN and pooling after it are named with:
 /// "conv1" -> "1", "conv4_extra" -> "4_extra".
 inline std::string layer_number(const LayerSpec& spec) {

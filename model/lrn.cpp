@@ -414,15 +414,26 @@ void check_input(const torch::Tensor& input) {
 
 }  // namespace
 
+std::optional<OptionProblem> find_option_problem(const LocalResponseNormOptions& options) {
+  if (options.size() < 1 || options.size() % 2 == 0) {
+    return OptionProblem{"size", "an odd integer >= 1", option_value_text(options.size())};
+  }
+  for (const auto& [name, value] : {std::make_pair("alpha", options.alpha()),
+                                    std::make_pair("beta", options.beta())}) {
+    if (!(std::isfinite(value) && value >= 0)) {
+      return OptionProblem{name, "a finite number >= 0", option_value_text(value)};
+    }
+  }
+  if (!(std::isfinite(options.k()) && options.k() > 0)) {
+    return OptionProblem{"k", "a finite number > 0", option_value_text(options.k())};
+  }
+  return std::nullopt;
+}
+
 void validate(const LocalResponseNormOptions& options) {
-  TORCH_CHECK(options.size() >= 1 && options.size() % 2 == 1,
-              "LocalResponseNorm: size must be odd and >= 1, got ", options.size());
-  TORCH_CHECK(std::isfinite(options.alpha()) && options.alpha() >= 0,
-              "LocalResponseNorm: alpha must be finite and >= 0, got ", options.alpha());
-  TORCH_CHECK(std::isfinite(options.beta()) && options.beta() >= 0,
-              "LocalResponseNorm: beta must be finite and >= 0, got ", options.beta());
-  TORCH_CHECK(std::isfinite(options.k()) && options.k() > 0,
-              "LocalResponseNorm: k must be finite and > 0, got ", options.k());
+  if (const auto problem = find_option_problem(options)) {
+    TORCH_CHECK(false, "LocalResponseNorm: ", problem->message());
+  }
 }
 
 torch::Tensor local_response_norm(const torch::Tensor& input,

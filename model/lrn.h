@@ -1,6 +1,10 @@
 #pragma once
 
+#include <optional>
+
 #include <torch/torch.h>
+
+#include "model/option_problem.h"
 
 namespace alexnet {
 
@@ -28,7 +32,11 @@ struct LocalResponseNormOptions {
 
 };
 
-/// Throws c10::Error naming the bad option.
+/// The first option outside its range, or nothing: size odd and >= 1, alpha and beta finite
+/// and >= 0, k finite and > 0.
+std::optional<OptionProblem> find_option_problem(const LocalResponseNormOptions& options);
+
+/// Throws c10::Error naming the bad option (see find_option_problem).
 void validate(const LocalResponseNormOptions& options);
 
 /// Local response normalisation across channels, with its own fused forward and backward

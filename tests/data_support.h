@@ -52,7 +52,7 @@ inline void edit_packed_header(const std::string& path,
   write_bytes(path, bytes);
 }
 
-/// Images and their labels held in memory, added one by one; describe(i) is "<kind>#<i>".
+/// Images and their labels held in memory, added one by one; sample_source(i) is "<kind>#<i>".
 class InMemoryDataset : public data::Dataset {
  public:
   InMemoryDataset(std::string kind, std::vector<std::string> class_names)
@@ -66,7 +66,7 @@ class InMemoryDataset : public data::Dataset {
   data::Sample get(size_t i) const override { return {images_.at(i), labels_.at(i)}; }
   int64_t label(size_t i) const override { return labels_.at(i); }
   const std::vector<std::string>& class_names() const override { return class_names_; }
-  std::string describe(size_t i) const override { return kind_ + "#" + std::to_string(i); }
+  std::string sample_source(size_t i) const override { return kind_ + "#" + std::to_string(i); }
 
  private:
   std::string kind_;

@@ -30,7 +30,7 @@ int64_t count(AlexNet& model) {
 TEST_CASE("AlexNet layer output shapes at 224 are the paper's", "[alexnet]") {
   torch::manual_seed(0);
   AlexNet model;
-  const auto layers = model->describe(224);
+  const auto layers = model->layer_summary(224);
   const std::vector<std::pair<std::string, std::vector<int64_t>>> expected{
       {"conv1", {96, 55, 55}},  {"lrn1", {96, 55, 55}},   {"pool1", {96, 27, 27}},
       {"conv2", {256, 27, 27}}, {"lrn2", {256, 27, 27}},  {"pool2", {256, 13, 13}},
@@ -234,12 +234,12 @@ TEST_CASE("AlexNet variants: small input, tanh, 2/2 pooling, one column", "[alex
   CHECK(tanh->forward(torch::randn({1, 3, 224, 224})).sizes() == torch::IntArrayRef({1, 3}));
 
   AlexNet pool22(AlexNetOptions().pool_kernel(2).pool_stride(2));
-  auto layers = pool22->describe(224);
+  auto layers = pool22->layer_summary(224);
   CHECK(find_layer(layers, "pool1").output_shape == std::vector<int64_t>{96, 27, 27});
   CHECK(find_layer(layers, "pool5").output_shape == std::vector<int64_t>{256, 6, 6});
 
   AlexNet half(AlexNetOptions().columns(1));
-  auto half_layers = half->describe(224);
+  auto half_layers = half->layer_summary(224);
   CHECK(find_layer(half_layers, "conv3").output_shape == std::vector<int64_t>{192, 13, 13});
   CHECK(find_layer(half_layers, "fc7").output_shape == std::vector<int64_t>{2048});
 }
@@ -256,15 +256,17 @@ TEST_CASE("Width multiplies each column's share of every layer but fc8", "[alexn
         std::vector<int64_t>{24, 64, 96, 96, 64, 1024, 1024, 0});
   CHECK(widths(AlexNetOptions().width(2)) ==
         std::vector<int64_t>{96, 256, 384, 384, 256, 4096, 4096, 0});
-  // Rounded to the nearest whole unit per column, never below one.
+  // Rounded to the nearest whole unit per column (conv1's 0.75 at the smallest width to 1).
   CHECK(widths(AlexNetOptions().width(0.3)) ==
         std::vector<int64_t>{14, 38, 58, 58, 38, 614, 614, 0});
-  CHECK(widths(AlexNetOptions().width(0.001)) == std::vector<int64_t>{1, 1, 1, 1, 1, 2, 2, 0});
+  CHECK(widths(AlexNetOptions().width(alexnet::kMinWidth)) ==
+        std::vector<int64_t>{1, 2, 3, 3, 2, 32, 32, 0});
+  CHECK_THROWS_WITH(widths(AlexNetOptions().width(0.001)), Catch::Contains("width"));
 }
 
 TEST_CASE("Width 0.5: shapes and parameter counts from the table", "[alexnet][variants]") {
   AlexNet model(AlexNetOptions().width(0.5).num_classes(10));
-  const auto layers = model->describe(224);
+  const auto layers = model->layer_summary(224);
   CHECK(find_layer(layers, "conv1").output_shape == std::vector<int64_t>{48, 55, 55});
   CHECK(find_layer(layers, "pool5").output_shape == std::vector<int64_t>{128, 6, 6});
   CHECK(find_layer(layers, "fc7").output_shape == std::vector<int64_t>{2048});
@@ -305,7 +307,7 @@ TEST_CASE("Removing a convolution: the next layer takes its input", "[alexnet][v
 
   // Without conv5, conv4's maps are pooled and flattened into fc6.
   AlexNet no5(AlexNetOptions().num_classes(10).remove_conv("conv5"));
-  const auto layers = no5->describe(224);
+  const auto layers = no5->layer_summary(224);
   CHECK(find_layer(layers, "pool4").output_shape == std::vector<int64_t>{384, 6, 6});
   CHECK(count(no5) == paper - conv5 - fc6 + (4096 * 384 * 36 + 4096));
   CHECK(no5->forward(torch::randn({1, 3, 224, 224})).sizes() == torch::IntArrayRef({1, 10}));
@@ -321,13 +323,13 @@ TEST_CASE("Adding a convolution: a copy of the layer follows it", "[alexnet][var
   const auto params = extra4->named_parameters();
   CHECK(params["conv4_extra.weight"].sizes() == torch::IntArrayRef({384, 192, 3, 3}));
   CHECK(params["conv4_extra.bias"].eq(1.0).all().item<bool>());  // as conv4 (paper init)
-  const auto layers = extra4->describe(224);
+  const auto layers = extra4->layer_summary(224);
   CHECK(find_layer(layers, "conv4_extra").output_shape == std::vector<int64_t>{384, 13, 13});
 
   // After conv5, the pooling moves to the copy.
   AlexNet extra5(AlexNetOptions().num_classes(10).extra_conv("conv5").width(0.25));
   std::vector<std::string> names;
-  for (const auto& layer : extra5->describe(224)) names.push_back(layer.name);
+  for (const auto& layer : extra5->layer_summary(224)) names.push_back(layer.name);
   CHECK(names == std::vector<std::string>{"conv1", "lrn1", "pool1", "conv2", "lrn2", "pool2",
                                           "conv3", "conv4", "conv5", "conv5_extra", "pool5_extra",
                                           "fc6", "fc7", "fc8"});
@@ -365,6 +367,30 @@ TEST_CASE("AlexNet refuses bad options and inputs with clear errors", "[alexnet]
   auto state = model->single_device_state();
   state.erase("fc8.bias");
   CHECK_THROWS_WITH(model->load_single_device_state(state), Contains("fc8.bias"));
+}
+
+TEST_CASE("kMinImageSide is the smallest input the paper's layers accept", "[alexnet]") {
+  // The side of the maps entering fc6 for an input of `side`, by the layer table's arithmetic;
+  // 0 where a pooling window no longer fits.
+  const AlexNetOptions options;
+  auto side_before_fc6 = [&](int64_t side) {
+    for (const auto& spec : alexnet::layer_table(options)) {
+      if (!spec.conv) break;
+      side = (side + 2 * spec.padding - spec.kernel) / spec.stride + 1;
+      if (spec.pool_after) {
+        if (side < options.pool_kernel()) return int64_t{0};
+        side = (side - options.pool_kernel()) / options.pool_stride() + 1;
+      }
+    }
+    return side;
+  };
+  CHECK(side_before_fc6(alexnet::kMinImageSide) == 1);
+  CHECK(side_before_fc6(alexnet::kMinImageSide - 1) == 0);
+  torch::manual_seed(0);
+  AlexNet model(AlexNetOptions().num_classes(3).width(0.125).devices({torch::kCPU}));
+  model->eval();
+  const int64_t side = alexnet::kMinImageSide;
+  CHECK(model->forward(torch::randn({1, 3, side, side})).sizes() == torch::IntArrayRef({1, 3}));
 }
 
 }  // namespace test_alexnet

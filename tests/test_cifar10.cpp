@@ -67,20 +67,20 @@ TEST_CASE("CIFAR-10 reads labels, RGB planes and class names", "[cifar10]") {
     CHECK(sample.image[c][5][9].item<int>() == pixel(3, 1, c, 5, 9));
     CHECK(sample.image[c][31][0].item<int>() == pixel(3, 1, c, 31, 0));
   }
-  CHECK(train.describe(7) == dir / "data_batch_3.bin" + "#1");
-  CHECK(train.describe(0) == dir / "data_batch_1.bin" + "#0");
-  CHECK(train.describe(14) == dir / "data_batch_5.bin" + "#2");
+  CHECK(train.sample_source(7) == dir / "data_batch_3.bin" + "#1");
+  CHECK(train.sample_source(0) == dir / "data_batch_1.bin" + "#0");
+  CHECK(train.sample_source(14) == dir / "data_batch_5.bin" + "#2");
 
   Cifar10Dataset test(dir.path.string(), "test");
   CHECK(test.size() == 4);
   CHECK(test.get(3).label == 3);
-  CHECK(test.describe(3) == dir / "test_batch.bin" + "#3");
+  CHECK(test.sample_source(3) == dir / "test_batch.bin" + "#3");
   CHECK_THROWS_WITH(test.get(4), Catch::Contains("out of range"));
 
   // open_dataset recognises the folder.
   auto opened = open_dataset(dir.path.string(), "test");
   REQUIRE(opened->size() == 4);
-  CHECK(opened->describe(2) == test.describe(2));
+  CHECK(opened->sample_source(2) == test.sample_source(2));
   CHECK(torch::equal(opened->get(2).image, test.get(2).image));
 }
 

@@ -1,6 +1,8 @@
 #include <catch2/catch.hpp>
 
+#include <functional>
 #include <string>
+#include <vector>
 
 #include "train/config.h"
 
@@ -26,9 +28,9 @@ std::string error_of(const json& j) {
 
 TEST_CASE("Configuration round-trips through JSON", "[config]") {
   TrainConfig config;
-  config.optimizer.rule = "pytorch";
+  config.optimizer.rule = alexnet::train::SgdRule::kPytorch;
   config.optimizer.lr = 0.05;
-  config.schedule.kind = "step";
+  config.schedule.kind = alexnet::train::ScheduleKind::kStep;
   config.schedule.milestones = {2.5, 4};
   config.data.mean = {1, 2, 3};
   config.model.num_classes(10).init(alexnet::Init::kKaiming).lrn(false);
@@ -42,7 +44,7 @@ TEST_CASE("Configuration round-trips through JSON", "[config]") {
 
   const TrainConfig defaults = config_from_json(json::object());
   CHECK(defaults.num_classes_auto);
-  CHECK(defaults.optimizer.rule == "paper");
+  CHECK(defaults.optimizer.rule == alexnet::train::SgdRule::kPaper);
   CHECK(alexnet::train::to_json(defaults)["model"]["num_classes"] == "auto");
 }
 
@@ -82,6 +84,52 @@ TEST_CASE("Invalid values are errors naming the key and the allowed values", "[c
   CHECK_THAT(error_of({{"precision", "half"}}),
              Catch::Contains("'precision'") && Catch::Contains("fp32, bf16 or fp16") &&
                  Catch::Contains("half"));
+}
+
+TEST_CASE("The configuration refuses exactly the model options the model refuses", "[config]") {
+  using alexnet::AlexNetOptions;
+  using alexnet::LocalResponseNormOptions;
+  struct Case {
+    std::string key;
+    json value;
+    std::function<void(AlexNetOptions&)> set;
+    bool refused;
+  };
+  const std::vector<Case> cases{
+      {"lrn_k", 0, [](auto& o) { o.lrn_options(LocalResponseNormOptions(5).k(0)); }, true},
+      {"lrn_k", 1e-9, [](auto& o) { o.lrn_options(LocalResponseNormOptions(5).k(1e-9)); }, false},
+      {"lrn_alpha", -1, [](auto& o) { o.lrn_options(LocalResponseNormOptions(5).alpha(-1)); }, true},
+      {"lrn_size", 4, [](auto& o) { o.lrn_options(LocalResponseNormOptions(4)); }, true},
+      {"dropout", 1.0, [](auto& o) { o.dropout(1.0); }, true},
+      {"dropout", 0.9995, [](auto& o) { o.dropout(0.9995); }, false},
+      {"pool_kernel", 4, [](auto& o) { o.pool_kernel(4); }, true},
+      {"pool_kernel", 2, [](auto& o) { o.pool_kernel(2); }, false},
+      {"pool_stride", 1, [](auto& o) { o.pool_stride(1); }, true},
+      {"num_classes", 0, [](auto& o) { o.num_classes(0); }, true},
+      {"in_channels", 0, [](auto& o) { o.in_channels(0); }, true},
+      {"columns", 3, [](auto& o) { o.columns(3); }, true},
+      {"width", 32, [](auto& o) { o.width(32); }, true},
+      {"width", 16, [](auto& o) { o.width(16); }, false},
+      {"width", 0.01, [](auto& o) { o.width(0.01); }, true},
+      {"remove_conv", "conv1", [](auto& o) { o.remove_conv("conv1"); }, true},
+  };
+  for (const auto& c : cases) {
+    INFO("model." << c.key << " = " << c.value.dump());
+    AlexNetOptions options;
+    c.set(options);
+    const auto problem = alexnet::find_option_problem(options);
+    CHECK(problem.has_value() == c.refused);
+    if (c.refused) {
+      CHECK(problem->option == c.key);
+      CHECK_THROWS_WITH(alexnet::validate(options), Catch::Contains(c.key));
+      CHECK_THAT(error_of({{"model", {{c.key, c.value}}}}),
+                 Catch::Contains("'model." + c.key + "'") && Catch::Contains(problem->allowed) &&
+                     Catch::Contains(c.value.dump()));
+    } else {
+      CHECK_NOTHROW(alexnet::validate(options));
+      CHECK(error_of({{"model", {{c.key, c.value}}}}) == "(no error)");
+    }
+  }
 }
 
 TEST_CASE("Model options round-trip through JSON", "[config]") {
@@ -133,7 +181,7 @@ TEST_CASE("Width and depth options round-trip and are validated naming the key",
              Catch::Contains("model.extra_conv") && Catch::Contains("\"fc6\""));
   CHECK_THAT(error_of({{"model", {{"extra_conv", 4}}}}), Catch::Contains("model.extra_conv"));
   CHECK_THAT(error_of({{"model", {{"extra_conv", "conv4"}, {"remove_conv", "conv4"}}}}),
-             Catch::Contains("model.extra_conv") && Catch::Contains("model.remove_conv"));
+             Catch::Contains("model.extra_conv") && Catch::Contains("other than remove_conv"));
 }
 
 TEST_CASE("set_config_value parses values and refuses unknown keys", "[config]") {
@@ -182,7 +230,7 @@ TEST_CASE("The shipped configurations parse", "[config]") {
   CHECK(paper.optimizer.momentum == 0.9);
   CHECK(paper.optimizer.weight_decay == 0.0005);
   CHECK(paper.optimizer.lr == 0.01);
-  CHECK(paper.schedule.kind == "plateau");
+  CHECK(paper.schedule.kind == alexnet::train::ScheduleKind::kPlateau);
   CHECK(paper.schedule.max_drops == 3);
   CHECK(paper.model.init() == alexnet::Init::kPaper);
   CHECK(paper.data.pca_lighting);

@@ -138,7 +138,7 @@ class LabelledDataset : public Dataset {
   }
   int64_t label(size_t index) const override { return labels_.at(index); }
   const std::vector<std::string>& class_names() const override { return names_; }
-  std::string describe(size_t index) const override { return "labelled#" + std::to_string(index); }
+  std::string sample_source(size_t index) const override { return "labelled#" + std::to_string(index); }
 
  private:
   std::vector<int64_t> labels_;
@@ -179,7 +179,7 @@ TEST_CASE("Class folders sort byte-wise, as torchvision's ImageFolder", "[data]"
   ImageFolder folder(dir.path.string());
   REQUIRE(folder.size() == names.size());
   for (size_t i = 0; i < folder.size(); ++i) {
-    CHECK(fs::path(folder.describe(i)).parent_path().filename() == expected[folder.label(i)]);
+    CHECK(fs::path(folder.sample_source(i)).parent_path().filename() == expected[folder.label(i)]);
   }
 }
 
@@ -235,7 +235,7 @@ TEST_CASE("Class indices and sample order match torchvision (via /usr/bin/python
   CHECK(folder.class_names() == expected["classes"].get<std::vector<std::string>>());
   REQUIRE(folder.size() == expected["samples"].size());
   for (size_t i = 0; i < folder.size(); ++i) {
-    CHECK(fs::path(folder.describe(i)).lexically_normal() ==
+    CHECK(fs::path(folder.sample_source(i)).lexically_normal() ==
           fs::path(expected["samples"][i][0].get<std::string>()).lexically_normal());
     CHECK(folder.label(i) == expected["samples"][i][1].get<int64_t>());
   }
@@ -275,7 +275,7 @@ TEST_CASE("Validation data: a split folder or a list file, labelled with the tra
   options.val_source = dir / "list/val.txt";
   auto listed = open_dataset(dir.path.string(), options);
   REQUIRE(listed->size() == 2);
-  CHECK(listed->describe(0) == dir / "list/imgs/a 1.png");
+  CHECK(listed->sample_source(0) == dir / "list/imgs/a 1.png");
   CHECK(listed->label(0) == 2);
   CHECK(listed->label(1) == 1);
   CHECK(listed->class_names() == std::vector<std::string>{"ant", "bee", "cat"});
@@ -533,7 +533,7 @@ TEST_CASE("IDX files, raw and gzip-compressed, grey replicated to three channels
   CHECK(sample.label == 6);
   CHECK(sample.image[0][1][2].item<int>() == 60 + 5);
   CHECK(torch::equal(sample.image[0], sample.image[2]));
-  CHECK(raw->describe(6).find("train-images-idx3-ubyte#6") != std::string::npos);
+  CHECK(raw->sample_source(6).find("train-images-idx3-ubyte#6") != std::string::npos);
   auto gz = open_dataset(dir / "gz", "test");
   REQUIRE(gz->size() == 5);
   CHECK(gz->get(3).image[1][0][0].item<int>() == 30);
@@ -625,7 +625,7 @@ TEST_CASE("Packed files round-trip images, labels, names and statistics", "[data
     CHECK(sample.label == static_cast<int64_t>(i % 3));
   }
   CHECK(dataset->class_names() == std::vector<std::string>{"x", "y", "z"});
-  CHECK(dataset->describe(4) == path + "#4");
+  CHECK(dataset->sample_source(4) == path + "#4");
   auto stats = dataset->stats();
   REQUIRE(stats.has_value());
   auto all = torch::stack(images).to(torch::kDouble);
@@ -655,7 +655,7 @@ TEST_CASE("subset keeps the first n samples or the given indices", "[data]") {
   CHECK(torch::equal(first->get(3).image, full->get(3).image));
   auto picked = subset(full, std::vector<size_t>{8, 2});
   CHECK(picked->label(0) == 8);
-  CHECK(picked->describe(1) == full->describe(2));
+  CHECK(picked->sample_source(1) == full->sample_source(2));
   CHECK_THROWS(subset(full, std::vector<size_t>{9}));
 }
 
@@ -1039,7 +1039,7 @@ std::vector<size_t> per_class(const Dataset& dataset, size_t classes) {
 
 std::vector<std::string> described(const Dataset& dataset) {
   std::vector<std::string> out;
-  for (size_t i = 0; i < dataset.size(); ++i) out.push_back(dataset.describe(i));
+  for (size_t i = 0; i < dataset.size(); ++i) out.push_back(dataset.sample_source(i));
   return out;
 }
 
@@ -1226,7 +1226,7 @@ TEST_CASE("relabel_by_name maps the data's classes to the model's by name", "[da
   for (size_t i = 0; i < 4; ++i) {
     CHECK(relabelled->label(i) == expected[i]);
     CHECK(relabelled->get(i).label == expected[i]);
-    CHECK(relabelled->describe(i) == data->describe(i));
+    CHECK(relabelled->sample_source(i) == data->sample_source(i));
   }
   auto extra = std::make_shared<NamedDataset>(std::vector<int64_t>{0, 1, 2},
                                               std::vector<std::string>{"cat", "owl", "yak"});

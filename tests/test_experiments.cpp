@@ -49,7 +49,8 @@ std::shared_ptr<InMemoryDataset> tiny_dataset(size_t n) {
 
 // A TorchScript module with the exported model's attributes and methods: features(x) is a
 // ReLU of a random projection of 4x4-pooled pixels, forward(x) maps those to 3 logits, and
-// conv1.weight is a [6, 3, 5, 5] kernel bank.
+// conv1.weight is a [6, 3, 5, 5] kernel bank. Its image size is the smallest an exported
+// model may give (alexnet::kMinImageSide, 63, rounded up to 64).
 torch::jit::Module tiny_model() {
   torch::manual_seed(0);
   torch::jit::Module conv1("Conv1");
@@ -60,8 +61,8 @@ torch::jit::Module tiny_model() {
   model.register_parameter("classifier", torch::randn({3, 16}), false);
   model.register_attribute("class_names", c10::ListType::ofStrings(),
                            c10::List<std::string>({"zero", "one", "two"}));
-  model.register_attribute("image_size", c10::IntType::get(), int64_t{8});
-  model.register_attribute("resize_size", c10::IntType::get(), int64_t{10});
+  model.register_attribute("image_size", c10::IntType::get(), int64_t{64});
+  model.register_attribute("resize_size", c10::IntType::get(), int64_t{72});
   model.register_attribute("in_channels", c10::IntType::get(), int64_t{3});
   model.register_attribute("num_classes", c10::IntType::get(), int64_t{3});
   model.register_attribute("mean", c10::ListType::ofFloats(), c10::List<double>({100, 110, 120}));
@@ -202,8 +203,8 @@ TEST_CASE("Nearest neighbours start with the query itself at distance 0", "[expe
 
 TEST_CASE("Features of a tiny model go into an index that reads back", "[experiments]") {
   auto model = alexnet::train::read_exported_model(tiny_model(), "tiny.pt");
-  CHECK(model.info.image_size == 8);
-  CHECK(model.info.resize_size == 10);
+  CHECK(model.info.image_size == 64);
+  CHECK(model.info.resize_size == 72);
   CHECK(model.info.mean == std::vector<double>{100, 110, 120});
   CHECK(model.info.std.empty());
   CHECK(model.info.class_names == std::vector<std::string>{"zero", "one", "two"});
@@ -226,7 +227,7 @@ TEST_CASE("Features of a tiny model go into an index that reads back", "[experim
   {
     alexnet::transforms::Rng rng(0);
     const auto input = feature_pipeline(model)->apply(dataset->get(7).image, rng);
-    CHECK(input.sizes() == torch::IntArrayRef({3, 8, 8}));
+    CHECK(input.sizes() == torch::IntArrayRef({3, 64, 64}));
     const auto expected = model_features(model.module, input.unsqueeze(0))[0];
     CHECK(torch::allclose(index.features[7], expected, 1e-4, 1e-4));
   }

@@ -354,6 +354,11 @@ TEST_CASE("load_exported_model reads the attributes and names what is wrong", "[
   bad.setattr("class_names", c10::List<std::string>({"a"}));
   CHECK_THROWS_WITH(alexnet::train::read_exported_model(bad, "bad.pt"),
                     Catch::Contains("'class_names' holds 1 names for 3 classes"));
+  // The smallest image the network accepts, as read_onnx_metadata requires of an ONNX file.
+  bad = module_with_attributes("", "");
+  bad.setattr("image_size", int64_t{62});
+  CHECK_THROWS_WITH(alexnet::train::read_exported_model(bad, "bad.pt"),
+                    Catch::Contains("'image_size' must be at least 63, is 62"));
   fs::remove_all(dir);
 }
 

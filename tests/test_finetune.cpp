@@ -101,7 +101,7 @@ TEST_CASE("init_from copies a checkpoint's weights; a new class count leaves fc8
   }
   CHECK(same_layer(after, initial, "fc8"));
   CHECK(after["fc8.weight"].size(0) == 5);
-  CHECK_THAT(alexnet::train::describe(report),
+  CHECK_THAT(alexnet::train::report_text(report),
              Catch::Contains("copied conv1, conv2, conv3, conv4, conv5, fc6, fc7") &&
                  Catch::Contains("fc8 left as initialised: 10 classes in the file, 5 here") &&
                  Catch::Contains("(checkpoint)"));
@@ -254,8 +254,9 @@ struct ThreeLayers {
 
 TEST_CASE("lr_mult scales a layer's update as SGD's arithmetic says, across lr changes",
           "[finetune]") {
-  const std::string rule = GENERATE(std::string("paper"), std::string("pytorch"));
-  INFO("rule " << rule);
+  const auto rule =
+      GENERATE(alexnet::train::SgdRule::kPaper, alexnet::train::SgdRule::kPytorch);
+  INFO("rule " << alexnet::train::to_string(rule));
   alexnet::train::OptimizerConfig options;
   options.rule = rule;
   options.lr = 0.1;
@@ -292,7 +293,7 @@ TEST_CASE("lr_mult scales a layer's update as SGD's arithmetic says, across lr c
     const double mult = multipliers[i++];
     const auto& a = w0[item.key()];
     const auto& b = w1[item.key()];
-    const auto expected = rule == "paper"
+    const auto expected = rule == alexnet::train::SgdRule::kPaper
                               ? b + 0.9 * (b - a) - 0.01 * mult * (0.2 + 0.01 * b)
                               : b - 0.01 * mult * (0.9 * (0.5 + 0.01 * a) + 0.2 + 0.01 * b);
     CHECK(torch::allclose(item.value(), expected, /*rtol=*/1e-12, /*atol=*/1e-15));
@@ -378,8 +379,9 @@ alexnet::train::Checkpoint last_checkpoint(const fs::path& run) {
 
 TEST_CASE("A fine-tuning run keeps frozen layers bit-identical and trains the rest",
           "[finetune][trainer]") {
-  const std::string rule = GENERATE(std::string("paper"), std::string("pytorch"));
-  INFO("rule " << rule);
+  const auto rule =
+      GENERATE(alexnet::train::SgdRule::kPaper, alexnet::train::SgdRule::kPytorch);
+  INFO("rule " << alexnet::train::to_string(rule));
   const TempDir dir;
   std::ostringstream log;
   auto source_config = small_run();
@@ -405,7 +407,8 @@ TEST_CASE("A fine-tuning run keeps frozen layers bit-identical and trains the re
   for (const auto& layer : kConvs) {
     INFO(layer);
     CHECK(same_layer(target.model, source.model, layer));
-    const auto kind = rule == "paper" ? "velocity." : "momentum_buffer.";
+    const auto kind =
+        rule == alexnet::train::SgdRule::kPaper ? "velocity." : "momentum_buffer.";
     CHECK(target.optimizer[kind + layer + ".weight"].abs().max().item<double>() == 0.0);
   }
   CHECK_FALSE(same_layer(target.model, source.model, "fc6"));
@@ -417,8 +420,9 @@ TEST_CASE("A fine-tuning run keeps frozen layers bit-identical and trains the re
 
 TEST_CASE("A stopped fine-tuning run resumes exactly, without reading init_from again",
           "[finetune][trainer]") {
-  const std::string rule = GENERATE(std::string("paper"), std::string("pytorch"));
-  INFO("rule " << rule);
+  const auto rule =
+      GENERATE(alexnet::train::SgdRule::kPaper, alexnet::train::SgdRule::kPytorch);
+  INFO("rule " << alexnet::train::to_string(rule));
   const TempDir dir;
   std::ostringstream log;
   AlexNet source = seeded_model(small_options(4), 7);

@@ -30,7 +30,7 @@ class SyntheticDataset : public Dataset {
   }
   int64_t label(size_t index) const override { return static_cast<int64_t>(index % 4); }
   const std::vector<std::string>& class_names() const override { return names_; }
-  std::string describe(size_t index) const override { return "synthetic#" + std::to_string(index); }
+  std::string sample_source(size_t index) const override { return "synthetic#" + std::to_string(index); }
 
  private:
   size_t size_;

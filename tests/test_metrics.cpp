@@ -35,7 +35,7 @@ class PickedDataset : public alexnet::data::Dataset {
   }
   int64_t label(size_t i) const override { return kLabels[i]; }
   const std::vector<std::string>& class_names() const override { return names_; }
-  std::string describe(size_t i) const override { return "picked#" + std::to_string(i); }
+  std::string sample_source(size_t i) const override { return "picked#" + std::to_string(i); }
 
  private:
   std::vector<std::string> names_{"zero", "one", "two"};

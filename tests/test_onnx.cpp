@@ -256,6 +256,9 @@ TEST_CASE("read_onnx_metadata reads what save_onnx wrote and names what is wrong
   const std::string bad_mean = with_property("mean", "[1, 2, 3]");
   CHECK_THROWS_WITH(alexnet::train::read_onnx_metadata(bad_mean),
                     Catch::Contains("'mean'") && Catch::Contains("3 values"));
+  const std::string small_image = with_property("image_size", "62");
+  CHECK_THROWS_WITH(alexnet::train::read_onnx_metadata(small_image),
+                    Catch::Contains("'image_size' must be at least 63, is 62"));
   const std::string bad_names = with_property("class_names", "not json");
   CHECK_THROWS_WITH(alexnet::train::read_onnx_metadata(bad_names),
                     Catch::Contains("class_names") && Catch::Contains("not JSON"));

@@ -9,7 +9,9 @@ namespace test_optimizer {
 using alexnet::train::LrSchedule;
 using alexnet::train::OptimizerConfig;
 using alexnet::train::ScheduleConfig;
+using alexnet::train::ScheduleKind;
 using alexnet::train::Sgd;
+using alexnet::train::SgdRule;
 
 namespace {
 
@@ -26,7 +28,7 @@ void set_grad(torch::Tensor& p, double g) {
 
 double value(const torch::Tensor& p) { return p.item<double>(); }
 
-OptimizerConfig config(const std::string& rule) {
+OptimizerConfig config(SgdRule rule) {
   OptimizerConfig c;
   c.rule = rule;
   c.lr = 0.1;
@@ -36,7 +38,7 @@ OptimizerConfig config(const std::string& rule) {
 }
 
 // Runs gradients 0.5, -0.2 (lr 0.1) then 0.3 after dropping lr to 0.01; returns the weights.
-std::vector<double> three_steps(const std::string& rule) {
+std::vector<double> three_steps(SgdRule rule) {
   auto parameters = one_parameter("layer.weight", 1.0);
   auto p = parameters["layer.weight"];
   Sgd sgd(parameters, config(rule));
@@ -58,7 +60,7 @@ TEST_CASE("The paper's update rule matches a hand computation across an lr drop"
   // v1 = -0.001 - 0.05 = -0.051; w1 = 0.949
   // v2 = -0.0459 - 0.000949 + 0.02 = -0.026849; w2 = 0.922151
   // lr 0.01: v3 = -0.0241641 - 0.0000922151 - 0.003 = -0.0272563151; w3 = 0.8948946849
-  const auto w = three_steps("paper");
+  const auto w = three_steps(SgdRule::kPaper);
   CHECK(w[0] == Approx(0.949).epsilon(1e-12));
   CHECK(w[1] == Approx(0.922151).epsilon(1e-12));
   CHECK(w[2] == Approx(0.8948946849).epsilon(1e-12));
@@ -67,8 +69,8 @@ TEST_CASE("The paper's update rule matches a hand computation across an lr drop"
 TEST_CASE("The pytorch rule equals the paper's at constant lr and differs after a drop",
           "[optimizer]") {
   // buf3 = 0.9 * 0.26849 + 0.3 + 0.01 * 0.922151 = 0.55086251; w3 = 0.922151 - 0.0055086251
-  const auto paper = three_steps("paper");
-  const auto pytorch = three_steps("pytorch");
+  const auto paper = three_steps(SgdRule::kPaper);
+  const auto pytorch = three_steps(SgdRule::kPytorch);
   CHECK(pytorch[0] == Approx(paper[0]).epsilon(1e-12));
   CHECK(pytorch[1] == Approx(paper[1]).epsilon(1e-12));
   CHECK(pytorch[2] == Approx(0.9166423749).epsilon(1e-12));
@@ -76,7 +78,7 @@ TEST_CASE("The pytorch rule equals the paper's at constant lr and differs after 
 }
 
 TEST_CASE("Biases get their own lr multiplier and weight decay", "[optimizer]") {
-  for (const std::string rule : {"paper", "pytorch"}) {
+  for (const SgdRule rule : {SgdRule::kPaper, SgdRule::kPytorch}) {
     auto parameters = one_parameter("fc8.weight", 1.0);
     parameters.insert("fc8.bias", torch::tensor({1.0}, torch::kFloat64).requires_grad_());
     auto c = config(rule);
@@ -96,12 +98,12 @@ TEST_CASE("Biases get their own lr multiplier and weight decay", "[optimizer]") 
     sgd.step();
     // paper: v = 0.9 * -0.1 (the old step size); pytorch: -0.02 * 0.9 * 0.5, a tenth of it.
     const double expected_velocity = 0.9 * (-0.1);
-    CHECK(value(b) - before == Approx(expected_velocity * (rule == "paper" ? 1.0 : 0.1)));
+    CHECK(value(b) - before == Approx(expected_velocity * (rule == SgdRule::kPaper ? 1.0 : 0.1)));
   }
 }
 
 TEST_CASE("Optimiser state round-trips", "[optimizer]") {
-  for (const std::string rule : {"paper", "pytorch"}) {
+  for (const SgdRule rule : {SgdRule::kPaper, SgdRule::kPytorch}) {
     auto params_a = one_parameter("conv1.weight", 1.0);
     auto params_b = one_parameter("conv1.weight", 1.0);
     Sgd a(params_a, config(rule));
@@ -123,14 +125,14 @@ TEST_CASE("Optimiser state round-trips", "[optimizer]") {
     CHECK(value(pb) == value(pa));
   }
   auto params = one_parameter("x.weight", 1.0);
-  Sgd paper(params, config("paper"));
-  Sgd pytorch(params, config("pytorch"));
+  Sgd paper(params, config(SgdRule::kPaper));
+  Sgd pytorch(params, config(SgdRule::kPytorch));
   CHECK_THROWS_WITH(paper.load_state(pytorch.state()), Catch::Contains("velocity.x.weight"));
 }
 
 TEST_CASE("Step schedule drops at its milestones", "[schedule]") {
   ScheduleConfig c;
-  c.kind = "step";
+  c.kind = ScheduleKind::kStep;
   c.milestones = {2, 3.5};
   c.factor = 0.1;
   LrSchedule schedule(c, 0.01);
@@ -147,7 +149,7 @@ TEST_CASE("Step schedule drops at its milestones", "[schedule]") {
 
 TEST_CASE("Plateau schedule drops after patience epochs, at most max_drops times", "[schedule]") {
   ScheduleConfig c;
-  c.kind = "plateau";
+  c.kind = ScheduleKind::kPlateau;
   c.patience = 2;
   c.max_drops = 2;
   c.factor = 0.1;
@@ -189,7 +191,7 @@ TEST_CASE("The fused float32 paper update equals the tensor formula", "[optimize
   torch::OrderedDict<std::string, torch::Tensor> parameters;
   parameters.insert("fc6.weight", torch::randn({300, 700}).requires_grad_());
   parameters.insert("fc6.bias", torch::randn({300}).requires_grad_());
-  auto c = config("paper");
+  auto c = config(SgdRule::kPaper);
   c.bias_lr_multiplier = 2.0;
   c.bias_weight_decay = 0.0;
   Sgd sgd(parameters, c);

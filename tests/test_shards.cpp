@@ -124,8 +124,8 @@ TEST_CASE("Raw shards hold the decoded images exactly, JPEG shards within a JPEG
   CHECK(counts == std::vector<int64_t>{4, 4, 4, 2});
   CHECK(index.at("shards")[3].at("file") == "shard-00003.alexpack");
   CHECK(index.at("shards")[3].at("bytes") == fs::file_size(dir / "raw/shard-00003.alexpack"));
-  CHECK(raw.describe(13) == dir / "raw/shard-00003.alexpack#1");
-  CHECK(raw.describe(4) == dir / "raw/shard-00001.alexpack#0");
+  CHECK(raw.sample_source(13) == dir / "raw/shard-00003.alexpack#1");
+  CHECK(raw.sample_source(4) == dir / "raw/shard-00001.alexpack#0");
   const PackedDataset third(dir / "raw/shard-00002.alexpack");
   CHECK(third.version() == kPackedRecordsVersion);
   CHECK(third.header().at("source_begin") == 8);

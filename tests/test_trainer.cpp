@@ -128,7 +128,7 @@ TEST_CASE("A stopped and resumed run computes the same losses as an uninterrupte
   // 24 images, batches of 8: 3 steps per epoch; 5 steps cross an epoch end and a validation.
   const RunData data = pattern_data(24, 8);
   auto config = tiny_config(/*max_steps=*/5);
-  config.optimizer.rule = GENERATE(std::string("paper"), std::string("pytorch"));
+  config.optimizer.rule = GENERATE(alexnet::train::SgdRule::kPaper, alexnet::train::SgdRule::kPytorch);
   std::ostringstream log;
 
   const auto whole_dir = fresh_dir("whole");
@@ -190,7 +190,8 @@ TEST_CASE("A run trained on two devices resumes on one", "[trainer]") {
   auto config = tiny_config();
   config.model.columns(2).dropout(0.0);  // no random masks, which the layouts draw differently
   config.data.flip = false;
-  config.optimizer.rule = GENERATE(std::string("paper"), std::string("pytorch"));
+  config.optimizer.rule =
+      GENERATE(alexnet::train::SgdRule::kPaper, alexnet::train::SgdRule::kPytorch);
   config.max_steps = 3;
   std::ostringstream log;
   auto options_for = [&](const fs::path& dir) {
@@ -464,7 +465,7 @@ class StoppingDataset : public alexnet::data::Dataset {
   }
   int64_t label(size_t i) const override { return inner_->label(i); }
   const std::vector<std::string>& class_names() const override { return inner_->class_names(); }
-  std::string describe(size_t i) const override { return inner_->describe(i); }
+  std::string sample_source(size_t i) const override { return inner_->sample_source(i); }
 
  private:
   alexnet::data::DatasetPtr inner_;
@@ -506,7 +507,7 @@ namespace {
 // Where each sample of `dataset` comes from, in its order.
 std::vector<std::string> origins(const alexnet::data::Dataset& dataset) {
   std::vector<std::string> out;
-  for (size_t i = 0; i < dataset.size(); ++i) out.push_back(dataset.describe(i));
+  for (size_t i = 0; i < dataset.size(); ++i) out.push_back(dataset.sample_source(i));
   return out;
 }
 

@@ -58,7 +58,7 @@ fs::path write_flat_folder(const fs::path& root, int count) {
 std::vector<std::pair<std::string, int64_t>> samples(const alexnet::data::Dataset& dataset) {
   std::vector<std::pair<std::string, int64_t>> out;
   for (size_t i = 0; i < dataset.size(); ++i) {
-    out.emplace_back(fs::path(dataset.describe(i)).filename().string(), dataset.label(i));
+    out.emplace_back(fs::path(dataset.sample_source(i)).filename().string(), dataset.label(i));
   }
   return out;
 }

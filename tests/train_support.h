@@ -29,11 +29,11 @@ inline train::TrainConfig small_train_config() {
   c.data.crop = 64;
   c.data.flip = true;
   c.data.pca_lighting = false;
-  c.data.normalize = "mean_std";
+  c.data.normalize = alexnet::train::Normalize::kMeanStd;
   c.data.stats_images = 0;
   c.data.workers = 1;
   c.optimizer.lr = 0.01;
-  c.schedule.kind = "constant";
+  c.schedule.kind = alexnet::train::ScheduleKind::kConstant;
   c.batch_size = 8;
   c.eval_batch_size = 8;
   c.epochs = 10;

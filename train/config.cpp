@@ -2,10 +2,10 @@
 
 #include <algorithm>
 #include <fstream>
-#include <set>
 #include <sstream>
 #include <stdexcept>
 
+#include "train/config_reader.h"
 #include "train/layer_settings.h"
 
 namespace alexnet::train {
@@ -13,113 +13,24 @@ namespace {
 
 using nlohmann::json;
 
-std::string join(const std::vector<std::string>& items, const std::string& sep) {
-  std::string out;
-  for (size_t i = 0; i < items.size(); ++i) out += (i ? sep : "") + items[i];
-  return out;
+const NameTable<Normalize>& normalize_names() {
+  static const NameTable<Normalize> names{
+      {Normalize::kMean, "mean"}, {Normalize::kMeanStd, "mean_std"}, {Normalize::kNone, "none"}};
+  return names;
 }
 
-// Reads the keys of one JSON object into typed fields and refuses the keys it did not read.
-class ObjectReader {
- public:
-  ObjectReader(const json& object, std::string prefix)
-      : object_(object), prefix_(std::move(prefix)) {
-    if (!object_.is_object()) {
-      throw std::invalid_argument(
-          "configuration " + (prefix_.empty() ? std::string("root") : "key '" + prefix_ + "'") +
-          " must be a JSON object, got " + object_.dump());
-    }
-  }
+const NameTable<SgdRule>& sgd_rule_names() {
+  static const NameTable<SgdRule> names{{SgdRule::kPaper, "paper"},
+                                        {SgdRule::kPytorch, "pytorch"}};
+  return names;
+}
 
-  std::string path(const std::string& key) const {
-    return prefix_.empty() ? key : prefix_ + "." + key;
-  }
-
-  const json* find(const std::string& key) {
-    known_.push_back(key);
-    auto it = object_.find(key);
-    return it == object_.end() ? nullptr : &*it;
-  }
-
-  void read(const std::string& key, int64_t& out, int64_t min_value) {
-    if (const json* value = find(key)) {
-      if (!value->is_number_integer() || value->get<int64_t>() < min_value) {
-        fail(key, *value, "an integer >= " + std::to_string(min_value));
-      }
-      out = value->get<int64_t>();
-    }
-  }
-  void read(const std::string& key, uint64_t& out) {
-    if (const json* value = find(key)) {
-      if (!value->is_number_integer() || value->get<int64_t>() < 0) {
-        fail(key, *value, "a non-negative integer");
-      }
-      out = value->get<uint64_t>();
-    }
-  }
-  void read(const std::string& key, double& out, double min_value, double max_value) {
-    if (const json* value = find(key)) {
-      if (!value->is_number() || value->get<double>() < min_value ||
-          value->get<double>() > max_value) {
-        std::ostringstream range;
-        range << "a number in [" << min_value << ", " << max_value << "]";
-        fail(key, *value, range.str());
-      }
-      out = value->get<double>();
-    }
-  }
-  void read(const std::string& key, bool& out) {
-    if (const json* value = find(key)) {
-      if (!value->is_boolean()) fail(key, *value, "true or false");
-      out = value->get<bool>();
-    }
-  }
-  void read(const std::string& key, std::string& out) {
-    if (const json* value = find(key)) {
-      if (!value->is_string()) fail(key, *value, "a string");
-      out = value->get<std::string>();
-    }
-  }
-  void read_choice(const std::string& key, std::string& out,
-                   const std::vector<std::string>& allowed) {
-    if (const json* value = find(key)) {
-      const bool ok = value->is_string() && std::find(allowed.begin(), allowed.end(),
-                                                      value->get<std::string>()) != allowed.end();
-      if (!ok) fail(key, *value, "one of " + join(allowed, ", "));
-      out = value->get<std::string>();
-    }
-  }
-  void read(const std::string& key, std::vector<double>& out) {
-    if (const json* value = find(key)) {
-      bool ok = value->is_array();
-      for (const auto& item : ok ? *value : json::array()) ok = ok && item.is_number();
-      if (!ok) fail(key, *value, "a list of numbers");
-      out = value->get<std::vector<double>>();
-    }
-  }
-
-  [[noreturn]] void fail(const std::string& key, const json& value, const std::string& allowed) {
-    throw std::invalid_argument("configuration key '" + path(key) + "' must be " + allowed +
-                                ", got " + value.dump());
-  }
-
-  // Throws naming the first key that no read() asked for.
-  void finish() const {
-    for (const auto& item : object_.items()) {
-      if (item.key().rfind('_', 0) == 0) continue;  // a comment
-      if (std::find(known_.begin(), known_.end(), item.key()) == known_.end()) {
-        throw std::invalid_argument(
-            "unknown configuration key '" + path(item.key()) + "'; allowed keys" +
-            (prefix_.empty() ? "" : " in '" + prefix_ + "'") + ": " + join(known_, ", "));
-      }
-    }
-  }
-
- private:
-  const json& object_;
-  std::string prefix_;
-  std::vector<std::string> known_;
-};
+const NameTable<ScheduleKind>& schedule_kind_names() {
+  static const NameTable<ScheduleKind> names{{ScheduleKind::kPlateau, "plateau"},
+                                             {ScheduleKind::kStep, "step"},
+                                             {ScheduleKind::kConstant, "constant"}};
+  return names;
+}
 
 void check_channels(ObjectReader& reader, const std::string& key, const std::vector<double>& v) {
   if (!v.empty() && v.size() != 1 && v.size() != 3) {
@@ -127,16 +38,144 @@ void check_channels(ObjectReader& reader, const std::string& key, const std::vec
   }
 }
 
-// model.remove_conv and model.extra_conv: "" or a layer that may be removed or copied.
-void read_conv_name(ObjectReader& reader, const std::string& key, std::string& out) {
-  reader.read(key, out);
-  const auto& names = variable_convs();
-  if (!out.empty() && std::find(names.begin(), names.end(), out) == names.end()) {
-    reader.fail(key, out, "\"\" (none) or one of " + join(names, ", "));
+// Reads the "data" object into `d`.
+void read_data_config(const json& object, DataConfig& d) {
+  ObjectReader reader(object, "data");
+  reader.read("source", d.source);
+  reader.read("val_source", d.val_source);
+  reader.read("val_labels", d.val_labels);
+  reader.read_choice("val_labels_format", d.val_labels_format,
+                     {"auto", "list", "kaggle", "devkit"});
+  reader.read("val_synsets", d.val_synsets);
+  reader.read("holdout", d.holdout, 0);
+  reader.read("train_limit", d.train_limit, 0);
+  reader.read("val_limit", d.val_limit, 0);
+  reader.read("decode_size", d.decode_size, 0);
+  reader.read("resize", d.resize, 0);
+  reader.read("crop", d.crop, kMinImageSide);
+  reader.read("flip", d.flip);
+  reader.read("pca_lighting", d.pca_lighting);
+  reader.read_enum("normalize", d.normalize, normalize_names());
+  reader.read("mean", d.mean);
+  reader.read("std", d.std);
+  check_channels(reader, "mean", d.mean);
+  check_channels(reader, "std", d.std);
+  reader.read("eigenvalues", d.eigenvalues);
+  reader.read("eigenvectors", d.eigenvectors);
+  if (!d.eigenvalues.empty() && d.eigenvalues.size() != 3) {
+    reader.fail("eigenvalues", json(d.eigenvalues), "an empty list or 3 numbers");
+  }
+  if (!d.eigenvectors.empty() && d.eigenvectors.size() != 9) {
+    reader.fail("eigenvectors", json(d.eigenvectors), "an empty list or 9 numbers (3x3)");
+  }
+  for (double v : d.std) {
+    if (v <= 0) reader.fail("std", json(d.std), "a list of positive numbers");
+  }
+  reader.read("stats_images", d.stats_images, 0);
+  reader.read("workers", d.workers, 0);
+  reader.finish();
+  if (d.resize != 0 && d.resize < d.crop) {
+    reader.fail("resize", d.resize, "0 or at least data.crop (" + std::to_string(d.crop) + ")");
+  }
+  if (!d.val_labels.empty() && d.val_source.empty()) {
+    reader.fail("val_source", d.val_source,
+                "the folder of validation images that data.val_labels labels");
+  }
+  if (!d.val_labels.empty() && d.holdout > 0) {
+    reader.fail("holdout", d.holdout, "0 when data.val_labels gives the validation set");
+  }
+  if (!d.val_synsets.empty() && d.val_labels.empty()) {
+    reader.fail("val_synsets", d.val_synsets,
+                "\"\" unless data.val_labels names the devkit's ground truth");
+  }
+  if (d.source.empty())
+    reader.fail("source", d.source,
+                "a data source: an image folder, packed file, IDX folder or fashion-mnist "
+                "(pass --data)");
+}
+
+// Reads the "optimizer" object into `o`; lr_mult's layers are checked against `model`.
+void read_optimizer_config(const json& object, const AlexNetOptions& model, OptimizerConfig& o) {
+  ObjectReader reader(object, "optimizer");
+  reader.read_enum("rule", o.rule, sgd_rule_names());
+  reader.read("lr", o.lr, 0.0, 1e9);
+  reader.read("momentum", o.momentum, 0.0, 0.9999);
+  reader.read("weight_decay", o.weight_decay, 0.0, 1.0);
+  reader.read("bias_lr_multiplier", o.bias_lr_multiplier, 0.0, 1e6);
+  reader.read("bias_weight_decay", o.bias_weight_decay, 0.0, 1e6);
+  if (const json* lr_mult = reader.find("lr_mult")) o.lr_mult = lr_mult_from_json(*lr_mult, model);
+  reader.finish();
+}
+
+// Reads the "schedule" object into `s`.
+void read_schedule_config(const json& object, ScheduleConfig& s) {
+  ObjectReader reader(object, "schedule");
+  reader.read_enum("kind", s.kind, schedule_kind_names());
+  reader.read("milestones", s.milestones);
+  reader.read("factor", s.factor, 1e-9, 1.0);
+  reader.read("patience", s.patience, 1);
+  reader.read("max_drops", s.max_drops, 0);
+  reader.read("threshold", s.threshold, 0.0, 1.0);
+  reader.finish();
+  for (size_t i = 0; i < s.milestones.size(); ++i) {
+    if (s.milestones[i] <= 0 || (i > 0 && s.milestones[i] <= s.milestones[i - 1])) {
+      reader.fail("milestones", json(s.milestones), "a list of increasing positive epoch numbers");
+    }
+  }
+  if (s.kind == ScheduleKind::kStep && s.milestones.empty()) {
+    reader.fail("milestones", json(s.milestones), "non-empty when schedule.kind is \"step\"");
+  }
+}
+
+// Reads "model" into config.model, config.num_classes_auto and config.freeze.
+void read_model_config(const json& object, TrainConfig& config) {
+  json copy = object;
+  config.num_classes_auto = false;
+  if (copy.is_object() && copy.contains("num_classes") && copy["num_classes"] == "auto") {
+    config.num_classes_auto = true;
+    copy.erase("num_classes");
+  }
+  config.model = model_options_from_json(copy);
+  if (copy.contains("freeze")) config.freeze = freeze_from_json(copy["freeze"], config.model);
+}
+
+// Reads the root's own keys (those that are not objects of their own) into `config`.
+void read_run_settings(ObjectReader& root, TrainConfig& config) {
+  root.read("epochs", config.epochs, 1);
+  root.read("max_steps", config.max_steps, 0);
+  root.read("batch_size", config.batch_size, 1);
+  root.read("eval_batch_size", config.eval_batch_size, 1);
+  root.read("seed", config.seed);
+  root.read("devices", config.devices);
+  if (config.devices != "auto") {
+    try {
+      // Syntax only: whether the devices exist is checked when training starts.
+      std::stringstream items(config.devices);
+      std::string item;
+      while (std::getline(items, item, ',')) torch::Device device(item);
+    } catch (const std::exception&) {
+      root.fail("devices", config.devices, "auto, cpu, cuda:N or two devices (cuda:0,cuda:1)");
+    }
+  }
+  root.read("threads", config.threads, 0);
+  root.read("log_interval", config.log_interval, 1);
+  root.read("checkpoint_interval", config.checkpoint_interval, 0);
+  root.read("val_ten_crop", config.val_ten_crop);
+  root.read("init_from", config.init_from);
+  std::string precision = precision_name(config.precision);
+  root.read("precision", precision);
+  try {
+    config.precision = parse_precision(precision);
+  } catch (const std::invalid_argument&) {
+    root.fail("precision", precision, "fp32, bf16 or fp16");
   }
 }
 
 }  // namespace
+
+std::string to_string(Normalize normalize) { return name_of(normalize_names(), normalize); }
+std::string to_string(SgdRule rule) { return name_of(sgd_rule_names(), rule); }
+std::string to_string(ScheduleKind kind) { return name_of(schedule_kind_names(), kind); }
 
 json model_options_to_json(const AlexNetOptions& options) {
   const auto& lrn = options.lrn_options();
@@ -175,30 +214,24 @@ AlexNetOptions model_options_from_json(const json& object) {
   double width = options.width();
   std::string remove_conv = options.remove_conv(), extra_conv = options.extra_conv();
 
-  reader.read("num_classes", num_classes, 1);
-  reader.read("in_channels", in_channels, 1);
-  reader.read("dropout", dropout, 0.0, 0.999);
+  // Types here; ranges below, from the model's own check.
+  reader.read("num_classes", num_classes);
+  reader.read("in_channels", in_channels);
+  reader.read("dropout", dropout);
   reader.read("lrn", lrn);
-  reader.read("lrn_size", lrn_size, 1);
-  if (lrn_size % 2 == 0) reader.fail("lrn_size", lrn_size, "an odd integer >= 1");
-  reader.read("lrn_alpha", alpha, 0.0, 1e9);
-  reader.read("lrn_beta", beta, 0.0, 1e9);
-  reader.read("lrn_k", k, 0.0, 1e9);
+  reader.read("lrn_size", lrn_size);
+  reader.read("lrn_alpha", alpha);
+  reader.read("lrn_beta", beta);
+  reader.read("lrn_k", k);
   reader.read("lrn_divide_alpha_by_size", divide);
-  reader.read("pool_kernel", pool_kernel, 2);
-  if (pool_kernel != 2 && pool_kernel != 3) reader.fail("pool_kernel", pool_kernel, "2 or 3");
-  reader.read("pool_stride", pool_stride, 1);
-  if (pool_stride != 2) reader.fail("pool_stride", pool_stride, "2");
+  reader.read("pool_kernel", pool_kernel);
+  reader.read("pool_stride", pool_stride);
   reader.read_choice("activation", activation, {"relu", "tanh"});
   reader.read_choice("init", init, {"paper", "kaiming"});
-  reader.read("columns", columns, 1);
-  if (columns != 1 && columns != 2) reader.fail("columns", columns, "1 or 2");
-  reader.read("width", width, 1.0 / 64, 16.0);
-  read_conv_name(reader, "remove_conv", remove_conv);
-  read_conv_name(reader, "extra_conv", extra_conv);
-  if (!extra_conv.empty() && extra_conv == remove_conv) {
-    reader.fail("extra_conv", extra_conv, "a layer other than model.remove_conv");
-  }
+  reader.read("columns", columns);
+  reader.read("width", width);
+  reader.read("remove_conv", remove_conv);
+  reader.read("extra_conv", extra_conv);
   reader.find("freeze");  // TrainConfig::freeze, read by config_from_json
   reader.finish();
 
@@ -216,6 +249,10 @@ AlexNetOptions model_options_from_json(const json& object) {
       .width(width)
       .remove_conv(remove_conv)
       .extra_conv(extra_conv);
+  if (const auto problem = find_option_problem(options)) {
+    const json* given = reader.find(problem->option);
+    reader.fail(problem->option, given ? *given : json(problem->value), problem->allowed);
+  }
   validate(options);
   return options;
 }
@@ -242,7 +279,7 @@ json to_json(const TrainConfig& config) {
                 {"crop", d.crop},
                 {"flip", d.flip},
                 {"pca_lighting", d.pca_lighting},
-                {"normalize", d.normalize},
+                {"normalize", to_string(d.normalize)},
                 {"mean", d.mean},
                 {"std", d.std},
                 {"eigenvalues", d.eigenvalues},
@@ -250,14 +287,14 @@ json to_json(const TrainConfig& config) {
                 {"stats_images", d.stats_images},
                 {"workers", d.workers}}},
               {"optimizer",
-               {{"rule", o.rule},
+               {{"rule", to_string(o.rule)},
                 {"lr", o.lr},
                 {"momentum", o.momentum},
                 {"weight_decay", o.weight_decay},
                 {"bias_lr_multiplier", o.bias_lr_multiplier},
                 {"bias_weight_decay", o.bias_weight_decay}}},
               {"schedule",
-               {{"kind", s.kind},
+               {{"kind", to_string(s.kind)},
                 {"milestones", s.milestones},
                 {"factor", s.factor},
                 {"patience", s.patience},
@@ -283,138 +320,13 @@ json to_json(const TrainConfig& config) {
 TrainConfig config_from_json(const json& object) {
   TrainConfig config;
   ObjectReader root(object, "");
-
-  if (const json* model = root.find("model")) {
-    json copy = *model;
-    config.num_classes_auto = false;
-    if (copy.is_object() && copy.contains("num_classes") && copy["num_classes"] == "auto") {
-      config.num_classes_auto = true;
-      copy.erase("num_classes");
-    }
-    config.model = model_options_from_json(copy);
-    if (copy.contains("freeze")) config.freeze = freeze_from_json(copy["freeze"], config.model);
-  }
-
-  if (const json* data = root.find("data")) {
-    ObjectReader reader(*data, "data");
-    auto& d = config.data;
-    reader.read("source", d.source);
-    reader.read("val_source", d.val_source);
-    reader.read("val_labels", d.val_labels);
-    reader.read_choice("val_labels_format", d.val_labels_format,
-                       {"auto", "list", "kaggle", "devkit"});
-    reader.read("val_synsets", d.val_synsets);
-    reader.read("holdout", d.holdout, 0);
-    reader.read("train_limit", d.train_limit, 0);
-    reader.read("val_limit", d.val_limit, 0);
-    reader.read("decode_size", d.decode_size, 0);
-    reader.read("resize", d.resize, 0);
-    reader.read("crop", d.crop, 63);
-    reader.read("flip", d.flip);
-    reader.read("pca_lighting", d.pca_lighting);
-    reader.read_choice("normalize", d.normalize, {"mean", "mean_std", "none"});
-    reader.read("mean", d.mean);
-    reader.read("std", d.std);
-    check_channels(reader, "mean", d.mean);
-    check_channels(reader, "std", d.std);
-    reader.read("eigenvalues", d.eigenvalues);
-    reader.read("eigenvectors", d.eigenvectors);
-    if (!d.eigenvalues.empty() && d.eigenvalues.size() != 3) {
-      reader.fail("eigenvalues", json(d.eigenvalues), "an empty list or 3 numbers");
-    }
-    if (!d.eigenvectors.empty() && d.eigenvectors.size() != 9) {
-      reader.fail("eigenvectors", json(d.eigenvectors), "an empty list or 9 numbers (3x3)");
-    }
-    for (double v : d.std) {
-      if (v <= 0) reader.fail("std", json(d.std), "a list of positive numbers");
-    }
-    reader.read("stats_images", d.stats_images, 0);
-    reader.read("workers", d.workers, 0);
-    reader.finish();
-    if (d.resize != 0 && d.resize < d.crop) {
-      reader.fail("resize", d.resize, "0 or at least data.crop (" + std::to_string(d.crop) + ")");
-    }
-    if (!d.val_labels.empty() && d.val_source.empty()) {
-      reader.fail("val_source", d.val_source,
-                  "the folder of validation images that data.val_labels labels");
-    }
-    if (!d.val_labels.empty() && d.holdout > 0) {
-      reader.fail("holdout", d.holdout, "0 when data.val_labels gives the validation set");
-    }
-    if (!d.val_synsets.empty() && d.val_labels.empty()) {
-      reader.fail("val_synsets", d.val_synsets,
-                  "\"\" unless data.val_labels names the devkit's ground truth");
-    }
-    if (d.source.empty())
-      reader.fail("source", d.source,
-                  "a data source: an image folder, packed file, IDX folder or fashion-mnist "
-                  "(pass --data)");
-  }
-
+  if (const json* model = root.find("model")) read_model_config(*model, config);
+  if (const json* data = root.find("data")) read_data_config(*data, config.data);
   if (const json* optimizer = root.find("optimizer")) {
-    ObjectReader reader(*optimizer, "optimizer");
-    auto& o = config.optimizer;
-    reader.read_choice("rule", o.rule, {"paper", "pytorch"});
-    reader.read("lr", o.lr, 0.0, 1e9);
-    reader.read("momentum", o.momentum, 0.0, 0.9999);
-    reader.read("weight_decay", o.weight_decay, 0.0, 1.0);
-    reader.read("bias_lr_multiplier", o.bias_lr_multiplier, 0.0, 1e6);
-    reader.read("bias_weight_decay", o.bias_weight_decay, 0.0, 1e6);
-    if (const json* lr_mult = reader.find("lr_mult")) {
-      o.lr_mult = lr_mult_from_json(*lr_mult, config.model);
-    }
-    reader.finish();
+    read_optimizer_config(*optimizer, config.model, config.optimizer);
   }
-
-  if (const json* schedule = root.find("schedule")) {
-    ObjectReader reader(*schedule, "schedule");
-    auto& s = config.schedule;
-    reader.read_choice("kind", s.kind, {"plateau", "step", "constant"});
-    reader.read("milestones", s.milestones);
-    reader.read("factor", s.factor, 1e-9, 1.0);
-    reader.read("patience", s.patience, 1);
-    reader.read("max_drops", s.max_drops, 0);
-    reader.read("threshold", s.threshold, 0.0, 1.0);
-    reader.finish();
-    for (size_t i = 0; i < s.milestones.size(); ++i) {
-      if (s.milestones[i] <= 0 || (i > 0 && s.milestones[i] <= s.milestones[i - 1])) {
-        reader.fail("milestones", json(s.milestones),
-                    "a list of increasing positive epoch numbers");
-      }
-    }
-    if (s.kind == "step" && s.milestones.empty()) {
-      reader.fail("milestones", json(s.milestones), "non-empty when schedule.kind is \"step\"");
-    }
-  }
-
-  root.read("epochs", config.epochs, 1);
-  root.read("max_steps", config.max_steps, 0);
-  root.read("batch_size", config.batch_size, 1);
-  root.read("eval_batch_size", config.eval_batch_size, 1);
-  root.read("seed", config.seed);
-  root.read("devices", config.devices);
-  if (config.devices != "auto") {
-    try {
-      // Syntax only: whether the devices exist is checked when training starts.
-      std::stringstream items(config.devices);
-      std::string item;
-      while (std::getline(items, item, ',')) torch::Device device(item);
-    } catch (const std::exception&) {
-      root.fail("devices", config.devices, "auto, cpu, cuda:N or two devices (cuda:0,cuda:1)");
-    }
-  }
-  root.read("threads", config.threads, 0);
-  root.read("log_interval", config.log_interval, 1);
-  root.read("checkpoint_interval", config.checkpoint_interval, 0);
-  root.read("val_ten_crop", config.val_ten_crop);
-  root.read("init_from", config.init_from);
-  std::string precision = precision_name(config.precision);
-  root.read("precision", precision);
-  try {
-    config.precision = parse_precision(precision);
-  } catch (const std::invalid_argument&) {
-    root.fail("precision", precision, "fp32, bf16 or fp16");
-  }
+  if (const json* schedule = root.find("schedule")) read_schedule_config(*schedule, config.schedule);
+  read_run_settings(root, config);
   if (const json* checkpoint = root.find("checkpoint")) {
     ObjectReader reader(*checkpoint, "checkpoint");
     reader.read("keep_last", config.checkpoint.keep_last, 0);

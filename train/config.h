@@ -21,8 +21,23 @@ nlohmann::json model_options_to_json(const alexnet::AlexNetOptions& options);
 /// Reads the object written by model_options_to_json; missing keys keep their defaults, and
 /// "freeze" (a training setting, TrainConfig::freeze) is left to config_from_json.
 /// Unknown keys and invalid values throw std::invalid_argument naming the key ("model.init")
-/// and the allowed values.
+/// and the allowed values; the ranges are the model's own (alexnet::find_option_problem).
 alexnet::AlexNetOptions model_options_from_json(const nlohmann::json& json);
+
+/// How pixels are normalised (data.normalize): "mean" (the paper: subtract the per-channel
+/// mean), "mean_std" (then divide by the per-channel std) or "none".
+enum class Normalize { kMean, kMeanStd, kNone };
+/// The SGD update rule (optimizer.rule): "paper" or "pytorch" (see OptimizerConfig::rule).
+enum class SgdRule { kPaper, kPytorch };
+/// The learning-rate schedule (schedule.kind): "plateau", "step" or "constant" (see
+/// ScheduleConfig::kind).
+enum class ScheduleKind { kPlateau, kStep, kConstant };
+
+/// The configuration's names of the values above (config_from_json reads them, refusing
+/// others with the key, the value and the allowed names).
+std::string to_string(Normalize normalize);
+std::string to_string(SgdRule rule);
+std::string to_string(ScheduleKind kind);
 
 /// Where the data come from and how images are prepared ("data" object).
 struct DataConfig {
@@ -53,8 +68,8 @@ struct DataConfig {
   int64_t crop = 224;
   bool flip = true;
   bool pca_lighting = true;
-  /// "mean" (the paper: subtract the per-channel mean), "mean_std" or "none".
-  std::string normalize = "mean";
+  /// kMean (the paper: subtract the per-channel mean), kMeanStd or kNone.
+  Normalize normalize = Normalize::kMean;
   /// Per-channel mean/std (0..255 scale); empty: computed from the training set (or taken
   /// from a packed file) at the start and recorded in the effective configuration.
   std::vector<double> mean;
@@ -72,8 +87,8 @@ struct DataConfig {
 
 /// Stochastic gradient descent ("optimizer" object).
 struct OptimizerConfig {
-  /// "paper": v <- m v - wd lr w - lr g, w <- w + v; "pytorch": torch::optim::SGD.
-  std::string rule = "paper";
+  /// kPaper: v <- m v - wd lr w - lr g, w <- w + v; kPytorch: torch::optim::SGD.
+  SgdRule rule = SgdRule::kPaper;
   double lr = 0.01;
   double momentum = 0.9;
   double weight_decay = 5e-4;
@@ -90,10 +105,10 @@ struct OptimizerConfig {
 
 /// Learning-rate schedule ("schedule" object).
 struct ScheduleConfig {
-  /// "plateau" (drop by `factor` when the validation top-1 error has not improved by more
-  /// than `threshold` for `patience` epochs, at most `max_drops` times), "step" (drop by
-  /// `factor` at each of `milestones`, in epochs, fractions allowed) or "constant".
-  std::string kind = "plateau";
+  /// kPlateau (drop by `factor` when the validation top-1 error has not improved by more
+  /// than `threshold` for `patience` epochs, at most `max_drops` times), kStep (drop by
+  /// `factor` at each of `milestones`, in epochs, fractions allowed) or kConstant.
+  ScheduleKind kind = ScheduleKind::kPlateau;
   std::vector<double> milestones;
   double factor = 0.1;
   int64_t patience = 1;

@@ -125,7 +125,8 @@ c10::List<T> to_list(const std::vector<T>& values) {
 
 void check_export_info(const AlexNetOptions& options, const ExportInfo& info) {
   const auto channels = static_cast<size_t>(options.in_channels());
-  TORCH_CHECK(info.image_size >= 63, "export: image_size must be >= 63, got ", info.image_size);
+  TORCH_CHECK(info.image_size >= kMinImageSide, "export: image_size must be >= ", kMinImageSide,
+              ", got ", info.image_size);
   TORCH_CHECK(info.resize_size >= info.image_size, "export: resize_size (", info.resize_size,
               ") must be >= image_size (", info.image_size, ")");
   TORCH_CHECK(info.mean.empty() || info.mean.size() == channels,
@@ -141,6 +142,39 @@ void check_export_info(const AlexNetOptions& options, const ExportInfo& info) {
                   static_cast<int64_t>(info.class_names.size()) == options.num_classes(),
               "export: ", info.class_names.size(), " class names for a model with ",
               options.num_classes(), " classes");
+}
+
+void check_export_ranges(const ExportInfo& info, int64_t in_channels, int64_t num_classes,
+                         const ExportRangeFailure& fail) {
+  if (info.image_size < kMinImageSide) {
+    return fail("image_size", "must be at least " + std::to_string(kMinImageSide) + ", is " +
+                                  std::to_string(info.image_size));
+  }
+  if (info.resize_size < info.image_size) {
+    return fail("resize_size", "(" + std::to_string(info.resize_size) +
+                                   ") must be at least image_size (" +
+                                   std::to_string(info.image_size) + ")");
+  }
+  if (in_channels != 1 && in_channels != 3) {
+    return fail("in_channels", "must be 1 or 3, is " + std::to_string(in_channels));
+  }
+  if (num_classes <= 0) {
+    return fail("num_classes", "must be positive, is " + std::to_string(num_classes));
+  }
+  if (!info.class_names.empty() && static_cast<int64_t>(info.class_names.size()) != num_classes) {
+    return fail("class_names", "holds " + std::to_string(info.class_names.size()) +
+                                   " names for " + std::to_string(num_classes) + " classes");
+  }
+  const auto channels = static_cast<size_t>(in_channels);
+  for (const auto& [name, values] : {std::make_pair("mean", &info.mean), std::make_pair("std", &info.std)}) {
+    if (!values->empty() && values->size() != channels) {
+      return fail(name, "holds " + std::to_string(values->size()) + " values for " +
+                            std::to_string(channels) + " input channels");
+    }
+  }
+  for (double value : info.std) {
+    if (!(value > 0)) return fail("std", "holds " + std::to_string(value) + " (must be > 0)");
+  }
 }
 
 namespace detail {

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -25,10 +26,23 @@ struct ExportInfo {
   std::vector<double> std;
 };
 
-/// Checks that `info` fits a model with `options`: image_size >= 63, resize_size >=
-/// image_size, mean and std empty or one value per input channel, std > 0, class names empty
-/// or one per class. Throws c10::Error naming the bad value.
+/// Checks that `info` fits a model with `options`: image_size >= kMinImageSide (63),
+/// resize_size >= image_size, mean and std empty or one value per input channel, std > 0, class
+/// names empty or one per class. Throws c10::Error naming the bad value.
 void check_export_info(const alexnet::AlexNetOptions& options, const ExportInfo& info);
+
+/// Called with the name of an exported model's attribute and what is wrong with it, e.g.
+/// ("mean", "holds 3 values for 1 input channels"); must throw.
+using ExportRangeFailure =
+    std::function<void(const std::string& attribute, const std::string& problem)>;
+
+/// The ranges of the attributes an exported model's file holds, as its readers
+/// (read_exported_model, read_onnx_metadata) find them: image_size >= kMinImageSide (63),
+/// resize_size >= image_size, in_channels 1 or 3, num_classes > 0, class_names empty or
+/// num_classes of them, mean and std empty or one value per input channel, std > 0. Calls
+/// `fail` for the first attribute out of range.
+void check_export_ranges(const ExportInfo& info, int64_t in_channels, int64_t num_classes,
+                         const ExportRangeFailure& fail);
 
 /// A self-contained single-device TorchScript module (inference mode) that computes
 /// `model->forward` in eval mode (no dropout), whatever the model's form (a two-device model

@@ -54,41 +54,6 @@ class AttributeReader {
   std::string path_;
 };
 
-void check_ranges(const ExportedModel& model, const AttributeReader& reader) {
-  const ExportInfo& info = model.info;
-  if (info.image_size <= 0) {
-    reader.fail("image_size", "must be positive, is " + std::to_string(info.image_size));
-  }
-  if (info.resize_size < info.image_size) {
-    reader.fail("resize_size", "(" + std::to_string(info.resize_size) +
-                                   ") must be at least image_size (" +
-                                   std::to_string(info.image_size) + ")");
-  }
-  if (model.in_channels != 1 && model.in_channels != 3) {
-    reader.fail("in_channels", "must be 1 or 3, is " + std::to_string(model.in_channels));
-  }
-  if (model.num_classes <= 0) {
-    reader.fail("num_classes", "must be positive, is " + std::to_string(model.num_classes));
-  }
-  if (!info.class_names.empty() &&
-      static_cast<int64_t>(info.class_names.size()) != model.num_classes) {
-    reader.fail("class_names", "holds " + std::to_string(info.class_names.size()) + " names for " +
-                                   std::to_string(model.num_classes) + " classes");
-  }
-  const auto channels = static_cast<size_t>(model.in_channels);
-  if (!info.mean.empty() && info.mean.size() != channels) {
-    reader.fail("mean", "holds " + std::to_string(info.mean.size()) + " values for " +
-                            std::to_string(channels) + " input channels");
-  }
-  if (!info.std.empty() && info.std.size() != channels) {
-    reader.fail("std", "holds " + std::to_string(info.std.size()) + " values for " +
-                           std::to_string(channels) + " input channels");
-  }
-  for (double value : info.std) {
-    if (!(value > 0)) reader.fail("std", "holds " + std::to_string(value) + " (must be > 0)");
-  }
-}
-
 }  // namespace
 
 transforms::PipelineOptions export_pipeline_options(const ExportInfo& info, int64_t in_channels) {
@@ -117,7 +82,10 @@ ExportedModel read_exported_model(torch::jit::Module module, const std::string& 
   model.info.std = reader.numbers("std");
   model.in_channels = reader.integer("in_channels");
   model.num_classes = reader.integer("num_classes");
-  check_ranges(model, reader);
+  check_export_ranges(model.info, model.in_channels, model.num_classes,
+                      [&](const std::string& name, const std::string& problem) {
+                        reader.fail(name, problem);
+                      });
   model.module = std::move(module);
   model.module.eval();
   model.path = path;

@@ -42,7 +42,7 @@ ExportedModel load_exported_model(const std::string& path, torch::Device device 
 
 /// Reads the attributes of a loaded module: class_names (List[str]), image_size, resize_size,
 /// in_channels, num_classes (int), mean and std (List[float], empty or one value per input
-/// channel, std > 0), with 0 < image_size <= resize_size, in_channels 1 or 3 and
+/// channel, std > 0), with 63 <= image_size <= resize_size, in_channels 1 or 3 and
 /// num_classes > 0. Throws std::runtime_error naming `path` and the attribute that is missing,
 /// of the wrong type or out of range. Puts the module in eval mode.
 ExportedModel read_exported_model(torch::jit::Module module, const std::string& path);

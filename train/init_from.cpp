@@ -136,7 +136,7 @@ InitFromReport init_from(alexnet::AlexNet& model, const std::string& path) {
   return report;
 }
 
-std::string describe(const InitFromReport& report) {
+std::string report_text(const InitFromReport& report) {
   std::string text = "init_from " + report.source;
   if (!report.kind.empty()) text += " (" + report.kind + ")";
   text += ": copied " + joined(report.copied);

@@ -51,6 +51,6 @@ InitFromReport init_from(alexnet::AlexNet& model, const std::string& path);
 /// The report in words, e.g. "init_from runs/a/model.pt (exported model): copied conv1,
 /// conv2, conv3, conv4, conv5, fc6, fc7; fc8 left as initialised: 10 classes in the file, 5
 /// here".
-std::string describe(const InitFromReport& report);
+std::string report_text(const InitFromReport& report);
 
 }  // namespace alexnet::train

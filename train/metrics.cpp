@@ -1,10 +1,12 @@
 #include "train/metrics.h"
 
+#include "data/loader.h"
 #include "train/atomic_file.h"
 
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <iostream>

@@ -1,16 +1,18 @@
 #pragma once
 
-#include <chrono>
 #include <cstdint>
 #include <fstream>
 #include <functional>
 #include <ostream>
 #include <string>
+#include <vector>
 
 #include <torch/torch.h>
 #include <nlohmann/json.hpp>
 
-#include "data/loader.h"
+namespace alexnet::data {
+class Loader;
+}  // namespace alexnet::data
 
 namespace alexnet::train {
 

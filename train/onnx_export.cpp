@@ -214,12 +214,55 @@ MessageWriter metadata_entry(const std::string& key, const std::string& value) {
   return entry;
 }
 
-}  // namespace
+// Adds the LRN after layer `name` to `x` (ONNX's LRN normalises across all channels, so two
+// columns are split, normalised apart and concatenated); returns the output's name.
+std::string add_lrn(GraphWriter& graph, const std::string& x, const std::string& name,
+                    const AlexNetOptions& options) {
+  const auto& lrn = options.lrn_options();
+  // ONNX's LRN multiplies the window's sum of squares by alpha / size.
+  const std::vector<MessageWriter> attributes{
+      int_attribute("size", lrn.size()),
+      float_attribute("alpha", lrn.effective_alpha() * static_cast<double>(lrn.size())),
+      float_attribute("beta", lrn.beta()), float_attribute("bias", lrn.k())};
+  const std::string lrn_name = name + "_lrn";
+  if (options.columns() == 1) return graph.node("LRN", {x}, lrn_name, attributes);
+  std::vector<std::string> parts;
+  for (int64_t c = 0; c < options.columns(); ++c) {
+    parts.push_back(lrn_name + "_column" + std::to_string(c));
+  }
+  std::vector<std::string> split_outputs;
+  for (const auto& part : parts) split_outputs.push_back(part + "_in");
+  graph.node("Split", {x}, split_outputs, {int_attribute("axis", 1)});
+  for (size_t c = 0; c < parts.size(); ++c) {
+    graph.node("LRN", {split_outputs[c]}, parts[c], attributes);
+  }
+  return graph.node("Concat", parts, lrn_name, {int_attribute("axis", 1)});
+}
 
-std::string onnx_model_bytes(AlexNet& model, const ExportInfo& info) {
+// Adds the pooling of `side` x `side` maps to kPooledSide x kPooledSide after layer `name`
+// and the flattening for fc6; returns the output's name. A pooling with uneven windows has no
+// ONNX operator: it is returned in `fold_into_fc6` instead, to be folded into fc6's weight.
+std::string add_flatten(GraphWriter& graph, std::string x, const std::string& name, int64_t side,
+                        int64_t image_size, torch::Tensor& fold_into_fc6) {
+  TORCH_CHECK(side >= 1, "export: image_size ", image_size,
+              " leaves no feature map before the first fully connected layer");
+  if (side != kPooledSide) {
+    const auto [kernel, stride] = uniform_window(adaptive_windows(side));
+    if (kernel > 0) {
+      x = graph.node("AveragePool", {x}, name + "_avgpool",
+                     {ints_attribute("kernel_shape", {kernel, kernel}),
+                      ints_attribute("strides", {stride, stride})});
+    } else {
+      fold_into_fc6 = pooling_matrix(side);
+    }
+  }
+  return graph.node("Flatten", {x}, name + "_flatten", {int_attribute("axis", 1)});
+}
+
+// Adds the model's layers (model->table) with their weights to `graph`, from the input
+// "input" of info.image_size pixels; returns the name of the logits.
+std::string add_layers(GraphWriter& graph, AlexNet& model, const ExportInfo& info) {
   const AlexNetOptions& options = model->options;
-  check_export_info(options, info);
-  torch::NoGradGuard no_grad;
   const auto state = model->single_device_state();
   const std::vector<LayerSpec>& table = model->table;
   auto parameter = [&](const std::string& layer, const std::string& kind) {
@@ -227,8 +270,6 @@ std::string onnx_model_bytes(AlexNet& model, const ExportInfo& info) {
     TORCH_CHECK(value != nullptr, "export: the model has no parameter ", layer, ".", kind);
     return *value;
   };
-
-  GraphWriter graph;
   std::string x = "input";
   int64_t side = info.image_size;  // of the feature maps, while they are maps
   torch::Tensor pending_pooling;   // an adaptive pooling folded into the next layer's weight
@@ -259,30 +300,7 @@ std::string onnx_model_bytes(AlexNet& model, const ExportInfo& info) {
     if (i + 1 == table.size()) break;  // fc8: the logits
 
     x = graph.node(activation, {x}, name + (activation == "Relu" ? "_relu" : "_tanh"));
-    if (spec.lrn_after && options.lrn()) {
-      const auto& lrn = options.lrn_options();
-      // ONNX's LRN multiplies the window's sum of squares by alpha / size.
-      const std::vector<MessageWriter> attributes{
-          int_attribute("size", lrn.size()),
-          float_attribute("alpha", lrn.effective_alpha() * static_cast<double>(lrn.size())),
-          float_attribute("beta", lrn.beta()), float_attribute("bias", lrn.k())};
-      const std::string lrn_name = name + "_lrn";
-      if (options.columns() == 1) {
-        x = graph.node("LRN", {x}, lrn_name, attributes);
-      } else {
-        std::vector<std::string> parts;
-        for (int64_t c = 0; c < options.columns(); ++c) {
-          parts.push_back(lrn_name + "_column" + std::to_string(c));
-        }
-        std::vector<std::string> split_outputs;
-        for (const auto& part : parts) split_outputs.push_back(part + "_in");
-        graph.node("Split", {x}, split_outputs, {int_attribute("axis", 1)});
-        for (size_t c = 0; c < parts.size(); ++c) {
-          graph.node("LRN", {split_outputs[c]}, parts[c], attributes);
-        }
-        x = graph.node("Concat", parts, lrn_name, {int_attribute("axis", 1)});
-      }
-    }
+    if (spec.lrn_after && options.lrn()) x = add_lrn(graph, x, name, options);
     if (spec.pool_after) {
       const int64_t kernel = options.pool_kernel(), stride = options.pool_stride();
       x = graph.node("MaxPool", {x}, name + "_pool",
@@ -290,24 +308,21 @@ std::string onnx_model_bytes(AlexNet& model, const ExportInfo& info) {
                       ints_attribute("strides", {stride, stride})});
       side = (side - kernel) / stride + 1;
     }
-    if (spec.conv && !table[i + 1].conv) {
-      TORCH_CHECK(side >= 1, "export: image_size ", info.image_size,
-                  " leaves no feature map before the first fully connected layer");
-      if (side != kPooledSide) {
-        const auto [kernel, stride] = uniform_window(adaptive_windows(side));
-        if (kernel > 0) {
-          x = graph.node("AveragePool", {x}, name + "_avgpool",
-                         {ints_attribute("kernel_shape", {kernel, kernel}),
-                          ints_attribute("strides", {stride, stride})});
-        } else {
-          pending_pooling = pooling_matrix(side);
-        }
-      }
-      x = graph.node("Flatten", {x}, name + "_flatten", {int_attribute("axis", 1)});
+    if (flattens_after(table, i)) {
+      x = add_flatten(graph, x, name, side, info.image_size, pending_pooling);
     }
   }
-  // The last node's output is the graph's output.
-  const std::string logits = x;
+  return x;
+}
+
+}  // namespace
+
+std::string onnx_model_bytes(AlexNet& model, const ExportInfo& info) {
+  const AlexNetOptions& options = model->options;
+  check_export_info(options, info);
+  torch::NoGradGuard no_grad;
+  GraphWriter graph;
+  const std::string logits = add_layers(graph, model, info);
 
   MessageWriter opset;
   opset.bytes(onnx_field::kOpsetDomain, "").integer(onnx_field::kOpsetVersion, kOnnxOpset);
@@ -441,36 +456,10 @@ OnnxMetadata read_onnx_metadata(const std::string& path) {
   metadata.in_channels = reader.integer("in_channels");
   metadata.num_classes = reader.integer("num_classes");
 
-  if (info.image_size < 63) {
-    reader.fail("image_size", "must be at least 63, is " + std::to_string(info.image_size));
-  }
-  if (info.resize_size < info.image_size) {
-    reader.fail("resize_size", "(" + std::to_string(info.resize_size) +
-                                   ") must be at least image_size (" +
-                                   std::to_string(info.image_size) + ")");
-  }
-  if (metadata.in_channels != 1 && metadata.in_channels != 3) {
-    reader.fail("in_channels", "must be 1 or 3, is " + std::to_string(metadata.in_channels));
-  }
-  if (metadata.num_classes <= 0) {
-    reader.fail("num_classes", "must be positive, is " + std::to_string(metadata.num_classes));
-  }
-  if (!info.class_names.empty() &&
-      static_cast<int64_t>(info.class_names.size()) != metadata.num_classes) {
-    reader.fail("class_names", "holds " + std::to_string(info.class_names.size()) + " names for " +
-                                   std::to_string(metadata.num_classes) + " classes");
-  }
-  const auto channels = static_cast<size_t>(metadata.in_channels);
-  for (const auto& [key, values] :
-       {std::make_pair("mean", &info.mean), std::make_pair("std", &info.std)}) {
-    if (!values->empty() && values->size() != channels) {
-      reader.fail(key, "holds " + std::to_string(values->size()) + " values for " +
-                           std::to_string(channels) + " input channels");
-    }
-  }
-  for (double value : info.std) {
-    if (!(value > 0)) reader.fail("std", "holds " + std::to_string(value) + " (must be > 0)");
-  }
+  check_export_ranges(info, metadata.in_channels, metadata.num_classes,
+                      [&](const std::string& key, const std::string& problem) {
+                        reader.fail(key, problem);
+                      });
   return metadata;
 }
 

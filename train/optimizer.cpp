@@ -45,8 +45,6 @@ bool fusable(const torch::Tensor& p, const torch::Tensor& v, const torch::Tensor
 Sgd::Sgd(const torch::OrderedDict<std::string, torch::Tensor>& parameters,
          const OptimizerConfig& options)
     : options_(options), lr_(options.lr) {
-  TORCH_CHECK(options.rule == "paper" || options.rule == "pytorch",
-              "optimizer.rule must be paper or pytorch, got '", options.rule, "'");
   for (const auto& item : parameters) parameters_.emplace_back(item.key(), item.value());
   for (const auto& [layer, multiplier] : options.lr_mult) {
     const bool held = std::any_of(parameters_.begin(), parameters_.end(), [&](const auto& item) {
@@ -59,7 +57,7 @@ Sgd::Sgd(const torch::OrderedDict<std::string, torch::Tensor>& parameters,
     lr_multiplier_.push_back((is_bias(i) ? options.bias_lr_multiplier : 1.0) *
                              (found == options.lr_mult.end() ? 1.0 : found->second));
   }
-  if (options.rule == "paper") {
+  if (options.rule == SgdRule::kPaper) {
     for (const auto& [name, p] : parameters_) velocity_.push_back(torch::zeros_like(p));
     return;
   }
@@ -194,8 +192,9 @@ void Sgd::load_state(const torch::OrderedDict<std::string, torch::Tensor>& state
   const std::string other = pytorch_ ? "velocity" : "momentum_buffer";
   TORCH_CHECK(parameters_.empty() || state.find(other + "." + parameters_.front().first) == nullptr,
               "optimizer state holds '", other, ".", parameters_.front().first,
-              "': it was saved with optimizer.rule \"", pytorch_ ? "paper" : "pytorch",
-              "\", this run uses \"", pytorch_ ? "pytorch" : "paper", "\"");
+              "': it was saved with optimizer.rule \"",
+              to_string(pytorch_ ? SgdRule::kPaper : SgdRule::kPytorch), "\", this run uses \"",
+              to_string(options_.rule), "\"");
   torch::NoGradGuard no_grad;
   size_t found = 0;
   for (size_t i = 0; i < parameters_.size(); ++i) {

@@ -3,6 +3,7 @@
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
+#include <utility>
 
 #include <ATen/autocast_mode.h>
 #include <torch/version.h>
@@ -45,23 +46,22 @@ void set_autocast_dtype(torch::DeviceType device_type, torch::ScalarType dtype) 
 #endif
 }
 
+// Each precision with the name parse_precision reads.
+constexpr std::pair<Precision, const char*> kPrecisionNames[] = {
+    {Precision::kFloat32, "fp32"}, {Precision::kBFloat16, "bf16"}, {Precision::kFloat16, "fp16"}};
+
 }  // namespace
 
 Precision parse_precision(const std::string& name) {
-  if (name == "fp32") return Precision::kFloat32;
-  if (name == "bf16") return Precision::kBFloat16;
-  if (name == "fp16") return Precision::kFloat16;
+  for (const auto& [precision, text] : kPrecisionNames) {
+    if (name == text) return precision;
+  }
   throw std::invalid_argument("unknown precision '" + name + "' (expected fp32, bf16 or fp16)");
 }
 
 std::string precision_name(Precision precision) {
-  switch (precision) {
-    case Precision::kFloat32:
-      return "fp32";
-    case Precision::kBFloat16:
-      return "bf16";
-    case Precision::kFloat16:
-      return "fp16";
+  for (const auto& [value, text] : kPrecisionNames) {
+    if (value == precision) return text;
   }
   return "fp32";
 }

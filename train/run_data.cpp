@@ -17,8 +17,8 @@ data::DatasetPtr limit(data::DatasetPtr dataset, int64_t n, uint64_t seed) {
 
 void resolve_statistics(DataConfig& config, const data::Dataset& train, uint64_t seed,
                         std::ostream& log) {
-  const bool need_mean = config.normalize != "none" && config.mean.empty();
-  const bool need_std = config.normalize == "mean_std" && config.std.empty();
+  const bool need_mean = config.normalize != Normalize::kNone && config.mean.empty();
+  const bool need_std = config.normalize == Normalize::kMeanStd && config.std.empty();
   const bool need_pca = config.pca_lighting && config.eigenvalues.empty();
   if (!need_mean && !need_std && !need_pca) return;
   std::optional<data::DatasetStats> stats = train.stats();
@@ -45,8 +45,8 @@ transforms::PipelineOptions pipeline_options(const DataConfig& config) {
   options.crop = config.crop;
   options.flip = config.flip;
   options.pca_lighting = config.pca_lighting;
-  if (config.normalize != "none") options.mean = config.mean;
-  if (config.normalize == "mean_std") options.std = config.std;
+  if (config.normalize != Normalize::kNone) options.mean = config.mean;
+  if (config.normalize == Normalize::kMeanStd) options.std = config.std;
   if (!config.eigenvalues.empty()) {
     options.eigenvalues = torch::tensor(config.eigenvalues, torch::kFloat64);
     options.eigenvectors = torch::tensor(config.eigenvectors, torch::kFloat64).view({3, 3});
@@ -54,13 +54,13 @@ transforms::PipelineOptions pipeline_options(const DataConfig& config) {
   return options;
 }
 
-void describe_inputs(Checkpoint& checkpoint, const TrainConfig& config,
+void record_inputs(Checkpoint& checkpoint, const TrainConfig& config,
                      const data::Dataset& train) {
   checkpoint.class_names = train.class_names();
   checkpoint.image_size = config.data.crop;
   checkpoint.resize_size = config.data.resize > 0 ? config.data.resize : config.data.crop;
-  checkpoint.mean = config.data.normalize != "none" ? config.data.mean : std::vector<double>{};
-  checkpoint.std = config.data.normalize == "mean_std" ? config.data.std : std::vector<double>{};
+  checkpoint.mean = config.data.normalize != Normalize::kNone ? config.data.mean : std::vector<double>{};
+  checkpoint.std = config.data.normalize == Normalize::kMeanStd ? config.data.std : std::vector<double>{};
 }
 
 RunData open_run_data(const DataConfig& config, uint64_t seed) {

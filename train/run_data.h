@@ -37,6 +37,6 @@ transforms::PipelineOptions pipeline_options(const DataConfig& config);
 
 /// Records in `checkpoint` what the exported model needs to prepare images: class names,
 /// image and resize size, mean and std.
-void describe_inputs(Checkpoint& checkpoint, const TrainConfig& config, const data::Dataset& train);
+void record_inputs(Checkpoint& checkpoint, const TrainConfig& config, const data::Dataset& train);
 
 }  // namespace alexnet::train

@@ -6,19 +6,16 @@
 namespace alexnet::train {
 
 LrSchedule::LrSchedule(const ScheduleConfig& options, double base_lr)
-    : options_(options), base_lr_(base_lr) {
-  TORCH_CHECK(options.kind == "plateau" || options.kind == "step" || options.kind == "constant",
-              "schedule.kind must be one of plateau, step, constant; got '", options.kind, "'");
-}
+    : options_(options), base_lr_(base_lr) {}
 
 double LrSchedule::lr(double epoch_position) const {
-  if (options_.kind == "step") {
+  if (options_.kind == ScheduleKind::kStep) {
     int64_t passed = 0;
     // A small tolerance so that a milestone at epoch 2 applies from the first step of epoch 2.
     for (double milestone : options_.milestones) passed += epoch_position + 1e-9 >= milestone;
     return base_lr_ * std::pow(options_.factor, static_cast<double>(passed));
   }
-  if (options_.kind == "plateau") {
+  if (options_.kind == ScheduleKind::kPlateau) {
     return base_lr_ * std::pow(options_.factor, static_cast<double>(drops_));
   }
   return base_lr_;
@@ -32,7 +29,7 @@ bool LrSchedule::observe(double val_error) {
     return false;
   }
   best_ = std::min(best_, val_error);
-  if (options_.kind != "plateau") return false;
+  if (options_.kind != ScheduleKind::kPlateau) return false;
   ++bad_epochs_;
   if (bad_epochs_ >= options_.patience && drops_ < options_.max_drops) {
     ++drops_;

@@ -1,0 +1,64 @@
+#include "experiments/tensor_file.h"
+
+#include <cstring>
+#include <filesystem>
+#include <stdexcept>
+
+namespace alexnet::experiments {
+
+void write_tensor_file(const std::string& path, const TensorFileKind& kind,
+                       const nlohmann::json& header, const std::vector<torch::Tensor>& tensors) {
+  const std::string text = header.dump();
+  const std::string temp = path + ".tmp";
+  {
+    std::ofstream out(temp, std::ios::binary | std::ios::trunc);
+    if (!out) throw std::runtime_error("cannot write " + kind.name + " " + temp);
+    out.write(kind.magic, 8);
+    const uint64_t length = text.size();
+    out.write(reinterpret_cast<const char*>(&length), sizeof(length));
+    out.write(text.data(), static_cast<std::streamsize>(text.size()));
+    for (const auto& tensor : tensors) {
+      if (!tensor.defined() || tensor.numel() == 0) continue;
+      const auto c = tensor.contiguous();
+      out.write(static_cast<const char*>(c.data_ptr()),
+                static_cast<std::streamsize>(c.numel() * c.element_size()));
+    }
+    out.flush();
+    if (!out) throw std::runtime_error("writing " + kind.name + " " + temp + " failed");
+  }
+  std::error_code error;
+  std::filesystem::rename(temp, path, error);
+  if (error) {
+    throw std::runtime_error("cannot rename " + temp + " to " + path + ": " + error.message());
+  }
+}
+
+TensorFileReader::TensorFileReader(const std::string& path, const TensorFileKind& kind)
+    : path_(path), kind_(kind), in_(path, std::ios::binary) {
+  if (!in_) throw std::runtime_error("cannot open " + kind.name + " " + path);
+  char magic[8];
+  if (!in_.read(magic, sizeof(magic)) || std::memcmp(magic, kind.magic, sizeof(magic)) != 0) {
+    throw std::runtime_error(path + " is not a " + kind.name + " written by `" + kind.writer +
+                             "`");
+  }
+  uint64_t length = 0;
+  std::error_code error;
+  const auto file_size = std::filesystem::file_size(path, error);
+  if (!in_.read(reinterpret_cast<char*>(&length), sizeof(length)) || error || length > file_size) {
+    throw std::runtime_error(kind.name + " " + path + " is truncated (in its header)");
+  }
+  header_.assign(length, '\0');
+  if (!in_.read(header_.data(), static_cast<std::streamsize>(length))) {
+    throw std::runtime_error(kind.name + " " + path + " is truncated (in its header)");
+  }
+}
+
+void TensorFileReader::read(torch::Tensor& tensor, const char* what) {
+  if (tensor.numel() == 0) return;
+  if (!in_.read(static_cast<char*>(tensor.data_ptr()),
+                static_cast<std::streamsize>(tensor.numel() * tensor.element_size()))) {
+    throw std::runtime_error(kind_.name + " " + path_ + " is truncated (in its " + what + ")");
+  }
+}
+
+}  // namespace alexnet::experiments

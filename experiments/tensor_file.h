@@ -1,0 +1,48 @@
+#pragma once
+
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+namespace alexnet::experiments {
+
+/// One kind of the files `alexnet features` and `alexnet codes` write: 8 magic bytes, the
+/// length of a JSON header (uint64, in the machine's byte order), the header, then the raw
+/// bytes of tensors whose shapes and types the header implies.
+struct TensorFileKind {
+  /// 8 bytes that open every file of this kind.
+  const char* magic;
+  /// How errors name such a file: "feature index", "code file".
+  std::string name;
+  /// The command that writes it, named when the magic bytes are wrong: "alexnet features".
+  std::string writer;
+};
+
+/// Writes `header` and the bytes of `tensors` (undefined or empty ones add nothing) to
+/// PATH.tmp and renames it to `path`. Throws std::runtime_error naming the file.
+void write_tensor_file(const std::string& path, const TensorFileKind& kind,
+                       const nlohmann::json& header, const std::vector<torch::Tensor>& tensors);
+
+/// Reads a file of `kind`: the magic bytes and the header when constructed, then the tensors
+/// in order. Throws std::runtime_error naming the file (and the part that is truncated).
+class TensorFileReader {
+ public:
+  TensorFileReader(const std::string& path, const TensorFileKind& kind);
+
+  /// The header as stored (JSON text).
+  const std::string& header_text() const { return header_; }
+  /// Fills `tensor` (allocated with the shape and type the header implies) from the file;
+  /// `what` names it when the file ends early.
+  void read(torch::Tensor& tensor, const char* what);
+
+ private:
+  std::string path_;
+  const TensorFileKind& kind_;
+  std::ifstream in_;
+  std::string header_;
+};
+
+}  // namespace alexnet::experiments
