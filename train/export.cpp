@@ -39,68 +39,26 @@ std::string apply_scale_in_place(double beta) {
   return "    s.pow_(" + literal(-beta) + ")\n    y.mul_(s)\n";
 }
 
-// def _lrn(self, x, layer) -> x normalised across channels, per column. x is an activation
-// the caller owns, so the in-place forms may overwrite it.
-std::string lrn_source(const AlexNetOptions& options, detail::LrnScript lrn) {
+// def _lrn(self, x, layer) -> x normalised across channels, per column: k + alpha * (window
+// sum of squares) as a grouped 1x1 convolution of x^2 with the banded weight `lrn<layer>_band`
+// and bias `lrn<layer>_k`, then x * s^-beta in place. x is an activation the caller owns.
+std::string lrn_source(const AlexNetOptions& options) {
   const auto& o = options.lrn_options();
   const int64_t groups = options.columns();
-  const int64_t size = o.size();
-  const int64_t half = size / 2;
-  const std::string alpha = literal(o.effective_alpha());
-  const std::string k = literal(o.k());
   std::ostringstream s;
   s << "def _lrn(self, x: Tensor, layer: int) -> Tensor:\n"
-    << "    n = x.size(0)\n    c = x.size(1)\n    h = x.size(2)\n    w = x.size(3)\n"
-    << "    cg = c // " << groups << "\n";
-  switch (lrn) {
-    case detail::LrnScript::kShiftedInPlace:
-      s << "    y = x.reshape([n * " << groups << ", cg, h, w])\n"
-        << "    s = torch.addcmul(torch.full([1], " << k
-        << ", dtype=y.dtype, device=y.device), y, y, value=" << alpha << ")\n";
-      for (int64_t d = 1; d <= half; ++d) {
-        s << "    if cg > " << d << ":\n"
-          << "        below = y.narrow(1, 0, cg - " << d << ")\n"
-          << "        above = y.narrow(1, " << d << ", cg - " << d << ")\n"
-          << "        s.narrow(1, " << d << ", cg - " << d
-          << ").addcmul_(below, below, value=" << alpha << ")\n"
-          << "        s.narrow(1, 0, cg - " << d << ").addcmul_(above, above, value=" << alpha
-          << ")\n";
-      }
-      s << apply_scale_in_place(o.beta()) << "    return y.view([n, c, h, w])\n";
-      break;
-    case detail::LrnScript::kCumsum:
-      s << "    y = x.reshape([n * " << groups << ", cg, h, w])\n"
-        << "    padded = torch.constant_pad_nd(y * y, [0, 0, 0, 0, " << half + 1 << ", " << half
-        << "])\n"
-        << "    total = padded.cumsum(1)\n"
-        << "    window = total.narrow(1, " << size << ", cg) - total.narrow(1, 0, cg)\n"
-        << "    return (y * (window * " << alpha << " + " << k << ").pow(" << literal(-o.beta())
-        << ")).view([n, c, h, w])\n";
-      break;
-    case detail::LrnScript::kAvgPool3d:
-      s << "    y = x.reshape([n * " << groups << ", cg, h, w])\n"
-        << "    div = torch.constant_pad_nd((y * y).unsqueeze(1), [0, 0, 0, 0, " << size / 2 << ", "
-        << (size - 1) / 2 << "])\n"
-        << "    div = torch.avg_pool3d(div, [" << size << ", 1, 1], [1, 1, 1]).squeeze(1)\n"
-        << "    div = div.mul(" << literal(o.effective_alpha() * static_cast<double>(size))
-        << ").add(" << k << ").pow(" << literal(o.beta()) << ")\n"
-        << "    return (y / div).view([n, c, h, w])\n";
-      break;
-    case detail::LrnScript::kBandConv:
-      s << "    y = x\n"
-        << "    if layer == 1:\n"
-        << "        s = torch.conv2d(y * y, self.lrn1_band, self.lrn1_k, [1, 1], [0, 0], [1, 1], "
-        << groups << ")\n"
-        << "    else:\n"
-        << "        s = torch.conv2d(y * y, self.lrn2_band, self.lrn2_k, [1, 1], [0, 0], [1, 1], "
-        << groups << ")\n"
-        << apply_scale_in_place(o.beta()) << "    return y\n";
-      break;
-  }
+    << "    y = x\n"
+    << "    if layer == 1:\n"
+    << "        s = torch.conv2d(y * y, self.lrn1_band, self.lrn1_k, [1, 1], [0, 0], [1, 1], "
+    << groups << ")\n"
+    << "    else:\n"
+    << "        s = torch.conv2d(y * y, self.lrn2_band, self.lrn2_k, [1, 1], [0, 0], [1, 1], "
+    << groups << ")\n"
+    << apply_scale_in_place(o.beta()) << "    return y\n";
   return s.str();
 }
 
-// The banded 1x1 convolution weight [C, C / groups, 1, 1] for LrnScript::kBandConv, `dtype`.
+// The banded 1x1 convolution weight [C, C / groups, 1, 1] of _lrn, `dtype`.
 torch::Tensor band_weight(int64_t channels, int64_t groups, const LocalResponseNormOptions& o,
                           torch::ScalarType dtype) {
   const int64_t per_group = channels / groups;
@@ -177,9 +135,10 @@ void check_export_ranges(const ExportInfo& info, int64_t in_channels, int64_t nu
   }
 }
 
-namespace detail {
+namespace {
 
-std::string torchscript_source(const AlexNetOptions& options, LrnScript lrn) {
+// The TorchScript source of the methods export_torchscript defines.
+std::string torchscript_source(const AlexNetOptions& options) {
   const int64_t groups = options.columns();
   const std::string activation =
       options.activation() == Activation::kReLU ? "torch.relu_" : "torch.tanh_";
@@ -220,11 +179,13 @@ std::string torchscript_source(const AlexNetOptions& options, LrnScript lrn) {
     << "    return self._fc7(x)\n\n"
     << "def forward(self, x: Tensor) -> Tensor:\n"
     << "    return torch.linear(self._fc7(x), " << last << ".weight, " << last << ".bias)\n";
-  if (options.lrn()) s << "\n" << lrn_source(options, lrn);
+  if (options.lrn()) s << "\n" << lrn_source(options);
   return s.str();
 }
 
-torch::jit::Module export_torchscript(AlexNet& model, const ExportInfo& info, LrnScript lrn) {
+}  // namespace
+
+torch::jit::Module export_torchscript(AlexNet& model, const ExportInfo& info) {
   const AlexNetOptions& options = model->options;
   check_export_info(options, info);
   torch::NoGradGuard no_grad;
@@ -249,7 +210,7 @@ torch::jit::Module export_torchscript(AlexNet& model, const ExportInfo& info, Lr
     sub.register_attribute("training", c10::BoolType::get(), false);
     module.register_module(layer, sub);
   }
-  if (options.lrn() && lrn == LrnScript::kBandConv) {
+  if (options.lrn()) {
     const int64_t channels[] = {model->layer_width("conv1"), model->layer_width("conv2")};
     const auto dtype = state.begin()->value().scalar_type();
     for (int layer = 1; layer <= 2; ++layer) {
@@ -272,15 +233,9 @@ torch::jit::Module export_torchscript(AlexNet& model, const ExportInfo& info, Lr
   module.register_attribute("model_options", c10::StringType::get(),
                             model_options_to_json(options).dump());
   module.register_attribute("training", c10::BoolType::get(), false);
-  module.define(torchscript_source(options, lrn));
+  module.define(torchscript_source(options));
   module.eval();
   return module;
-}
-
-}  // namespace detail
-
-torch::jit::Module export_torchscript(AlexNet& model, const ExportInfo& info) {
-  return detail::export_torchscript(model, info, detail::LrnScript::kBandConv);
 }
 
 void save_torchscript(AlexNet& model, const ExportInfo& info, const std::string& path) {

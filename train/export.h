@@ -66,39 +66,12 @@ void check_export_ranges(const ExportInfo& info, int64_t in_channels, int64_t nu
 /// The local response normalisation is written in TorchScript (plain torch operations, so the
 /// file loads with stock PyTorch): k + alpha * (window sum of squares) as a grouped 1x1
 /// convolution of x^2 with a banded weight, then x * s^-beta applied in place (rsqrt and sqrt
-/// for beta = 0.75). Measured at batch 64, 224x224, 2 threads: 0.99x the eager model's time,
-/// against 1.09x for shifted in-place sums, 1.37x for a cumulative sum and 1.54x for
-/// avg_pool3d (LrnScript below); alternating runs later put the banded convolution and the
-/// shifted sums within noise of each other (BENCHMARKS.md).
+/// for beta = 0.75). BENCHMARKS.md compares its speed with the eager model's fused LRN and
+/// with other formulations.
 torch::jit::Module export_torchscript(alexnet::AlexNet& model, const ExportInfo& info);
 
 /// export_torchscript, written to `path` atomically (temporary file, flush, rename); creates
 /// the folder. Throws std::runtime_error naming the file when it cannot be written.
 void save_torchscript(alexnet::AlexNet& model, const ExportInfo& info, const std::string& path);
-
-namespace detail {
-
-/// Ways to write the LRN in TorchScript, for benchmarks and tests (export_torchscript uses
-/// kBandConv, with kShiftedInPlace the fastest measured).
-enum class LrnScript {
-  /// Window sum by shifted in-place addcmul_ on the activation, scale applied in place.
-  kShiftedInPlace,
-  /// Cumulative sum over channels (as alexnet::local_response_norm_reference).
-  kCumsum,
-  /// avg_pool3d over a padded channel axis (as torch.nn.functional.local_response_norm).
-  kAvgPool3d,
-  /// A 1x1 grouped convolution with a banded (alpha on the window, 0 elsewhere) weight and
-  /// bias k, i.e. a matrix product over channels.
-  kBandConv,
-};
-
-/// export_torchscript with a chosen LRN formulation.
-torch::jit::Module export_torchscript(alexnet::AlexNet& model, const ExportInfo& info,
-                                      LrnScript lrn);
-
-/// The TorchScript source of the methods export_torchscript defines (for inspection).
-std::string torchscript_source(const alexnet::AlexNetOptions& options, LrnScript lrn);
-
-}  // namespace detail
 
 }  // namespace alexnet::train
