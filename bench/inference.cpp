@@ -7,7 +7,7 @@
 #include <filesystem>
 #include <iomanip>
 #include <iostream>
-#include <map>
+#include <limits>
 #include <optional>
 
 #include <torch/script.h>
@@ -35,40 +35,20 @@ cli::ArgParser inference_parser() {
                         "one loaded with --model) and, where OpenCV's DNN module is built in, "
                         "of the ONNX file `save_onnx` writes from the eager model, run by "
                         "OpenCV (CPU, as many threads as LibTorch), on the same random batch. "
-                        "Median of the repeats.");
+                        "Median of the repeats; eager and TorchScript take turns in two rounds, "
+                        "each keeping its faster median.");
   add_timed_run_options(parser, "images per forward pass",
                         "untimed passes first (TorchScript optimises during its first runs)",
                         /*warmup_default=*/"2", "timed passes");
   parser.option("num-classes", "output classes (ignored with --model)", "1000");
   cli::add_threads_option(parser, /*default_value=*/"0", cli::kThreadsHelpHardware);
-  parser.option("model", "an exported model.pt to time instead of exporting a fresh model")
-      .option("lrn-script",
-              "TorchScript LRN formulation to export: shifted, cumsum, "
-              "avgpool3d or bandconv (export_torchscript's)",
-              "bandconv");
+  parser.option("model", "an exported model.pt to time instead of exporting a fresh model");
   add_device_option(parser);
   parser.flag("no-lrn", "leave out local response normalisation (ignored with --model)")
       .flag("stock-runtime", "keep OpenBLAS's own kernel choice (see runtime/runtime.h)")
       .flag("no-onnx", "leave out the ONNX model in OpenCV's DNN module");
   add_json_flag(parser);
   return parser;
-}
-
-train::detail::LrnScript lrn_script_option(const cli::ArgParser& parser) {
-  const std::string name = parser.get("lrn-script");
-  const std::map<std::string, train::detail::LrnScript> scripts{
-      {"shifted", train::detail::LrnScript::kShiftedInPlace},
-      {"cumsum", train::detail::LrnScript::kCumsum},
-      {"avgpool3d", train::detail::LrnScript::kAvgPool3d},
-      {"bandconv", train::detail::LrnScript::kBandConv}};
-  const auto found = scripts.find(name);
-  if (found == scripts.end()) {
-    throw std::invalid_argument(
-        "--lrn-script must be one of shifted, cumsum, avgpool3d, "
-        "bandconv; got '" +
-        name + "'");
-  }
-  return found->second;
 }
 
 // The eager model and the TorchScript module that are timed against each other.
@@ -100,9 +80,8 @@ ModelPair load_pair(const std::string& path, torch::Device device) {
   return pair;
 }
 
-// A fresh eager model and its export with the chosen LRN formulation.
-ModelPair export_pair(const cli::ArgParser& parser, int64_t image_size, torch::Device device,
-                      train::detail::LrnScript lrn_script) {
+// A fresh eager model and its export.
+ModelPair export_pair(const cli::ArgParser& parser, int64_t image_size, torch::Device device) {
   ModelPair pair;
   pair.eager.emplace(AlexNetOptions()
                          .num_classes(parser.get_int("num-classes"))
@@ -115,7 +94,7 @@ ModelPair export_pair(const cli::ArgParser& parser, int64_t image_size, torch::D
   info.image_size = image_size;
   info.resize_size = image_size * 256 / 224;
   info.mean = {123.68, 116.78, 103.94};
-  pair.scripted = train::detail::export_torchscript(*pair.eager, info, lrn_script);
+  pair.scripted = train::export_torchscript(*pair.eager, info);
   pair.info = info;
   return pair;
 }
@@ -160,21 +139,26 @@ InferenceTimes time_inference(ModelPair& pair, const TimedRun& run, torch::Devic
   const auto sync = synchronizer(device);
   InferenceTimes times;
   torch::Tensor eager_out, scripted_out;
-  times.eager_s = median(time_repeats(
-      [&] {
-        torch::NoGradGuard no_grad;
-        eager_out = model->forward(x);
-      },
-      run.warmup, run.repeats, sync));
-  times.scripted_s = median(time_repeats(
-      [&] {
-        torch::NoGradGuard no_grad;
-        scripted_out = pair.scripted.forward({x}).toTensor();
-      },
-      run.warmup, run.repeats, sync));
+  // Two rounds in which the two take turns; each keeps its faster median, so that a slow
+  // spell of a shared machine does not fall on one side only.
+  const auto eager_pass = [&] {
+    torch::NoGradGuard no_grad;
+    eager_out = model->forward(x);
+  };
+  const auto scripted_pass = [&] {
+    torch::NoGradGuard no_grad;
+    scripted_out = pair.scripted.forward({x}).toTensor();
+  };
+  times.eager_s = times.scripted_s = std::numeric_limits<double>::infinity();
+  for (int round = 0; round < 2; ++round) {
+    times.eager_s = std::min(times.eager_s,
+                             median(time_repeats(eager_pass, run.warmup, run.repeats, sync)));
+    times.scripted_s = std::min(
+        times.scripted_s, median(time_repeats(scripted_pass, run.warmup, run.repeats, sync)));
+  }
   if (same_weights) times.max_diff = (eager_out - scripted_out).abs().max().item<double>();
 
-    // The ONNX model holds the eager model's weights; OpenCV runs on the CPU.
+  // The ONNX model holds the eager model's weights; OpenCV runs on the CPU.
 #if ALEXNET_WITH_OPENCV_DNN
   if (with_onnx && device.is_cpu()) {
     train::set_onnx_threads(torch::get_num_threads());
@@ -206,7 +190,6 @@ void print_inference(const cli::ArgParser& parser, const TimedRun& run, torch::D
         {"threads", torch::get_num_threads()},
         {"openblas_core", runtime::openblas_core()},
         {"model", loaded ? parser.get("model") : "exported here"},
-        {"lrn_script", loaded ? "" : parser.get("lrn-script")},
         {"eager_s", t.eager_s},
         {"torchscript_s", t.scripted_s},
         {"torchscript_over_eager", t.scripted_s / t.eager_s},
@@ -248,11 +231,10 @@ int run_inference(const std::vector<std::string>& args) {
   cli::apply_threads_option(parser);
   const torch::Device device = device_option(parser);
   const bool loaded = parser.given("model");
-  const auto lrn_script = lrn_script_option(parser);
 
   torch::manual_seed(0);
   ModelPair pair = loaded ? load_pair(parser.get("model"), device)
-                          : export_pair(parser, run.image_size, device, lrn_script);
+                          : export_pair(parser, run.image_size, device);
   // The outputs are compared only where both hold the same weights (not with --model).
   const InferenceTimes times =
       time_inference(pair, run, device, /*same_weights=*/!loaded, !parser.get_flag("no-onnx"));
