@@ -39,37 +39,30 @@ std::string apply_scale_in_place(double beta) {
   return "    s.pow_(" + literal(-beta) + ")\n    y.mul_(s)\n";
 }
 
-// def _lrn(self, x, layer) -> x normalised across channels, per column: k + alpha * (window
-// sum of squares) as a grouped 1x1 convolution of x^2 with the banded weight `lrn<layer>_band`
-// and bias `lrn<layer>_k`, then x * s^-beta in place. x is an activation the caller owns.
+// def _lrn(self, x) -> x normalised across channels, per column: k + alpha * (window sum of
+// squares) built by in-place sums of shifted channel slices, then x * s^-beta in place. x is
+// an activation the caller owns.
 std::string lrn_source(const AlexNetOptions& options) {
   const auto& o = options.lrn_options();
   const int64_t groups = options.columns();
+  const std::string alpha = literal(o.effective_alpha());
   std::ostringstream s;
-  s << "def _lrn(self, x: Tensor, layer: int) -> Tensor:\n"
-    << "    y = x\n"
-    << "    if layer == 1:\n"
-    << "        s = torch.conv2d(y * y, self.lrn1_band, self.lrn1_k, [1, 1], [0, 0], [1, 1], "
-    << groups << ")\n"
-    << "    else:\n"
-    << "        s = torch.conv2d(y * y, self.lrn2_band, self.lrn2_k, [1, 1], [0, 0], [1, 1], "
-    << groups << ")\n"
-    << apply_scale_in_place(o.beta()) << "    return y\n";
-  return s.str();
-}
-
-// The banded 1x1 convolution weight [C, C / groups, 1, 1] of _lrn, `dtype`.
-torch::Tensor band_weight(int64_t channels, int64_t groups, const LocalResponseNormOptions& o,
-                          torch::ScalarType dtype) {
-  const int64_t per_group = channels / groups;
-  auto weight = torch::zeros({channels, per_group, 1, 1}, torch::kFloat64);
-  auto w = weight.accessor<double, 4>();
-  for (int64_t out = 0; out < channels; ++out) {
-    for (int64_t in = 0; in < per_group; ++in) {
-      if (std::abs(in - out % per_group) <= o.size() / 2) w[out][in][0][0] = o.effective_alpha();
-    }
+  s << "def _lrn(self, x: Tensor) -> Tensor:\n"
+    << "    n = x.size(0)\n    c = x.size(1)\n    h = x.size(2)\n    w = x.size(3)\n"
+    << "    cg = c // " << groups << "\n"
+    << "    y = x.reshape([n * " << groups << ", cg, h, w])\n"
+    << "    s = torch.addcmul(torch.full([1], " << literal(o.k())
+    << ", dtype=y.dtype, device=y.device), y, y, value=" << alpha << ")\n";
+  for (int64_t d = 1; d <= o.size() / 2; ++d) {
+    s << "    if cg > " << d << ":\n"
+      << "        below = y.narrow(1, 0, cg - " << d << ")\n"
+      << "        above = y.narrow(1, " << d << ", cg - " << d << ")\n"
+      << "        s.narrow(1, " << d << ", cg - " << d << ").addcmul_(below, below, value=" << alpha
+      << ")\n"
+      << "        s.narrow(1, 0, cg - " << d << ").addcmul_(above, above, value=" << alpha << ")\n";
   }
-  return weight.to(dtype);
+  s << apply_scale_in_place(o.beta()) << "    return y.view([n, c, h, w])\n";
+  return s.str();
 }
 
 template <typename T>
@@ -166,7 +159,7 @@ std::string torchscript_source(const AlexNetOptions& options) {
       s << "    x = " << activation << "(torch.linear(x, " << self << ".weight, " << self
         << ".bias))\n";
     }
-    if (spec.lrn_after && options.lrn()) s << "    x = self._lrn(x, " << layer_number(spec) << ")\n";
+    if (spec.lrn_after && options.lrn()) s << "    x = self._lrn(x)\n";
     if (spec.pool_after) s << "    x = " << pool << "\n";
     if (flattens_after(table, i)) {
       s << "    x = torch.adaptive_avg_pool2d(x, [" << kPooledSide << ", " << kPooledSide
@@ -210,19 +203,6 @@ torch::jit::Module export_torchscript(AlexNet& model, const ExportInfo& info) {
     sub.register_attribute("training", c10::BoolType::get(), false);
     module.register_module(layer, sub);
   }
-  if (options.lrn()) {
-    const int64_t channels[] = {model->layer_width("conv1"), model->layer_width("conv2")};
-    const auto dtype = state.begin()->value().scalar_type();
-    for (int layer = 1; layer <= 2; ++layer) {
-      const int64_t c = channels[layer - 1];
-      const std::string prefix = "lrn" + std::to_string(layer);
-      module.register_buffer(prefix + "_band",
-                             band_weight(c, options.columns(), options.lrn_options(), dtype));
-      module.register_buffer(prefix + "_k",
-                             torch::full({c}, options.lrn_options().k(), torch::dtype(dtype)));
-    }
-  }
-
   module.register_attribute("class_names", c10::ListType::ofStrings(), to_list(info.class_names));
   module.register_attribute("image_size", c10::IntType::get(), info.image_size);
   module.register_attribute("resize_size", c10::IntType::get(), info.resize_size);

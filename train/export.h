@@ -51,9 +51,8 @@ void check_export_ranges(const ExportInfo& info, int64_t in_channels, int64_t nu
 ///
 /// Layout (parameter names are the model's single-device names): submodules conv1 .. conv5,
 /// fc6 .. fc8 (the model's `layer_names()`: less a removed layer, plus an added one such as
-/// conv4_extra), each holding parameters `weight` and `bias`. With LRN, the buffers lrn1_band,
-/// lrn2_band ([C, C / columns, 1, 1]: alpha inside the channel window, else 0) and lrn1_k,
-/// lrn2_k ([C], k) are the LRN written as a convolution (see below).
+/// conv4_extra), each holding parameters `weight` and `bias`, and nothing else: the LRN's
+/// constants are written into its code (see below).
 /// Attributes: class_names (List[str]), image_size, resize_size, in_channels, num_classes
 /// (int), mean, std (List[float], 0..255 scale; std may be empty), model_options (str: the
 /// JSON of train::model_options_to_json).
@@ -64,10 +63,10 @@ void check_export_ranges(const ExportInfo& info, int64_t in_channels, int64_t nu
 /// Preprocessing is the caller's: pixels on the 0..255 scale, minus mean, divided by std.
 ///
 /// The local response normalisation is written in TorchScript (plain torch operations, so the
-/// file loads with stock PyTorch): k + alpha * (window sum of squares) as a grouped 1x1
-/// convolution of x^2 with a banded weight, then x * s^-beta applied in place (rsqrt and sqrt
-/// for beta = 0.75). BENCHMARKS.md compares its speed with the eager model's fused LRN and
-/// with other formulations.
+/// file loads with stock PyTorch): k + alpha * (window sum of squares) summed in place from
+/// shifted channel slices, then x * s^-beta applied in place (rsqrt and sqrt for beta = 0.75).
+/// BENCHMARKS.md compares its speed with the eager model's fused LRN and with other
+/// formulations.
 torch::jit::Module export_torchscript(alexnet::AlexNet& model, const ExportInfo& info);
 
 /// export_torchscript, written to `path` atomically (temporary file, flush, rename); creates
