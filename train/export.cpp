@@ -143,8 +143,9 @@ std::string torchscript_source(const AlexNetOptions& options) {
     << "    assert x.dim() == 4 and x.size(1) == " << options.in_channels()
     << ", \"AlexNet expects input [N, " << options.in_channels()
     << ", H, W], got \" + str(x.shape)\n"
-    << "    assert x.size(2) >= 63 and x.size(3) >= 63, "
-       "\"AlexNet needs images of at least 63x63 pixels, got \" + str(x.shape)\n";
+    << "    assert x.size(2) >= " << kMinImageSide << " and x.size(3) >= " << kMinImageSide
+    << ", \"AlexNet needs images of at least " << kMinImageSide << "x" << kMinImageSide
+    << " pixels, got \" + str(x.shape)\n";
   // Every layer of the table but the last (fc8, in forward), as AlexNetImpl::run_single.
   const std::vector<LayerSpec> table = layer_table(options);
   for (size_t i = 0; i + 1 < table.size(); ++i) {
