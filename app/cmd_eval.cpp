@@ -63,19 +63,14 @@ LoadedModel load_torchscript(const std::string& path, torch::Device device) {
 
 LoadedModel load_checkpoint_model(const std::string& path, torch::Device device) {
   const train::Checkpoint checkpoint = train::load_checkpoint(path);
-  auto options = train::model_options_from_json(checkpoint.config.at("model"));
-  auto net = alexnet::AlexNet(options.devices({device}));
-  net->load_single_device_state(checkpoint.model);
-  net->eval();
+  auto net = train::model_from_checkpoint(checkpoint, device);
   LoadedModel model;
-  model.pipeline.resize = checkpoint.resize_size;
-  model.pipeline.crop = checkpoint.image_size;
-  model.pipeline.mean = checkpoint.mean;
-  model.pipeline.std = checkpoint.std;
+  model.pipeline =
+      train::export_pipeline_options(train::export_info(checkpoint), net->options.in_channels());
   model.forward = [net](const torch::Tensor& x) mutable { return net->forward(x); };
   model.default_data = checkpoint.config.value("data", json::object()).value("source", "");
   model.class_names = checkpoint.class_names;
-  model.num_classes = options.num_classes();
+  model.num_classes = net->options.num_classes();
   model.path = path;
   return model;
 }

@@ -83,30 +83,6 @@ ArgParser export_parser() {
   return parser;
 }
 
-// The checkpoint's model on the CPU, in eval mode.
-AlexNet checkpoint_model(const train::Checkpoint& checkpoint, const std::string& path) {
-  if (!checkpoint.config.is_object() || !checkpoint.config.contains("model")) {
-    throw std::runtime_error("checkpoint '" + path + "' has no model configuration (config.model)");
-  }
-  AlexNetOptions options = train::model_options_from_json(checkpoint.config.at("model"));
-  options.devices({torch::kCPU});
-  AlexNet model(options);
-  model->load_single_device_state(checkpoint.model);
-  model->eval();
-  return model;
-}
-
-// What the exported file says about its inputs and classes.
-train::ExportInfo export_info(const train::Checkpoint& checkpoint) {
-  train::ExportInfo info;
-  info.class_names = checkpoint.class_names;
-  info.image_size = checkpoint.image_size;
-  info.resize_size = checkpoint.resize_size;
-  info.mean = checkpoint.mean;
-  info.std = checkpoint.std;
-  return info;
-}
-
 void print_export(const std::string& checkpoint_path, const std::string& out_path,
                   const std::string& format, const AlexNetOptions& options,
                   const train::ExportInfo& info, double difference) {
@@ -135,9 +111,9 @@ int run_export(const std::vector<std::string>& args) {
   if (out_path.empty()) out_path = format == "onnx" ? "model.onnx" : "model.pt";
 
   const train::Checkpoint checkpoint = train::load_checkpoint(checkpoint_path);
-  AlexNet model = checkpoint_model(checkpoint, checkpoint_path);
+  AlexNet model = train::model_from_checkpoint(checkpoint);
   const AlexNetOptions& options = model->options;
-  const train::ExportInfo info = export_info(checkpoint);
+  const train::ExportInfo info = train::export_info(checkpoint);
 
   // The written file against the eager model on one random image.
   torch::NoGradGuard no_grad;

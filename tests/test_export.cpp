@@ -240,7 +240,7 @@ TEST_CASE("Export refuses preprocessing information that does not fit the model"
   info = ten_class_info(3);
   info.class_names.pop_back();
   CHECK_THROWS_WITH(alexnet::train::export_torchscript(model, info),
-                    Catch::Contains("9 class names"));
+                    Catch::Contains("class_names holds 9 names for 10 classes"));
   info = ten_class_info(3);
   info.resize_size = 60;
   CHECK_THROWS_WITH(alexnet::train::export_torchscript(model, info),

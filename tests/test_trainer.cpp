@@ -14,8 +14,11 @@
 #include "tests/train_support.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
+#include "train/exported_model.h"
 #include "train/metrics.h"
+#include "train/run_data.h"
 #include "train/trainer.h"
+#include "transforms/transforms.h"
 
 #if ALEXNET_WITH_OPENCV
 #include <opencv2/imgcodecs.hpp>
@@ -371,6 +374,69 @@ std::vector<int64_t> csv_steps(const fs::path& path) {
 }
 
 }  // namespace
+
+TEST_CASE("grey_statistics are the statistics of the grey images MatchChannels makes",
+          "[trainer]") {
+  // Channels of very different levels, correlated through a shared base: wrong luma weights
+  // move the mean, and a wrong covariance scale the std, far beyond the tolerance below.
+  torch::manual_seed(11);
+  InMemoryDataset rgb("rgb", {"a"}), grey("grey", {"a"});
+  const alexnet::transforms::MatchChannels to_grey(1);
+  alexnet::transforms::Rng rng(0);
+  const auto u8 = torch::TensorOptions().dtype(torch::kInt32);
+  for (int i = 0; i < 8; ++i) {
+    const auto base = torch::randint(0, 60, {1, 16, 16}, u8);
+    const auto image = torch::cat({base * 3 + 70, base / 2 + torch::randint(0, 20, {1, 16, 16}, u8),
+                                   torch::randint(100, 140, {1, 16, 16}, u8)})
+                           .to(torch::kUInt8);
+    rgb.add(image, 0);
+    grey.add(to_grey.apply(image, rng), 0);
+  }
+  const auto expected = alexnet::data::compute_stats(grey, 0, 0);
+  const auto actual = alexnet::train::grey_statistics(alexnet::data::compute_stats(rgb, 0, 0));
+  REQUIRE(actual.mean.size() == 1);
+  REQUIRE(actual.std.size() == 1);
+  CHECK_FALSE(actual.eigenvalues.defined());
+  // MatchChannels rounds every grey level to a whole one: that moves the mean, and the RMS
+  // deviation from it, by at most 0.5.
+  CHECK(std::abs(actual.mean[0] - expected.mean[0]) <= 0.5);
+  CHECK(std::abs(actual.std[0] - expected.std[0]) <= 0.5);
+}
+
+TEST_CASE("A model of one input channel trains on grey images and exports their statistics",
+          "[trainer]") {
+  const auto dir = fresh_dir("grey");
+  auto config = tiny_config(2);
+  config.model.in_channels(1);
+  std::ostringstream log;
+  auto options = quiet_run(dir, log);
+  options.finalize = true;
+  const auto data = pattern_data(16, 8);
+  const auto summary = alexnet::train::train(config, data, options);
+  INFO(log.str());
+  CHECK(summary.steps == 2);
+  const auto last = alexnet::train::load_checkpoint((dir / "checkpoints" / "last.pt").string());
+  const auto rgb = alexnet::data::compute_stats(*data.train, 0, config.seed);
+  const auto grey = alexnet::train::grey_statistics(rgb);
+  CHECK(last.mean == grey.mean);
+  CHECK(last.std == grey.std);
+  auto model = alexnet::train::model_from_checkpoint(last);
+  CHECK(model->forward(torch::zeros({2, 1, 64, 64})).sizes() == torch::IntArrayRef({2, 4}));
+  const auto exported = alexnet::train::load_exported_model((dir / "model.pt").string());
+  CHECK(exported.in_channels == 1);
+  CHECK(exported.info.mean == grey.mean);
+  CHECK(exported.pipeline_options().channels == 1);
+
+  // PCA lighting shifts colours: refused for a grey model, naming the key.
+  nlohmann::json json = alexnet::train::to_json(config);
+  json["data"]["pca_lighting"] = true;
+  CHECK_THROWS_WITH(alexnet::train::config_from_json(json),
+                    Catch::Contains("data.pca_lighting") && Catch::Contains("in_channels is 1"));
+  json["data"]["pca_lighting"] = false;
+  json["data"]["mean"] = {1.0, 2.0, 3.0};
+  CHECK_THROWS_WITH(alexnet::train::config_from_json(json),
+                    Catch::Contains("data.mean") && Catch::Contains("in_channels is 1"));
+}
 
 TEST_CASE("A folder holding a run is refused; --overwrite starts afresh", "[trainer]") {
   const auto dir = fresh_dir("reuse");

@@ -1,5 +1,7 @@
 #include "train/checkpoint.h"
 
+#include "train/config.h"
+
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -224,6 +226,9 @@ Checkpoint from_entries(const EntryReader& entries) {
   Checkpoint c;
   c.config = entries.json_text("config");
   if (!c.config.is_object()) entries.fail("config", "is not a JSON object");
+  if (!c.config.contains("model") || !c.config.at("model").is_object()) {
+    entries.fail("config", "has no \"model\" object (the network's options)");
+  }
   c.model = entries.tensor_dict("model");
   c.optimizer = entries.tensor_dict("optimizer");
   c.schedule = entries.json_text("schedule");
@@ -267,6 +272,15 @@ Checkpoint load_checkpoint(const std::string& path) {
                                 std::to_string(kVersion));
   }
   return from_entries(entries);
+}
+
+alexnet::AlexNet model_from_checkpoint(const Checkpoint& checkpoint, torch::Device device) {
+  alexnet::AlexNetOptions options = model_options_from_json(checkpoint.config.at("model"));
+  options.devices({device});
+  alexnet::AlexNet model(options);
+  model->load_single_device_state(checkpoint.model);
+  model->eval();
+  return model;
 }
 
 void capture_rng_states(Checkpoint& checkpoint, const std::vector<torch::Device>& devices) {

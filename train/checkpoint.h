@@ -8,6 +8,7 @@
 #include <torch/torch.h>
 #include <nlohmann/json.hpp>
 
+#include "model/alexnet.h"
 #include "train/atomic_file.h"
 
 namespace alexnet::train {
@@ -57,8 +58,13 @@ struct Checkpoint {
 /// Reads a checkpoint written by save_checkpoint, without running code. Throws
 /// std::runtime_error naming the file when it is missing, truncated, not a checkpoint or
 /// written by an older version (a TorchScript archive), and naming the key when an entry is
-/// missing or of the wrong type.
+/// missing or of the wrong type (config must hold a "model" object).
 Checkpoint load_checkpoint(const std::string& path);
+
+/// The model a checkpoint describes (its config's "model" options and its parameters), on
+/// one device, in eval mode. Throws when a parameter is missing or of another shape, naming it.
+alexnet::AlexNet model_from_checkpoint(const Checkpoint& checkpoint,
+                                       torch::Device device = torch::kCPU);
 
 /// Writes a checkpoint atomically (an AtomicFile: a temporary file, flushed, renamed over PATH), so a crash
 /// at any moment leaves either the previous file or the new one whole. Creates the folder.

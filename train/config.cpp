@@ -139,6 +139,16 @@ void read_model_config(const json& object, TrainConfig& config) {
   if (copy.contains("freeze")) config.freeze = freeze_from_json(copy["freeze"], config.model);
 }
 
+// A model of one input channel trains on grey images (transforms::MatchChannels): a given mean
+// or std holds one value, and PCA lighting, which shifts colours, does not apply.
+void check_one_channel_data(const json& root, const DataConfig& d) {
+  const ObjectReader reader(root.contains("data") ? root.at("data") : json::object(), "data");
+  const std::string why = " when model.in_channels is 1 (grey images)";
+  if (d.pca_lighting) reader.fail("pca_lighting", d.pca_lighting, "false" + why);
+  if (d.mean.size() > 1) reader.fail("mean", json(d.mean), "empty or 1 value" + why);
+  if (d.std.size() > 1) reader.fail("std", json(d.std), "empty or 1 value" + why);
+}
+
 // Reads the root's own keys (those that are not objects of their own) into `config`.
 void read_run_settings(ObjectReader& root, TrainConfig& config) {
   root.read("epochs", config.epochs, 1);
@@ -327,6 +337,7 @@ TrainConfig config_from_json(const json& object) {
   }
   if (const json* schedule = root.find("schedule")) read_schedule_config(*schedule, config.schedule);
   read_run_settings(root, config);
+  if (config.model.in_channels() == 1) check_one_channel_data(object, config.data);
   if (const json* checkpoint = root.find("checkpoint")) {
     ObjectReader reader(*checkpoint, "checkpoint");
     reader.read("keep_last", config.checkpoint.keep_last, 0);

@@ -75,24 +75,20 @@ c10::List<T> to_list(const std::vector<T>& values) {
 }  // namespace
 
 void check_export_info(const AlexNetOptions& options, const ExportInfo& info) {
-  const auto channels = static_cast<size_t>(options.in_channels());
-  TORCH_CHECK(info.image_size >= kMinImageSide, "export: image_size must be >= ", kMinImageSide,
-              ", got ", info.image_size);
-  TORCH_CHECK(info.resize_size >= info.image_size, "export: resize_size (", info.resize_size,
-              ") must be >= image_size (", info.image_size, ")");
-  TORCH_CHECK(info.mean.empty() || info.mean.size() == channels,
-              "export: mean must be empty or hold one value per input channel (",
-              options.in_channels(), "), got ", info.mean.size(), " values");
-  TORCH_CHECK(info.std.empty() || info.std.size() == channels,
-              "export: std must be empty or hold one value per input channel (",
-              options.in_channels(), "), got ", info.std.size(), " values");
-  for (double value : info.std) {
-    TORCH_CHECK(value > 0, "export: std values must be > 0, got ", value);
-  }
-  TORCH_CHECK(info.class_names.empty() ||
-                  static_cast<int64_t>(info.class_names.size()) == options.num_classes(),
-              "export: ", info.class_names.size(), " class names for a model with ",
-              options.num_classes(), " classes");
+  check_export_ranges(info, options.in_channels(), options.num_classes(),
+                      [](const std::string& attribute, const std::string& problem) {
+                        TORCH_CHECK(false, "export: ", attribute, " ", problem);
+                      });
+}
+
+ExportInfo export_info(const Checkpoint& checkpoint) {
+  ExportInfo info;
+  info.class_names = checkpoint.class_names;
+  info.image_size = checkpoint.image_size;
+  info.resize_size = checkpoint.resize_size;
+  info.mean = checkpoint.mean;
+  info.std = checkpoint.std;
+  return info;
 }
 
 void check_export_ranges(const ExportInfo& info, int64_t in_channels, int64_t num_classes,

@@ -9,6 +9,7 @@
 #include <torch/torch.h>
 
 #include "model/alexnet.h"
+#include "train/checkpoint.h"
 
 namespace alexnet::train {
 
@@ -26,9 +27,11 @@ struct ExportInfo {
   std::vector<double> std;
 };
 
-/// Checks that `info` fits a model with `options`: image_size >= kMinImageSide (63),
-/// resize_size >= image_size, mean and std empty or one value per input channel, std > 0, class
-/// names empty or one per class. Throws c10::Error naming the bad value.
+/// What a checkpoint says about its model's inputs and classes.
+ExportInfo export_info(const Checkpoint& checkpoint);
+
+/// Checks that `info` fits a model with `options` (the ranges of check_export_ranges). Throws
+/// c10::Error naming the attribute, e.g. "export: class_names holds 9 names for 10 classes".
 void check_export_info(const alexnet::AlexNetOptions& options, const ExportInfo& info);
 
 /// Called with the name of an exported model's attribute and what is wrong with it, e.g.

@@ -1,6 +1,7 @@
 #include "train/run_data.h"
 
 #include <algorithm>
+#include <cmath>
 #include <stdexcept>
 
 #include "data/labels_file.h"
@@ -15,8 +16,24 @@ data::DatasetPtr limit(data::DatasetPtr dataset, int64_t n, uint64_t seed) {
 
 }  // namespace
 
+data::DatasetStats grey_statistics(const data::DatasetStats& rgb) {
+  TORCH_CHECK(rgb.mean.size() == 3 && rgb.eigenvalues.numel() == 3 &&
+                  rgb.eigenvectors.numel() == 9,
+              "grey_statistics: expects RGB statistics with their eigen-decomposition");
+  const auto& w = transforms::kLumaWeights;
+  const auto weights = torch::tensor({w[0], w[1], w[2]}, torch::kFloat64);
+  const auto projections = torch::matmul(weights, rgb.eigenvectors.to(torch::kFloat64));
+  const double variance =
+      255.0 * (rgb.eigenvalues.to(torch::kFloat64) * projections * projections).sum().item<double>();
+  data::DatasetStats grey;
+  grey.images = rgb.images;
+  grey.mean = {w[0] * rgb.mean[0] + w[1] * rgb.mean[1] + w[2] * rgb.mean[2]};
+  grey.std = {std::sqrt(std::max(0.0, variance))};
+  return grey;
+}
+
 void resolve_statistics(DataConfig& config, const data::Dataset& train, uint64_t seed,
-                        std::ostream& log) {
+                        int64_t channels, std::ostream& log) {
   const bool need_mean = config.normalize != Normalize::kNone && config.mean.empty();
   const bool need_std = config.normalize == Normalize::kMeanStd && config.std.empty();
   const bool need_pca = config.pca_lighting && config.eigenvalues.empty();
@@ -29,6 +46,7 @@ void resolve_statistics(DataConfig& config, const data::Dataset& train, uint64_t
         << " images..." << std::endl;
     stats = data::compute_stats(train, static_cast<size_t>(config.stats_images), seed);
   }
+  if (channels == 1) stats = grey_statistics(*stats);
   if (need_mean) config.mean = stats->mean;
   if (need_std) config.std = stats->std;
   if (need_pca) {
@@ -39,8 +57,9 @@ void resolve_statistics(DataConfig& config, const data::Dataset& train, uint64_t
   }
 }
 
-transforms::PipelineOptions pipeline_options(const DataConfig& config) {
+transforms::PipelineOptions pipeline_options(const DataConfig& config, int64_t channels) {
   transforms::PipelineOptions options;
+  options.channels = channels;
   options.resize = config.resize;
   options.crop = config.crop;
   options.flip = config.flip;

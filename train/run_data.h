@@ -28,12 +28,21 @@ RunData open_run_data(const DataConfig& config, uint64_t seed);
 
 /// Fills in the mean, std and PCA lighting data that `config` leaves open, from the
 /// dataset's stored statistics or by computing them (config.stats_images samples, seeded by
-/// `seed`); says so on `log` when it computes.
+/// `seed`); says so on `log` when it computes. With `channels` 1 (a model of one input
+/// channel) the mean and std are those of the grey images transforms::MatchChannels makes
+/// (grey_statistics).
 void resolve_statistics(DataConfig& config, const data::Dataset& train, uint64_t seed,
-                        std::ostream& log);
+                        int64_t channels, std::ostream& log);
 
-/// The transform pipeline's options for `config` (statistics resolved).
-transforms::PipelineOptions pipeline_options(const DataConfig& config);
+/// The statistics of the grey level L = w . (R, G, B) (w: transforms::kLumaWeights) of the
+/// pixels `rgb` describes: mean {w . mean} and std {sqrt(w' C w)}, where C is the RGB covariance
+/// that the eigen-decomposition holds (C = 255 V diag(eigenvalues) V' on the 0..255 scale).
+/// Without eigen data (PCA lighting needs three channels).
+data::DatasetStats grey_statistics(const data::DatasetStats& rgb);
+
+/// The transform pipeline's options for `config` (statistics resolved), making images of
+/// `channels` channels (the model's input channels).
+transforms::PipelineOptions pipeline_options(const DataConfig& config, int64_t channels);
 
 /// Records in `checkpoint` what the exported model needs to prepare images: class names,
 /// image and resize size, mean and std.

@@ -109,7 +109,7 @@ void Run::resolve_config(const RunData& data) {
   TORCH_CHECK(config_.model.num_classes() == data_classes, "model.num_classes is ",
               config_.model.num_classes(), " but the training data have ", data_classes,
               " classes; set model.num_classes to ", data_classes, " or \"auto\"");
-  resolve_statistics(config_.data, *data.train, config_.seed, *log_);
+  resolve_statistics(config_.data, *data.train, config_.seed, config_.model.in_channels(), *log_);
 }
 
 void Run::open_model_and_loaders(const RunData& data) {
@@ -130,7 +130,7 @@ void Run::open_model_and_loaders(const RunData& data) {
   train_options.rank = comm_ ? comm_->rank() : 0;
   train_options.world_size = world_;
   train_options.prefetch_batches = std::max<int64_t>(2, 2 * config_.data.workers);
-  const auto pipeline = pipeline_options(config_.data);
+  const auto pipeline = pipeline_options(config_.data, config_.model.in_channels());
   train_loader_ = std::make_unique<data::Loader>(
       data.train, transforms::training_pipeline(pipeline), train_options);
   if (data.val && data.val->size() > 0) {

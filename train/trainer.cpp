@@ -53,14 +53,6 @@ TrainSummary train(TrainConfig config, const RunData& data, const RunOptions& op
   return run.finish();
 }
 
-alexnet::AlexNet model_from_checkpoint(const Checkpoint& checkpoint) {
-  TORCH_CHECK(checkpoint.config.contains("model"), "checkpoint configuration has no 'model'");
-  alexnet::AlexNet model(model_options_from_json(checkpoint.config.at("model")));
-  model->load_single_device_state(checkpoint.model);
-  model->eval();
-  return model;
-}
-
 bool Run::train_one_epoch() {
   model_->train();
   train_loader_->start_epoch(epoch_, batch_in_epoch_);
@@ -320,12 +312,7 @@ void Run::export_best() {
   if (fs::exists(source)) {
     const Checkpoint best = load_checkpoint(source);
     alexnet::AlexNet best_model = model_from_checkpoint(best);
-    ExportInfo info;
-    info.class_names = best.class_names;
-    info.image_size = best.image_size;
-    info.resize_size = best.resize_size;
-    info.mean = best.mean;
-    info.std = best.std;
+    const ExportInfo info = export_info(best);
     summary_.model_path = (run_dir_ / "model.pt").string();
     save_torchscript(best_model, info, summary_.model_path);
     *log_ << "exported " << source << " to " << summary_.model_path << std::endl;

@@ -83,7 +83,4 @@ struct TrainSummary {
 /// writing a checkpoint, so the last one stays good).
 TrainSummary train(TrainConfig config, const RunData& data, const RunOptions& options);
 
-/// The model a checkpoint describes, on the CPU, single-device, in eval mode.
-alexnet::AlexNet model_from_checkpoint(const Checkpoint& checkpoint);
-
 }  // namespace alexnet::train

@@ -280,7 +280,8 @@ torch::Tensor MatchChannels::apply(torch::Tensor image, Rng&) const {
     return image.expand(sizes).contiguous();
   }
   const auto x = image.to(torch::kFloat);
-  const auto grey = (x.select(-3, 0) * 0.299 + x.select(-3, 1) * 0.587 + x.select(-3, 2) * 0.114)
+  const auto grey = (x.select(-3, 0) * kLumaWeights[0] + x.select(-3, 1) * kLumaWeights[1] +
+                     x.select(-3, 2) * kLumaWeights[2])
                         .round()
                         .unsqueeze(-3);
   return grey.to(image.scalar_type());

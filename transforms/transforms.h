@@ -116,6 +116,9 @@ class RandomHorizontalFlip : public Transform {
   double p_;
 };
 
+/// ITU-R 601 luma: the weights of R, G and B in the grey level MatchChannels makes.
+inline constexpr std::array<double, 3> kLumaWeights{0.299, 0.587, 0.114};
+
 /// Gives the image `channels` channels (1 or 3): RGB becomes grey by ITU-R 601 luma
 /// (0.299 R + 0.587 G + 0.114 B, rounded to a whole level, as PIL's convert("L")), grey becomes
 /// RGB by replication; an image that has them already is returned unchanged. Keeps the dtype.
