@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iomanip>
 #include <iostream>
 
@@ -150,6 +151,25 @@ data::DatasetPtr open_prepare_data(const ArgParser& parser, const PrepareSetting
   return subset_option(parser, data::open_dataset(parser.get("data"), options));
 }
 
+// Prints "prepare: DONE/TOTAL images, N images/s, K skipped" on stderr: over one line on a
+// terminal, every 10 s and at the end otherwise. `rate_note` follows the rate.
+std::function<void(int64_t, int64_t, int64_t)> progress_printer(const std::string& rate_note = "") {
+  const bool tty = isatty(STDERR_FILENO) != 0;
+  const auto start = Clock::now();
+  auto last_line = start - std::chrono::hours(1);
+  return [=](int64_t done, int64_t total, int64_t skipped) mutable {
+    const auto now = Clock::now();
+    const bool final_line = done >= total;
+    if (!tty && !final_line && now - last_line < std::chrono::seconds(10)) return;
+    last_line = now;
+    const double seconds = std::chrono::duration<double>(now - start).count();
+    std::cerr << (tty ? "\r" : "") << "prepare: " << done << "/" << total << " images, "
+              << std::fixed << std::setprecision(0) << (seconds > 0 ? done / seconds : 0.0)
+              << " images/s" << rate_note << ", " << skipped << " skipped"
+              << (tty && !final_line ? "" : "\n") << std::flush;
+  };
+}
+
 // --shard-size N: the folder of shards and its index (data/shards.h), resumed when the folder
 // holds an earlier run's complete shards.
 int write_shard_folder(const ArgParser& parser, const data::DatasetPtr& dataset,
@@ -171,25 +191,17 @@ int write_shard_folder(const ArgParser& parser, const data::DatasetPtr& dataset,
   options.workers = std::max<int64_t>(1, parser.get_int("workers"));
   options.strict = parser.get_flag("strict");
   options.stop = stop.flag();
-  const bool tty = isatty(STDERR_FILENO) != 0;
-  const auto start = Clock::now();
-  options.progress = [&](int64_t done, int64_t total, int64_t skipped) {
-    const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-    std::cerr << (tty ? "\r" : "") << "prepare: " << done << "/" << total << " images, "
-              << std::fixed << std::setprecision(0) << (seconds > 0 ? done / seconds : 0.0)
-              << " images/s (this run), " << skipped << " skipped" << (tty ? "" : "\n")
-              << std::flush;
-  };
+  options.progress = progress_printer(" (this run)");
   const int64_t shard_size = settings.shard_size;
   const int64_t shards = (static_cast<int64_t>(dataset->size()) + shard_size - 1) / shard_size;
   std::cerr << "prepare: " << dataset->size() << " images, " << dataset->class_names().size()
             << " classes, " << options.workers << " workers -> " << options.folder << " (" << shards
             << " shards of " << shard_size << ", " << parser.get("format") << ")\n";
   const auto result = data::write_shards(dataset, options);
-  if (tty) std::cerr << "\n";
   if (result.stopped) {
-    std::cerr << "prepare: stopped by " << stop.name() << "; " << result.kept + result.written
-              << " of " << result.shards << " shards complete in " << options.folder
+    std::cerr << (isatty(STDERR_FILENO) != 0 ? "\n" : "") << "prepare: stopped by " << stop.name()
+              << "; " << result.kept + result.written << " of " << result.shards
+              << " shards complete in " << options.folder
               << " (the same command resumes with the rest)\n";
     return stop.exit_code();
   }
@@ -205,96 +217,39 @@ int write_shard_folder(const ArgParser& parser, const data::DatasetPtr& dataset,
   return 0;
 }
 
-// Adds every image of `loader` (expanded to three channels) to `writer` and `stats`, reporting
-// progress on stderr, until the last batch or a stop; returns how many of the `total` images
-// are done.
-int64_t pack_images(data::Loader& loader, data::PackedWriter& writer, data::StatsAccumulator& stats,
-                    int64_t size, int64_t total, const StopOnSignal& stop) {
-  const bool tty = isatty(STDERR_FILENO) != 0;
-  const auto start = Clock::now();
-  auto last_report = start;
-  int64_t done = 0;
-  auto report = [&](bool final_line) {
-    const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-    std::cerr << (tty ? "\r" : "") << "prepare: " << done << "/" << total << " images, "
-              << std::fixed << std::setprecision(0) << (seconds > 0 ? done / seconds : 0.0)
-              << " images/s, " << loader.skipped() << " skipped" << (tty && !final_line ? "" : "\n")
-              << std::flush;
-  };
-  loader.start_epoch(0);
-  while (!stop.requested()) {
-    auto batch = loader.next();
-    if (!batch) break;
-    for (int64_t k = 0; k < batch->images.size(0); ++k) {
-      auto image = batch->images[k];
-      if (image.size(0) == 1) image = image.expand({3, size, size});
-      writer.add(image, batch->labels[k].item<int64_t>());
-      stats.add(image);
-    }
-    done = batch->indices.back() + 1;  // in order: shuffle is off
-    if (Clock::now() - last_report > std::chrono::seconds(tty ? 1 : 10)) {
-      report(false);
-      last_report = Clock::now();
-    }
-  }
-  if (stop.requested()) return done;
-  done = total;
-  report(true);
-  return done;
-}
-
 // One packed file (data/packed.h), written as OUT.partial and renamed when complete.
 int write_packed_file(const ArgParser& parser, const data::DatasetPtr& dataset,
                       const PrepareSettings& settings, const StopOnSignal& stop) {
-  const int64_t size = settings.size;
-  data::LoaderOptions loader_options;
-  loader_options.batch_size = 32;
-  loader_options.workers = std::max<int64_t>(1, parser.get_int("workers"));
-  loader_options.shuffle = false;
-  loader_options.prefetch_batches = 2 * loader_options.workers + 2;
-  loader_options.strict = parser.get_flag("strict");
-  // Images that are not size x size yet (IDX data, or image_size ignored) get the same
-  // preparation as tensors.
-  auto prepare = std::make_shared<transforms::Compose>(
-      std::vector<transforms::TransformPtr>{std::make_shared<transforms::ResizeShorter>(size),
-                                            std::make_shared<transforms::CenterCrop>(size)});
-  data::Loader loader(dataset, prepare, loader_options);
-
+  data::PackedWriteOptions options;
+  options.path = settings.out_path;
+  options.encoding = settings.encoding;
+  options.quality = settings.quality;
+  options.image_size = settings.size;
+  const std::string split = parser.get("split");
+  options.extra = {{"source", parser.get("data")}, {"split", split == "test" ? "val" : split}};
+  options.workers = std::max<int64_t>(1, parser.get_int("workers"));
+  options.strict = parser.get_flag("strict");
+  options.stop = stop.flag();
+  options.progress = progress_printer();
   const auto total = static_cast<int64_t>(dataset->size());
-  const std::string& out_path = settings.out_path;
   std::cerr << "prepare: " << total << " images, " << dataset->class_names().size() << " classes, "
-            << loader_options.workers << " workers -> " << out_path << "\n";
-  data::PackedWriterOptions format;
-  format.encoding = settings.encoding;
-  format.quality = settings.quality;
-  format.version = settings.encoding == data::PackedEncoding::kRaw ? data::kPackedVersion
-                                                                   : data::kPackedRecordsVersion;
-  data::PackedWriter writer(out_path, /*channels=*/3, size, size, format);
-  data::StatsAccumulator stats;
-  const int64_t done = pack_images(loader, writer, stats, size, total, stop);
-  if (stop.requested()) {
-    writer.discard();
+            << options.workers << " workers -> " << options.path << "\n";
+  const auto result = data::write_packed(dataset, options);
+  if (result.stopped) {
     std::cerr << (isatty(STDERR_FILENO) != 0 ? "\n" : "") << "prepare: stopped by " << stop.name()
-              << " after " << done << " of " << total << " images; removed " << out_path
-              << ".partial\n";
+              << " after " << result.images << " of " << total << " images; removed "
+              << options.path << ".partial\n";
     return stop.exit_code();
   }
-  const auto skipped = loader.skipped_samples();
   const std::string& skipped_log = settings.skipped_log;
-  if (!skipped.empty()) write_skipped_log(skipped_log, skipped);
-  if (writer.count() == 0) throw std::runtime_error("no image could be decoded");
-  const auto result = stats.finish();
-  const std::string split = parser.get("split");
-  nlohmann::json extra{{"source", parser.get("data")},
-                       {"split", split == "test" ? "val" : split},
-                       {"skipped", loader.skipped()}};
-  writer.finish(dataset->class_names(), result, extra);
+  if (!result.skipped.empty()) write_skipped_log(skipped_log, result.skipped);
   // A log left by an earlier run describes the file just replaced.
-  if (skipped.empty() && settings.default_log) std::remove(skipped_log.c_str());
-  std::cout << "wrote " << out_path << ": " << writer.count() << " images of " << size << "x"
-            << size << ", " << dataset->class_names().size() << " classes, " << loader.skipped()
-            << " skipped" << (skipped.empty() ? "" : " (listed in " + skipped_log + ")") << "\n"
-            << stats_text(result) << "\n";
+  if (result.skipped.empty() && settings.default_log) std::remove(skipped_log.c_str());
+  std::cout << "wrote " << options.path << ": " << result.images << " images of "
+            << options.image_size << "x" << options.image_size << ", "
+            << dataset->class_names().size() << " classes, " << result.skipped.size() << " skipped"
+            << (result.skipped.empty() ? "" : " (listed in " + skipped_log + ")") << "\n"
+            << stats_text(*result.stats) << "\n";
   return 0;
 }
 

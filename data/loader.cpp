@@ -48,8 +48,7 @@ Loader::Loader(DatasetPtr dataset, transforms::TransformPtr transform, LoaderOpt
   TORCH_CHECK(!options_.drop_last || dataset_->size() >= static_cast<size_t>(options_.batch_size),
               "Loader: drop_last with ", dataset_->size(), " samples and batch size ",
               options_.batch_size, " leaves no batch");
-  TORCH_CHECK(options_.world_size >= 1 && options_.rank >= 0 &&
-                  options_.rank < options_.world_size,
+  TORCH_CHECK(options_.world_size >= 1 && options_.rank >= 0 && options_.rank < options_.world_size,
               "Loader: rank ", options_.rank, " outside 0..world_size-1 (world_size ",
               options_.world_size, ")");
   TORCH_CHECK(options_.world_size == 1 ||
@@ -249,6 +248,20 @@ Loader::Result Loader::load_batch(int64_t batch_index) {
     result.error = std::current_exception();
   }
   return result;
+}
+
+std::unique_ptr<Loader> square_image_loader(DatasetPtr source, int64_t image_size, int64_t workers,
+                                            bool strict) {
+  LoaderOptions options;
+  options.batch_size = 32;
+  options.workers = std::max<int64_t>(1, workers);
+  options.shuffle = false;
+  options.prefetch_batches = 2 * options.workers + 2;
+  options.strict = strict;
+  auto prepare = std::make_shared<transforms::Compose>(
+      std::vector<transforms::TransformPtr>{std::make_shared<transforms::ResizeShorter>(image_size),
+                                            std::make_shared<transforms::CenterCrop>(image_size)});
+  return std::make_unique<Loader>(std::move(source), prepare, options);
 }
 
 }  // namespace alexnet::data

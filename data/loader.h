@@ -132,4 +132,10 @@ class Loader {
   std::vector<torch::Tensor> pool_;
 };
 
+/// What `prepare` decodes: `source` in order, batches of 32, every image rescaled (shorter
+/// side) and centre-cropped to an image_size square, whatever size the data set decoded it at;
+/// `workers` decoding threads (at least 1); with `strict`, the first DecodeError is thrown.
+std::unique_ptr<Loader> square_image_loader(DatasetPtr source, int64_t image_size, int64_t workers,
+                                            bool strict);
+
 }  // namespace alexnet::data

@@ -1,13 +1,17 @@
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <cstdio>
+#include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "data/dataset.h"
+#include "data/loader.h"
 
 namespace alexnet::data {
 
@@ -138,5 +142,46 @@ class PackedDataset : public LabelledDataset {
   std::optional<DatasetStats> stats_;
   nlohmann::json header_;
 };
+
+/// What write_packed() writes.
+struct PackedWriteOptions {
+  /// The packed file (written as PATH.partial, renamed when complete).
+  std::string path;
+  PackedEncoding encoding = PackedEncoding::kRaw;
+  /// JPEG quality, 1..100.
+  int64_t quality = 95;
+  /// Side of the stored squares: shorter side rescaled to it, central square kept.
+  int64_t image_size = 256;
+  /// Merged into the JSON header (e.g. the source path and split).
+  nlohmann::json extra = nlohmann::json::object();
+  /// Decoding threads.
+  int64_t workers = 2;
+  /// Rethrow the first DecodeError instead of skipping the image.
+  bool strict = false;
+  /// Polled between batches: when it becomes true the partial file is removed and
+  /// write_packed() returns with `stopped`.
+  const std::atomic<bool>* stop = nullptr;
+  /// Called now and then with the images done, the total and the images skipped so far, and
+  /// once with done == total when every image is read.
+  std::function<void(int64_t done, int64_t total, int64_t skipped)> progress;
+};
+
+/// What write_packed() did.
+struct PackedWriteResult {
+  /// A stop was requested: nothing was written.
+  bool stopped = false;
+  /// Images stored (at a stop: decoded so far).
+  int64_t images = 0;
+  /// Images left out (index: the source index), in source order.
+  std::vector<SkippedSample> skipped;
+  /// The statistics written into the header (absent when stopped).
+  std::optional<DatasetStats> stats;
+};
+
+/// Writes `source` as one packed file of image_size x image_size RGB squares (grey images
+/// replicated), in source order, with its class names and statistics; "skipped" (the count of
+/// images that failed to decode) joins options.extra in the header. Throws
+/// std::runtime_error when no image could be decoded, and for I/O errors.
+PackedWriteResult write_packed(DatasetPtr source, const PackedWriteOptions& options);
 
 }  // namespace alexnet::data

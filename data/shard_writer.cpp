@@ -10,7 +10,6 @@
 
 #include "data/json_fields.h"
 #include "data/shard_files.h"
-#include "transforms/transforms.h"
 
 namespace alexnet::data {
 namespace {
@@ -276,26 +275,16 @@ nlohmann::json shard_settings(const Dataset& source, const ShardWriteOptions& op
   return settings;
 }
 
-// Decodes the images of the shards `plan` does not keep and writes those shards, counting
-// them in `result`. Returns false when a stop was requested (the shard being written is
-// removed).
 // A loader over the source images `indices`, prepared as image_size x image_size squares.
 std::unique_ptr<Loader> shard_loader(const DatasetPtr& source, const std::vector<size_t>& indices,
                                      const ShardWriteOptions& options) {
-  LoaderOptions loader_options;
-  loader_options.batch_size = 32;
-  loader_options.workers = std::max<int64_t>(1, options.workers);
-  loader_options.shuffle = false;
-  loader_options.prefetch_batches = 2 * loader_options.workers + 2;
-  loader_options.strict = options.strict;
-  // Images not yet image_size x image_size (IDX data, or a folder read at another size)
-  // get the same preparation as tensors.
-  auto prepare = std::make_shared<transforms::Compose>(std::vector<transforms::TransformPtr>{
-      std::make_shared<transforms::ResizeShorter>(options.image_size),
-      std::make_shared<transforms::CenterCrop>(options.image_size)});
-  return std::make_unique<Loader>(subset(source, indices), prepare, loader_options);
+  return square_image_loader(subset(source, indices), options.image_size, options.workers,
+                             options.strict);
 }
 
+// Decodes the images of the shards `plan` does not keep and writes those shards, counting
+// them in `result`. Returns false when a stop was requested (the shard being written is
+// removed).
 bool write_planned_shards(const DatasetPtr& source, const ShardWriteOptions& options,
                           const nlohmann::json& settings, const std::vector<ShardPlan>& plan,
                           ShardWriteResult& result) {
@@ -433,6 +422,10 @@ ShardWriteResult write_shards(DatasetPtr source, const ShardWriteOptions& option
   if (!finished || (options.stop != nullptr && options.stop->load())) {
     result.stopped = true;
     return result;
+  }
+  const auto images = static_cast<int64_t>(source->size());
+  if (options.progress) {
+    options.progress(images, images, static_cast<int64_t>(result.skipped.size()));
   }
   write_shard_index(*source, options, settings, result);
   return result;

@@ -99,7 +99,7 @@ struct ShardWriteOptions {
   /// write_shards() returns with `stopped` (complete shards stay for a later run).
   const std::atomic<bool>* stop = nullptr;
   /// Called now and then with the images done (kept shards included), the total and the
-  /// images skipped so far.
+  /// images skipped so far, and once with done == total when every shard is written.
   std::function<void(int64_t done, int64_t total, int64_t skipped)> progress;
   /// Called when shard k is complete (renamed into place).
   std::function<void(int64_t shard)> shard_done;

@@ -132,7 +132,8 @@ TEST_CASE("A stopped and resumed run computes the same losses as an uninterrupte
   // 24 images, batches of 8: 3 steps per epoch; 5 steps cross an epoch end and a validation.
   const RunData data = pattern_data(24, 8);
   auto config = tiny_config(/*max_steps=*/5);
-  config.optimizer.rule = GENERATE(alexnet::train::SgdRule::kPaper, alexnet::train::SgdRule::kPytorch);
+  config.optimizer.rule =
+      GENERATE(alexnet::train::SgdRule::kPaper, alexnet::train::SgdRule::kPytorch);
   std::ostringstream log;
 
   const auto whole_dir = fresh_dir("whole");

@@ -138,12 +138,12 @@ class EntryReader {
 
   std::vector<double> numbers(const std::string& key) const {
     const auto value = get(key);
-    if (!value.isTensor() || value.toTensor().dim() != 1 ||
-        !value.toTensor().is_floating_point()) {
+    if (!value.isTensor() || value.toTensor().dim() != 1 || !value.toTensor().is_floating_point()) {
       fail(key, "is not a 1-D floating-point tensor");
     }
     const auto values = value.toTensor().to(torch::kFloat64).contiguous();
-    return std::vector<double>(values.data_ptr<double>(), values.data_ptr<double>() + values.numel());
+    return std::vector<double>(values.data_ptr<double>(),
+                               values.data_ptr<double>() + values.numel());
   }
 
   std::vector<torch::Tensor> tensors(const std::string& key) const {

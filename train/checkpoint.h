@@ -66,8 +66,8 @@ Checkpoint load_checkpoint(const std::string& path);
 alexnet::AlexNet model_from_checkpoint(const Checkpoint& checkpoint,
                                        torch::Device device = torch::kCPU);
 
-/// Writes a checkpoint atomically (an AtomicFile: a temporary file, flushed, renamed over PATH), so a crash
-/// at any moment leaves either the previous file or the new one whole. Creates the folder.
+/// Writes a checkpoint atomically (an AtomicFile: a temporary file, flushed, renamed over PATH), so
+/// a crash at any moment leaves either the previous file or the new one whole. Creates the folder.
 void save_checkpoint(const Checkpoint& checkpoint, const std::string& path);
 
 /// Records the generator states of the CPU and of each CUDA device of `devices`.

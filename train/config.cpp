@@ -20,8 +20,7 @@ const NameTable<Normalize>& normalize_names() {
 }
 
 const NameTable<SgdRule>& sgd_rule_names() {
-  static const NameTable<SgdRule> names{{SgdRule::kPaper, "paper"},
-                                        {SgdRule::kPytorch, "pytorch"}};
+  static const NameTable<SgdRule> names{{SgdRule::kPaper, "paper"}, {SgdRule::kPytorch, "pytorch"}};
   return names;
 }
 
@@ -275,53 +274,53 @@ json to_json(const TrainConfig& config) {
   const auto& o = config.optimizer;
   const auto& s = config.schedule;
   json out = json{{"model", model},
-              {"data",
-               {{"source", d.source},
-                {"val_source", d.val_source},
-                {"val_labels", d.val_labels},
-                {"val_labels_format", d.val_labels_format},
-                {"val_synsets", d.val_synsets},
-                {"holdout", d.holdout},
-                {"train_limit", d.train_limit},
-                {"val_limit", d.val_limit},
-                {"decode_size", d.decode_size},
-                {"resize", d.resize},
-                {"crop", d.crop},
-                {"flip", d.flip},
-                {"pca_lighting", d.pca_lighting},
-                {"normalize", to_string(d.normalize)},
-                {"mean", d.mean},
-                {"std", d.std},
-                {"eigenvalues", d.eigenvalues},
-                {"eigenvectors", d.eigenvectors},
-                {"stats_images", d.stats_images},
-                {"workers", d.workers}}},
-              {"optimizer",
-               {{"rule", to_string(o.rule)},
-                {"lr", o.lr},
-                {"momentum", o.momentum},
-                {"weight_decay", o.weight_decay},
-                {"bias_lr_multiplier", o.bias_lr_multiplier},
-                {"bias_weight_decay", o.bias_weight_decay}}},
-              {"schedule",
-               {{"kind", to_string(s.kind)},
-                {"milestones", s.milestones},
-                {"factor", s.factor},
-                {"patience", s.patience},
-                {"max_drops", s.max_drops},
-                {"threshold", s.threshold}}},
-              {"epochs", config.epochs},
-              {"max_steps", config.max_steps},
-              {"batch_size", config.batch_size},
-              {"eval_batch_size", config.eval_batch_size},
-              {"seed", config.seed},
-              {"devices", config.devices},
-              {"threads", config.threads},
-              {"log_interval", config.log_interval},
-              {"checkpoint_interval", config.checkpoint_interval},
-              {"val_ten_crop", config.val_ten_crop},
-              {"precision", precision_name(config.precision)},
-              {"checkpoint", {{"keep_last", config.checkpoint.keep_last}}}};
+                  {"data",
+                   {{"source", d.source},
+                    {"val_source", d.val_source},
+                    {"val_labels", d.val_labels},
+                    {"val_labels_format", d.val_labels_format},
+                    {"val_synsets", d.val_synsets},
+                    {"holdout", d.holdout},
+                    {"train_limit", d.train_limit},
+                    {"val_limit", d.val_limit},
+                    {"decode_size", d.decode_size},
+                    {"resize", d.resize},
+                    {"crop", d.crop},
+                    {"flip", d.flip},
+                    {"pca_lighting", d.pca_lighting},
+                    {"normalize", to_string(d.normalize)},
+                    {"mean", d.mean},
+                    {"std", d.std},
+                    {"eigenvalues", d.eigenvalues},
+                    {"eigenvectors", d.eigenvectors},
+                    {"stats_images", d.stats_images},
+                    {"workers", d.workers}}},
+                  {"optimizer",
+                   {{"rule", to_string(o.rule)},
+                    {"lr", o.lr},
+                    {"momentum", o.momentum},
+                    {"weight_decay", o.weight_decay},
+                    {"bias_lr_multiplier", o.bias_lr_multiplier},
+                    {"bias_weight_decay", o.bias_weight_decay}}},
+                  {"schedule",
+                   {{"kind", to_string(s.kind)},
+                    {"milestones", s.milestones},
+                    {"factor", s.factor},
+                    {"patience", s.patience},
+                    {"max_drops", s.max_drops},
+                    {"threshold", s.threshold}}},
+                  {"epochs", config.epochs},
+                  {"max_steps", config.max_steps},
+                  {"batch_size", config.batch_size},
+                  {"eval_batch_size", config.eval_batch_size},
+                  {"seed", config.seed},
+                  {"devices", config.devices},
+                  {"threads", config.threads},
+                  {"log_interval", config.log_interval},
+                  {"checkpoint_interval", config.checkpoint_interval},
+                  {"val_ten_crop", config.val_ten_crop},
+                  {"precision", precision_name(config.precision)},
+                  {"checkpoint", {{"keep_last", config.checkpoint.keep_last}}}};
   out["optimizer"]["lr_mult"] = o.lr_mult;
   out["init_from"] = config.init_from;
   return out;
@@ -335,7 +334,8 @@ TrainConfig config_from_json(const json& object) {
   if (const json* optimizer = root.find("optimizer")) {
     read_optimizer_config(*optimizer, config.model, config.optimizer);
   }
-  if (const json* schedule = root.find("schedule")) read_schedule_config(*schedule, config.schedule);
+  if (const json* schedule = root.find("schedule"))
+    read_schedule_config(*schedule, config.schedule);
   read_run_settings(root, config);
   if (config.model.in_channels() == 1) check_one_channel_data(object, config.data);
   if (const json* checkpoint = root.find("checkpoint")) {

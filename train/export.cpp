@@ -109,11 +109,12 @@ void check_export_ranges(const ExportInfo& info, int64_t in_channels, int64_t nu
     return fail("num_classes", "must be positive, is " + std::to_string(num_classes));
   }
   if (!info.class_names.empty() && static_cast<int64_t>(info.class_names.size()) != num_classes) {
-    return fail("class_names", "holds " + std::to_string(info.class_names.size()) +
-                                   " names for " + std::to_string(num_classes) + " classes");
+    return fail("class_names", "holds " + std::to_string(info.class_names.size()) + " names for " +
+                                   std::to_string(num_classes) + " classes");
   }
   const auto channels = static_cast<size_t>(in_channels);
-  for (const auto& [name, values] : {std::make_pair("mean", &info.mean), std::make_pair("std", &info.std)}) {
+  for (const auto& [name, values] :
+       {std::make_pair("mean", &info.mean), std::make_pair("std", &info.std)}) {
     if (!values->empty() && values->size() != channels) {
       return fail(name, "holds " + std::to_string(values->size()) + " values for " +
                             std::to_string(channels) + " input channels");

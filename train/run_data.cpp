@@ -17,14 +17,14 @@ data::DatasetPtr limit(data::DatasetPtr dataset, int64_t n, uint64_t seed) {
 }  // namespace
 
 data::DatasetStats grey_statistics(const data::DatasetStats& rgb) {
-  TORCH_CHECK(rgb.mean.size() == 3 && rgb.eigenvalues.numel() == 3 &&
-                  rgb.eigenvectors.numel() == 9,
+  TORCH_CHECK(rgb.mean.size() == 3 && rgb.eigenvalues.numel() == 3 && rgb.eigenvectors.numel() == 9,
               "grey_statistics: expects RGB statistics with their eigen-decomposition");
   const auto& w = transforms::kLumaWeights;
   const auto weights = torch::tensor({w[0], w[1], w[2]}, torch::kFloat64);
   const auto projections = torch::matmul(weights, rgb.eigenvectors.to(torch::kFloat64));
   const double variance =
-      255.0 * (rgb.eigenvalues.to(torch::kFloat64) * projections * projections).sum().item<double>();
+      255.0 *
+      (rgb.eigenvalues.to(torch::kFloat64) * projections * projections).sum().item<double>();
   data::DatasetStats grey;
   grey.images = rgb.images;
   grey.mean = {w[0] * rgb.mean[0] + w[1] * rgb.mean[1] + w[2] * rgb.mean[2]};
@@ -73,13 +73,14 @@ transforms::PipelineOptions pipeline_options(const DataConfig& config, int64_t c
   return options;
 }
 
-void record_inputs(Checkpoint& checkpoint, const TrainConfig& config,
-                     const data::Dataset& train) {
+void record_inputs(Checkpoint& checkpoint, const TrainConfig& config, const data::Dataset& train) {
   checkpoint.class_names = train.class_names();
   checkpoint.image_size = config.data.crop;
   checkpoint.resize_size = config.data.resize > 0 ? config.data.resize : config.data.crop;
-  checkpoint.mean = config.data.normalize != Normalize::kNone ? config.data.mean : std::vector<double>{};
-  checkpoint.std = config.data.normalize == Normalize::kMeanStd ? config.data.std : std::vector<double>{};
+  checkpoint.mean =
+      config.data.normalize != Normalize::kNone ? config.data.mean : std::vector<double>{};
+  checkpoint.std =
+      config.data.normalize == Normalize::kMeanStd ? config.data.std : std::vector<double>{};
 }
 
 RunData open_run_data(const DataConfig& config, uint64_t seed) {

@@ -156,12 +156,11 @@ void Run::log_step(double loss) {
                      static_cast<double>(total_steps_ - step_);
   const bool log_now = step_ % config_.log_interval == 0;
   if (progress_->live() || log_now) {
-    progress_->update("epoch " + std::to_string(epoch_ + 1) + "/" +
-                      std::to_string(config_.epochs) + " batch " +
-                      std::to_string(batch_in_epoch_) + "/" + std::to_string(batches_per_epoch_) +
-                      " step " + std::to_string(step_) + " loss " + fixed(loss, 4) + " lr " +
-                      lr_text(optimizer_->lr()) + " " + fixed(rate, 1) + " img/s ETA " +
-                      format_duration(eta));
+    progress_->update("epoch " + std::to_string(epoch_ + 1) + "/" + std::to_string(config_.epochs) +
+                      " batch " + std::to_string(batch_in_epoch_) + "/" +
+                      std::to_string(batches_per_epoch_) + " step " + std::to_string(step_) +
+                      " loss " + fixed(loss, 4) + " lr " + lr_text(optimizer_->lr()) + " " +
+                      fixed(rate, 1) + " img/s ETA " + format_duration(eta));
   }
   if (!log_now) return;
   const double interval_seconds = seconds_since(interval_start_);
@@ -171,16 +170,16 @@ void Run::log_step(double loss) {
     const double batches = static_cast<double>(batches_per_epoch_);
     const double position = static_cast<double>(epoch_) +
                             static_cast<double>(batch_in_epoch_ - 1) / batches + 1.0 / batches;
-    metrics_->write({{"kind", "step"},
-                     {"epoch", position},
-                     {"step", step_},
-                     {"loss", interval_counts_.loss()},
-                     {"lr", optimizer_->lr()},
-                     {"train_top1_error", interval_counts_.top1_error()},
-                     {"train_top5_error", interval_counts_.top5_error()},
-                     {"images_per_s",
-                      static_cast<double>(interval_images_) / std::max(interval_seconds, 1e-9)},
-                     {"elapsed_s", elapsed_before_ + seconds_since(start_)}});
+    metrics_->write(
+        {{"kind", "step"},
+         {"epoch", position},
+         {"step", step_},
+         {"loss", interval_counts_.loss()},
+         {"lr", optimizer_->lr()},
+         {"train_top1_error", interval_counts_.top1_error()},
+         {"train_top5_error", interval_counts_.top5_error()},
+         {"images_per_s", static_cast<double>(interval_images_) / std::max(interval_seconds, 1e-9)},
+         {"elapsed_s", elapsed_before_ + seconds_since(start_)}});
   }
   interval_counts_ = ErrorCounts();
   interval_images_ = 0;
@@ -190,8 +189,9 @@ void Run::log_step(double loss) {
 EvalResult Run::validate() {
   model_->eval();
   auto result = evaluate(
-      [&](const torch::Tensor& x) { return forward(x.to(options_.dtype)); },
-      *val_loader_, devices_.front(), [&](int64_t done, int64_t total) {
+      [&](const torch::Tensor& x) { return forward(x.to(options_.dtype)); }, *val_loader_,
+      devices_.front(),
+      [&](int64_t done, int64_t total) {
         // One process stops at once; ranks finish validating, since they must agree.
         if (!comm_ && options_.stop && options_.stop->load()) throw ValidationStopped{};
         if (progress_->live()) {
@@ -205,15 +205,14 @@ EvalResult Run::validate() {
 void Run::end_epoch() {
   const double epoch_seconds = seconds_since(epoch_start_);
   epoch_counts_ = sum_over_ranks(comm_.get(), epoch_counts_);
-  json record{
-      {"kind", "epoch"},
-      {"epoch", epoch_ + 1},
-      {"step", step_},
-      {"loss", epoch_counts_.loss()},
-      {"lr", optimizer_->lr()},
-      {"train_top1_error", epoch_counts_.top1_error()},
-      {"train_top5_error", epoch_counts_.top5_error()},
-      {"images_per_s", static_cast<double>(epoch_images_) / std::max(epoch_seconds, 1e-9)}};
+  json record{{"kind", "epoch"},
+              {"epoch", epoch_ + 1},
+              {"step", step_},
+              {"loss", epoch_counts_.loss()},
+              {"lr", optimizer_->lr()},
+              {"train_top1_error", epoch_counts_.top1_error()},
+              {"train_top5_error", epoch_counts_.top5_error()},
+              {"images_per_s", static_cast<double>(epoch_images_) / std::max(epoch_seconds, 1e-9)}};
   bool improved = true;
   if (val_loader_) {
     EvalResult result;
@@ -276,7 +275,8 @@ void Run::write_checkpoint(int64_t at_epoch, int64_t at_batch) {
   for (const auto& item : state_.model) {
     if (!torch::isfinite(item.value()).all().item<bool>()) {
       throw DivergedError("parameter " + item.key() + " holds NaN or infinite values at step " +
-                          std::to_string(step_) + "; no checkpoint written, the last good checkpoint is " +
+                          std::to_string(step_) +
+                          "; no checkpoint written, the last good checkpoint is " +
                           (fs::exists(last_path_) ? last_path_ : "(none yet)") +
                           "; lower optimizer.lr or check the data");
     }
@@ -297,8 +297,7 @@ TrainSummary Run::finish() {
   summary_.steps = step_;
   summary_.best_val_top1_error = best_val_;
   summary_.seconds = seconds_since(run_start_);
-  summary_.images_per_s =
-      static_cast<double>(images_this_run_) / std::max(summary_.seconds, 1e-9);
+  summary_.images_per_s = static_cast<double>(images_this_run_) / std::max(summary_.seconds, 1e-9);
   if (reducer_) summary_.allreduce_wait_s = reducer_->wait_seconds();
   const bool finished =
       !summary_.interrupted && (step_ >= total_steps_ || epoch_ >= config_.epochs);
