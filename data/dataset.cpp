@@ -80,7 +80,9 @@ class Subset : public Dataset {
   Sample get(size_t index) const override { return base_->get(indices_.at(index)); }
   int64_t label(size_t index) const override { return base_->label(indices_.at(index)); }
   const std::vector<std::string>& class_names() const override { return base_->class_names(); }
-  std::string sample_source(size_t index) const override { return base_->sample_source(indices_.at(index)); }
+  std::string sample_source(size_t index) const override {
+    return base_->sample_source(indices_.at(index));
+  }
   std::optional<DatasetStats> stats() const override { return base_->stats(); }
 
  private:
@@ -136,8 +138,8 @@ namespace {
 DatasetPtr open_fashion_mnist(const DatasetOptions& options) {
   std::error_code error;
   if (!fs::is_directory(kFashionMnistDir, error)) {
-    throw std::runtime_error(std::string("Fashion-MNIST is not installed in ") +
-                             kFashionMnistDir + " (sudo apt-get install dataset-fashion-mnist)");
+    throw std::runtime_error(std::string("Fashion-MNIST is not installed in ") + kFashionMnistDir +
+                             " (sudo apt-get install dataset-fashion-mnist)");
   }
   return open_idx(kFashionMnistDir, options.split, options.channels);
 }
@@ -149,12 +151,12 @@ DatasetPtr open_val_source(const std::string& source, const DatasetOptions& opti
   if (!fs::exists(v, error)) throw std::runtime_error("validation data " + v + " does not exist");
   if (is_packed_file(v)) return std::make_shared<PackedDataset>(v);
   if (is_shard_source(v)) return std::make_shared<ShardedDataset>(v);
-  if (fs::is_directory(v, error) && holds_idx_files(v)) return open_idx(v, "test", options.channels);
+  if (fs::is_directory(v, error) && holds_idx_files(v))
+    return open_idx(v, "test", options.channels);
   // An image folder or a list file: labels are indices of the training classes.
   const std::string train_root = has_split_folders(source) ? source + "/train" : source;
   TORCH_CHECK(fs::is_directory(train_root, error), "validation data ", v,
-              " needs the training image folder for its classes, but ", source,
-              " is not a folder");
+              " needs the training image folder for its classes, but ", source, " is not a folder");
   auto classes = find_classes(train_root);
   if (fs::is_directory(v, error)) {
     return with_names(
@@ -353,6 +355,8 @@ DatasetStats compute_stats(const Dataset& dataset, size_t max_images, uint64_t s
   const size_t threads =
       std::max<size_t>(1, std::min<size_t>(std::thread::hardware_concurrency(), count / 16 + 1));
   std::vector<StatsAccumulator> partial(threads);
+  // The first image each thread could not decode: named when none could be.
+  std::vector<std::string> undecodable(threads);
   // Whatever a thread throws is kept here and rethrown by the caller, never left to escape
   // the thread (which would end the process).
   std::vector<std::exception_ptr> errors(threads);
@@ -369,7 +373,8 @@ DatasetStats compute_stats(const Dataset& dataset, size_t max_images, uint64_t s
               image = image.expand({3, image.size(1), image.size(2)});
             }
             partial[t].add(image);
-          } catch (const DecodeError&) {
+          } catch (const DecodeError& e) {
+            if (undecodable[t].empty()) undecodable[t] = e.what();
           } catch (const c10::Error& e) {
             throw std::runtime_error("statistics of " + dataset.sample_source(index) + ": " +
                                      e.what_without_backtrace());
@@ -386,6 +391,10 @@ DatasetStats compute_stats(const Dataset& dataset, size_t max_images, uint64_t s
     if (error) std::rethrow_exception(error);
   }
   for (size_t t = 1; t < threads; ++t) partial[0].merge(partial[t]);
+  if (partial[0].images() == 0 && count > 0) {
+    throw std::runtime_error("statistics: none of the " + std::to_string(count) +
+                             " images read could be decoded; the first: " + undecodable[0]);
+  }
   return partial[0].finish();
 }
 

@@ -193,6 +193,11 @@ IdxDataset::IdxDataset(const std::string& images_file, const std::string& labels
   IdxFile images(images_file, 0x00000803, {"count", "rows", "columns"});
   IdxFile labels(labels_file, 0x00000801, {"count"});
   const auto& image_dims = images.dims();
+  if (image_dims[1] < 1 || image_dims[2] < 1) {
+    throw std::runtime_error("IDX file " + images_file + ": its images are " +
+                             std::to_string(image_dims[1]) + " x " + std::to_string(image_dims[2]) +
+                             " pixels (rows x columns; each must be at least 1)");
+  }
   if (image_dims[0] != labels.dims()[0]) {
     throw std::runtime_error("IDX files disagree: " + images_file + " holds " +
                              std::to_string(image_dims[0]) + " images, " + labels_file + " holds " +

@@ -32,6 +32,7 @@ bool is_regular_file(const fs::directory_entry& entry) {
 std::string file_kind(const fs::path& path) {
   std::error_code error;
   const auto status = fs::status(path, error);
+  if (error == std::errc::too_many_symbolic_link_levels) return "a loop of symbolic links";
   if (error || status.type() == fs::file_type::not_found) return "a dangling symbolic link";
   switch (status.type()) {
     case fs::file_type::fifo:
@@ -184,14 +185,15 @@ std::shared_ptr<ImageFolder> ImageFolder::from_list(const std::string& list_file
   std::map<std::string, int64_t> index;
   for (size_t i = 0; i < set->classes_.size(); ++i)
     index[set->classes_[i]] = static_cast<int64_t>(i);
+  std::map<std::string, int64_t> listed;  // path -> its line
   std::string line;
   for (int64_t number = 1; std::getline(in, line); ++number) {
-    if (auto hash = line.find('#'); hash != std::string::npos) line.erase(hash);
     while (!line.empty() && std::isspace(static_cast<unsigned char>(line.back()))) line.pop_back();
-    if (line.find_first_not_of(" \t") == std::string::npos) continue;
+    const auto first = line.find_first_not_of(" \t");
+    if (first == std::string::npos || line[first] == '#') continue;
     const auto split = line.find_last_of(" \t");
     auto where = [&] { return list_file + ":" + std::to_string(number); };
-    if (split == std::string::npos) {
+    if (split == std::string::npos || split < first) {
       throw std::runtime_error(where() + ": expected \"relative/path label\", got \"" + line +
                                "\"");
     }
@@ -215,6 +217,10 @@ std::shared_ptr<ImageFolder> ImageFolder::from_list(const std::string& list_file
                                  "\" is neither a class name nor an index below " +
                                  std::to_string(set->classes_.size()));
       }
+    }
+    if (!listed.emplace(path, number).second) {
+      throw std::runtime_error(where() + ": \"" + path + "\" is listed already, on line " +
+                               std::to_string(listed[path]));
     }
     set->paths_.push_back(path.front() == '/' ? path : join(root, path));
     set->labels_.push_back(label);

@@ -35,7 +35,8 @@ class ImageFolder : public Dataset {
                        std::vector<std::string> classes = {},
                        int64_t max_pixels = kDefaultMaxImagePixels);
   /// Reads a list file of "relative/path label" lines (paths relative to `root`; label an
-  /// index into `classes` or one of its names; '#' starts a comment). Errors name the line.
+  /// index into `classes` or one of its names; a line starting with '#' is a comment). Errors
+  /// name the line: a line without a path or a label, an unknown label, a path listed twice.
   static std::shared_ptr<ImageFolder> from_list(const std::string& list_file,
                                                 const std::string& root,
                                                 std::vector<std::string> classes,

@@ -22,6 +22,8 @@ struct TextLine {
 };
 
 std::vector<TextLine> read_text_lines(const std::string& path, const std::string& what) {
+  std::error_code error;
+  if (fs::is_directory(path, error)) throw std::runtime_error(what + " " + path + " is a folder");
   std::ifstream in(path);
   if (!in) throw std::runtime_error("cannot read " + what + " " + path);
   std::vector<TextLine> lines;

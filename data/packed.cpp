@@ -225,12 +225,37 @@ std::optional<DatasetStats> read_stats_fields(const JsonFields& fields, bool ima
   if (images_required || fields.has("stats_images")) {
     stats.images = fields.integer("stats_images", 0, std::numeric_limits<int64_t>::max());
   }
+  // Statistics of 0..255 pixels: mean and std in [0, 255]; eigenvalues of the covariance of
+  // [0, 1] values times 255 (DatasetStats) in [0, 255], as its trace is at most 3/4; unit
+  // eigenvectors. The slack allows for rounding.
+  auto check_range = [&](const std::string& field, const std::vector<double>& values, double low,
+                         double high) {
+    const double slack = 1e-9 * (high - low);
+    for (double value : values) {
+      if (!(value >= low - slack && value <= high + slack)) {
+        fields.fail(field, "holds " + std::to_string(value) + ", outside [" + std::to_string(low) +
+                               ", " + std::to_string(high) + "]");
+      }
+    }
+  };
+  check_range("mean", stats.mean, 0, 255);
+  check_range("std", stats.std, 0, 255);
+  check_range("eigenvalues", fields.numbers("eigenvalues", 3), 0, 255);
+  check_range("eigenvectors", fields.numbers("eigenvectors", 3, /*square=*/true), -1, 1);
   return stats;
 }
 
 PackedDataset::PackedDataset(const std::string& path) : path_(path) {
-  fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO would otherwise wait for a writer (it has no effect on the
+  // reads of a regular file).
+  fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd_ < 0) throw std::runtime_error("cannot open packed file " + path + ": " + errno_text());
+  struct stat status {};
+  if (::fstat(fd_, &status) != 0 || !S_ISREG(status.st_mode)) {
+    ::close(fd_);
+    fd_ = -1;
+    throw std::runtime_error("packed file " + path + " is not a regular file");
+  }
   try {
     read_header();
   } catch (...) {
@@ -405,8 +430,9 @@ Sample PackedDataset::get(size_t index) const {
               labels_.size(), " images)");
   if (encoding_ == PackedEncoding::kJpeg) {
     const auto bytes = record(index);
-    return Sample{decode_jpeg_bytes(bytes.data(), bytes.size(), sample_source(index), height_, width_),
-                  labels_[index]};
+    return Sample{
+        decode_jpeg_bytes(bytes.data(), bytes.size(), sample_source(index), height_, width_),
+        labels_[index]};
   }
   auto image = torch::empty({channels_, height_, width_}, torch::kByte);
   const auto bytes = static_cast<size_t>(image.numel());

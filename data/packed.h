@@ -180,8 +180,10 @@ struct PackedWriteResult {
 
 /// Writes `source` as one packed file of image_size x image_size RGB squares (grey images
 /// replicated), in source order, with its class names and statistics; "skipped" (the count of
-/// images that failed to decode) joins options.extra in the header. Throws
-/// std::runtime_error when no image could be decoded, and for I/O errors.
+/// images that failed to decode) joins options.extra in the header. An earlier packed file at
+/// options.path is replaced; anything else there (a folder, another file) is refused before
+/// any image is read. Throws std::runtime_error for that, when no image could be decoded, and
+/// for I/O errors.
 PackedWriteResult write_packed(DatasetPtr source, const PackedWriteOptions& options);
 
 }  // namespace alexnet::data

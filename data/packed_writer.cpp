@@ -1,10 +1,31 @@
 #include <chrono>
+#include <filesystem>
 
 #include "data/packed.h"
 
 namespace alexnet::data {
 
+namespace {
+
+// Refuses, before any image is decoded, an output path that holds a folder or a file that is
+// not a packed file: replacing it is not what the user meant.
+void check_output_path(const std::string& path) {
+  std::error_code error;
+  if (!std::filesystem::exists(std::filesystem::symlink_status(path, error))) return;
+  if (std::filesystem::is_directory(path, error)) {
+    throw std::runtime_error("cannot write packed file " + path + ": it is a folder");
+  }
+  if (!is_packed_file(path)) {
+    throw std::runtime_error("cannot write packed file " + path +
+                             ": a file that is not a packed file is there; remove it or choose "
+                             "another output");
+  }
+}
+
+}  // namespace
+
 PackedWriteResult write_packed(DatasetPtr source, const PackedWriteOptions& options) {
+  check_output_path(options.path);
   const int64_t size = options.image_size;
   const auto total = static_cast<int64_t>(source->size());
   const auto class_names = source->class_names();

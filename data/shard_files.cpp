@@ -48,6 +48,11 @@ bool holds_shard_files(const std::string& folder) {
 }
 
 nlohmann::json read_shard_json(const std::string& path, const std::string& what) {
+  // Opening a FIFO would wait for a writer.
+  std::error_code error;
+  if (fs::exists(path, error) && !fs::is_regular_file(path, error)) {
+    throw std::runtime_error(what + " " + path + " is not a regular file");
+  }
   std::ifstream in(path);
   if (!in) throw std::runtime_error("cannot read " + what + " " + path);
   try {

@@ -114,6 +114,11 @@ std::vector<ShardPlan> plan_shards(const ShardWriteOptions& options, const nlohm
     } catch (const std::runtime_error&) {
       // A damaged index is written again at the end.
     }
+    if (!index.is_null() &&
+        !(index.is_object() && index.value("format", nlohmann::json()) == kShardIndexFormat)) {
+      throw std::runtime_error("shard folder " + folder + " holds " + index_path +
+                               ", which is not a shard index; choose another folder or remove it");
+    }
     if (index.is_object() && index.contains("settings")) {
       const std::string difference = first_difference(index.at("settings"), settings);
       if (!difference.empty()) throw std::runtime_error(refusal(folder, index_path, difference));

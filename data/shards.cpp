@@ -158,8 +158,8 @@ ShardedDataset::ShardedDataset(const std::string& path) : folder_(shard_folder(p
   int64_t total = 0;
   for (size_t k = 0; k < list.size(); ++k) {
     if (!list[k].is_object()) {
-      fields.fail("shards", "element " + std::to_string(k) + " is " +
-                                JsonFields::shown(list[k]) + ", not an object");
+      fields.fail("shards", "element " + std::to_string(k) + " is " + JsonFields::shown(list[k]) +
+                                ", not an object");
     }
     auto shard = open_listed_shard(folder_, index_path, k, list[k], header);
     starts_.push_back(static_cast<size_t>(total));

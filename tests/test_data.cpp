@@ -138,7 +138,9 @@ class LabelledDataset : public Dataset {
   }
   int64_t label(size_t index) const override { return labels_.at(index); }
   const std::vector<std::string>& class_names() const override { return names_; }
-  std::string sample_source(size_t index) const override { return "labelled#" + std::to_string(index); }
+  std::string sample_source(size_t index) const override {
+    return "labelled#" + std::to_string(index);
+  }
 
  private:
   std::vector<int64_t> labels_;
@@ -283,6 +285,21 @@ TEST_CASE("Validation data: a split folder or a list file, labelled with the tra
   options.val_source = dir / "list/bad.txt";
   CHECK_THROWS_WITH(open_dataset(dir.path.string(), options),
                     Catch::Contains("bad.txt:1") && Catch::Contains("\"3\""));
+  // '#' inside a name is part of it; a line without a path and a path listed twice are errors.
+  write_text(dir / "list/hash.txt", "  # a comment\nimgs/c#1.png cat\n");
+  options.val_source = dir / "list/hash.txt";
+  auto hashed = open_dataset(dir.path.string(), options);
+  REQUIRE(hashed->size() == 1);
+  CHECK(hashed->sample_source(0) == dir / "list/imgs/c#1.png");
+  write_text(dir / "list/nopath.txt", "imgs/b.png bee\n 1\n");
+  options.val_source = dir / "list/nopath.txt";
+  CHECK_THROWS_WITH(open_dataset(dir.path.string(), options),
+                    Catch::Contains("nopath.txt:2") && Catch::Contains("expected"));
+  write_text(dir / "list/twice.txt", "imgs/b.png bee\nimgs/c.png 0\nimgs/b.png bee\n");
+  options.val_source = dir / "list/twice.txt";
+  CHECK_THROWS_WITH(open_dataset(dir.path.string(), options),
+                    Catch::Contains("twice.txt:3") && Catch::Contains("line 1"));
+  options.val_source.clear();
   write_text(dir / "val/dog/6.png", "x");
   CHECK_THROWS_WITH(open_dataset(dir.path.string(), "val"), Catch::Contains("val/dog"));
 
@@ -511,6 +528,11 @@ TEST_CASE("compute_stats of an image folder", "[data][decode]") {
   for (int c = 0; c < 3; ++c) {
     CHECK(stats.eigenvectors[c][0].item<double>() == Approx(1 / std::sqrt(3.0)));
   }
+  // When no image decodes, the error names one of them.
+  write_text(dir / "bad/a/empty.png", "");
+  write_text(dir / "bad/b/text.png", "not an image");
+  CHECK_THROWS_WITH(compute_stats(*open_dataset(dir / "bad", "train"), 0, 1),
+                    Catch::Contains("none of the 2 images") && Catch::Contains(dir / "bad/"));
 }
 
 #endif  // ALEXNET_WITH_OPENCV
@@ -576,6 +598,14 @@ TEST_CASE("IDX files with a wrong magic number or size are refused naming the fi
                     Catch::Contains("4 images") && Catch::Contains("3 labels"));
   CHECK_THROWS_WITH(IdxDataset(images, labels, {"only", "two"}), Catch::Contains("label 2"));
   CHECK_THROWS_WITH(IdxDataset(dir / "absent", labels, names), Catch::Contains("absent"));
+
+  // Images of zero rows or columns (the header is consistent: zero bytes of pixels).
+  for (const auto& [rows, columns] : {std::pair{0, 0}, std::pair{0, 5}, std::pair{5, 0}}) {
+    write_idx(dir / "empty", "train", 4, rows, columns, false);
+    CHECK_THROWS_WITH(
+        IdxDataset(dir / "empty/train-images-idx3-ubyte", labels, names),
+        Catch::Contains("empty/train-images-idx3-ubyte") && Catch::Contains("at least 1"));
+  }
 }
 
 TEST_CASE("Debian's Fashion-MNIST", "[data][idx]") {
@@ -967,6 +997,10 @@ TEST_CASE("Malformed packed headers are refused naming the file and the field", 
       {"split", 5},
       {"data_offset", 0},
       {"data_offset", "4096"},
+      {"mean", {1e308, 0, 0}},
+      {"std", {-1, 1, 1}},
+      {"eigenvalues", {1e300, 1e300, 1e300}},
+      {"eigenvectors", {{2, 0, 0}, {0, 1, 0}, {0, 0, 1}}},
   };
   int number = 0;
   for (const auto& [field, value] : cases) {

@@ -2,6 +2,7 @@
 // resuming an interrupted `prepare`, and the loader's determinism on shards.
 #include <catch2/catch.hpp>
 
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <atomic>
@@ -323,6 +324,45 @@ TEST_CASE("Malformed shard indexes and shard headers are refused naming the file
   CHECK_THROWS_WITH(ShardedDataset(backwards), Catch::Contains("shard-00000.alexpack") &&
                                                    Catch::Contains("'record_offsets'") &&
                                                    Catch::Contains("below"));
+}
+
+TEST_CASE("A FIFO in a shard folder is refused unopened; prepare keeps files not its own",
+          "[data][shards]") {
+  if (skip_without_jpeg()) return;
+  TempDir dir;
+  const auto folder = image_folder(dir, 3);
+  write_shards(folder, shard_options(dir / "good", PackedEncoding::kJpeg, 4));
+  // Opening a FIFO for reading waits for a writer: a reader that opened it would hang here.
+  for (const std::string name : {"index.json", "shard-00001.alexpack"}) {
+    const std::string copy = dir / ("fifo-" + name);
+    fs::copy(dir / "good", copy);
+    fs::remove(copy + "/" + name);
+    REQUIRE(mkfifo((copy + "/" + name).c_str(), 0600) == 0);
+    CHECK_THROWS_WITH(ShardedDataset(copy),
+                      Catch::Contains(copy + "/" + name) && Catch::Contains("not a regular file"));
+  }
+
+  const std::string foreign = dir / "foreign";
+  write_text(foreign + "/index.json", "{\"x\": 1}");
+  CHECK_THROWS_WITH(
+      write_shards(folder, shard_options(foreign, PackedEncoding::kJpeg, 4)),
+      Catch::Contains(foreign + "/index.json") && Catch::Contains("not a shard index"));
+  CHECK(read_text(foreign + "/index.json") == "{\"x\": 1}");
+
+  PackedWriteOptions packed;
+  packed.image_size = 32;
+  packed.workers = 1;
+  packed.path = dir / "precious.pack";
+  write_text(packed.path, "precious");
+  CHECK_THROWS_WITH(write_packed(folder, packed),
+                    Catch::Contains(packed.path) && Catch::Contains("not a packed file"));
+  CHECK(read_text(packed.path) == "precious");
+  packed.path = dir / "good";
+  CHECK_THROWS_WITH(write_packed(folder, packed), Catch::Contains("is a folder"));
+  packed.path = dir / "first.pack";  // an earlier packed file is replaced
+  CHECK(write_packed(folder, packed).images == 6);
+  CHECK(write_packed(folder, packed).images == 6);
+  CHECK(PackedDataset(packed.path).size() == 6);
 }
 
 TEST_CASE("An interrupted write_shards resumes to the same shards, index and statistics",

@@ -35,6 +35,14 @@ TEST_CASE("ResizeShorter scales the shorter side and keeps the dtype", "[transfo
   auto flat = torch::full({3, 40, 60}, 77, torch::kByte);
   CHECK((ResizeShorter(10).apply(flat, rng) == 77).all().item<bool>());
   CHECK((ResizeShorter(90).apply(flat, rng) == 77).all().item<bool>());
+  // An empty image, and one so elongated that its resized form would be huge, are refused.
+  CHECK_THROWS_WITH(ResizeShorter(64).apply(torch::zeros({3, 0, 0}, torch::kByte), rng),
+                    Catch::Contains("empty"));
+  const int64_t longest = alexnet::transforms::kMaxAspectRatio;
+  CHECK(ResizeShorter(2).apply(torch::zeros({1, 1, longest}, torch::kByte), rng).size(2) ==
+        2 * longest);
+  CHECK_THROWS_WITH(ResizeShorter(2).apply(torch::zeros({1, longest + 1, 1}, torch::kByte), rng),
+                    Catch::Contains("longer than wide"));
 }
 
 TEST_CASE("Resize gives the exact size for small-image demos", "[transforms]") {

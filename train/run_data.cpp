@@ -48,7 +48,14 @@ void resolve_statistics(DataConfig& config, const data::Dataset& train, uint64_t
   }
   if (channels == 1) stats = grey_statistics(*stats);
   if (need_mean) config.mean = stats->mean;
-  if (need_std) config.std = stats->std;
+  if (need_std) {
+    for (size_t c = 0; c < stats->std.size(); ++c) {
+      TORCH_CHECK(stats->std[c] > 0, "the training images' std is 0 in channel ", c,
+                  " (every pixel of the images read is the same there): set data.normalize to "
+                  "\"mean\", or give data.std");
+    }
+    config.std = stats->std;
+  }
   if (need_pca) {
     auto values = stats->eigenvalues.to(torch::kFloat64).contiguous();
     auto vectors = stats->eigenvectors.to(torch::kFloat64).contiguous();

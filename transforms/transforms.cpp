@@ -189,6 +189,9 @@ ResizeShorter::ResizeShorter(int64_t size) : size_(size) {
 torch::Tensor ResizeShorter::apply(torch::Tensor image, Rng&) const {
   check_image(image, "ResizeShorter");
   const int64_t h = image.size(-2), w = image.size(-1);
+  TORCH_CHECK(h > 0 && w > 0, name(), ": the image is empty (", h, "x", w, ")");
+  TORCH_CHECK(std::max(h, w) <= kMaxAspectRatio * std::min(h, w), name(), ": the image is ", h, "x",
+              w, ", more than ", kMaxAspectRatio, " times longer than wide");
   if (std::min(h, w) == size_) return image;
   if (h <= w) return resize_to(image, size_, size_ * w / h);
   return resize_to(image, size_ * h / w, size_);

@@ -57,10 +57,15 @@ class Compose : public Transform {
   std::vector<TransformPtr> transforms_;
 };
 
+/// The most elongated image ResizeShorter accepts: longer side / shorter side.
+inline constexpr int64_t kMaxAspectRatio = 100;
+
 /// Rescales so that the shorter side is `size`; the longer side becomes
 /// floor(size * long / short), as torchvision's Resize(int). Area averaging when shrinking,
 /// bilinear when enlarging. Returns the input unchanged when the shorter side is already
-/// `size`. Keeps the dtype (uint8 results are rounded).
+/// `size`. Keeps the dtype (uint8 results are rounded). Refuses an empty image and one whose
+/// longer side is more than kMaxAspectRatio times its shorter side (a 1 x 16000 image would
+/// become 64 x 1024000 at size 64).
 class ResizeShorter : public Transform {
  public:
   explicit ResizeShorter(int64_t size);
