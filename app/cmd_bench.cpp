@@ -31,7 +31,7 @@ int run_bench(const std::vector<std::string>& args) {
       std::cout << "  " << name << std::string(name.size() < 8 ? 8 - name.size() : 1, ' ')
                 << kind.summary << "\n";
     }
-    return args.empty() ? 1 : 0;
+    return args.empty() ? 2 : 0;
   }
   const std::vector<std::string> rest(args.begin() + 1, args.end());
   for (const auto& kind : kKinds) {
@@ -41,8 +41,8 @@ int run_bench(const std::vector<std::string>& args) {
   return 2;
 }
 
-const Registration kBenchRegistration{"bench", "measure LRN, training, inference or data throughput",
-                                 run_bench};
+const Registration kBenchRegistration{
+    "bench", "measure LRN, training, inference or data throughput", run_bench};
 
 }  // namespace
 }  // namespace alexnet::cli

@@ -270,7 +270,7 @@ int run_experiment(const std::vector<std::string>& args) {
                "  ablation      the full model against one change at a time (LRN, pooling,\n"
                "                columns, PCA lighting, dropout, depth, width)\n\n"
                "Run `alexnet experiment NAME --help` for the options.\n";
-  return which.empty() || which == "--help" || which == "help" ? 0 : 2;
+  return which == "--help" || which == "-h" || which == "help" ? 0 : 2;
 }
 
 const Registration kExperimentRegistration{

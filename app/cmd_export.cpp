@@ -1,11 +1,16 @@
 // `alexnet export`: a checkpoint to a self-contained TorchScript or ONNX file.
+#include <unistd.h>
+
 #include <algorithm>
+#include <filesystem>
+#include <functional>
 #include <iostream>
 #include <stdexcept>
 
 #include <nlohmann/json.hpp>
 
 #include "cli.h"
+#include "cli/option_groups.h"
 #include "model/alexnet.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
@@ -18,6 +23,8 @@
 namespace alexnet::cli {
 namespace {
 
+namespace fs = std::filesystem;
+
 // The largest difference between `actual` and `expected` logits relative to their scale
 // (the largest |expected|, at least 1).
 double relative_difference(const torch::Tensor& actual, const torch::Tensor& expected) {
@@ -25,44 +32,80 @@ double relative_difference(const torch::Tensor& actual, const torch::Tensor& exp
   return (actual - expected).abs().max().item<double>() / scale;
 }
 
-// Writes the TorchScript file and checks it against the eager model on `x`; returns the
-// relative difference.
-double export_torchscript_checked(AlexNet& model, const train::ExportInfo& info,
-                                  const std::string& out_path, const torch::Tensor& x) {
-  train::save_torchscript(model, info, out_path);
-  torch::jit::Module loaded = torch::jit::load(out_path);
+// Writes the exported file with `write` at a temporary name beside `out_path`, measures it with
+// `check` (the relative difference to the eager model, -1 when not run, throws when too
+// large) and only then renames it over `out_path`: a file that fails its check never takes the
+// place of an earlier one, and is removed.
+double write_checked(const std::string& out_path,
+                     const std::function<void(const std::string&)>& write,
+                     const std::function<double(const std::string&)>& check) {
+  const fs::path out(out_path);
+  const std::string temp = (out.parent_path() / ("." + out.filename().string() + ".unchecked-" +
+                                                 std::to_string(::getpid())))
+                               .string();
+  try {
+    write(temp);
+    const double difference = check(temp);
+    fs::rename(temp, out);
+    return difference;
+  } catch (...) {
+    std::error_code error;
+    fs::remove(temp, error);
+    throw;
+  }
+}
+
+// The TorchScript file's relative difference to the eager model on `x`.
+double check_torchscript(AlexNet& model, const std::string& path, const std::string& out_path,
+                         const torch::Tensor& x) {
+  torch::jit::Module loaded = torch::jit::load(path);
   const double difference = relative_difference(loaded.forward({x}).toTensor(), model->forward(x));
   if (!(difference <= 1e-5)) {
     throw std::runtime_error("exported model '" + out_path +
                              "' differs from the checkpoint's model by " +
-                             std::to_string(difference) + " of the logits' scale");
+                             std::to_string(difference) + " of the logits' scale; not written");
   }
   return difference;
 }
 
-// Writes the ONNX file and, where OpenCV's DNN module is built in, checks it against the eager
-// model on `x`; returns the relative difference (-1 when not checked).
-double export_onnx_checked(AlexNet& model, const train::ExportInfo& info,
-                           const std::string& out_path, const torch::Tensor& x) {
-  train::save_onnx(model, info, out_path);
+// Where OpenCV's DNN module is built in, the ONNX file's relative difference to the eager
+// model on `x`; -1 when it cannot be run.
+double check_onnx(AlexNet& model, const std::string& path, const std::string& out_path,
+                  const torch::Tensor& x) {
 #if ALEXNET_WITH_OPENCV_DNN
   // OpenCV computes in float32 in its own order: 1e-4 of the logits' scale, as
   // tests/test_onnx.cpp derives.
-  train::OnnxModel onnx(out_path);
+  train::OnnxModel onnx(path);
   const double difference = relative_difference(onnx.forward(x), model->forward(x));
   if (!(difference <= 1e-4)) {
     throw std::runtime_error("ONNX model '" + out_path +
                              "' run by OpenCV's DNN module differs from the checkpoint's model "
                              "by " +
-                             std::to_string(difference) + " of the logits' scale");
+                             std::to_string(difference) + " of the logits' scale; not written");
   }
   return difference;
 #else
+  (void)model;
+  (void)path;
   (void)x;
   std::cerr << "alexnet export: this build has no OpenCV DNN module; '" << out_path
             << "' was not checked by running it\n";
   return -1.0;
 #endif
+}
+
+// Refuses an output path that would destroy something: the checkpoint itself, or a file that
+// is not a regular one (/dev/null, a FIFO, a folder).
+void check_out_path(const std::string& checkpoint_path, const std::string& out_path) {
+  std::error_code error;
+  if (fs::equivalent(checkpoint_path, out_path, error)) {
+    throw UsageError("--out " + out_path + " is the checkpoint itself; choose another file");
+  }
+  const auto status = fs::status(out_path, error);
+  if (fs::exists(status) && !fs::is_regular_file(status)) {
+    throw UsageError("--out " + out_path + " exists and is not a regular file" +
+                     (fs::is_directory(status) ? " (a folder)" : ""));
+  }
 }
 
 ArgParser export_parser() {
@@ -101,7 +144,7 @@ void print_export(const std::string& checkpoint_path, const std::string& out_pat
 int run_export(const std::vector<std::string>& args) {
   ArgParser parser = export_parser();
   if (!parser.parse(args)) return 0;
-  if (!parser.has("checkpoint")) throw std::invalid_argument("--checkpoint FILE is required");
+  require_options(parser, {"checkpoint"}, "export");
   const std::string format = parser.get("format");
   if (format != "torchscript" && format != "onnx") {
     throw std::invalid_argument("--format must be torchscript or onnx, got '" + format + "'");
@@ -110,6 +153,7 @@ int run_export(const std::vector<std::string>& args) {
   std::string out_path = parser.get("out");
   if (out_path.empty()) out_path = format == "onnx" ? "model.onnx" : "model.pt";
 
+  check_out_path(checkpoint_path, out_path);
   const train::Checkpoint checkpoint = train::load_checkpoint(checkpoint_path);
   AlexNet model = train::model_from_checkpoint(checkpoint);
   const AlexNetOptions& options = model->options;
@@ -118,8 +162,17 @@ int run_export(const std::vector<std::string>& args) {
   // The written file against the eager model on one random image.
   torch::NoGradGuard no_grad;
   const auto x = torch::randn({1, options.in_channels(), info.image_size, info.image_size}) * 50.0;
-  const double difference = format == "onnx" ? export_onnx_checked(model, info, out_path, x)
-                                             : export_torchscript_checked(model, info, out_path, x);
+  const double difference =
+      format == "onnx"
+          ? write_checked(
+                out_path, [&](const std::string& path) { train::save_onnx(model, info, path); },
+                [&](const std::string& path) { return check_onnx(model, path, out_path, x); })
+          : write_checked(
+                out_path,
+                [&](const std::string& path) { train::save_torchscript(model, info, path); },
+                [&](const std::string& path) {
+                  return check_torchscript(model, path, out_path, x);
+                });
   if (!parser.get_flag("json")) {
     print_export(checkpoint_path, out_path, format, options, info, difference);
     return 0;

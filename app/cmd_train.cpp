@@ -152,6 +152,11 @@ json train_config_json(const ArgParser& parser, std::string& run_dir) {
   for (const auto& [option, key] : direct) {
     if (parser.has(option)) train::set_config_value(config_json, key, parser.get(option));
   }
+  // A malformed number is a usage error (status 2); its range is the configuration's to check.
+  for (const char* option : {"epochs", "max-steps", "batch-size", "threads", "workers"}) {
+    if (parser.has(option)) parser.get_int(option);
+  }
+  if (parser.has("lr")) parser.get_double("lr");
   for (const auto& overrides : parser.get_all("set")) {
     train::apply_config_overrides(config_json, overrides);
   }

@@ -65,6 +65,12 @@ bool ArgParser::parse(const std::vector<std::string>& args) {
       }
       if (!value) {
         if (i + 1 >= args.size()) throw UsageError("--" + name + " needs a value");
+        // "--epochs --lr 0.1": the value was forgotten (give "--name=--x" for such a value).
+        const std::string& next = args[i + 1];
+        if (next.size() > 2 && next.compare(0, 2, "--") == 0 &&
+            specs_.count(next.substr(2, next.find('=') - 2)) > 0) {
+          throw UsageError("--" + name + " needs a value (got the option " + next + ")");
+        }
         value = args[++i];
       }
       values_[name].push_back(*value);

@@ -18,10 +18,9 @@ void apply_threads_option(const ArgParser& parser, int64_t minimum) {
 int64_t int_option(const ArgParser& parser, const std::string& name, int64_t minimum) {
   const int64_t value = parser.get_int(name);
   if (value < minimum) {
-    throw std::invalid_argument(
-        "--" + name + " must be " +
-        (minimum == 1 ? std::string("positive") : ">= " + std::to_string(minimum)) + ", got " +
-        parser.get(name));
+    throw UsageError("--" + name + " must be " +
+                     (minimum == 1 ? std::string("positive") : ">= " + std::to_string(minimum)) +
+                     ", got " + parser.get(name));
   }
   return value;
 }
@@ -30,8 +29,7 @@ void require_options(const ArgParser& parser, const std::vector<std::string>& na
                      const std::string& command) {
   for (const auto& name : names) {
     if (!parser.has(name)) {
-      throw std::invalid_argument("--" + name + " is required (see alexnet " + command +
-                                  " --help)");
+      throw UsageError("--" + name + " is required (see alexnet " + command + " --help)");
     }
   }
 }

@@ -21,11 +21,11 @@ void add_threads_option(ArgParser& parser, const std::string& default_value = "0
 /// `minimum`.
 void apply_threads_option(const ArgParser& parser, int64_t minimum = 0);
 
-/// The integer option `name`, at least `minimum`; throws std::invalid_argument naming the
+/// The integer option `name`, at least `minimum`; throws UsageError naming the
 /// option and the value.
 int64_t int_option(const ArgParser& parser, const std::string& name, int64_t minimum);
 
-/// Throws std::invalid_argument naming the first of `names` that was not given:
+/// Throws UsageError naming the first of `names` that was not given:
 /// "--NAME is required (see alexnet COMMAND --help)".
 void require_options(const ArgParser& parser, const std::vector<std::string>& names,
                      const std::string& command);

@@ -52,7 +52,8 @@ TEST_CASE("Parse errors are UsageErrors naming the option and value", "[cli]") {
   auto parser = example_parser();
   REQUIRE(parser.parse({"--threads", "many"}));
   CHECK_THROWS_AS(parser.get_int("threads"), UsageError);
-  CHECK_THROWS_WITH(parser.get_int("threads"), Catch::Contains("--threads") && Catch::Contains("many"));
+  CHECK_THROWS_WITH(parser.get_int("threads"),
+                    Catch::Contains("--threads") && Catch::Contains("many"));
 }
 
 TEST_CASE("Repeated options keep every value", "[cli]") {
@@ -103,6 +104,18 @@ TEST_CASE("alexnet: help with -h, status 2 for usage errors", "[cli]") {
   CHECK(run_alexnet("predict --top many --model m.pt a.jpg", dir).status == 2);
   CHECK(run_alexnet("no-such-command", dir).status == 2);
   CHECK(run_alexnet("", dir).status == 2);
+  // A command without the word that says what to do, a malformed or missing value.
+  for (const std::string command : {"bench", "experiment"}) {
+    INFO(command);
+    CHECK(run_alexnet(command, dir).status == 2);
+    CHECK(run_alexnet(command + " -h", dir).status == 0);
+  }
+  CHECK(run_alexnet("train --epochs 5x", dir).status == 2);
+  CHECK(run_alexnet("train --lr fast", dir).status == 2);
+  CHECK(run_alexnet("export", dir).status == 2);
+  const auto forgotten = run_alexnet("train --epochs --lr 0.1", dir);
+  CHECK(forgotten.status == 2);
+  CHECK_THAT(forgotten.output, Catch::Contains("--epochs needs a value"));
 }
 
 TEST_CASE("alexnet train stopped by SIGTERM checkpoints and exits 143", "[cli]") {

@@ -81,9 +81,14 @@ TEST_CASE("Invalid values are errors naming the key and the allowed values", "[c
   CHECK_THAT(error_of({{"model", {{"columns", 3}}}}),
              Catch::Contains("model.columns") && Catch::Contains("1 or 2"));
   CHECK_THAT(error_of({{"model", "big"}}), Catch::Contains("model"));
-  CHECK_THAT(error_of({{"precision", "half"}}),
-             Catch::Contains("'precision'") && Catch::Contains("fp32, bf16 or fp16") &&
-                 Catch::Contains("half"));
+  CHECK_THAT(error_of({{"threads", 100000}}),
+             Catch::Contains("'threads'") && Catch::Contains("1024"));
+  CHECK(error_of({{"threads", 1024}}) == "(no error)");
+  CHECK_THAT(error_of({{"data", {{"workers", 257}}}}),
+             Catch::Contains("data.workers") && Catch::Contains("256"));
+  CHECK_THAT(error_of({{"precision", "half"}}), Catch::Contains("'precision'") &&
+                                                    Catch::Contains("fp32, bf16 or fp16") &&
+                                                    Catch::Contains("half"));
 }
 
 TEST_CASE("The configuration refuses exactly the model options the model refuses", "[config]") {
@@ -98,7 +103,8 @@ TEST_CASE("The configuration refuses exactly the model options the model refuses
   const std::vector<Case> cases{
       {"lrn_k", 0, [](auto& o) { o.lrn_options(LocalResponseNormOptions(5).k(0)); }, true},
       {"lrn_k", 1e-9, [](auto& o) { o.lrn_options(LocalResponseNormOptions(5).k(1e-9)); }, false},
-      {"lrn_alpha", -1, [](auto& o) { o.lrn_options(LocalResponseNormOptions(5).alpha(-1)); }, true},
+      {"lrn_alpha", -1, [](auto& o) { o.lrn_options(LocalResponseNormOptions(5).alpha(-1)); },
+       true},
       {"lrn_size", 4, [](auto& o) { o.lrn_options(LocalResponseNormOptions(4)); }, true},
       {"dropout", 1.0, [](auto& o) { o.dropout(1.0); }, true},
       {"dropout", 0.9995, [](auto& o) { o.dropout(0.9995); }, false},

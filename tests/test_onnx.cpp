@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
@@ -405,6 +406,25 @@ TEST_CASE("On a Fashion-MNIST image, export and predict agree across ONNX and To
   CHECK(run_command(binary + " export --format tflite --checkpoint " + checkpoint_path +
                     " --out x 2>" + (dir / "err.txt").string()) != 0);
   CHECK(read_text(dir / "err.txt").find("tflite") != std::string::npos);
+  // Outputs that would destroy something are refused: the checkpoint itself, a device.
+  const std::string err = (dir / "err.txt").string();
+  CHECK(run_command(binary + " export --checkpoint " + checkpoint_path + " --out " +
+                    checkpoint_path + " 2>" + err) == 2);
+  CHECK(read_text(err).find("the checkpoint itself") != std::string::npos);
+  CHECK(alexnet::train::load_checkpoint(checkpoint_path).model.size() == checkpoint.model.size());
+  CHECK(run_command(binary + " export --checkpoint " + checkpoint_path + " --out /dev/null 2>" +
+                    err) == 2);
+  CHECK(fs::is_character_file("/dev/null"));
+  // Weights that are not finite are refused naming the parameter; nothing is written.
+  auto broken = checkpoint;
+  broken.model["fc6.weight"] = broken.model["fc6.weight"].clone();
+  broken.model["fc6.weight"][0][0] = std::numeric_limits<float>::quiet_NaN();
+  const std::string broken_path = (dir / "broken.pt").string();
+  alexnet::train::save_checkpoint(broken, broken_path);
+  CHECK(run_command(binary + " export --checkpoint " + broken_path + " --out " +
+                    (dir / "broken-model.pt").string() + " 2>" + err) == 1);
+  CHECK(read_text(err).find("fc6.weight") != std::string::npos);
+  CHECK_FALSE(fs::exists(dir / "broken-model.pt"));
 
   // Test images 0 .. 3 as PNG files, prepared by the evaluation pipeline as predict does.
   alexnet::train::OnnxModel onnx(onnx_path);

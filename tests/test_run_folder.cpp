@@ -13,9 +13,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/support.h"
 #include "train/atomic_file.h"
 #include "train/run_folder.h"
-#include "tests/support.h"
 
 namespace test_run_folder {
 
@@ -36,7 +36,11 @@ TEST_CASE("A folder that holds a run is refused unless resuming or overwriting",
                         Contains("--overwrite") && Contains(dir.string()));
   CHECK(read_text(dir / "config.json") == "{}");  // nothing replaced
   { RunFolder resumed(dir, FolderPolicy::kResume); }
-  { RunFolder overwritten(dir, FolderPolicy::kOverwrite); }
+  {
+    RunFolder overwritten(dir, FolderPolicy::kOverwrite);
+    CHECK(read_text(dir / "config.json") == "{}");  // kept until the new run's checks pass
+    overwritten.clear_for_overwrite();
+  }
   CHECK_FALSE(fs::exists(dir / "config.json"));
   CHECK_FALSE(fs::exists(dir / "checkpoints"));
   CHECK_THROWS_WITH(RunFolder(dir, FolderPolicy::kResume), Contains("last.pt"));
@@ -62,14 +66,21 @@ TEST_CASE("Stale temporary files are removed, a planted link is never written th
   const auto dir = fresh_dir("stale");
   write_text(dir / "checkpoints" / "last.pt", "weights");
   write_text(dir / "checkpoints" / "last.pt.a1b2c3.tmp", "half a checkpoint");
+  write_text(dir / "metrics.csv.Zz9Yy8.tmp", "half a table");
   write_text(dir / "victim.txt", "precious");
+  // Files of the user's that end in .tmp are not the trainer's.
+  write_text(dir / "notes.tmp", "mine");
+  write_text(dir / "checkpoints" / "plan.abcdef.tmp", "mine too");
   fs::create_symlink(dir / "victim.txt", dir / "checkpoints" / "last.pt.tmp");
   { RunFolder folder(dir, FolderPolicy::kResume); }
   CHECK_FALSE(fs::exists(dir / "checkpoints" / "last.pt.a1b2c3.tmp"));
-  CHECK_FALSE(fs::exists(fs::symlink_status(dir / "checkpoints" / "last.pt.tmp")));
+  CHECK_FALSE(fs::exists(dir / "metrics.csv.Zz9Yy8.tmp"));
+  CHECK(read_text(dir / "notes.tmp") == "mine");
+  CHECK(read_text(dir / "checkpoints" / "plan.abcdef.tmp") == "mine too");
   CHECK(read_text(dir / "victim.txt") == "precious");
 
   // A link planted where a temporary file might go while the run writes.
+  fs::remove(dir / "checkpoints" / "last.pt.tmp");
   fs::create_symlink(dir / "victim.txt", dir / "checkpoints" / "last.pt.tmp");
   alexnet::train::write_file_atomically((dir / "checkpoints" / "last.pt").string(), "new");
   CHECK(read_text(dir / "victim.txt") == "precious");
@@ -102,6 +113,22 @@ TEST_CASE("An atomic write that fails leaves the previous file and no temporary 
   // A folder that cannot be created: the error names the file.
   CHECK_THROWS_WITH(alexnet::train::write_file_atomically("/proc/no/such/file", "y"),
                     Contains("/proc/no/such/file"));
+  // A FIFO, a device or a folder at the path is refused, not replaced by a file.
+  const auto fifo = dir / "fifo";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  CHECK_THROWS_WITH(alexnet::train::write_file_atomically(fifo.string(), "y"),
+                    Contains(fifo.string()) && Contains("not a regular file"));
+  CHECK(fs::is_fifo(fifo));
+  CHECK_THROWS_WITH(alexnet::train::write_file_atomically("/dev/null", "y"),
+                    Contains("/dev/null") && Contains("not a regular file"));
+  CHECK(fs::is_character_file("/dev/null"));
+  CHECK_THROWS_WITH(alexnet::train::write_file_atomically(dir.string(), "y"), Contains("a folder"));
+  // A symbolic link is replaced by the file; what it pointed to stays.
+  write_text(dir / "target.txt", "kept");
+  fs::create_symlink(dir / "target.txt", dir / "link.txt");
+  alexnet::train::write_file_atomically((dir / "link.txt").string(), "new");
+  CHECK(read_text(dir / "target.txt") == "kept");
+  CHECK(read_text(dir / "link.txt") == "new");
 }
 
 TEST_CASE("A full disk gives an error naming the file and keeps the previous version",
@@ -139,17 +166,28 @@ TEST_CASE("trim_metrics keeps every step once and drops a torn line", "[run_fold
              "{\"kind\":\"step\",\"step\":6}\n"
              "{\"kind\":\"st");
   std::ostringstream log;
-  alexnet::train::trim_metrics(path, 4, log);
+  const std::string whole = read_text(path);
+  alexnet::train::trim_metrics(path, 4, /*epochs_done=*/1, log);
   CHECK(read_text(path) ==
         "{\"kind\":\"step\",\"step\":2}\n"
         "{\"kind\":\"step\",\"step\":4}\n"
         "{\"kind\":\"epoch\",\"epoch\":1,\"step\":4}\n");
   CHECK_THAT(log.str(), Contains("line 5") && Contains("metrics.jsonl"));
+  // A crash after epoch 1's record, before its end-of-epoch checkpoint: the checkpoint of
+  // step 4 is the one written inside the epoch, and the resumed run ends epoch 1 again.
+  write_text(path, whole);
+  alexnet::train::trim_metrics(path, 4, /*epochs_done=*/0, log);
+  CHECK(read_text(path) ==
+        "{\"kind\":\"step\",\"step\":2}\n"
+        "{\"kind\":\"step\",\"step\":4}\n");
 }
 
 TEST_CASE("A resumed run may change only the settings that do not shape the computation",
           "[run_folder]") {
-  const json saved{{"batch_size", 128}, {"seed", 0}, {"epochs", 90}, {"threads", 0},
+  const json saved{{"batch_size", 128},
+                   {"seed", 0},
+                   {"epochs", 90},
+                   {"threads", 0},
                    {"model", {{"lrn", true}, {"activation", "relu"}}},
                    {"data", {{"workers", 2}, {"crop", 224}}}};
   json now = saved;
@@ -169,7 +207,8 @@ TEST_CASE("A resumed run may change only the settings that do not shape the comp
     std::string dotted = key.substr(1);
     std::replace(dotted.begin(), dotted.end(), '/', '.');
     CHECK_THROWS_WITH(alexnet::train::check_resume_config(saved, changed),
-                      Contains("'" + dotted + "'") && Contains(saved[json::json_pointer(key)].dump()) &&
+                      Contains("'" + dotted + "'") &&
+                          Contains(saved[json::json_pointer(key)].dump()) &&
                           Contains(value.dump()));
   }
 }

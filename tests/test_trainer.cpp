@@ -451,6 +451,14 @@ TEST_CASE("A folder holding a run is refused; --overwrite starts afresh", "[trai
   CHECK(read_text(dir / "metrics.jsonl") == before);
   auto options = quiet_run(dir, log);
   options.overwrite = true;
+  // An --overwrite whose settings are refused leaves the earlier run as it was.
+  auto refused = config;
+  refused.model.num_classes(5);
+  refused.num_classes_auto = false;
+  CHECK_THROWS_WITH(alexnet::train::train(refused, pattern_data(16, 8), options),
+                    Catch::Contains("num_classes"));
+  CHECK(read_text(dir / "metrics.jsonl") == before);
+  CHECK(fs::exists(dir / "checkpoints" / "last.pt"));
   config.max_steps = 2;
   const auto summary = alexnet::train::train(config, pattern_data(16, 8), options);
   CHECK(summary.steps == 2);

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -29,9 +30,33 @@ void sync_folder(const fs::path& folder) {
 
 }  // namespace
 
+bool is_atomic_file_temporary(const std::string& name) {
+  // TARGET.XXXXXX.tmp, TARGET a file name with an extension of its own.
+  const std::string suffix = ".tmp";
+  if (name.size() < 1 + 7 + suffix.size() ||
+      name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) {
+    return false;
+  }
+  const size_t dot = name.size() - suffix.size() - 7;
+  if (name[dot] != '.') return false;
+  for (size_t i = dot + 1; i < dot + 7; ++i) {
+    if (!std::isalnum(static_cast<unsigned char>(name[i]))) return false;
+  }
+  const std::string target = name.substr(0, dot);
+  const size_t extension = target.rfind('.');
+  return extension != std::string::npos && extension > 0 && extension + 1 < target.size();
+}
+
 AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
   const fs::path target(path_);
   std::error_code error;
+  // Renaming over a device, FIFO, socket or folder would replace it (/dev/null, say) or fail
+  // only after everything is written.
+  const auto status = fs::symlink_status(target, error);
+  if (fs::exists(status) && !fs::is_regular_file(status) && !fs::is_symlink(status)) {
+    throw std::runtime_error("cannot write '" + path_ + "': it exists and is not a regular file" +
+                             (fs::is_directory(status) ? " (a folder)" : ""));
+  }
   if (target.has_parent_path()) fs::create_directories(target.parent_path(), error);
   if (error) {
     throw std::runtime_error("cannot create the folder of '" + path_ + "': " + error.message());

@@ -9,6 +9,8 @@ namespace alexnet::train {
 /// exclusively, never through a symbolic link), which is flushed to disk and renamed over
 /// `path`, then the folder is flushed too. On any failure (a full disk, say) the temporary
 /// file is removed, the previous `path` stays whole, and std::runtime_error names the file.
+/// A `path` that exists and is not a regular file (a device such as /dev/null, a FIFO, a
+/// folder) is refused; a symbolic link is replaced by the file.
 class AtomicFile {
  public:
   explicit AtomicFile(std::string path);
@@ -26,6 +28,10 @@ class AtomicFile {
   int fd_ = -1;
   bool committed_ = false;
 };
+
+/// Whether a file name is that of an AtomicFile's temporary file: TARGET.XXXXXX.tmp, where
+/// TARGET has an extension ("last.pt.a1B2c3.tmp"; not "notes.tmp").
+bool is_atomic_file_temporary(const std::string& name);
 
 /// Replaces `path` with `text` through an AtomicFile.
 void write_file_atomically(const std::string& path, const std::string& text);

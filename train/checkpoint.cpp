@@ -230,6 +230,13 @@ Checkpoint from_entries(const EntryReader& entries) {
     entries.fail("config", "has no \"model\" object (the network's options)");
   }
   c.model = entries.tensor_dict("model");
+  // The trainer never saves a diverged model; such weights come from elsewhere.
+  for (const auto& item : c.model) {
+    const auto& value = item.value();
+    if (value.is_floating_point() && !torch::isfinite(value).all().item<bool>()) {
+      entries.fail("model", "holds NaN or infinite values in '" + item.key() + "'");
+    }
+  }
   c.optimizer = entries.tensor_dict("optimizer");
   c.schedule = entries.json_text("schedule");
   c.epoch = entries.integer("epoch");

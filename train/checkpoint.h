@@ -58,7 +58,8 @@ struct Checkpoint {
 /// Reads a checkpoint written by save_checkpoint, without running code. Throws
 /// std::runtime_error naming the file when it is missing, truncated, not a checkpoint or
 /// written by an older version (a TorchScript archive), and naming the key when an entry is
-/// missing or of the wrong type (config must hold a "model" object).
+/// missing or of the wrong type (config must hold a "model" object), and naming the parameter
+/// when the model holds NaN or infinite values.
 Checkpoint load_checkpoint(const std::string& path);
 
 /// The model a checkpoint describes (its config's "model" options and its parameters), on

@@ -31,6 +31,10 @@ const NameTable<ScheduleKind>& schedule_kind_names() {
   return names;
 }
 
+// Far beyond any machine's cores: a typo, which would otherwise start that many threads.
+constexpr int64_t kMaxThreads = 1024;
+constexpr int64_t kMaxWorkers = 256;
+
 void check_channels(ObjectReader& reader, const std::string& key, const std::vector<double>& v) {
   if (!v.empty() && v.size() != 1 && v.size() != 3) {
     reader.fail(key, json(v), "an empty list or a list of 1 or 3 numbers");
@@ -72,6 +76,8 @@ void read_data_config(const json& object, DataConfig& d) {
   }
   reader.read("stats_images", d.stats_images, 0);
   reader.read("workers", d.workers, 0);
+  if (d.workers > kMaxWorkers)
+    reader.fail("workers", d.workers, "0 .. " + std::to_string(kMaxWorkers));
   reader.finish();
   if (d.resize != 0 && d.resize < d.crop) {
     reader.fail("resize", d.resize, "0 or at least data.crop (" + std::to_string(d.crop) + ")");
@@ -167,6 +173,9 @@ void read_run_settings(ObjectReader& root, TrainConfig& config) {
     }
   }
   root.read("threads", config.threads, 0);
+  if (config.threads > kMaxThreads) {
+    root.fail("threads", config.threads, "0 (every core) .. " + std::to_string(kMaxThreads));
+  }
   root.read("log_interval", config.log_interval, 1);
   root.read("checkpoint_interval", config.checkpoint_interval, 0);
   root.read("val_ten_crop", config.val_ten_crop);

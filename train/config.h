@@ -81,7 +81,7 @@ struct DataConfig {
   std::vector<double> eigenvectors;
   /// Images the statistics are computed from (0: all).
   int64_t stats_images = 10000;
-  /// Loader worker threads.
+  /// Loader worker threads, 0 .. 256.
   int64_t workers = 2;
 };
 
@@ -142,7 +142,7 @@ struct TrainConfig {
   /// "auto" (cuda:0,cuda:1 with two GPUs, cuda:0 with one, else cpu), "cpu", "cuda:0",
   /// "cuda:0,cuda:1".
   std::string devices = "auto";
-  /// Intra-op threads (0: all cores).
+  /// Intra-op threads (0: all cores), at most 1024.
   int64_t threads = 0;
   /// Steps between progress lines and metrics.jsonl entries.
   int64_t log_interval = 50;

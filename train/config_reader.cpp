@@ -17,9 +17,9 @@ std::string join_names(const std::vector<std::string>& items, const std::string&
 ObjectReader::ObjectReader(const json& object, std::string prefix)
     : object_(object), prefix_(std::move(prefix)) {
   if (!object_.is_object()) {
-    throw std::invalid_argument(
-        "configuration " + (prefix_.empty() ? std::string("root") : "key '" + prefix_ + "'") +
-        " must be a JSON object, got " + object_.dump());
+    throw std::invalid_argument("configuration " +
+                                (prefix_.empty() ? std::string("root") : "key '" + prefix_ + "'") +
+                                " must be a JSON object, got " + object_.dump());
   }
 }
 

@@ -82,10 +82,9 @@ ExportedModel read_exported_model(torch::jit::Module module, const std::string& 
   model.info.std = reader.numbers("std");
   model.in_channels = reader.integer("in_channels");
   model.num_classes = reader.integer("num_classes");
-  check_export_ranges(model.info, model.in_channels, model.num_classes,
-                      [&](const std::string& name, const std::string& problem) {
-                        reader.fail(name, problem);
-                      });
+  check_export_ranges(
+      model.info, model.in_channels, model.num_classes,
+      [&](const std::string& name, const std::string& problem) { reader.fail(name, problem); });
   model.module = std::move(module);
   model.module.eval();
   model.path = path;

@@ -61,8 +61,8 @@ torch::Tensor confusion_counts(const torch::Tensor& scores, const torch::Tensor&
   const auto truth = labels.to(torch::kCPU, torch::kInt64);
   if (truth.numel() > 0) {
     TORCH_CHECK(truth.min().item<int64_t>() >= 0 && truth.max().item<int64_t>() < classes,
-                "labels must lie in [0, ", classes, "), got ", truth.min().item<int64_t>(),
-                " to ", truth.max().item<int64_t>());
+                "labels must lie in [0, ", classes, "), got ", truth.min().item<int64_t>(), " to ",
+                truth.max().item<int64_t>());
   }
   const auto predicted = std::get<1>(scores.detach().topk(1, /*dim=*/1)).squeeze(1).cpu();
   return torch::bincount(truth * classes + predicted, /*weights=*/{}, classes * classes)
@@ -77,9 +77,9 @@ torch::Tensor EvalResult::per_class_accuracy() const {
 
 nlohmann::json EvalResult::breakdown_json(const std::vector<std::string>& class_names) const {
   const int64_t classes = confusion.defined() ? confusion.size(0) : 0;
-  TORCH_CHECK(static_cast<int64_t>(class_names.size()) == classes, "evaluation: ",
-              class_names.size(), " class names for a confusion matrix of ", classes,
-              " classes");
+  TORCH_CHECK(static_cast<int64_t>(class_names.size()) == classes,
+              "evaluation: ", class_names.size(), " class names for a confusion matrix of ",
+              classes, " classes");
   const auto accuracy = per_class_accuracy();
   const auto counts = confusion.defined() ? confusion.to(torch::kInt64).contiguous() : confusion;
   auto per_class = nlohmann::json::array();
@@ -174,11 +174,19 @@ EvalResult evaluate(const std::function<torch::Tensor(const torch::Tensor&)>& fo
 }
 
 const std::vector<std::string>& metrics_csv_columns() {
-  static const std::vector<std::string> columns{
-      "kind",           "step",          "epoch",          "loss",
-      "lr",             "train_top1_error", "train_top5_error", "val_loss",
-      "val_top1_error", "val_top5_error", "lr_dropped_to",  "images_per_s",
-      "elapsed_s"};
+  static const std::vector<std::string> columns{"kind",
+                                                "step",
+                                                "epoch",
+                                                "loss",
+                                                "lr",
+                                                "train_top1_error",
+                                                "train_top5_error",
+                                                "val_loss",
+                                                "val_top1_error",
+                                                "val_top5_error",
+                                                "lr_dropped_to",
+                                                "images_per_s",
+                                                "elapsed_s"};
   return columns;
 }
 

@@ -456,10 +456,9 @@ OnnxMetadata read_onnx_metadata(const std::string& path) {
   metadata.in_channels = reader.integer("in_channels");
   metadata.num_classes = reader.integer("num_classes");
 
-  check_export_ranges(info, metadata.in_channels, metadata.num_classes,
-                      [&](const std::string& key, const std::string& problem) {
-                        reader.fail(key, problem);
-                      });
+  check_export_ranges(
+      info, metadata.in_channels, metadata.num_classes,
+      [&](const std::string& key, const std::string& problem) { reader.fail(key, problem); });
   return metadata;
 }
 

@@ -17,8 +17,7 @@ bool autocast_enabled(torch::DeviceType device_type) {
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
   return at::autocast::is_autocast_enabled(device_type);
 #else
-  return device_type == torch::kCUDA ? at::autocast::is_enabled()
-                                     : at::autocast::is_cpu_enabled();
+  return device_type == torch::kCUDA ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled();
 #endif
 }
 
@@ -68,9 +67,10 @@ std::string precision_name(Precision precision) {
 
 void check_precision(Precision precision, const torch::Device& device) {
   if (precision == Precision::kFloat16 && !device.is_cuda()) {
-    throw std::invalid_argument("precision fp16 needs a CUDA device (float16 autocast is CUDA "
-                                "only here), not " +
-                                device.str() + "; use bf16 on a CPU");
+    throw std::invalid_argument(
+        "precision fp16 needs a CUDA device (float16 autocast is CUDA "
+        "only here), not " +
+        device.str() + "; use bf16 on a CPU");
   }
 }
 

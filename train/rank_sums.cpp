@@ -38,12 +38,10 @@ EvalResult sum_over_ranks(distributed::Communicator* comm, EvalResult result) {
                                      : torch::zeros({classes, classes}, torch::kFloat64);
     TORCH_CHECK(local.size(0) == classes, "validation: this rank's confusion matrix has ",
                 local.size(0), " classes, the job's ", classes);
-    const auto summed = comm->sum(std::vector<double>(
-        local.data_ptr<double>(), local.data_ptr<double>() + local.numel()));
-    result.confusion = torch::tensor(summed, torch::kFloat64)
-                           .round()
-                           .to(torch::kInt64)
-                           .view({classes, classes});
+    const auto summed = comm->sum(
+        std::vector<double>(local.data_ptr<double>(), local.data_ptr<double>() + local.numel()));
+    result.confusion =
+        torch::tensor(summed, torch::kFloat64).round().to(torch::kInt64).view({classes, classes});
   }
   return result;
 }

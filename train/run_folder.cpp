@@ -36,8 +36,8 @@ std::string this_host() {
 }
 
 // The files of a run; a folder holding any of them holds a run.
-const char* const kRunFiles[] = {"config.json", "metrics.jsonl", "metrics.csv", "checkpoints",
-                                 "model.pt",    "curves.png"};
+const char* const kRunFiles[] = {"config.json", "metrics.jsonl", "metrics.csv",
+                                 "checkpoints", "model.pt",      "curves.png"};
 
 bool holds_run(const fs::path& path) {
   for (const char* name : kRunFiles) {
@@ -50,7 +50,7 @@ void remove_stale_temporaries(const fs::path& folder) {
   std::error_code error;
   if (!fs::is_directory(folder, error)) return;
   for (const auto& entry : fs::directory_iterator(folder, error)) {
-    if (entry.path().extension() == ".tmp") fs::remove(entry.path(), error);
+    if (is_atomic_file_temporary(entry.path().filename().string())) fs::remove(entry.path(), error);
   }
 }
 
@@ -67,7 +67,7 @@ void flatten(const json& value, const std::string& prefix, std::map<std::string,
 
 }  // namespace
 
-RunFolder::RunFolder(const fs::path& path, FolderPolicy policy) {
+RunFolder::RunFolder(const fs::path& path, FolderPolicy policy) : path_(path), policy_(policy) {
   fs::create_directories(path);
   const fs::path lock_path = path / ".lock";
   lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
@@ -83,8 +83,7 @@ RunFolder::RunFolder(const fs::path& path, FolderPolicy policy) {
                              (holder.empty() ? "holder unknown" : holder) +
                              "); wait for it to end or choose another --out");
   }
-  const std::string holder =
-      "pid " + std::to_string(::getpid()) + " on host " + this_host() + "\n";
+  const std::string holder = "pid " + std::to_string(::getpid()) + " on host " + this_host() + "\n";
   if (::ftruncate(lock_fd_, 0) != 0 ||
       ::pwrite(lock_fd_, holder.data(), holder.size(), 0) != static_cast<ssize_t>(holder.size())) {
     // The lock holds without the note; only the message to a second run is poorer.
@@ -103,12 +102,9 @@ void RunFolder::check_policy(const fs::path& path, FolderPolicy policy) {
   const bool has_run = holds_run(path);
   if (policy == FolderPolicy::kNew && has_run) {
     throw std::runtime_error("run folder '" + path.string() +
-                             "' already holds a run; continue it with --resume " +
-                             path.string() + ", replace it with --overwrite, or choose another "
+                             "' already holds a run; continue it with --resume " + path.string() +
+                             ", replace it with --overwrite, or choose another "
                              "--out");
-  }
-  if (policy == FolderPolicy::kOverwrite) {
-    for (const char* name : kRunFiles) fs::remove_all(path / name);
   }
   if (policy == FolderPolicy::kResume && !fs::exists(path / "checkpoints" / "last.pt")) {
     throw std::runtime_error("cannot resume: '" + (path / "checkpoints" / "last.pt").string() +
@@ -118,11 +114,17 @@ void RunFolder::check_policy(const fs::path& path, FolderPolicy policy) {
   remove_stale_temporaries(path / "checkpoints");
 }
 
+void RunFolder::clear_for_overwrite() {
+  if (policy_ != FolderPolicy::kOverwrite) return;
+  for (const char* name : kRunFiles) fs::remove_all(path_ / name);
+  policy_ = FolderPolicy::kNew;
+}
+
 RunFolder::~RunFolder() {
   if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
 }
 
-void trim_metrics(const fs::path& path, int64_t step, std::ostream& log) {
+void trim_metrics(const fs::path& path, int64_t step, int64_t epochs_done, std::ostream& log) {
   std::ifstream in(path);
   if (!in) return;
   std::string kept, line;
@@ -137,6 +139,12 @@ void trim_metrics(const fs::path& path, int64_t step, std::ostream& log) {
     }
     if (record.contains("step") && record["step"].is_number_integer() &&
         record["step"].get<int64_t>() > step) {
+      continue;
+    }
+    // An epoch's record is written just before its end-of-epoch checkpoint: after a crash in
+    // between, the checkpoint at the same step is the one before, and the epoch ends again.
+    if (record.value("kind", "") == "epoch" && record.contains("epoch") &&
+        record["epoch"].is_number_integer() && record["epoch"].get<int64_t>() > epochs_done) {
       continue;
     }
     kept += line + "\n";
@@ -162,7 +170,8 @@ void check_resume_config(const json& saved, const json& now) {
   std::map<std::string, std::pair<json, json>> differences;
   for (const auto& [key, value] : before) {
     const auto it = after.find(key);
-    if (it == after.end() || it->second != value) differences[key] = {value, it == after.end() ? json() : it->second};
+    if (it == after.end() || it->second != value)
+      differences[key] = {value, it == after.end() ? json() : it->second};
   }
   for (const auto& [key, value] : after) {
     if (!before.count(key)) differences[key] = {json(), value};
@@ -175,7 +184,8 @@ void check_resume_config(const json& saved, const json& now) {
     throw std::invalid_argument("cannot resume: '" + key + "' was " + values.first.dump() +
                                 " in the checkpoint and is " + values.second.dump() +
                                 " now; it shapes the computation, so a resumed run must keep "
-                                "it (keys that may change: " + allowed_text.str() + ")");
+                                "it (keys that may change: " +
+                                allowed_text.str() + ")");
   }
 }
 

@@ -1,6 +1,7 @@
 #include "train/run.h"
 
 #include <algorithm>
+#include <limits>
 #include <thread>
 
 #include "runtime/runtime.h"
@@ -33,10 +34,9 @@ Run::Run(TrainConfig config, const RunData& data, const RunOptions& options)
   last_path_ = (run_dir_ / "checkpoints" / "last.pt").string();
   best_path_ = (run_dir_ / "checkpoints" / "best.pt").string();
   if (writer_) {
-    folder_ = std::make_unique<RunFolder>(
-        run_dir_, options.resume      ? FolderPolicy::kResume
-                  : options.overwrite ? FolderPolicy::kOverwrite
-                                      : FolderPolicy::kNew);
+    folder_ = std::make_unique<RunFolder>(run_dir_, options.resume      ? FolderPolicy::kResume
+                                                    : options.overwrite ? FolderPolicy::kOverwrite
+                                                                        : FolderPolicy::kNew);
   }
   std::optional<Checkpoint> resumed;
   if (options.resume) resumed = load_checkpoint(last_path_);
@@ -50,6 +50,7 @@ Run::Run(TrainConfig config, const RunData& data, const RunOptions& options)
   open_model_and_loaders(data);
   start_fine_tuning(resumed.has_value());  // a bad init_from is refused here too
   if (writer_) {
+    folder_->clear_for_overwrite();
     fs::create_directories(run_dir_ / "checkpoints");
     write_file_atomically((run_dir_ / "config.json").string(), effective.dump(2) + "\n");
   }
@@ -60,7 +61,7 @@ Run::Run(TrainConfig config, const RunData& data, const RunOptions& options)
   if (resumed) resume_from(*resumed);
   if (comm_) join_ranks();
   if (writer_) {
-    if (options.resume) trim_metrics(run_dir_ / "metrics.jsonl", step_, *log_);
+    if (options.resume) trim_metrics(run_dir_ / "metrics.jsonl", step_, epoch_, *log_);
     metrics_ = std::make_unique<MetricsLog>((run_dir_ / "metrics.jsonl").string(),
                                             /*append=*/options.resume);
   }
@@ -125,8 +126,7 @@ void Run::open_model_and_loaders(const RunData& data) {
   train_options.workers = config_.data.workers;
   train_options.shuffle = true;
   train_options.seed = config_.seed;
-  train_options.drop_last =
-      comm_ || data.train->size() > static_cast<size_t>(config_.batch_size);
+  train_options.drop_last = comm_ || data.train->size() > static_cast<size_t>(config_.batch_size);
   train_options.rank = comm_ ? comm_->rank() : 0;
   train_options.world_size = world_;
   train_options.prefetch_batches = std::max<int64_t>(2, 2 * config_.data.workers);
@@ -146,7 +146,11 @@ void Run::open_model_and_loaders(const RunData& data) {
         transforms::eval_pipeline(pipeline, config_.val_ten_crop), val_options);
   }
   batches_per_epoch_ = train_loader_->batches_per_epoch();
-  TORCH_CHECK(batches_per_epoch_ > 0, "the training set has no full batch");
+  TORCH_CHECK(batches_per_epoch_ > 0, "the training set of ", data.train->size(),
+              " images has no full batch of batch_size ", config_.batch_size);
+  TORCH_CHECK(config_.epochs <= std::numeric_limits<int64_t>::max() / batches_per_epoch_,
+              "epochs (", config_.epochs, ") times ", batches_per_epoch_,
+              " batches per epoch is more steps than can be counted");
   total_steps_ = config_.epochs * batches_per_epoch_;
   if (config_.max_steps > 0) total_steps_ = std::min(total_steps_, config_.max_steps);
 }
@@ -193,8 +197,8 @@ void Run::start_fine_tuning(bool resumed) {
 
 void Run::join_ranks() {
   distributed::broadcast_module(*comm_, *model_);  // identical weights, whatever each rank loaded
-  reducer_ = std::make_unique<distributed::GradientReducer>(*comm_, distributed::parameters_in_backward_order(*model_),
-                                               options_.reducer);
+  reducer_ = std::make_unique<distributed::GradientReducer>(
+      *comm_, distributed::parameters_in_backward_order(*model_), options_.reducer);
   // Rank 0 keeps the single-process random stream (and checkpoints it); the others draw
   // their own dropout masks.
   if (comm_->rank() > 0) {
@@ -211,8 +215,8 @@ void Run::announce(const RunData& data) {
         << (val_loader_ ? data.val->size() : 0) << "; devices " << config_.devices << " -> "
         << devices_.front() << (devices_.size() > 1 ? "," + devices_.back().str() : "")
         << ", threads " << torch::get_num_threads() << ", precision "
-        << precision_name(config_.precision) << "; " << total_steps_ - step_
-        << " steps to go" << std::endl;
+        << precision_name(config_.precision) << "; " << total_steps_ - step_ << " steps to go"
+        << std::endl;
   if (comm_) {
     *log_ << "data-parallel: " << world_ << " processes (" << comm_->backend() << "), "
           << config_.batch_size / world_ << " images each per step, gradients in "

@@ -9,11 +9,11 @@
 #include <vector>
 
 #include "data/dataset.h"
+#include "distributed/environment.h"
+#include "distributed/gradient_reducer.h"
 #include "model/alexnet.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
-#include "distributed/environment.h"
-#include "distributed/gradient_reducer.h"
 #include "train/run_data.h"
 #include "train/run_folder.h"
 
