@@ -17,6 +17,8 @@
 #include "tests/app_support.h"
 #include "tests/export_support.h"
 #include "tests/support.h"
+#include "train/checkpoint.h"
+#include "train/config.h"
 #include "train/export.h"
 #include "train/exported_model.h"
 
@@ -55,10 +57,10 @@ torch::Tensor tiny_input(int64_t channels, torch::ScalarType dtype = torch::kFlo
 //
 // The exported module calls the same convolution, pooling and linear ops on the same weights as
 // the eager model; only the LRN is written differently (sums of shifted channel slices: each
-// sum of n <= 5 squares is added in another order, then rsqrt and sqrt). With unit roundoff u = 1.1e-16 that
-// changes an LRN output by about 10 u of its size; the layers after it add sums of at most 9216
-// terms, each off by at most 9216 u of its terms' magnitudes, so the outputs agree to about
-// 1e-11 of their scale. 1e-9 leaves a hundred times that for cancellation. A wrong LRN
+// sum of n <= 5 squares is added in another order, then rsqrt and sqrt). With unit roundoff u
+// = 1.1e-16 that changes an LRN output by about 10 u of its size; the layers after it add sums of
+// at most 9216 terms, each off by at most 9216 u of its terms' magnitudes, so the outputs agree to
+// about 1e-11 of their scale. 1e-9 leaves a hundred times that for cancellation. A wrong LRN
 // convention (alpha divided by n or not) changes the logits by more than 1e-3 of their scale
 // (the test "Export follows the model's LRN convention"), a missing layer or wrong constant by
 // their own size.
@@ -324,6 +326,18 @@ TEST_CASE("load_exported_model reads the attributes and names what is wrong", "[
   const std::string junk = (dir / "junk.pt").string();
   std::ofstream(junk) << "not a model";
   CHECK_THROWS_WITH(load_exported_model(junk), Catch::Contains(junk));
+  // Other files a user may give instead: each named for what it is.
+  alexnet::train::Checkpoint checkpoint;
+  checkpoint.config = {{"model", alexnet::train::model_options_to_json(model->options)}};
+  checkpoint.model = model->single_device_state();
+  const std::string checkpoint_path = (dir / "last.pt").string();
+  alexnet::train::save_checkpoint(checkpoint, checkpoint_path);
+  CHECK_THROWS_WITH(load_exported_model(checkpoint_path),
+                    Catch::Contains(checkpoint_path) && Catch::Contains("--checkpoint"));
+  CHECK_THROWS_WITH(load_exported_model(dir.string()), Catch::Contains("is a folder"));
+  const std::string onnx = (dir / "model.onnx").string();
+  std::ofstream(onnx) << "protobuf bytes";
+  CHECK_THROWS_WITH(load_exported_model(onnx), Catch::Contains("ONNX"));
 
   for (const std::string name :
        {"class_names", "image_size", "resize_size", "in_channels", "num_classes", "mean", "std"}) {

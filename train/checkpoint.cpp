@@ -262,6 +262,11 @@ void save_checkpoint(const Checkpoint& checkpoint, const std::string& path) {
 
 Checkpoint load_checkpoint(const std::string& path) {
   if (!fs::exists(path)) throw std::runtime_error("checkpoint '" + path + "' does not exist");
+  if (fs::is_directory(path)) {
+    throw std::runtime_error("checkpoint '" + path +
+                             "' is a folder (a run's checkpoints are RUN/checkpoints/last.pt and "
+                             "best.pt)");
+  }
   check_archive(path);
   const c10::IValue root = read_pickle(path);
   if (!root.isGenericDict()) {

@@ -1,6 +1,7 @@
 #include "train/config.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -357,6 +358,10 @@ TrainConfig config_from_json(const json& object) {
 }
 
 json read_json_file(const std::string& path) {
+  std::error_code error;
+  if (std::filesystem::is_directory(path, error)) {
+    throw std::runtime_error("configuration file '" + path + "' is a folder");
+  }
   std::ifstream in(path);
   if (!in) throw std::runtime_error("cannot open configuration file '" + path + "'");
   try {

@@ -1,10 +1,37 @@
 #include "train/exported_model.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <stdexcept>
+#include <vector>
+
+#include <caffe2/serialize/inline_container.h>
 
 namespace alexnet::train {
+
 namespace {
+
+// What a file given as an exported model is instead, in words; "" when it may be one.
+std::string other_kind_of_file(const std::string& path) {
+  if (std::filesystem::is_directory(path)) return "is a folder";
+  std::vector<std::string> records;
+  try {
+    records = caffe2::serialize::PyTorchStreamReader(path).getAllRecords();
+  } catch (const c10::Error&) {
+    if (std::filesystem::path(path).extension() == ".onnx") {
+      return "is an ONNX file (predict --model reads it; this command needs model.pt)";
+    }
+    return "";  // torch::jit::load says what is wrong
+  }
+  const auto has = [&](const std::string& name) {
+    return std::find(records.begin(), records.end(), name) != records.end();
+  };
+  if (has("data.pkl") && !has("constants.pkl")) {
+    return "holds plain data (a training checkpoint, or another torch.save file); give a "
+           "checkpoint as --checkpoint, or export it with `alexnet export --checkpoint FILE`";
+  }
+  return "";
+}
 
 // Reads the attributes of one module, naming its file in every error.
 class AttributeReader {
@@ -94,6 +121,9 @@ ExportedModel read_exported_model(torch::jit::Module module, const std::string& 
 ExportedModel load_exported_model(const std::string& path, torch::Device device) {
   if (!std::filesystem::exists(path)) {
     throw std::runtime_error("exported model '" + path + "' does not exist");
+  }
+  if (const std::string other = other_kind_of_file(path); !other.empty()) {
+    throw std::runtime_error("'" + path + "' is not an exported TorchScript model: it " + other);
   }
   torch::jit::Module module;
   try {
