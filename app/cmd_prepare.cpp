@@ -33,13 +33,15 @@ std::string list_text(const std::vector<double>& values) {
   return out.str();
 }
 
-// Writes "source<TAB>message" lines to `path`.partial, then renames it to `path`, so the log
-// is either absent, the previous one, or complete.
+// Writes "source<TAB>message" lines (data::one_line) to `path`.partial, then renames it to `path`,
+// so the log is either absent, the previous one, or complete.
 void write_skipped_log(const std::string& path, const std::vector<data::SkippedSample>& skipped) {
   const std::string partial = path + ".partial";
   {
     std::ofstream out(partial, std::ios::trunc);
-    for (const auto& sample : skipped) out << sample.source << "\t" << sample.message << "\n";
+    for (const auto& sample : skipped) {
+      out << data::one_line(sample.source) << "\t" << data::one_line(sample.message) << "\n";
+    }
     out.close();
     if (!out) {
       std::remove(partial.c_str());

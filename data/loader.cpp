@@ -166,15 +166,40 @@ std::optional<Batch> Loader::next() {
   }
 }
 
+std::string one_line(const std::string& text) {
+  std::string out;
+  for (const char c : text) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else if (byte < 0x20 || byte == 0x7f) {
+      const char* digits = "0123456789abcdef";
+      out += "\\x";
+      out += digits[byte >> 4];
+      out += digits[byte & 15];
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
 void Loader::record_skip(int64_t index, const std::string& message) {
   std::lock_guard<std::mutex> lock(mutex_);
   ++skipped_;
   if (!reported_.insert(index).second) return;
   skipped_samples_.push_back({index, dataset_->sample_source(static_cast<size_t>(index)), message});
-  std::cerr << "warning: skipped " << message << "\n";
+  std::cerr << "warning: skipped " << one_line(message) << "\n";
   if (!options_.skipped_log.empty()) {
     std::ofstream log(options_.skipped_log, std::ios::app);
-    log << dataset_->sample_source(static_cast<size_t>(index)) << "\t" << message << "\n";
+    log << one_line(dataset_->sample_source(static_cast<size_t>(index))) << "\t"
+        << one_line(message) << "\n";
   }
 }
 

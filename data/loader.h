@@ -49,6 +49,10 @@ struct SkippedSample {
   std::string message;
 };
 
+/// `text` on one line of a tab-separated log: backslash, tab, newline, carriage return and
+/// other control characters written as \\, \t, \n, \r and \xHH (a file name may hold any).
+std::string one_line(const std::string& text);
+
 /// A batch in epoch order.
 struct Batch {
   /// [B, C, h, w] or [B, 10, C, h, w]; float32 from the paper's pipelines (the transform's

@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/support.h"
 #include "train/config.h"
 
 namespace test_config {
@@ -11,6 +12,7 @@ namespace test_config {
 using alexnet::train::config_from_json;
 using alexnet::train::TrainConfig;
 using nlohmann::json;
+using namespace alexnet::testing;
 
 namespace {
 
@@ -217,6 +219,30 @@ TEST_CASE("apply_config_overrides sets each key=value item in order", "[config]"
   CHECK_THROWS_WITH(alexnet::train::apply_config_overrides(j, "=1"), Catch::Contains("'=1'"));
   CHECK_THROWS_WITH(alexnet::train::apply_config_overrides(j, "optimizer.rate=1"),
                     Catch::Contains("optimizer.rate"));
+  // White space around a key, as after "; ", is not part of it.
+  alexnet::train::apply_config_overrides(j, "optimizer.lr=0.5; epochs=7");
+  CHECK(config_from_json(j).epochs == 7);
+}
+
+TEST_CASE("Configuration files: a key given twice, deep nesting and bad devices are refused",
+          "[config]") {
+  TempDir dir;
+  write_text(dir / "twice.json", "{\"epochs\": 2, \"data\": {\"flip\": true}, \"epochs\": 3}");
+  CHECK_THROWS_WITH(alexnet::train::read_json_file(dir / "twice.json"),
+                    Catch::Contains("twice.json") && Catch::Contains("'epochs' appears twice"));
+  // The same key in two objects is fine.
+  write_text(dir / "nested.json", "{\"a\": {\"k\": 1}, \"b\": {\"k\": 2}, \"k\": [{\"k\": 1}]}");
+  CHECK(alexnet::train::read_json_file(dir / "nested.json").at("b").at("k") == 2);
+  write_text(dir / "deep.json", std::string(100000, '[') + std::string(100000, ']'));
+  CHECK_THROWS_WITH(alexnet::train::read_json_file(dir / "deep.json"),
+                    Catch::Contains("deep.json") && Catch::Contains("nests deeper"));
+  CHECK_THROWS_WITH(alexnet::train::read_json_file(dir.path.string()),
+                    Catch::Contains("is a folder"));
+  for (const std::string devices : {"cpu,cpu,cpu", "", "cpu,"}) {
+    INFO(devices);
+    CHECK_THAT(error_of({{"devices", devices}}), Catch::Contains("'devices'"));
+  }
+  CHECK(error_of({{"devices", "cpu,cpu"}}) == "(no error)");
 }
 
 TEST_CASE("The shipped configurations parse", "[config]") {

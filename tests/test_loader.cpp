@@ -30,7 +30,9 @@ class SyntheticDataset : public Dataset {
   }
   int64_t label(size_t index) const override { return static_cast<int64_t>(index % 4); }
   const std::vector<std::string>& class_names() const override { return names_; }
-  std::string sample_source(size_t index) const override { return "synthetic#" + std::to_string(index); }
+  std::string sample_source(size_t index) const override {
+    return "synthetic#" + std::to_string(index);
+  }
 
  private:
   size_t size_;
@@ -166,6 +168,13 @@ TEST_CASE("Undecodable samples are skipped and counted, or thrown in strict mode
   Loader strict(dataset, augmentation(), options);
   strict.start_epoch(0);
   CHECK_THROWS_WITH(strict.next(), Catch::Contains("synthetic#3"));
+}
+
+TEST_CASE("one_line keeps a file name on one line of a tab-separated log", "[loader]") {
+  using alexnet::data::one_line;
+  CHECK(one_line("a b/c.jpg") == "a b/c.jpg");
+  CHECK(one_line("x\ty\nz\r\\") == "x\\ty\\nz\\r\\\\");
+  CHECK(one_line(std::string("\x01\x7f\xc3\xa9", 4)) == "\\x01\\x7f\xc3\xa9");  // UTF-8 kept
 }
 
 TEST_CASE("Errors in transforms reach the consumer instead of hanging", "[loader]") {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 
@@ -168,7 +169,14 @@ void read_run_settings(ObjectReader& root, TrainConfig& config) {
       // Syntax only: whether the devices exist is checked when training starts.
       std::stringstream items(config.devices);
       std::string item;
-      while (std::getline(items, item, ',')) torch::Device device(item);
+      int count = 0;
+      while (std::getline(items, item, ',')) {
+        torch::Device device(item);
+        ++count;
+      }
+      if (count < 1 || count > 2 || config.devices.back() == ',') {
+        throw std::invalid_argument("one or two devices");
+      }
     } catch (const std::exception&) {
       root.fail("devices", config.devices, "auto, cpu, cuda:N or two devices (cuda:0,cuda:1)");
     }
@@ -364,8 +372,28 @@ json read_json_file(const std::string& path) {
   }
   std::ifstream in(path);
   if (!in) throw std::runtime_error("cannot open configuration file '" + path + "'");
+  // What the parser accepts silently: a key given twice in one object (the last would win),
+  // and nesting far deeper than a configuration has (copying it would overflow the stack).
+  constexpr int kMaxDepth = 32;
+  std::vector<std::set<std::string>> keys;
+  const json::parser_callback_t check = [&](int depth, json::parse_event_t event, json& parsed) {
+    const bool opens =
+        event == json::parse_event_t::object_start || event == json::parse_event_t::array_start;
+    if (opens && depth >= kMaxDepth) {
+      throw std::runtime_error("configuration file '" + path + "' nests deeper than " +
+                               std::to_string(kMaxDepth) + " levels");
+    }
+    if (event == json::parse_event_t::object_start) keys.emplace_back();
+    if (event == json::parse_event_t::object_end && !keys.empty()) keys.pop_back();
+    if (event == json::parse_event_t::key && !keys.empty() &&
+        !keys.back().insert(parsed.get<std::string>()).second) {
+      throw std::runtime_error("configuration file '" + path + "': key '" +
+                               parsed.get<std::string>() + "' appears twice in one object");
+    }
+    return true;
+  };
   try {
-    return json::parse(in, /*cb=*/nullptr, /*allow_exceptions=*/true, /*ignore_comments=*/true);
+    return json::parse(in, check, /*allow_exceptions=*/true, /*ignore_comments=*/true);
   } catch (const json::exception& e) {
     throw std::runtime_error("configuration file '" + path + "' is not valid JSON: " + e.what());
   }
@@ -404,7 +432,11 @@ void apply_config_overrides(json& object, const std::string& overrides) {
       throw std::invalid_argument("configuration override '" + item +
                                   "' is not key=value (items are separated by ';')");
     }
-    set_config_value(object, item.substr(0, eq), item.substr(eq + 1));
+    // " model.lr=1" (a space after ';') names model.lr.
+    std::string key = item.substr(0, eq);
+    key.erase(0, key.find_first_not_of(" \t"));
+    key.erase(key.find_last_not_of(" \t") + 1);
+    set_config_value(object, key, item.substr(eq + 1));
   }
 }
 

@@ -176,8 +176,8 @@ nlohmann::json read_json_file(const std::string& path);
 /// true/false, lists) and as a string otherwise. Throws naming an unknown key.
 void set_config_value(nlohmann::json& json, const std::string& key, const std::string& value);
 /// set_config_value for each "key=value" item of `overrides`, in order; items are separated
-/// by ';' (e.g. "optimizer.lr=0.02;schedule.milestones=[30,60]"), empty ones skipped. Throws
-/// naming an item without '=' or without a key.
+/// by ';' (e.g. "optimizer.lr=0.02;schedule.milestones=[30,60]"), empty ones skipped, white
+/// space around a key ignored. Throws naming an item without '=' or without a key.
 void apply_config_overrides(nlohmann::json& json, const std::string& overrides);
 /// `base` with the keys of `overrides` replaced (objects merged recursively).
 nlohmann::json merge_json(nlohmann::json base, const nlohmann::json& overrides);

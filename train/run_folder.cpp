@@ -128,7 +128,7 @@ void trim_metrics(const fs::path& path, int64_t step, int64_t epochs_done, std::
   std::ifstream in(path);
   if (!in) return;
   std::string kept, line;
-  int64_t line_number = 0;
+  int64_t line_number = 0, dropped = 0;
   for (; std::getline(in, line);) {
     ++line_number;
     json record = json::parse(line, nullptr, /*allow_exceptions=*/false);
@@ -139,15 +139,22 @@ void trim_metrics(const fs::path& path, int64_t step, int64_t epochs_done, std::
     }
     if (record.contains("step") && record["step"].is_number_integer() &&
         record["step"].get<int64_t>() > step) {
+      ++dropped;
       continue;
     }
     // An epoch's record is written just before its end-of-epoch checkpoint: after a crash in
     // between, the checkpoint at the same step is the one before, and the epoch ends again.
     if (record.value("kind", "") == "epoch" && record.contains("epoch") &&
         record["epoch"].is_number_integer() && record["epoch"].get<int64_t>() > epochs_done) {
+      ++dropped;
       continue;
     }
     kept += line + "\n";
+  }
+  if (dropped > 0) {
+    log << "note: " << dropped << " record(s) of " << path.string()
+        << " were logged after the checkpoint (step " << step
+        << "); dropped, the resumed run logs them again" << std::endl;
   }
   write_file_atomically(path.string(), kept);
 }

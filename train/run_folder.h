@@ -50,7 +50,8 @@ class RunFolder {
 /// complete, before a resumed run appends to it: drops the records of steps after `step` and
 /// of epochs after `epochs_done` (logged after that checkpoint was written, and logged again
 /// by the resumed run) and lines that are not whole JSON objects (a write torn by a crash),
-/// warning on `log` about each torn line. A missing file is left missing.
+/// warning on `log` about each torn line and noting how many records it dropped. A missing
+/// file is left missing.
 void trim_metrics(const std::filesystem::path& path, int64_t step, int64_t epochs_done,
                   std::ostream& log);
 

@@ -215,8 +215,17 @@ void Run::announce(const RunData& data) {
         << (val_loader_ ? data.val->size() : 0) << "; devices " << config_.devices << " -> "
         << devices_.front() << (devices_.size() > 1 ? "," + devices_.back().str() : "")
         << ", threads " << torch::get_num_threads() << ", precision "
-        << precision_name(config_.precision) << "; " << total_steps_ - step_ << " steps to go"
+        << precision_name(config_.precision) << "; "
+        << (total_steps_ > step_
+                ? std::to_string(total_steps_ - step_) + " steps to go"
+                : "nothing to train: step " + std::to_string(step_) +
+                      " is already at or past the last step (" + std::to_string(total_steps_) + ")")
         << std::endl;
+  if (config_.model.num_classes() < 2) {
+    *log_ << "warning: the training data hold one class: every prediction is right, and the "
+             "model learns nothing"
+          << std::endl;
+  }
   if (comm_) {
     *log_ << "data-parallel: " << world_ << " processes (" << comm_->backend() << "), "
           << config_.batch_size / world_ << " images each per step, gradients in "
