@@ -346,6 +346,10 @@ int run_eval(const std::vector<std::string>& args) {
   if (parser.has("labels") && !parser.has("data")) {
     throw cli::UsageError("--labels needs --data FOLDER, the folder of the images it labels");
   }
+  if (parser.get_int("save-errors") < 0) throw cli::UsageError("--save-errors must be >= 0");
+  if (parser.has("errors-png") && parser.get_int("save-errors") == 0) {
+    throw cli::UsageError("--errors-png needs --save-errors N (N > 0)");
+  }
   apply_threads_option(parser);
   const torch::Device device = eval_device(parser);
   const train::Precision precision = eval_precision(parser, device);
@@ -357,20 +361,18 @@ int run_eval(const std::vector<std::string>& args) {
 
   const data::DatasetPtr dataset = open_eval_data(parser, source, model);
   const auto loader = eval_loader(parser, dataset, model);
-  if (parser.get_int("save-errors") < 0) throw std::invalid_argument("--save-errors must be >= 0");
-  if (parser.has("errors-png") && parser.get_int("save-errors") == 0) {
-    throw cli::UsageError("--errors-png needs --save-errors N (N > 0)");
-  }
   train::ConfidentMistakes mistakes(static_cast<size_t>(parser.get_int("save-errors")));
   const auto result = evaluate_with_progress(model, *loader, device, precision, mistakes);
-  write_eval_pictures(parser, result, mistakes.mistakes(), *dataset);
 
+  // The figures first: a picture that cannot be written (a full disk) loses no result.
   const json report = eval_report(parser, result, *dataset, source, precision);
   if (parser.get_flag("json")) {
-    std::cout << report.dump(2) << "\n";
+    std::cout << report.dump(2) << "\n" << std::flush;
   } else {
     print_eval_text(result, report);
+    std::cout << std::flush;
   }
+  write_eval_pictures(parser, result, mistakes.mistakes(), *dataset);
   return 0;
 }
 

@@ -109,7 +109,8 @@ InitFromReport copy_matching_parameters(alexnet::AlexNet& model, const Parameter
     fail("parameter '" + (weight_differs ? weight_key : bias_key) + "' has shape " +
          shape_of(weight_differs ? *weight : *bias) + " in the file and " +
          shape_of(weight_differs ? own_weight : own_bias) +
-         " in this model: another architecture (model.width, columns or in_channels differ); "
+         " in this model: another architecture (model.width, columns, in_channels, remove_conv "
+         "or extra_conv differ); "
          "only the number of classes, in " +
          classifier + ", may differ");
   }
