@@ -575,6 +575,16 @@ TEST_CASE("A stop during validation is honoured at once and the resumed run vali
   CHECK(resumed.epochs_completed == 1);
   CHECK(resumed.losses.empty());  // the epoch's steps were done before the stop
   CHECK(resumed.last_val_top1_error <= 1.0);
+  // One record of the epoch; no images/s, as the resumed run trained none of its images.
+  std::vector<nlohmann::json> epoch_records;
+  std::ifstream metrics(dir / "metrics.jsonl");
+  for (std::string line; std::getline(metrics, line);) {
+    const auto record = nlohmann::json::parse(line);
+    if (record["kind"] == "epoch") epoch_records.push_back(record);
+  }
+  REQUIRE(epoch_records.size() == 1);
+  CHECK_FALSE(epoch_records[0].contains("images_per_s"));
+  CHECK(epoch_records[0].contains("val_top1_error"));
 }
 
 #if ALEXNET_WITH_OPENCV

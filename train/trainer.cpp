@@ -211,8 +211,10 @@ void Run::end_epoch() {
               {"loss", epoch_counts_.loss()},
               {"lr", optimizer_->lr()},
               {"train_top1_error", epoch_counts_.top1_error()},
-              {"train_top5_error", epoch_counts_.top5_error()},
-              {"images_per_s", static_cast<double>(epoch_images_) / std::max(epoch_seconds, 1e-9)}};
+              {"train_top5_error", epoch_counts_.top5_error()}};
+  // A run resumed at the epoch's very end trained none of its images: no rate to give.
+  const double rate = static_cast<double>(epoch_images_) / std::max(epoch_seconds, 1e-9);
+  if (epoch_images_ > 0) record["images_per_s"] = rate;
   bool improved = true;
   if (val_loader_) {
     EvalResult result;
@@ -246,7 +248,7 @@ void Run::end_epoch() {
     line << ", val top-1/top-5 error " << fixed(100 * record["val_top1_error"].get<double>(), 2)
          << "% / " << fixed(100 * record["val_top5_error"].get<double>(), 2) << "%";
   }
-  line << ", " << fixed(record["images_per_s"].get<double>(), 1) << " img/s, "
+  line << ", " << (epoch_images_ > 0 ? fixed(rate, 1) + " img/s, " : "")
        << format_duration(epoch_seconds);
   progress_->print(line.str());
 
