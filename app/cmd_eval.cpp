@@ -367,7 +367,7 @@ int run_eval(const std::vector<std::string>& args) {
   // The figures first: a picture that cannot be written (a full disk) loses no result.
   const json report = eval_report(parser, result, *dataset, source, precision);
   if (parser.get_flag("json")) {
-    std::cout << report.dump(2) << "\n" << std::flush;
+    std::cout << report.dump(2, ' ', false, json::error_handler_t::replace) << "\n" << std::flush;
   } else {
     print_eval_text(result, report);
     std::cout << std::flush;

@@ -36,7 +36,10 @@ void declare_common(ArgParser& parser, const std::string& out, const std::string
       .option("seed", "random seed (the first seed of an ablation)", "0");
   add_threads_option(parser);
   parser.option("out", "output folder", out)
-      .flag("reuse", "reuse runs whose folder already holds result.json (resume an experiment)")
+      .flag("reuse",
+            "reuse runs whose folder holds result.json of the same configuration, and train the "
+            "others again (resume an interrupted experiment)")
+      .flag("overwrite", "replace run folders of an earlier experiment in --out")
       .flag("keep-checkpoints", "keep each run's checkpoints (deleted by default)")
       .option("set",
               "other configuration overrides, 'key=value' separated by ';' (as `alexnet "
@@ -79,6 +82,10 @@ ExperimentSetUp set_up_experiment(const ArgParser& parser,
   settings.base = set_up.base;
   settings.out_dir = parser.get("out");
   settings.reuse = parser.get_flag("reuse");
+  settings.overwrite = parser.get_flag("overwrite");
+  if (settings.reuse && settings.overwrite) {
+    throw UsageError("give at most one of --reuse and --overwrite");
+  }
   settings.keep_checkpoints = parser.get_flag("keep-checkpoints");
   settings.log = &std::cerr;
   fs::create_directories(settings.out_dir);
@@ -131,7 +138,7 @@ int run_relu_vs_tanh(const ArgParser& parser, const std::vector<std::string>& ov
   json out = result.to_json();
   out["base_config"] = train::to_json(base);
   const std::string json_path = settings.out_dir + "/relu-vs-tanh.json";
-  train::write_file_atomically(json_path, out.dump(2) + "\n");
+  runtime::write_file_atomically(json_path, out.dump(2) + "\n");
 
   auto reached_text = [&](const std::optional<experiments::CurvePoint>& p) {
     if (!p) return std::string("never reached");
@@ -210,8 +217,8 @@ int run_ablation(const ArgParser& parser, const std::vector<std::string>& overri
            {"val_images", data.val ? data.val->size() : 0},
            {"seeds", parser.get_int("seeds")},
            {"rows", experiments::ablation_json(rows)}};
-  train::write_file_atomically(settings.out_dir + "/ablation.json", out.dump(2) + "\n");
-  train::write_file_atomically(settings.out_dir + "/ablation.md", table);
+  runtime::write_file_atomically(settings.out_dir + "/ablation.json", out.dump(2) + "\n");
+  runtime::write_file_atomically(settings.out_dir + "/ablation.md", table);
   std::cout << table << "wrote " << settings.out_dir << "/ablation.md and ablation.json\n";
   return 0;
 }

@@ -191,7 +191,10 @@ int run_predict(const std::vector<std::string>& args) {
       results.push_back(std::move(entry));
     }
   }
-  if (as_json) std::cout << results.dump(2) << "\n";
+  // A file name need not be UTF-8: such bytes print as U+FFFD rather than failing the dump.
+  if (as_json) {
+    std::cout << results.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+  }
   if (failures > 0 && !as_json) {
     std::cerr << "alexnet predict: " << failures << " of " << images.size()
               << " images could not be read\n";

@@ -37,7 +37,13 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    return it->second.run(std::vector<std::string>(args.begin() + 1, args.end()));
+    const int status = it->second.run(std::vector<std::string>(args.begin() + 1, args.end()));
+    // Output that could not be written (a full disk, a closed pipe) is an error, not success.
+    if (!std::cout.flush()) {
+      std::cerr << "alexnet " << args[0] << ": error: cannot write standard output\n";
+      return status == 0 ? 1 : status;
+    }
+    return status;
   } catch (const alexnet::cli::UsageError& e) {
     std::cerr << "alexnet " << args[0] << ": " << e.what() << "\n";
     return 2;

@@ -43,6 +43,11 @@ DistributedConfig distributed_config_from_env() {
   config.rank = env_int("RANK", 0, 0, config.world_size - 1);
   config.local_rank = env_int("LOCAL_RANK", config.rank, 0, 1 << 20);
   config.local_world_size = env_int("LOCAL_WORLD_SIZE", config.world_size, 1, 1 << 20);
+  if (config.local_rank >= config.local_world_size) {
+    throw std::invalid_argument(
+        "environment variable LOCAL_RANK=" + std::to_string(config.local_rank) +
+        " must be below LOCAL_WORLD_SIZE=" + std::to_string(config.local_world_size));
+  }
   if (const char* addr = std::getenv("MASTER_ADDR"); addr != nullptr && *addr != '\0') {
     config.master_addr = addr;
   } else if (config.enabled()) {

@@ -12,6 +12,7 @@
 #include <opencv2/imgproc.hpp>
 
 #include "draw/text_fit.h"
+#include "runtime/atomic_file.h"
 
 namespace alexnet::draw {
 namespace {
@@ -127,18 +128,14 @@ std::pair<std::string, double> fit_text(std::string text, int width, double scal
 void write_png(const torch::Tensor& picture, const std::string& path) {
   cv::Mat bgr;
   cv::cvtColor(to_mat(picture), bgr, cv::COLOR_RGB2BGR);
-  const std::string temp = path + ".tmp.png";
-  bool ok = false;
+  std::vector<uchar> bytes;
   try {
-    ok = cv::imwrite(temp, bgr);
+    if (!cv::imencode(".png", bgr, bytes)) throw std::runtime_error("the PNG encoder failed");
   } catch (const cv::Exception& e) {
     throw std::runtime_error("cannot write PNG " + path + ": " + e.what());
   }
-  if (!ok) throw std::runtime_error("cannot write PNG " + path);
-  std::error_code error;
-  std::filesystem::rename(temp, path, error);
-  if (error)
-    throw std::runtime_error("cannot rename " + temp + " to " + path + ": " + error.message());
+  runtime::write_file_atomically(
+      path, std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
 }
 
 torch::Tensor read_picture(const std::string& path) {

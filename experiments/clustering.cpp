@@ -10,7 +10,7 @@ namespace {
 
 // Squared Euclidean distances between the rows of v [N, D] and c [K, D], [N, K] float32.
 torch::Tensor centroid_distances(const torch::Tensor& v, const torch::Tensor& v_norms,
-                                const torch::Tensor& c) {
+                                 const torch::Tensor& c) {
   return (v_norms.unsqueeze(1) + c.pow(2).sum(1).unsqueeze(0) - 2.0 * torch::mm(v, c.t()))
       .clamp_min(0);
 }

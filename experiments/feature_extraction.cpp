@@ -132,9 +132,9 @@ data::DatasetPtr open_recorded_dataset(const std::string& source, const std::str
   auto dataset = data::open_dataset(source, split);
   for (size_t p : {size_t{0}, dataset_indices.size() - 1}) {
     const auto i = static_cast<size_t>(dataset_indices[p]);
-    TORCH_CHECK(i < dataset->size() && dataset->sample_source(i) == descriptions[p], "the data source ",
-                source, " (", split, ") no longer matches the records: image ", p, " was ",
-                descriptions[p]);
+    TORCH_CHECK(i < dataset->size() && dataset->sample_source(i) == descriptions[p],
+                "the data source ", source, " (", split, ") no longer matches the records: image ",
+                p, " was ", descriptions[p]);
   }
   return dataset;
 }

@@ -26,9 +26,11 @@ torch::Tensor squared_distances(const torch::Tensor& a, const torch::Tensor& b,
 }
 
 void check_vectors(const torch::Tensor& vectors, const char* what) {
-  TORCH_CHECK(vectors.defined() && vectors.dim() == 2 && vectors.size(0) > 0, what,
-              ": expected a non-empty [N, D] matrix, got ",
+  TORCH_CHECK(vectors.defined() && vectors.dim() == 2 && vectors.size(0) > 0 && vectors.size(1) > 0,
+              what, ": expected a non-empty [N, D] matrix, got ",
               vectors.defined() ? vectors.sizes() : torch::IntArrayRef{});
+  TORCH_CHECK(!vectors.is_floating_point() || torch::isfinite(vectors).all().item<bool>(), what,
+              ": holds NaN or infinite values");
 }
 
 }  // namespace

@@ -4,33 +4,25 @@
 #include <filesystem>
 #include <stdexcept>
 
+#include "runtime/atomic_file.h"
+
 namespace alexnet::experiments {
 
 void write_tensor_file(const std::string& path, const TensorFileKind& kind,
                        const nlohmann::json& header, const std::vector<torch::Tensor>& tensors) {
   const std::string text = header.dump();
-  const std::string temp = path + ".tmp";
-  {
-    std::ofstream out(temp, std::ios::binary | std::ios::trunc);
-    if (!out) throw std::runtime_error("cannot write " + kind.name + " " + temp);
-    out.write(kind.magic, 8);
-    const uint64_t length = text.size();
-    out.write(reinterpret_cast<const char*>(&length), sizeof(length));
-    out.write(text.data(), static_cast<std::streamsize>(text.size()));
-    for (const auto& tensor : tensors) {
-      if (!tensor.defined() || tensor.numel() == 0) continue;
-      const auto c = tensor.contiguous();
-      out.write(static_cast<const char*>(c.data_ptr()),
-                static_cast<std::streamsize>(c.numel() * c.element_size()));
-    }
-    out.flush();
-    if (!out) throw std::runtime_error("writing " + kind.name + " " + temp + " failed");
+  runtime::AtomicFile out(path);
+  out.write(kind.magic, 8);
+  const uint64_t length = text.size();
+  out.write(reinterpret_cast<const char*>(&length), sizeof(length));
+  out.write(text.data(), text.size());
+  for (const auto& tensor : tensors) {
+    if (!tensor.defined() || tensor.numel() == 0) continue;
+    const auto c = tensor.contiguous();
+    out.write(static_cast<const char*>(c.data_ptr()),
+              static_cast<size_t>(c.numel() * c.element_size()));
   }
-  std::error_code error;
-  std::filesystem::rename(temp, path, error);
-  if (error) {
-    throw std::runtime_error("cannot rename " + temp + " to " + path + ": " + error.message());
-  }
+  out.commit();
 }
 
 TensorFileReader::TensorFileReader(const std::string& path, const TensorFileKind& kind)
@@ -38,8 +30,7 @@ TensorFileReader::TensorFileReader(const std::string& path, const TensorFileKind
   if (!in_) throw std::runtime_error("cannot open " + kind.name + " " + path);
   char magic[8];
   if (!in_.read(magic, sizeof(magic)) || std::memcmp(magic, kind.magic, sizeof(magic)) != 0) {
-    throw std::runtime_error(path + " is not a " + kind.name + " written by `" + kind.writer +
-                             "`");
+    throw std::runtime_error(path + " is not a " + kind.name + " written by `" + kind.writer + "`");
   }
   uint64_t length = 0;
   std::error_code error;

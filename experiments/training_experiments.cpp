@@ -158,17 +158,65 @@ RunResult RunResult::from_json(const json& j) {
   return r;
 }
 
+namespace {
+
+// The first key where `stored` and `requested` differ, as "KEY: STORED, not REQUESTED"; "" when
+// they agree. A result without a stored configuration differs at "config".
+std::string first_difference(const json& stored, const json& requested, const std::string& path) {
+  if (stored.is_object() && requested.is_object()) {
+    for (const auto& [key, value] : requested.items()) {
+      const std::string where = path.empty() ? key : path + "." + key;
+      const std::string found =
+          first_difference(stored.contains(key) ? stored.at(key) : json(), value, where);
+      if (!found.empty()) return found;
+    }
+    for (const auto& [key, value] : stored.items()) {
+      if (!requested.contains(key))
+        return (path.empty() ? key : path + "." + key) + ": not asked for";
+    }
+    return "";
+  }
+  if (stored == requested) return "";
+  return (path.empty() ? std::string("config") : path) + ": " +
+         (stored.is_null() ? std::string("not recorded") : stored.dump()) + ", not " +
+         requested.dump();
+}
+
+// result.json: the result and the configuration it was trained with.
+void write_result(const RunResult& result, const json& config, const fs::path& path) {
+  json out = result.to_json();
+  out["config"] = config;
+  runtime::write_file_atomically(path.string(), out.dump(2) + "\n");
+}
+
+}  // namespace
+
 RunResult run_training(const train::TrainConfig& config, const train::RunData& data,
                        const std::string& group, const std::string& name,
                        const ExperimentSettings& settings) {
   std::ostream& log = settings.log ? *settings.log : std::cerr;
   const fs::path run_dir = fs::path(settings.out_dir) / name;
   const fs::path result_path = run_dir / "result.json";
+  const json requested = train::to_json(config);
   if (settings.reuse && fs::exists(result_path)) {
+    const json stored = train::read_json_file(result_path.string());
+    const std::string difference = first_difference(stored.value("config", json()), requested, "");
+    if (!difference.empty()) {
+      throw std::runtime_error(result_path.string() + " was trained with another configuration (" +
+                               difference +
+                               "); leave out --reuse to train it again, or choose another --out");
+    }
     log << "reusing " << result_path.string() << std::endl;
-    return RunResult::from_json(train::read_json_file(result_path.string()));
+    return RunResult::from_json(stored);
   }
   std::error_code error;
+  if (!settings.reuse && !settings.overwrite && fs::exists(run_dir) &&
+      !fs::is_empty(run_dir, error)) {
+    throw std::runtime_error("experiment run folder " + run_dir.string() +
+                             " already holds files (an earlier experiment?); add --reuse to keep "
+                             "its finished runs, --overwrite to replace them, or choose another "
+                             "--out");
+  }
   fs::remove_all(run_dir, error);
   log << "== run " << name << " (seed " << config.seed << ") -> " << run_dir.string() << std::endl;
 
@@ -190,7 +238,7 @@ RunResult run_training(const train::TrainConfig& config, const train::RunData& d
     result.val_top1_error = result.val_top5_error = result.final_train_top1_error =
         std::numeric_limits<double>::quiet_NaN();
     if (!settings.keep_checkpoints) fs::remove_all(run_dir / "checkpoints", error);
-    train::write_file_atomically(result_path.string(), result.to_json().dump(2) + "\n");
+    write_result(result, requested, result_path);
     return result;
   }
   result.seconds = summary.seconds;
@@ -206,7 +254,7 @@ RunResult run_training(const train::TrainConfig& config, const train::RunData& d
     if (!curve.empty()) result.final_train_top1_error = curve.back().train_top1_error;
   }
   if (!settings.keep_checkpoints) fs::remove_all(run_dir / "checkpoints", error);
-  train::write_file_atomically(result_path.string(), result.to_json().dump(2) + "\n");
+  write_result(result, requested, result_path);
   return result;
 }
 

@@ -49,8 +49,13 @@ struct ExperimentSettings {
   train::TrainConfig base;
   /// Output folder: one sub-folder per run, plus the experiment's table/plot.
   std::string out_dir;
-  /// Reuse the result of a run whose folder already holds result.json.
+  /// Reuse the result of a run whose folder already holds result.json of the same
+  /// configuration (another configuration is refused, naming the key); other runs are trained
+  /// again.
   bool reuse = false;
+  /// Replace run folders that already hold files. Without it (and without `reuse`) such a
+  /// folder is refused: it may hold an earlier experiment's runs.
+  bool overwrite = false;
   /// Keep each run's checkpoints (hundreds of MB each); by default they are deleted once the
   /// run's metrics are read.
   bool keep_checkpoints = false;

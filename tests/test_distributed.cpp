@@ -440,6 +440,13 @@ TEST_CASE("DistributedConfig reads torchrun's variables", "[distributed]") {
   CHECK_THAT(error_of({{"RANK", "0"}}), Contains("WORLD_SIZE is not"));
   CHECK_THAT(error_of({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_PORT", "1234"}}),
              Contains("MASTER_ADDR"));
+  CHECK_THAT(error_of({{"RANK", "0"},
+                       {"WORLD_SIZE", "2"},
+                       {"LOCAL_RANK", "5"},
+                       {"LOCAL_WORLD_SIZE", "2"},
+                       {"MASTER_ADDR", "x"},
+                       {"MASTER_PORT", "1234"}}),
+             Contains("LOCAL_RANK=5") && Contains("LOCAL_WORLD_SIZE=2"));
 }
 
 TEST_CASE("The backend follows the device unless chosen", "[distributed]") {

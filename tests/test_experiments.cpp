@@ -295,8 +295,14 @@ TEST_CASE("Pictures are written as PNG files of the expected size", "[experiment
   write_png(both, dir / "chart.png");
   CHECK(fs::file_size(dir / "chart.png") > 1000);
   CHECK_THROWS_WITH(line_chart({{"bad", {0, 1}, {1}}}, chart_options), Catch::Contains("bad"));
-  CHECK_THROWS_WITH(write_png(kernels, dir / "no/such/folder/x.png"),
-                    Catch::Contains("no/such/folder"));
+  // Written as every output is (runtime::AtomicFile): the folder is made, a device is refused.
+  write_png(kernels, dir / "new/folder/x.png");
+  CHECK(fs::file_size(dir / "new/folder/x.png") > 100);
+  CHECK_THROWS_WITH(write_png(kernels, "/dev/null"), Catch::Contains("not a regular file"));
+  CHECK(fs::is_character_file("/dev/null"));
+  int files = 0;
+  for ([[maybe_unused]] const auto& entry : fs::directory_iterator(dir / "new/folder")) ++files;
+  CHECK(files == 1);  // no temporary file left
 }
 #endif
 
@@ -451,6 +457,22 @@ TEST_CASE("Every ablation variant builds and trains one step", "[experiments][va
   }
   const auto config = alexnet::train::read_json_file(settings.out_dir + "/no-conv5-s0/config.json");
   CHECK(config["model"]["remove_conv"] == "conv5");
+
+  // The folder now holds an experiment: refused unless reused or overwritten.
+  const std::vector<AblationVariant> full{variants.front()};
+  CHECK_THROWS_WITH(run_ablation(settings, data, full, /*seeds=*/1),
+                    Catch::Contains("already holds files") && Catch::Contains("--reuse"));
+  settings.reuse = true;
+  const auto reused = run_ablation(settings, data, full, /*seeds=*/1);
+  CHECK(reused.front().val_top1_error == runs.front().val_top1_error);
+  CHECK_THAT(log.str(), Catch::Contains("reusing"));
+  // A finished run of another configuration is not passed off as this one's.
+  settings.base.optimizer.lr *= 2;
+  CHECK_THROWS_WITH(run_ablation(settings, data, full, /*seeds=*/1),
+                    Catch::Contains("another configuration") && Catch::Contains("optimizer.lr"));
+  settings.reuse = false;
+  settings.overwrite = true;
+  CHECK(run_ablation(settings, data, full, /*seeds=*/1).front().steps == 1);
 }
 
 TEST_CASE("The kernels, features and neighbours commands on a tiny model", "[experiments][app]") {

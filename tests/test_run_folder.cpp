@@ -14,7 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/support.h"
-#include "train/atomic_file.h"
+#include "runtime/atomic_file.h"
 #include "train/run_folder.h"
 
 namespace test_run_folder {
@@ -82,7 +82,7 @@ TEST_CASE("Stale temporary files are removed, a planted link is never written th
   // A link planted where a temporary file might go while the run writes.
   fs::remove(dir / "checkpoints" / "last.pt.tmp");
   fs::create_symlink(dir / "victim.txt", dir / "checkpoints" / "last.pt.tmp");
-  alexnet::train::write_file_atomically((dir / "checkpoints" / "last.pt").string(), "new");
+  alexnet::runtime::write_file_atomically((dir / "checkpoints" / "last.pt").string(), "new");
   CHECK(read_text(dir / "victim.txt") == "precious");
   CHECK(read_text(dir / "checkpoints" / "last.pt") == "new");
 }
@@ -91,9 +91,9 @@ TEST_CASE("An atomic write that fails leaves the previous file and no temporary 
           "[run_folder]") {
   const auto dir = fresh_dir("atomic");
   const auto path = dir / "model.pt";
-  alexnet::train::write_file_atomically(path.string(), "old");
+  alexnet::runtime::write_file_atomically(path.string(), "old");
   {
-    alexnet::train::AtomicFile file(path.string());
+    alexnet::runtime::AtomicFile file(path.string());
     file.write("half", 4);
     // Destroyed without commit, as when an exception (a full disk) interrupts the write.
   }
@@ -106,27 +106,27 @@ TEST_CASE("An atomic write that fails leaves the previous file and no temporary 
     const auto locked = dir / "locked";
     fs::create_directories(locked);
     ::chmod(locked.c_str(), 0500);
-    CHECK_THROWS_WITH(alexnet::train::write_file_atomically((locked / "x").string(), "y"),
+    CHECK_THROWS_WITH(alexnet::runtime::write_file_atomically((locked / "x").string(), "y"),
                       Contains((locked / "x").string()));
     ::chmod(locked.c_str(), 0700);
   }
   // A folder that cannot be created: the error names the file.
-  CHECK_THROWS_WITH(alexnet::train::write_file_atomically("/proc/no/such/file", "y"),
+  CHECK_THROWS_WITH(alexnet::runtime::write_file_atomically("/proc/no/such/file", "y"),
                     Contains("/proc/no/such/file"));
   // A FIFO, a device or a folder at the path is refused, not replaced by a file.
   const auto fifo = dir / "fifo";
   REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
-  CHECK_THROWS_WITH(alexnet::train::write_file_atomically(fifo.string(), "y"),
+  CHECK_THROWS_WITH(alexnet::runtime::write_file_atomically(fifo.string(), "y"),
                     Contains(fifo.string()) && Contains("not a regular file"));
   CHECK(fs::is_fifo(fifo));
-  CHECK_THROWS_WITH(alexnet::train::write_file_atomically("/dev/null", "y"),
+  CHECK_THROWS_WITH(alexnet::runtime::write_file_atomically("/dev/null", "y"),
                     Contains("/dev/null") && Contains("not a regular file"));
   CHECK(fs::is_character_file("/dev/null"));
-  CHECK_THROWS_WITH(alexnet::train::write_file_atomically(dir.string(), "y"), Contains("a folder"));
+  CHECK_THROWS_WITH(alexnet::runtime::write_file_atomically(dir.string(), "y"), Contains("a folder"));
   // A symbolic link is replaced by the file; what it pointed to stays.
   write_text(dir / "target.txt", "kept");
   fs::create_symlink(dir / "target.txt", dir / "link.txt");
-  alexnet::train::write_file_atomically((dir / "link.txt").string(), "new");
+  alexnet::runtime::write_file_atomically((dir / "link.txt").string(), "new");
   CHECK(read_text(dir / "target.txt") == "kept");
   CHECK(read_text(dir / "link.txt") == "new");
 }
@@ -141,10 +141,10 @@ TEST_CASE("A full disk gives an error naming the file and keeps the previous ver
     return;
   }
   const auto path = dir / "checkpoints" / "last.pt";
-  alexnet::train::write_file_atomically(path.string(), std::string(1000, 'a'));
+  alexnet::runtime::write_file_atomically(path.string(), std::string(1000, 'a'));
   std::string message;
   try {
-    alexnet::train::write_file_atomically(path.string(), std::string(200000, 'b'));
+    alexnet::runtime::write_file_atomically(path.string(), std::string(200000, 'b'));
   } catch (const std::runtime_error& e) {
     message = e.what();
   }

@@ -257,7 +257,7 @@ Checkpoint from_entries(const EntryReader& entries) {
 }  // namespace
 
 void save_checkpoint(const Checkpoint& checkpoint, const std::string& path) {
-  write_file_atomically(path, pickle_plain(to_ivalue(checkpoint)));
+  runtime::write_file_atomically(path, pickle_plain(to_ivalue(checkpoint)));
 }
 
 Checkpoint load_checkpoint(const std::string& path) {

@@ -9,7 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "model/alexnet.h"
-#include "train/atomic_file.h"
+#include "runtime/atomic_file.h"
 
 namespace alexnet::train {
 

@@ -7,7 +7,7 @@
 #include <system_error>
 #include <utility>
 
-#include "train/atomic_file.h"
+#include "runtime/atomic_file.h"
 
 namespace alexnet::train {
 namespace {
@@ -60,7 +60,7 @@ std::vector<int64_t> epoch_checkpoints(const fs::path& folder) {
 void keep_epoch_checkpoint(const fs::path& folder, const std::string& last_path, int64_t epoch,
                            int64_t keep_last) {
   if (keep_last <= 0) return;
-  copy_file_atomically(last_path, (folder / epoch_checkpoint_name(epoch)).string());
+  runtime::copy_file_atomically(last_path, (folder / epoch_checkpoint_name(epoch)).string());
   const auto files = epoch_checkpoint_files(folder);
   const size_t keep = static_cast<size_t>(keep_last);
   for (size_t i = 0; i + keep < files.size(); ++i) {

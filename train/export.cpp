@@ -225,7 +225,7 @@ void save_torchscript(AlexNet& model, const ExportInfo& info, const std::string&
     throw std::runtime_error("cannot serialise the TorchScript model for '" + path +
                              "': " + e.what_without_backtrace());
   }
-  write_file_atomically(path, bytes.str());
+  runtime::write_file_atomically(path, bytes.str());
 }
 
 }  // namespace alexnet::train

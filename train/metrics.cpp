@@ -1,7 +1,7 @@
 #include "train/metrics.h"
 
 #include "data/loader.h"
-#include "train/atomic_file.h"
+#include "runtime/atomic_file.h"
 
 #include <unistd.h>
 
@@ -216,7 +216,7 @@ void write_metrics_csv(const std::string& jsonl, const std::string& csv) {
     const auto record = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
     if (record.is_object()) text += metrics_csv_row(record) + "\n";
   }
-  write_file_atomically(csv, text);
+  runtime::write_file_atomically(csv, text);
 }
 
 namespace {

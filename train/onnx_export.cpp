@@ -9,7 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "model/layers.h"
-#include "train/atomic_file.h"
+#include "runtime/atomic_file.h"
 #include "train/config.h"
 #include "train/protobuf_wire.h"
 
@@ -356,7 +356,7 @@ std::string onnx_model_bytes(AlexNet& model, const ExportInfo& info) {
 }
 
 void save_onnx(AlexNet& model, const ExportInfo& info, const std::string& path) {
-  write_file_atomically(path, onnx_model_bytes(model, info));
+  runtime::write_file_atomically(path, onnx_model_bytes(model, info));
 }
 
 namespace {

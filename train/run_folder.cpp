@@ -50,7 +50,7 @@ void remove_stale_temporaries(const fs::path& folder) {
   std::error_code error;
   if (!fs::is_directory(folder, error)) return;
   for (const auto& entry : fs::directory_iterator(folder, error)) {
-    if (is_atomic_file_temporary(entry.path().filename().string())) fs::remove(entry.path(), error);
+    if (runtime::is_atomic_file_temporary(entry.path().filename().string())) fs::remove(entry.path(), error);
   }
 }
 
@@ -156,7 +156,7 @@ void trim_metrics(const fs::path& path, int64_t step, int64_t epochs_done, std::
         << " were logged after the checkpoint (step " << step
         << "); dropped, the resumed run logs them again" << std::endl;
   }
-  write_file_atomically(path.string(), kept);
+  runtime::write_file_atomically(path.string(), kept);
 }
 
 const std::vector<std::string>& resumable_keys() {

@@ -5,7 +5,7 @@
 #include <thread>
 
 #include "runtime/runtime.h"
-#include "train/atomic_file.h"
+#include "runtime/atomic_file.h"
 #include "train/checkpoint_history.h"
 #include "train/init_from.h"
 #include "train/layer_settings.h"
@@ -52,7 +52,7 @@ Run::Run(TrainConfig config, const RunData& data, const RunOptions& options)
   if (writer_) {
     folder_->clear_for_overwrite();
     fs::create_directories(run_dir_ / "checkpoints");
-    write_file_atomically((run_dir_ / "config.json").string(), effective.dump(2) + "\n");
+    runtime::write_file_atomically((run_dir_ / "config.json").string(), effective.dump(2) + "\n");
   }
 
   state_.config = effective;

@@ -6,7 +6,7 @@
 #include <iomanip>
 #include <sstream>
 
-#include "train/atomic_file.h"
+#include "runtime/atomic_file.h"
 #include "train/checkpoint_history.h"
 #include "train/export.h"
 #include "train/optimizer_state.h"
@@ -255,7 +255,7 @@ void Run::end_epoch() {
   batch_in_epoch_ = 0;
   epoch_counts_ = ErrorCounts();
   write_checkpoint(epoch_ + 1, 0);
-  if (improved && writer_) copy_file_atomically(last_path_, best_path_);
+  if (improved && writer_) runtime::copy_file_atomically(last_path_, best_path_);
   if (writer_) {
     keep_epoch_checkpoint(run_dir_ / "checkpoints", last_path_, epoch_ + 1,
                           config_.checkpoint.keep_last);

@@ -3,7 +3,7 @@
 
 #include <string>
 
-namespace alexnet::train {
+namespace alexnet::runtime {
 
 /// Writes a new version of `path`: the bytes go to a fresh temporary file beside it (created
 /// exclusively, never through a symbolic link), which is flushed to disk and renamed over
@@ -39,4 +39,4 @@ void write_file_atomically(const std::string& path, const std::string& text);
 /// Replaces `to` with a copy of `from` through an AtomicFile (streamed, not read whole).
 void copy_file_atomically(const std::string& from, const std::string& to);
 
-}  // namespace alexnet::train
+}  // namespace alexnet::runtime

@@ -1,4 +1,4 @@
-#include "train/atomic_file.h"
+#include "runtime/atomic_file.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -11,7 +11,7 @@
 #include <stdexcept>
 #include <vector>
 
-namespace alexnet::train {
+namespace alexnet::runtime {
 namespace {
 
 namespace fs = std::filesystem;
@@ -132,4 +132,4 @@ void copy_file_atomically(const std::string& from, const std::string& to) {
   ::close(in);
 }
 
-}  // namespace alexnet::train
+}  // namespace alexnet::runtime
