@@ -87,17 +87,22 @@ TEST_CASE("Option groups check and name their options", "[cli]") {
   CHECK(alexnet::cli::subset_option(parser, nullptr) == nullptr);
 }
 
-TEST_CASE("alexnet: help with -h, status 2 for usage errors", "[cli]") {
+TEST_CASE("alexnet: -h prints help for every command", "[cli]") {
   TempDir dir;
   for (const std::string command :
        {"train", "eval", "predict", "export", "prepare", "summary", "features", "neighbours",
-        "codes", "cluster", "kernels", "experiment relu-vs-tanh", "experiment ablation",
-        "bench data", "bench distributed", "bench infer", "bench lrn", "bench train"}) {
+        "codes", "cluster", "kernels", "experiment", "experiment relu-vs-tanh",
+        "experiment ablation", "bench data", "bench distributed", "bench infer", "bench lrn",
+        "bench train"}) {
     INFO(command);
     const auto help = run_alexnet(command + " -h", dir);
     CHECK(help.status == 0);
     CHECK_THAT(help.output, Catch::Contains("usage: alexnet " + command));
   }
+}
+
+TEST_CASE("alexnet: status 2 for usage errors", "[cli]") {
+  TempDir dir;
   const auto unknown = run_alexnet("train --no-such-option", dir);
   CHECK(unknown.status == 2);
   CHECK_THAT(unknown.output, Catch::Contains("--no-such-option"));
@@ -105,13 +110,9 @@ TEST_CASE("alexnet: help with -h, status 2 for usage errors", "[cli]") {
   CHECK(run_alexnet("no-such-command", dir).status == 2);
   CHECK(run_alexnet("", dir).status == 2);
   // A command without the word that says what to do, a malformed or missing value.
-  for (const std::string command : {"bench", "experiment"}) {
-    INFO(command);
-    CHECK(run_alexnet(command, dir).status == 2);
-    CHECK(run_alexnet(command + " -h", dir).status == 0);
-  }
+  CHECK(run_alexnet("bench", dir).status == 2);
+  CHECK(run_alexnet("experiment", dir).status == 2);
   CHECK(run_alexnet("train --epochs 5x", dir).status == 2);
-  CHECK(run_alexnet("train --lr fast", dir).status == 2);
   CHECK(run_alexnet("export", dir).status == 2);
   const auto forgotten = run_alexnet("train --epochs --lr 0.1", dir);
   CHECK(forgotten.status == 2);
