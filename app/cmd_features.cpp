@@ -58,19 +58,30 @@ int run_features(const std::vector<std::string>& args) {
   const std::string model_path = parser.get("model"), source = parser.get("data");
   const std::string split = parser.get("split");
   auto model = train::load_exported_model(model_path);
-  const auto dataset = subset_option(parser, data::open_dataset(source, split));
+  const auto whole = data::open_dataset(source, split);
+  const int64_t limit = int_option(parser, "limit", /*minimum=*/0);
+  std::vector<size_t> chosen;  // with --limit: the images kept, as positions in `whole`
+  if (limit > 0) {
+    chosen = data::stratified_indices(*whole, static_cast<size_t>(limit),
+                                      static_cast<uint64_t>(parser.get_int("seed")));
+  }
+  const auto dataset = chosen.empty() ? whole : data::subset(whole, chosen);
   experiments::FeatureOptions options;
   options.batch_size = parser.get_int("batch-size");
   options.workers = parser.get_int("workers");
   options.pixel_size = parser.get_int("pixel-size");
   int64_t reported = 0;
-  const auto index = experiments::extract_features(
+  auto index = experiments::extract_features(
       model, dataset, source, split, options, [&](int64_t done, int64_t total) {
         if (done - reported >= 2000 || done == total) {
           std::cerr << "features: " << done << " / " << total << "\n";
           reported = done;
         }
       });
+  // Positions in the whole data set, which neighbours and cluster reopen to draw the images.
+  for (auto& position : index.dataset_indices) {
+    if (!chosen.empty()) position = static_cast<int64_t>(chosen[static_cast<size_t>(position)]);
+  }
   experiments::save_feature_index(index, parser.get("out"));
   std::cout << "wrote " << parser.get("out") << ": " << index.size() << " images, "
             << index.features.size(1) << "-d features"

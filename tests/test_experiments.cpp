@@ -528,8 +528,17 @@ TEST_CASE("The kernels, features and neighbours commands on a tiny model", "[exp
                      torch::full({4}, 2, torch::kLong)));
   CHECK(limited("1", "again.index").descriptions == first.descriptions);
   CHECK(limited("2", "other.index").descriptions != first.descriptions);
+  // Its records name positions in the whole data set, where the pictures are drawn from.
+  for (size_t p = 0; p < static_cast<size_t>(first.size()); ++p) {
+    CHECK(first.descriptions[p].find("#" + std::to_string(first.dataset_indices[p])) !=
+          std::string::npos);
+  }
 
 #if ALEXNET_WITH_OPENCV
+  REQUIRE(run_alexnet("neighbours --index " + dir / "limited.index" + " --k 2 --out " +
+                          dir / "limited.png" + " '#0'",
+                      dir / "limited-grid.txt") == 0);
+  CHECK(fs::exists(dir / "limited.png"));
   REQUIRE(run_alexnet("kernels --model " + dir / "tiny.pt" + " --out " + dir / "kernels.png",
                       dir / "kernels.txt") == 0);
   const auto [kernels_h, kernels_w] = kernel_grid_size(6, 5, 5, KernelGridOptions().blocks(1));
