@@ -59,12 +59,7 @@ int run_features(const std::vector<std::string>& args) {
   const std::string split = parser.get("split");
   auto model = train::load_exported_model(model_path);
   const auto whole = data::open_dataset(source, split);
-  const int64_t limit = int_option(parser, "limit", /*minimum=*/0);
-  std::vector<size_t> chosen;  // with --limit: the images kept, as positions in `whole`
-  if (limit > 0) {
-    chosen = data::stratified_indices(*whole, static_cast<size_t>(limit),
-                                      static_cast<uint64_t>(parser.get_int("seed")));
-  }
+  const std::vector<size_t> chosen = subset_indices_option(parser, *whole);  // empty: all
   const auto dataset = chosen.empty() ? whole : data::subset(whole, chosen);
   experiments::FeatureOptions options;
   options.batch_size = parser.get_int("batch-size");
@@ -79,8 +74,10 @@ int run_features(const std::vector<std::string>& args) {
         }
       });
   // Positions in the whole data set, which neighbours and cluster reopen to draw the images.
-  for (auto& position : index.dataset_indices) {
-    if (!chosen.empty()) position = static_cast<int64_t>(chosen[static_cast<size_t>(position)]);
+  if (!chosen.empty()) {
+    for (auto& position : index.dataset_indices) {
+      position = static_cast<int64_t>(chosen[static_cast<size_t>(position)]);
+    }
   }
   experiments::save_feature_index(index, parser.get("out"));
   std::cout << "wrote " << parser.get("out") << ": " << index.size() << " images, "

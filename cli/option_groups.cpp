@@ -40,11 +40,17 @@ void add_subset_options(ArgParser& parser) {
       .option("seed", "seed of the images --limit keeps", "0");
 }
 
+std::vector<size_t> subset_indices_option(const ArgParser& parser, const data::Dataset& dataset) {
+  const int64_t limit = int_option(parser, "limit", /*minimum=*/0);
+  if (limit == 0) return {};
+  return data::stratified_indices(dataset, static_cast<size_t>(limit),
+                                  static_cast<uint64_t>(parser.get_int("seed")));
+}
+
 data::DatasetPtr subset_option(const ArgParser& parser, data::DatasetPtr dataset) {
-  const int64_t limit = parser.get_int("limit");
-  if (limit <= 0) return dataset;
-  return data::stratified_subset(std::move(dataset), static_cast<size_t>(limit),
-                                 static_cast<uint64_t>(parser.get_int("seed")));
+  auto indices = subset_indices_option(parser, *dataset);
+  if (indices.empty()) return dataset;
+  return data::subset(std::move(dataset), std::move(indices));
 }
 
 }  // namespace alexnet::cli

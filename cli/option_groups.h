@@ -32,8 +32,11 @@ void require_options(const ArgParser& parser, const std::vector<std::string>& na
 
 /// Declares --limit and --seed: only some images of a data set, every class in proportion.
 void add_subset_options(ArgParser& parser);
-/// The --limit images of `dataset`, every class in proportion, drawn with --seed; `dataset`
-/// itself when --limit is 0 (or less).
+/// The positions in `dataset` of the --limit images, every class in proportion, drawn with
+/// --seed, ascending (data::stratified_indices); empty when --limit is 0 (all images). A
+/// negative --limit is a UsageError.
+std::vector<size_t> subset_indices_option(const ArgParser& parser, const data::Dataset& dataset);
+/// The --limit images of `dataset` (subset_indices_option); `dataset` itself when --limit is 0.
 data::DatasetPtr subset_option(const ArgParser& parser, data::DatasetPtr dataset);
 
 }  // namespace alexnet::cli
