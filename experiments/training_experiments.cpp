@@ -160,28 +160,6 @@ RunResult RunResult::from_json(const json& j) {
 
 namespace {
 
-// The first key where `stored` and `requested` differ, as "KEY: STORED, not REQUESTED"; "" when
-// they agree. A result without a stored configuration differs at "config".
-std::string first_difference(const json& stored, const json& requested, const std::string& path) {
-  if (stored.is_object() && requested.is_object()) {
-    for (const auto& [key, value] : requested.items()) {
-      const std::string where = path.empty() ? key : path + "." + key;
-      const std::string found =
-          first_difference(stored.contains(key) ? stored.at(key) : json(), value, where);
-      if (!found.empty()) return found;
-    }
-    for (const auto& [key, value] : stored.items()) {
-      if (!requested.contains(key))
-        return (path.empty() ? key : path + "." + key) + ": not asked for";
-    }
-    return "";
-  }
-  if (stored == requested) return "";
-  return (path.empty() ? std::string("config") : path) + ": " +
-         (stored.is_null() ? std::string("not recorded") : stored.dump()) + ", not " +
-         requested.dump();
-}
-
 // result.json: the result and the configuration it was trained with.
 void write_result(const RunResult& result, const json& config, const fs::path& path) {
   json out = result.to_json();
@@ -200,8 +178,14 @@ RunResult run_training(const train::TrainConfig& config, const train::RunData& d
   const json requested = train::to_json(config);
   if (settings.reuse && fs::exists(result_path)) {
     const json stored = train::read_json_file(result_path.string());
-    const std::string difference = first_difference(stored.value("config", json()), requested, "");
-    if (!difference.empty()) {
+    const json recorded = stored.value("config", json());
+    const auto differences = train::config_differences(recorded, requested);
+    if (!recorded.is_object() || !differences.empty()) {
+      const std::string difference = !recorded.is_object()
+                                         ? "config: not recorded"
+                                         : differences.begin()->first + ": " +
+                                               differences.begin()->second.first.dump() + ", not " +
+                                               differences.begin()->second.second.dump();
       throw std::runtime_error(result_path.string() + " was trained with another configuration (" +
                                difference +
                                "); leave out --reuse to train it again, or choose another --out");

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -438,6 +439,39 @@ void apply_config_overrides(json& object, const std::string& overrides) {
     key.erase(key.find_last_not_of(" \t") + 1);
     set_config_value(object, key, item.substr(eq + 1));
   }
+}
+
+namespace {
+
+// "a": {"b": 1} -> {"a.b": 1}; arrays and scalars are leaves.
+void flatten(const json& value, const std::string& prefix, std::map<std::string, json>& out) {
+  if (value.is_object()) {
+    for (const auto& [key, item] : value.items()) {
+      flatten(item, prefix.empty() ? key : prefix + "." + key, out);
+    }
+    return;
+  }
+  out[prefix] = value;
+}
+
+}  // namespace
+
+std::map<std::string, std::pair<json, json>> config_differences(const json& before,
+                                                                const json& after) {
+  std::map<std::string, json> flat_before, flat_after;
+  flatten(before, "", flat_before);
+  flatten(after, "", flat_after);
+  std::map<std::string, std::pair<json, json>> differences;
+  for (const auto& [key, value] : flat_before) {
+    const auto it = flat_after.find(key);
+    if (it == flat_after.end() || it->second != value) {
+      differences[key] = {value, it == flat_after.end() ? json() : it->second};
+    }
+  }
+  for (const auto& [key, value] : flat_after) {
+    if (!flat_before.count(key)) differences[key] = {json(), value};
+  }
+  return differences;
 }
 
 json merge_json(json base, const json& overrides) {

@@ -179,6 +179,11 @@ void set_config_value(nlohmann::json& json, const std::string& key, const std::s
 /// by ';' (e.g. "optimizer.lr=0.02;schedule.milestones=[30,60]"), empty ones skipped, white
 /// space around a key ignored. Throws naming an item without '=' or without a key.
 void apply_config_overrides(nlohmann::json& json, const std::string& overrides);
+/// Where two configurations differ: each dotted key ("optimizer.lr") whose value differs, with
+/// its value in `before` and in `after` (null where the key is absent). Objects are compared
+/// key by key; arrays and scalars as wholes.
+std::map<std::string, std::pair<nlohmann::json, nlohmann::json>> config_differences(
+    const nlohmann::json& before, const nlohmann::json& after);
 /// `base` with the keys of `overrides` replaced (objects merged recursively).
 nlohmann::json merge_json(nlohmann::json base, const nlohmann::json& overrides);
 

@@ -50,19 +50,9 @@ void remove_stale_temporaries(const fs::path& folder) {
   std::error_code error;
   if (!fs::is_directory(folder, error)) return;
   for (const auto& entry : fs::directory_iterator(folder, error)) {
-    if (runtime::is_atomic_file_temporary(entry.path().filename().string())) fs::remove(entry.path(), error);
+    if (runtime::is_atomic_file_temporary(entry.path().filename().string()))
+      fs::remove(entry.path(), error);
   }
-}
-
-// "a": {"b": 1} -> {"a.b": 1}; arrays and scalars are leaves.
-void flatten(const json& value, const std::string& prefix, std::map<std::string, json>& out) {
-  if (value.is_object()) {
-    for (const auto& [key, item] : value.items()) {
-      flatten(item, prefix.empty() ? key : prefix + "." + key, out);
-    }
-    return;
-  }
-  out[prefix] = value;
 }
 
 }  // namespace
@@ -169,20 +159,10 @@ const std::vector<std::string>& resumable_keys() {
 }
 
 void check_resume_config(const json& saved, const json& now) {
-  std::map<std::string, json> before, after;
   // A missing key (e.g. one the checkpoint was written before) holds its default.
   const json defaults = to_json(TrainConfig());
-  flatten(merge_json(defaults, saved), "", before);
-  flatten(merge_json(defaults, now), "", after);
-  std::map<std::string, std::pair<json, json>> differences;
-  for (const auto& [key, value] : before) {
-    const auto it = after.find(key);
-    if (it == after.end() || it->second != value)
-      differences[key] = {value, it == after.end() ? json() : it->second};
-  }
-  for (const auto& [key, value] : after) {
-    if (!before.count(key)) differences[key] = {json(), value};
-  }
+  const auto differences =
+      config_differences(merge_json(defaults, saved), merge_json(defaults, now));
   const auto& allowed = resumable_keys();
   for (const auto& [key, values] : differences) {
     if (std::find(allowed.begin(), allowed.end(), key) != allowed.end()) continue;
