@@ -188,23 +188,19 @@ class EntryReader {
 // Refuses what is not a zip archive, and the TorchScript archives of older versions (which a
 // plain-data reader must not interpret).
 void check_archive(const std::string& path) {
-  std::vector<std::string> records;
-  try {
-    records = caffe2::serialize::PyTorchStreamReader(path).getAllRecords();
-  } catch (const c10::Error& e) {
+  std::string error;
+  const ArchiveKind kind = archive_kind(path, &error);
+  if (kind == ArchiveKind::kNotArchive) {
+    throw std::runtime_error("checkpoint '" + path +
+                             "' cannot be read (truncated or not a checkpoint): " + error);
+  }
+  if (kind == ArchiveKind::kTorchScript) {
     throw std::runtime_error(
         "checkpoint '" + path +
-        "' cannot be read (truncated or not a checkpoint): " + e.what_without_backtrace());
-  }
-  for (const auto& record : records) {
-    if (record == "constants.pkl" || record.rfind("code/", 0) == 0) {
-      throw std::runtime_error(
-          "checkpoint '" + path +
-          "' is a TorchScript archive: a checkpoint written by an older version of alexnet-cpp, "
-          "or an exported model (give that as --model). It is not read as a checkpoint, since "
-          "loading it would run its code; train again, or export the old checkpoint with the "
-          "version that wrote it");
-    }
+        "' is a TorchScript archive: a checkpoint written by an older version of alexnet-cpp, "
+        "or an exported model (give that as --model). It is not read as a checkpoint, since "
+        "loading it would run its code; train again, or export the old checkpoint with the "
+        "version that wrote it");
   }
 }
 
@@ -258,6 +254,23 @@ Checkpoint from_entries(const EntryReader& entries) {
 
 void save_checkpoint(const Checkpoint& checkpoint, const std::string& path) {
   runtime::write_file_atomically(path, pickle_plain(to_ivalue(checkpoint)));
+}
+
+ArchiveKind archive_kind(const std::string& path, std::string* error) {
+  std::vector<std::string> records;
+  try {
+    records = caffe2::serialize::PyTorchStreamReader(path).getAllRecords();
+  } catch (const c10::Error& e) {
+    if (error != nullptr) *error = e.what_without_backtrace();
+    return ArchiveKind::kNotArchive;
+  }
+  bool data = false;
+  for (const auto& record : records) {
+    if (record == "constants.pkl" || record.rfind("code/", 0) == 0)
+      return ArchiveKind::kTorchScript;
+    data = data || record == "data.pkl";
+  }
+  return data ? ArchiveKind::kPlainData : ArchiveKind::kOther;
 }
 
 Checkpoint load_checkpoint(const std::string& path) {

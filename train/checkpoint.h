@@ -55,6 +55,16 @@ struct Checkpoint {
   int64_t resize_size = 256;
 };
 
+/// What a file in PyTorch's zip format holds, from the names of its records.
+enum class ArchiveKind {
+  kNotArchive,   ///< not readable as such an archive
+  kTorchScript,  ///< code and constants (torch.jit.save, an exported model.pt)
+  kPlainData,    ///< data.pkl without code (torch.save, a checkpoint)
+  kOther,        ///< an archive of neither kind
+};
+/// The kind of `path`; for kNotArchive, `error` (when given) receives the reader's message.
+ArchiveKind archive_kind(const std::string& path, std::string* error = nullptr);
+
 /// Reads a checkpoint written by save_checkpoint, without running code. Throws
 /// std::runtime_error naming the file when it is missing, truncated, not a checkpoint or
 /// written by an older version (a TorchScript archive), and naming the key when an entry is

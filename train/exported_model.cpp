@@ -1,11 +1,7 @@
 #include "train/exported_model.h"
 
-#include <algorithm>
 #include <filesystem>
 #include <stdexcept>
-#include <vector>
-
-#include <caffe2/serialize/inline_container.h>
 
 namespace alexnet::train {
 
@@ -14,23 +10,15 @@ namespace {
 // What a file given as an exported model is instead, in words; "" when it may be one.
 std::string other_kind_of_file(const std::string& path) {
   if (std::filesystem::is_directory(path)) return "is a folder";
-  std::vector<std::string> records;
-  try {
-    records = caffe2::serialize::PyTorchStreamReader(path).getAllRecords();
-  } catch (const c10::Error&) {
-    if (std::filesystem::path(path).extension() == ".onnx") {
-      return "is an ONNX file (predict --model reads it; this command needs model.pt)";
-    }
-    return "";  // torch::jit::load says what is wrong
+  const ArchiveKind kind = archive_kind(path);
+  if (kind == ArchiveKind::kNotArchive && std::filesystem::path(path).extension() == ".onnx") {
+    return "is an ONNX file (predict --model reads it; this command needs model.pt)";
   }
-  const auto has = [&](const std::string& name) {
-    return std::find(records.begin(), records.end(), name) != records.end();
-  };
-  if (has("data.pkl") && !has("constants.pkl")) {
+  if (kind == ArchiveKind::kPlainData) {
     return "holds plain data (a training checkpoint, or another torch.save file); give a "
            "checkpoint as --checkpoint, or export it with `alexnet export --checkpoint FILE`";
   }
-  return "";
+  return "";  // torch::jit::load says what is wrong, if anything
 }
 
 // Reads the attributes of one module, naming its file in every error.
