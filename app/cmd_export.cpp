@@ -1,9 +1,6 @@
 // `alexnet export`: a checkpoint to a self-contained TorchScript or ONNX file.
-#include <unistd.h>
-
 #include <algorithm>
 #include <filesystem>
-#include <functional>
 #include <iostream>
 #include <stdexcept>
 
@@ -12,6 +9,7 @@
 #include "cli.h"
 #include "cli/option_groups.h"
 #include "model/alexnet.h"
+#include "runtime/atomic_file.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/export.h"
@@ -23,36 +21,11 @@
 namespace alexnet::cli {
 namespace {
 
-namespace fs = std::filesystem;
-
 // The largest difference between `actual` and `expected` logits relative to their scale
 // (the largest |expected|, at least 1).
 double relative_difference(const torch::Tensor& actual, const torch::Tensor& expected) {
   const double scale = std::max(1.0, expected.abs().max().item<double>());
   return (actual - expected).abs().max().item<double>() / scale;
-}
-
-// Writes the exported file with `write` at a temporary name beside `out_path`, measures it with
-// `check` (the relative difference to the eager model, -1 when not run, throws when too
-// large) and only then renames it over `out_path`: a file that fails its check never takes the
-// place of an earlier one, and is removed.
-double write_checked(const std::string& out_path,
-                     const std::function<void(const std::string&)>& write,
-                     const std::function<double(const std::string&)>& check) {
-  const fs::path out(out_path);
-  const std::string temp = (out.parent_path() / ("." + out.filename().string() + ".unchecked-" +
-                                                 std::to_string(::getpid())))
-                               .string();
-  try {
-    write(temp);
-    const double difference = check(temp);
-    fs::rename(temp, out);
-    return difference;
-  } catch (...) {
-    std::error_code error;
-    fs::remove(temp, error);
-    throw;
-  }
 }
 
 // The TorchScript file's relative difference to the eager model on `x`.
@@ -98,13 +71,11 @@ double check_onnx(AlexNet& model, const std::string& path, const std::string& ou
 // is not a regular one (/dev/null, a FIFO, a folder).
 void check_out_path(const std::string& checkpoint_path, const std::string& out_path) {
   std::error_code error;
-  if (fs::equivalent(checkpoint_path, out_path, error)) {
+  if (std::filesystem::equivalent(checkpoint_path, out_path, error)) {
     throw UsageError("--out " + out_path + " is the checkpoint itself; choose another file");
   }
-  const auto status = fs::status(out_path, error);
-  if (fs::exists(status) && !fs::is_regular_file(status)) {
-    throw UsageError("--out " + out_path + " exists and is not a regular file" +
-                     (fs::is_directory(status) ? " (a folder)" : ""));
+  if (const std::string problem = runtime::replace_problem(out_path); !problem.empty()) {
+    throw UsageError("--out " + out_path + " " + problem);
   }
 }
 
@@ -162,17 +133,16 @@ int run_export(const std::vector<std::string>& args) {
   // The written file against the eager model on one random image.
   torch::NoGradGuard no_grad;
   const auto x = torch::randn({1, options.in_channels(), info.image_size, info.image_size}) * 50.0;
-  const double difference =
-      format == "onnx"
-          ? write_checked(
-                out_path, [&](const std::string& path) { train::save_onnx(model, info, path); },
-                [&](const std::string& path) { return check_onnx(model, path, out_path, x); })
-          : write_checked(
-                out_path,
-                [&](const std::string& path) { train::save_torchscript(model, info, path); },
-                [&](const std::string& path) {
-                  return check_torchscript(model, path, out_path, x);
-                });
+  // Written beside `out_path` and checked there; a file that fails its check never takes the
+  // place of an earlier one (AtomicFile removes it).
+  const std::string bytes = format == "onnx" ? train::onnx_model_bytes(model, info)
+                                             : train::torchscript_bytes(model, info);
+  runtime::AtomicFile file(out_path);
+  file.write(bytes.data(), bytes.size());
+  const double difference = format == "onnx"
+                                ? check_onnx(model, file.temporary_path(), out_path, x)
+                                : check_torchscript(model, file.temporary_path(), out_path, x);
+  file.commit();
   if (!parser.get_flag("json")) {
     print_export(checkpoint_path, out_path, format, options, info, difference);
     return 0;

@@ -47,15 +47,21 @@ bool is_atomic_file_temporary(const std::string& name) {
   return extension != std::string::npos && extension > 0 && extension + 1 < target.size();
 }
 
+std::string replace_problem(const std::string& path) {
+  // Renaming over a device, FIFO, socket or folder would replace it (/dev/null, say) or fail
+  // only after everything is written.
+  std::error_code error;
+  const auto status = fs::status(path, error);
+  if (!fs::exists(status) || fs::is_regular_file(status)) return "";
+  return std::string("exists and is not a regular file") +
+         (fs::is_directory(status) ? " (a folder)" : "");
+}
+
 AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
   const fs::path target(path_);
   std::error_code error;
-  // Renaming over a device, FIFO, socket or folder would replace it (/dev/null, say) or fail
-  // only after everything is written.
-  const auto status = fs::symlink_status(target, error);
-  if (fs::exists(status) && !fs::is_regular_file(status) && !fs::is_symlink(status)) {
-    throw std::runtime_error("cannot write '" + path_ + "': it exists and is not a regular file" +
-                             (fs::is_directory(status) ? " (a folder)" : ""));
+  if (const std::string problem = replace_problem(path_); !problem.empty()) {
+    throw std::runtime_error("cannot write '" + path_ + "': it " + problem);
   }
   if (target.has_parent_path()) fs::create_directories(target.parent_path(), error);
   if (error) {

@@ -10,7 +10,8 @@ namespace alexnet::runtime {
 /// `path`, then the folder is flushed too. On any failure (a full disk, say) the temporary
 /// file is removed, the previous `path` stays whole, and std::runtime_error names the file.
 /// A `path` that exists and is not a regular file (a device such as /dev/null, a FIFO, a
-/// folder) is refused; a symbolic link is replaced by the file.
+/// folder, or a symbolic link to one) is refused (replace_problem); a symbolic link to a
+/// regular file is replaced by the file.
 class AtomicFile {
  public:
   explicit AtomicFile(std::string path);
@@ -22,12 +23,18 @@ class AtomicFile {
   void write(const char* data, size_t size);
   /// Flushes, renames over the target and flushes the folder.
   void commit();
+  /// The temporary file: what is written so far can be read there before commit().
+  const std::string& temporary_path() const { return temp_; }
 
  private:
   std::string path_, temp_;
   int fd_ = -1;
   bool committed_ = false;
 };
+
+/// Why a file may not be written at `path`: "" when nothing is there or, after symbolic links,
+/// a regular file; otherwise "exists and is not a regular file" (with " (a folder)").
+std::string replace_problem(const std::string& path);
 
 /// Whether a file name is that of an AtomicFile's temporary file: TARGET.XXXXXX.tmp, where
 /// TARGET has an extension ("last.pt.a1B2c3.tmp"; not "notes.tmp").

@@ -216,16 +216,26 @@ torch::jit::Module export_torchscript(AlexNet& model, const ExportInfo& info) {
   return module;
 }
 
-void save_torchscript(AlexNet& model, const ExportInfo& info, const std::string& path) {
+std::string torchscript_bytes(AlexNet& model, const ExportInfo& info) {
   auto module = export_torchscript(model, info);
   std::ostringstream bytes;
   try {
     module.save(bytes);
   } catch (const c10::Error& e) {
-    throw std::runtime_error("cannot serialise the TorchScript model for '" + path +
-                             "': " + e.what_without_backtrace());
+    throw std::runtime_error(std::string("cannot serialise the TorchScript model: ") +
+                             e.what_without_backtrace());
   }
-  runtime::write_file_atomically(path, bytes.str());
+  return bytes.str();
+}
+
+void save_torchscript(AlexNet& model, const ExportInfo& info, const std::string& path) {
+  std::string bytes;
+  try {
+    bytes = torchscript_bytes(model, info);
+  } catch (const std::runtime_error& e) {
+    throw std::runtime_error(e.what() + std::string(" (for '") + path + "')");
+  }
+  runtime::write_file_atomically(path, bytes);
 }
 
 }  // namespace alexnet::train

@@ -72,6 +72,9 @@ void check_export_ranges(const ExportInfo& info, int64_t in_channels, int64_t nu
 /// formulations.
 torch::jit::Module export_torchscript(alexnet::AlexNet& model, const ExportInfo& info);
 
+/// The bytes of the file save_torchscript writes (export_torchscript, serialised).
+std::string torchscript_bytes(alexnet::AlexNet& model, const ExportInfo& info);
+
 /// export_torchscript, written to `path` atomically (temporary file, flush, rename); creates
 /// the folder. Throws std::runtime_error naming the file when it cannot be written.
 void save_torchscript(alexnet::AlexNet& model, const ExportInfo& info, const std::string& path);
