@@ -60,8 +60,7 @@ std::vector<torch::nn::AnyModule> register_layers(torch::nn::Module& owner,
                                            .padding(spec.padding)
                                            .groups(shape.groups))));
     } else {
-      layers.emplace_back(
-          owner.register_module(spec.name, torch::nn::Linear(shape.in, shape.out)));
+      layers.emplace_back(owner.register_module(spec.name, torch::nn::Linear(shape.in, shape.out)));
     }
   }
   return layers;
@@ -74,7 +73,8 @@ bool is_variable_conv(const std::string& name) {
 
 // Throws naming the first option outside its range.
 void check_options(const AlexNetOptions& o) {
-  if (const auto problem = find_option_problem(o)) TORCH_CHECK(false, "AlexNet: ", problem->message());
+  if (const auto problem = find_option_problem(o))
+    TORCH_CHECK(false, "AlexNet: ", problem->message());
 }
 
 // The paper's layer with its per-column width multiplied by `width` (fc8 keeps 0).
@@ -150,8 +150,10 @@ std::vector<torch::Device> parse_devices(const std::string& text) {
     }
   }
   if (devices.empty() || devices.size() > 2) {
-    throw std::invalid_argument("devices must name one or two devices (e.g. cpu, cuda:0,cuda:1),"
-                                " got '" + text + "'");
+    throw std::invalid_argument(
+        "devices must name one or two devices (e.g. cpu, cuda:0,cuda:1),"
+        " got '" +
+        text + "'");
   }
   for (const auto& device : devices) {
     if (device.is_cuda() && !torch::cuda::is_available()) {
@@ -161,8 +163,7 @@ std::vector<torch::Device> parse_devices(const std::string& text) {
     if (device.is_cuda() && device.has_index() &&
         device.index() >= static_cast<int64_t>(torch::cuda::device_count())) {
       throw std::invalid_argument("device " + device.str() + " does not exist (" +
-                                  std::to_string(torch::cuda::device_count()) +
-                                  " CUDA devices)");
+                                  std::to_string(torch::cuda::device_count()) + " CUDA devices)");
     }
   }
   return devices;
@@ -318,7 +319,8 @@ torch::OrderedDict<std::string, torch::Tensor> AlexNetImpl::to_single_device(
     std::vector<torch::Tensor> parts;
     for (int64_t column = 0; column < held_columns(); ++column) {
       const torch::Tensor* part = per_parameter.find(parameter_name(key, column));
-      TORCH_CHECK(part != nullptr, "AlexNet state has no entry '", parameter_name(key, column), "'");
+      TORCH_CHECK(part != nullptr, "AlexNet state has no entry '", parameter_name(key, column),
+                  "'");
       parts.push_back(*part);
     }
     single.insert(key, two_device() ? torch::cat({parts[0].cpu(), parts[1].cpu()}, 0) : parts[0]);
@@ -338,9 +340,9 @@ torch::OrderedDict<std::string, torch::Tensor> AlexNetImpl::from_single_device(
       torch::Tensor rows = *source;
       if (two_device()) {
         const auto [begin, end] = column_slice(name, column);
-        TORCH_CHECK(source->dim() >= 1 && source->size(0) == layer_width(name),
-                    "AlexNet state '", key, "' has shape ", source->sizes(), ", expected ",
-                    layer_width(name), " rows");
+        TORCH_CHECK(source->dim() >= 1 && source->size(0) == layer_width(name), "AlexNet state '",
+                    key, "' has shape ", source->sizes(), ", expected ", layer_width(name),
+                    " rows");
         rows = source->narrow(0, begin, end - begin);
       }
       TORCH_CHECK(rows.sizes() == target.sizes(), "AlexNet state '", key, "' has shape ",
@@ -386,8 +388,8 @@ std::vector<LayerInfo> AlexNetImpl::layer_summary(int64_t image_size) {
 }
 
 torch::Tensor AlexNetImpl::run(torch::Tensor x, bool stop_at_fc7, Recorder* recorder) {
-  TORCH_CHECK(x.dim() == 4 && x.size(1) == options.in_channels(),
-              "AlexNet expects input [N, ", options.in_channels(), ", H, W], got ", x.sizes());
+  TORCH_CHECK(x.dim() == 4 && x.size(1) == options.in_channels(), "AlexNet expects input [N, ",
+              options.in_channels(), ", H, W], got ", x.sizes());
   TORCH_CHECK(x.size(2) >= kMinImageSide && x.size(3) >= kMinImageSide,
               "AlexNet needs images of at least ", kMinImageSide, "x", kMinImageSide,
               " pixels, got ", x.size(2), "x", x.size(3));
@@ -447,14 +449,17 @@ torch::Tensor AlexNetImpl::run_two_device(torch::Tensor x, bool stop_at_fc7, Rec
   // first, so that channel order equals the single-device form's.
   auto cross = [&] {
     torch::Tensor joined[2];
-    for (int c = 0; c < 2; ++c) joined[c] = torch::cat({h[0].to(devices[c]), h[1].to(devices[c])}, 1);
+    for (int c = 0; c < 2; ++c)
+      joined[c] = torch::cat({h[0].to(devices[c]), h[1].to(devices[c])}, 1);
     h[0] = joined[0];
     h[1] = joined[1];
   };
   for (size_t i = 0; i < table.size(); ++i) {
     const LayerSpec& spec = table[i];
     if (i == 0) {
-      each([&](int c, const torch::Tensor&) { return columns[c]->layers[0].forward(x.to(devices[c])); });
+      each([&](int c, const torch::Tensor&) {
+        return columns[c]->layers[0].forward(x.to(devices[c]));
+      });
     } else {
       if (spec.crosses) cross();
       each([&](int c, torch::Tensor t) { return columns[c]->layers[i].forward(t); });
@@ -471,7 +476,9 @@ torch::Tensor AlexNetImpl::run_two_device(torch::Tensor x, bool stop_at_fc7, Rec
       record("pool" + layer_number(spec), table.size());
     }
     if (spec.dropout_after) {
-      each([&](int, torch::Tensor t) { return torch::dropout(t, options.dropout(), is_training()); });
+      each([&](int, torch::Tensor t) {
+        return torch::dropout(t, options.dropout(), is_training());
+      });
     }
     if (flattens_after(table, i)) {
       each([&](int, torch::Tensor t) {

@@ -12,8 +12,7 @@ using alexnet::train::AutocastGuard;
 using alexnet::train::LossScaler;
 using alexnet::train::Precision;
 
-TEST_CASE("Precision names round-trip; unknown names are refused naming the value",
-          "[precision]") {
+TEST_CASE("Precision names round-trip; unknown names are refused naming the value", "[precision]") {
   for (auto p : {Precision::kFloat32, Precision::kBFloat16, Precision::kFloat16}) {
     CHECK(alexnet::train::parse_precision(alexnet::train::precision_name(p)) == p);
   }

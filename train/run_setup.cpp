@@ -4,8 +4,8 @@
 #include <limits>
 #include <thread>
 
-#include "runtime/runtime.h"
 #include "runtime/atomic_file.h"
+#include "runtime/runtime.h"
 #include "train/checkpoint_history.h"
 #include "train/init_from.h"
 #include "train/layer_settings.h"
