@@ -36,6 +36,7 @@ using nlohmann::json;
 
 // What evaluation needs from a model, whichever file it came from.
 struct LoadedModel {
+  /// Logits in the --precision asked for, float32.
   std::function<torch::Tensor(const torch::Tensor&)> forward;
   /// The preprocessing the model was trained with (evaluation pipeline).
   transforms::PipelineOptions pipeline;
@@ -47,13 +48,12 @@ struct LoadedModel {
   std::string path;
 };
 
-LoadedModel load_torchscript(const std::string& path, torch::Device device) {
+LoadedModel load_torchscript(const std::string& path, torch::Device device,
+                             train::Precision precision) {
   auto exported = std::make_shared<train::ExportedModel>(train::load_exported_model(path, device));
   LoadedModel model;
   model.pipeline = exported->pipeline_options();
-  model.forward = [exported](const torch::Tensor& x) {
-    return exported->module.forward({x}).toTensor();
-  };
+  model.forward = train::exported_forward(exported, precision, device);
   model.default_data = "fashion-mnist";
   model.class_names = exported->info.class_names;
   model.num_classes = exported->num_classes;
@@ -61,13 +61,15 @@ LoadedModel load_torchscript(const std::string& path, torch::Device device) {
   return model;
 }
 
-LoadedModel load_checkpoint_model(const std::string& path, torch::Device device) {
+LoadedModel load_checkpoint_model(const std::string& path, torch::Device device,
+                                  train::Precision precision) {
   const train::Checkpoint checkpoint = train::load_checkpoint(path);
   auto net = train::model_from_checkpoint(checkpoint, device);
   LoadedModel model;
   model.pipeline =
       train::export_pipeline_options(train::export_info(checkpoint), net->options.in_channels());
-  model.forward = [net](const torch::Tensor& x) mutable { return net->forward(x); };
+  model.forward = train::forward_in_precision(
+      [net](const torch::Tensor& x) mutable { return net->forward(x); }, device, precision);
   model.default_data = checkpoint.config.value("data", json::object()).value("source", "");
   model.class_names = checkpoint.class_names;
   model.num_classes = net->options.num_classes();
@@ -230,7 +232,9 @@ ArgParser eval_parser() {
       .option("synsets",
               "devkit form: the synsets in ILSVRC ID order, one per line (first word of each)")
       .option("precision",
-              "fp32, bf16 (autocast; fast on CPUs with avx512_bf16 or AMX) or fp16 (CUDA)", "fp32");
+              "fp32, bf16 (autocast; fast on CPUs with avx512_bf16 or AMX, emulated in float32 "
+              "on other CPUs) or fp16 (CUDA)",
+              "fp32");
   add_subset_options(parser);
   parser.option("batch-size", "images per batch", "100")
       .option("workers", "data loading threads", "2");
@@ -284,11 +288,11 @@ std::unique_ptr<data::Loader> eval_loader(const ArgParser& parser, data::Dataset
 
 // Evaluates `model` on every batch of `loader`, with a progress line on stderr.
 train::EvalResult evaluate_with_progress(const LoadedModel& model, data::Loader& loader,
-                                         const torch::Device& device, train::Precision precision,
+                                         const torch::Device& device,
                                          train::ConfidentMistakes& mistakes) {
   train::ProgressLine progress(std::cerr);
   const auto result = train::evaluate(
-      train::forward_in_precision(model.forward, device, precision), loader, device,
+      model.forward, loader, device,
       [&](int64_t done, int64_t total) {
         if (progress.live() || done == total || done % 20 == 0) {
           progress.update("evaluating batch " + std::to_string(done) + "/" + std::to_string(total));
@@ -302,7 +306,7 @@ train::EvalResult evaluate_with_progress(const LoadedModel& model, data::Loader&
 // The result as JSON, with the per-class breakdown where every output has a class name.
 json eval_report(const ArgParser& parser, const train::EvalResult& result,
                  const data::Dataset& dataset, const std::string& source,
-                 train::Precision precision) {
+                 train::Precision precision, const torch::Device& device) {
   json out = result.to_json();
   const auto classes = static_cast<int64_t>(dataset.class_names().size());
   if (result.confusion.defined() && result.confusion.size(0) == classes) {
@@ -314,6 +318,7 @@ json eval_report(const ArgParser& parser, const train::EvalResult& result,
   out["split"] = parser.get("split");
   out["crops"] = parser.get_flag("ten-crop") ? "ten" : "centre";
   out["precision"] = train::precision_name(precision);
+  out["bf16_emulated"] = train::emulates_bf16(precision, device);
   if (parser.has("labels")) out["labels"] = parser.get("labels");
   out["images_per_s"] = static_cast<double>(result.samples) / std::max(result.seconds, 1e-9);
   return out;
@@ -353,19 +358,19 @@ int run_eval(const std::vector<std::string>& args) {
   apply_threads_option(parser);
   const torch::Device device = eval_device(parser);
   const train::Precision precision = eval_precision(parser, device);
-  const LoadedModel model = parser.has("model")
-                                ? load_torchscript(parser.get("model"), device)
-                                : load_checkpoint_model(parser.get("checkpoint"), device);
+  const LoadedModel model =
+      parser.has("model") ? load_torchscript(parser.get("model"), device, precision)
+                          : load_checkpoint_model(parser.get("checkpoint"), device, precision);
   std::string source = parser.has("data") ? parser.get("data") : model.default_data;
   if (source.empty()) source = "fashion-mnist";
 
   const data::DatasetPtr dataset = open_eval_data(parser, source, model);
   const auto loader = eval_loader(parser, dataset, model);
   train::ConfidentMistakes mistakes(static_cast<size_t>(parser.get_int("save-errors")));
-  const auto result = evaluate_with_progress(model, *loader, device, precision, mistakes);
+  const auto result = evaluate_with_progress(model, *loader, device, mistakes);
 
   // The figures first: a picture that cannot be written (a full disk) loses no result.
-  const json report = eval_report(parser, result, *dataset, source, precision);
+  const json report = eval_report(parser, result, *dataset, source, precision, device);
   if (parser.get_flag("json")) {
     std::cout << report.dump(2, ' ', false, json::error_handler_t::replace) << "\n" << std::flush;
   } else {

@@ -80,7 +80,7 @@ bool is_onnx_file(const std::string& path) {
 }
 
 // A file ending in .onnx runs in OpenCV's DNN module, any other is TorchScript.
-Predictor open_predictor(const std::string& path) {
+Predictor open_predictor(const std::string& path, train::Precision precision) {
   if (is_onnx_file(path)) {
 #if ALEXNET_WITH_OPENCV_DNN
     auto onnx = std::make_shared<train::OnnxModel>(path);
@@ -96,7 +96,7 @@ Predictor open_predictor(const std::string& path) {
   }
   auto model = std::make_shared<train::ExportedModel>(train::load_exported_model(path));
   return {model->pipeline_options(), model->info.class_names,
-          [model](const torch::Tensor& x) { return model->module.forward({x}).toTensor(); }};
+          train::exported_forward(model, precision, torch::kCPU)};
 }
 
 ArgParser predict_parser() {
@@ -112,7 +112,10 @@ ArgParser predict_parser() {
       .option("batch-size", "images per forward pass", "32");
   add_threads_option(parser, /*default_value=*/"0", kThreadsHelpHardware);
   parser
-      .option("precision", "fp32 or bf16 (autocast; fast on CPUs with avx512_bf16 or AMX)", "fp32")
+      .option("precision",
+              "fp32 or bf16 (autocast; fast on CPUs with avx512_bf16 or AMX, emulated in "
+              "float32 on other CPUs)",
+              "fp32")
       .flag("json", "print JSON: [{image, top: [{label, class, probability}]} or {image, error}]")
       .positionals("IMAGE", "image files (JPEG, PNG, ...)");
   return parser;
@@ -171,14 +174,14 @@ int run_predict(const std::vector<std::string>& args) {
     std::cerr << advice << "\n";
   }
 
-  const Predictor model = open_predictor(parser.get("model"));
   if (precision != train::Precision::kFloat32 && is_onnx_file(parser.get("model"))) {
     throw std::invalid_argument("--precision " + parser.get("precision") +
                                 " applies to TorchScript models; '" + parser.get("model") +
                                 "' runs in float32 in OpenCV's DNN module");
   }
+  const Predictor model = open_predictor(parser.get("model"), precision);
   const auto pipeline = transforms::eval_pipeline(model.pipeline, /*ten_crop=*/false);
-  const auto forward = train::forward_in_precision(model.forward, torch::kCPU, precision);
+  const auto& forward = model.forward;
   const auto& images = parser.positional();
   nlohmann::json results = nlohmann::json::array();
   int failures = 0;

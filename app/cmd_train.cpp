@@ -90,8 +90,8 @@ ArgParser train_parser() {
   parser.option("workers", "data loading threads; sets data.workers")
       .option("seed", "sets seed")
       .option("precision",
-              "fp32, bf16 (autocast; fast on CPUs with avx512_bf16 or AMX) or fp16 (CUDA, "
-              "with loss scaling); sets precision")
+              "fp32, bf16 (autocast; fast on CPUs with avx512_bf16 or AMX, emulated in float32 "
+              "on other CPUs) or fp16 (CUDA, with loss scaling); sets precision")
       .option("set",
               "other overrides, 'key=value' separated by ';' "
               "(e.g. 'optimizer.rule=pytorch;schedule.milestones=[30,60]'); may be repeated");

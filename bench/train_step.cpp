@@ -41,7 +41,9 @@ cli::ArgParser train_step_parser() {
   parser.flag("no-lrn", "leave out local response normalisation")
       .flag("channels-last", "channels-last input and convolution kernels")
       .flag("no-mkldnn", "turn LibTorch's oneDNN (MKLDNN) CPU kernels off")
-      .flag("bf16", "bfloat16 autocast on the model's device (LRN still computes in float)")
+      .flag("bf16",
+            "bfloat16 autocast on the model's device (LRN still computes in float); emulated "
+            "in float32 on a CPU without bfloat16 arithmetic")
       .flag("fp16",
             "float16 autocast, CUDA only (LRN still computes in float; no loss scaling, so "
             "this measures speed, not a training recipe)")
@@ -79,7 +81,7 @@ StepTimes time_training_steps(const StepSetup& setup) {
   const auto labels = torch::randint(setup.model.num_classes(), {setup.run.batch},
                                      torch::TensorOptions(device).dtype(torch::kLong));
 
-  const train::AutocastGuard autocast(device, setup.precision);
+  const train::PrecisionGuard precision(device, setup.precision);
   const bool autocast_on = setup.precision != train::Precision::kFloat32;
   auto step = [&] {
     optimizer.zero_grad();
@@ -119,6 +121,7 @@ void print_train_step(const cli::ArgParser& parser, const StepSetup& setup,
         {"bf16", setup.precision == train::Precision::kBFloat16},
         {"fp16", setup.precision == train::Precision::kFloat16},
         {"precision", train::precision_name(setup.precision)},
+        {"bf16_emulated", train::emulates_bf16(setup.precision, setup.model.devices()[0])},
         {"openblas_core", runtime::openblas_core()},
         {"retain_freed_memory", tuned},
         {"step_s", step_s},
@@ -137,7 +140,7 @@ void print_train_step(const cli::ArgParser& parser, const StepSetup& setup,
             << (setup.model.lrn() ? "" : ", no LRN")
             << (setup.channels_last ? ", channels-last" : "")
             << (setup.precision != train::Precision::kFloat32
-                    ? ", " + train::precision_name(setup.precision) + " autocast"
+                    ? ", " + train::precision_label(setup.precision, setup.model.devices()[0])
                     : "")
             << (tuned ? "" : ", stock runtime") << ": " << images_per_s << " images/s ("
             << std::setprecision(3) << step_s << " s/step, median of " << setup.run.repeats << "; "

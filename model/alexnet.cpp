@@ -5,6 +5,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "model/bfloat16_emulation.h"
+
 namespace alexnet {
 namespace {
 
@@ -64,6 +66,22 @@ std::vector<torch::nn::AnyModule> register_layers(torch::nn::Module& owner,
     }
   }
   return layers;
+}
+
+// `layer` (a Conv2d or Linear of `spec`) applied to x; under Bfloat16Emulation with its
+// operands and result rounded to bfloat16, as bfloat16 autocast computes it.
+torch::Tensor apply_layer(const LayerSpec& spec, torch::nn::AnyModule& layer,
+                          const torch::Tensor& x) {
+  if (!bfloat16_emulated()) return layer.forward(x);
+  if (spec.conv) {
+    const auto& conv = *layer.get<torch::nn::Conv2d>();
+    return round_to_bfloat16(torch::conv2d(
+        round_to_bfloat16(x), round_to_bfloat16(conv.weight), round_to_bfloat16(conv.bias),
+        /*stride=*/spec.stride, /*padding=*/spec.padding, /*dilation=*/1, conv.options.groups()));
+  }
+  const auto& linear = *layer.get<torch::nn::Linear>();
+  return round_to_bfloat16(torch::linear(round_to_bfloat16(x), round_to_bfloat16(linear.weight),
+                                         round_to_bfloat16(linear.bias)));
 }
 
 bool is_variable_conv(const std::string& name) {
@@ -360,6 +378,14 @@ torch::Tensor AlexNetImpl::activate(torch::Tensor x) const {
 
 torch::Tensor AlexNetImpl::normalise(torch::Tensor x, int64_t groups) const {
   if (!options.lrn()) return x;
+  if (bfloat16_emulated()) {
+    // Rounding the input too (its values are bfloat16 already) rounds the gradient there.
+    return round_to_bfloat16(normalise_columns(round_to_bfloat16(x), groups));
+  }
+  return normalise_columns(x, groups);
+}
+
+torch::Tensor AlexNetImpl::normalise_columns(torch::Tensor x, int64_t groups) const {
   if (groups == 1) return local_response_norm(x, options.lrn_options());
   // Per column: the channel window never crosses from one column's maps into the other's.
   const auto sizes = x.sizes().vec();
@@ -408,7 +434,7 @@ torch::Tensor AlexNetImpl::run_single(torch::Tensor x, bool stop_at_fc7, Recorde
   x = x.to(options.devices()[0]);
   for (size_t i = 0; i < table.size(); ++i) {
     const LayerSpec& spec = table[i];
-    x = layers[i].forward(x);
+    x = apply_layer(spec, layers[i], x);
     record(spec.name, x, layers[i].ptr().get());
     if (i + 1 == table.size()) break;  // fc8: the logits
     x = activate(x);
@@ -458,11 +484,11 @@ torch::Tensor AlexNetImpl::run_two_device(torch::Tensor x, bool stop_at_fc7, Rec
     const LayerSpec& spec = table[i];
     if (i == 0) {
       each([&](int c, const torch::Tensor&) {
-        return columns[c]->layers[0].forward(x.to(devices[c]));
+        return apply_layer(spec, columns[c]->layers[0], x.to(devices[c]));
       });
     } else {
       if (spec.crosses) cross();
-      each([&](int c, torch::Tensor t) { return columns[c]->layers[i].forward(t); });
+      each([&](int c, torch::Tensor t) { return apply_layer(spec, columns[c]->layers[i], t); });
     }
     record(spec.name, i);
     if (i + 1 == table.size()) break;  // fc8: the logits

@@ -186,6 +186,7 @@ class AlexNetImpl : public torch::nn::Module {
   torch::Tensor run_two_device(torch::Tensor x, bool stop_at_fc7, Recorder* recorder);
   torch::Tensor activate(torch::Tensor x) const;
   torch::Tensor normalise(torch::Tensor x, int64_t groups) const;
+  torch::Tensor normalise_columns(torch::Tensor x, int64_t groups) const;
   torch::Tensor pool(torch::Tensor x) const;
   torch::nn::Module& layer(const std::string& name, int64_t column) const;
   // The name of parameter `key` (e.g. "conv1.weight") of column `column` in this form.

@@ -1,5 +1,5 @@
-// eval and predict --precision: bfloat16 autocast against float32, in the library and through
-// the `alexnet` binary.
+// eval and predict --precision: bfloat16 (autocast, or emulated) against float32, in the library
+// and through the `alexnet` binary.
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -66,36 +66,71 @@ double relative_difference(const torch::Tensor& actual, const torch::Tensor& exp
          expected.abs().max().item<double>();
 }
 
-// The logits of `forward` on the tiny batch in float32 and under bfloat16 autocast.
-void check_bf16_close(const alexnet::train::ForwardFunction& forward) {
+// The logits of `fp32` and of `bf16` (the same model in bfloat16) on the tiny batch.
+void check_bf16_close(const alexnet::train::ForwardFunction& fp32,
+                      const alexnet::train::ForwardFunction& bf16) {
   torch::NoGradGuard no_grad;
   const auto x = tiny_batch();
-  const auto fp32 =
-      alexnet::train::forward_in_precision(forward, torch::kCPU, Precision::kFloat32)(x);
-  const auto bf16 =
-      alexnet::train::forward_in_precision(forward, torch::kCPU, Precision::kBFloat16)(x);
-  CHECK(bf16.scalar_type() == torch::kFloat32);
-  const double difference = relative_difference(bf16, fp32);
+  const auto expected = fp32(x);
+  const auto got = bf16(x);
+  CHECK(got.scalar_type() == torch::kFloat32);
+  const double difference = relative_difference(got, expected);
   INFO("relative difference " << difference);
-  // Autocast took effect (bfloat16 results differ), and by no more than its rounding.
+  // bfloat16 took effect (its results differ), and by no more than its rounding.
   CHECK(difference > 0.0);
   CHECK(difference <= kBf16Tolerance);
-  // After the guard, float32 again: the same bits as before.
-  CHECK(torch::equal(forward(x), fp32));
+  // After it, float32 again: the same bits as before.
+  CHECK(torch::equal(fp32(x), expected));
 }
 
 TEST_CASE("bf16 logits stay within bfloat16 rounding of float32 ones", "[precision]") {
   auto model = tiny_model();
   SECTION("the eager model, as eval --checkpoint runs it") {
-    check_bf16_close([&model](const torch::Tensor& x) { return model->forward(x); });
+    const alexnet::train::ForwardFunction forward = [&model](const torch::Tensor& x) {
+      return model->forward(x);
+    };
+    check_bf16_close(
+        forward, alexnet::train::forward_in_precision(forward, torch::kCPU, Precision::kBFloat16));
   }
   SECTION("the exported TorchScript module, as eval --model and predict run it") {
     alexnet::train::ExportInfo info;
     info.image_size = 64;
     info.resize_size = 64;
-    auto module = alexnet::train::export_torchscript(model, info);
-    check_bf16_close([&module](const torch::Tensor& x) { return module.forward({x}).toTensor(); });
+    const auto exported =
+        std::make_shared<alexnet::train::ExportedModel>(alexnet::train::read_exported_model(
+            alexnet::train::export_torchscript(model, info), "tiny.pt"));
+    // Where bfloat16 is emulated, an eager copy of the module computes (a TorchScript module
+    // cannot round as the emulation does): without bfloat16 both would give the same bits.
+    check_bf16_close(alexnet::train::exported_forward(exported, Precision::kFloat32, torch::kCPU),
+                     alexnet::train::exported_forward(exported, Precision::kBFloat16, torch::kCPU));
   }
+}
+
+TEST_CASE("eager_model rebuilds an exported model that computes what the module does",
+          "[precision]") {
+  torch::NoGradGuard no_grad;
+  auto model = tiny_model();
+  alexnet::train::ExportInfo info;
+  info.image_size = 64;
+  info.resize_size = 64;
+  auto module = alexnet::train::export_torchscript(model, info);
+  const auto exported = alexnet::train::read_exported_model(module, "tiny.pt");
+  auto eager = alexnet::train::eager_model(exported, torch::kCPU);
+  const auto x = tiny_batch();
+  const auto scripted = module.forward({x}).toTensor();
+  // The module's LRN is a different formulation of the same sums (float32 rounding only).
+  CHECK(relative_difference(eager->forward(x), scripted) < 1e-5);
+  CHECK(relative_difference(eager->forward(x), model->forward(x)) < 1e-5);
+
+  // A file whose model_options does not describe its weights is refused, naming the file.
+  module.setattr("model_options", std::string("{\"num_classes\": 7}"));
+  const auto mismatched = alexnet::train::read_exported_model(module, "odd.pt");
+  CHECK_THROWS_WITH(alexnet::train::eager_model(mismatched, torch::kCPU),
+                    Catch::Contains("odd.pt") && Catch::Contains("model_options"));
+  module.setattr("model_options", std::string("not json"));
+  CHECK_THROWS_WITH(alexnet::train::eager_model(
+                        alexnet::train::read_exported_model(module, "odd.pt"), torch::kCPU),
+                    Catch::Contains("odd.pt") && Catch::Contains("model_options"));
 }
 
 TEST_CASE("fp16 is refused on the CPU, naming it and CUDA", "[precision]") {
@@ -145,9 +180,12 @@ TEST_CASE("eval and predict --precision bf16 run and stay close to fp32", "[prec
   CHECK(fp32.at("precision") == "fp32");
   CHECK(bf16.at("precision") == "bf16");
   CHECK(bf16.at("samples") == 10);
-  // Without native bfloat16 the command says it will be slow.
-  const bool warned = read_text(err).find("no native bfloat16") != std::string::npos;
-  CHECK(warned == !alexnet::train::cpu_has_native_bf16());
+  // Without native bfloat16 the command says it runs emulated, and the report records it.
+  const bool native = alexnet::train::cpu_has_native_bf16();
+  const bool noted = read_text(err).find("no native bfloat16") != std::string::npos;
+  CHECK(noted == !native);
+  CHECK(bf16.at("bf16_emulated") == !native);
+  CHECK(fp32.at("bf16_emulated") == false);
 
   // A sample's cross-entropy, logsumexp(z) - z_label, moves by at most 2 max |dz|, so the mean
   // loss by at most 2 kBf16Tolerance times the largest float32 logit on these images.

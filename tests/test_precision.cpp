@@ -8,9 +8,9 @@
 
 namespace test_precision {
 
-using alexnet::train::AutocastGuard;
 using alexnet::train::LossScaler;
 using alexnet::train::Precision;
+using alexnet::train::PrecisionGuard;
 
 TEST_CASE("Precision names round-trip; unknown names are refused naming the value", "[precision]") {
   for (auto p : {Precision::kFloat32, Precision::kBFloat16, Precision::kFloat16}) {
@@ -20,20 +20,31 @@ TEST_CASE("Precision names round-trip; unknown names are refused naming the valu
                     Catch::Contains("'float16'") && Catch::Contains("fp32, bf16 or fp16"));
 }
 
-TEST_CASE("AutocastGuard runs CPU matrix products in bfloat16 while in scope", "[precision]") {
+TEST_CASE("PrecisionGuard runs bf16 under autocast, or emulated on a CPU without bfloat16",
+          "[precision]") {
   const auto a = torch::randn({4, 8});
   const auto b = torch::randn({8, 3});
+  const bool emulated = !alexnet::train::cpu_has_native_bf16();
+  CHECK(alexnet::train::emulates_bf16(Precision::kBFloat16, torch::kCPU) == emulated);
+  CHECK_FALSE(alexnet::train::emulates_bf16(Precision::kFloat32, torch::kCPU));
+  CHECK_FALSE(alexnet::train::emulates_bf16(Precision::kBFloat16, torch::Device("cuda:0")));
+  CHECK(alexnet::train::precision_label(Precision::kBFloat16, torch::kCPU) ==
+        (emulated ? "bf16 emulated in fp32" : "bf16 autocast"));
   {
-    AutocastGuard autocast(torch::kCPU, Precision::kBFloat16);
-    CHECK(torch::mm(a, b).scalar_type() == torch::kBFloat16);
+    PrecisionGuard guard(torch::kCPU, Precision::kBFloat16);
+    // Autocast computes the product in bfloat16; the emulation leaves it to AlexNet's layers.
+    CHECK(torch::mm(a, b).scalar_type() == (emulated ? torch::kFloat : torch::kBFloat16));
+    CHECK(alexnet::bfloat16_emulated() == emulated);
   }
   CHECK(torch::mm(a, b).scalar_type() == torch::kFloat);
+  CHECK_FALSE(alexnet::bfloat16_emulated());
   {
-    AutocastGuard none(torch::kCPU, Precision::kFloat32);
+    PrecisionGuard none(torch::kCPU, Precision::kFloat32);
     CHECK(torch::mm(a, b).scalar_type() == torch::kFloat);
+    CHECK_FALSE(alexnet::bfloat16_emulated());
   }
   // float16 autocast is CUDA only here; the refusal names the device and the alternative.
-  CHECK_THROWS_WITH(AutocastGuard(torch::kCPU, Precision::kFloat16),
+  CHECK_THROWS_WITH(PrecisionGuard(torch::kCPU, Precision::kFloat16),
                     Catch::Contains("CUDA") && Catch::Contains("cpu") && Catch::Contains("bf16"));
   CHECK(torch::mm(a, b).scalar_type() == torch::kFloat);
 }

@@ -16,6 +16,7 @@
 #include "train/config.h"
 #include "train/exported_model.h"
 #include "train/metrics.h"
+#include "train/precision.h"
 #include "train/run_data.h"
 #include "train/trainer.h"
 #include "transforms/transforms.h"
@@ -288,7 +289,7 @@ TEST_CASE("A NaN or infinite loss stops the run and leaves the last good checkpo
 }
 
 #if ALEXNET_WITH_OPENCV
-TEST_CASE("precision bf16 trains under autocast with float32 weights; fp16 needs CUDA",
+TEST_CASE("precision bf16 trains in bfloat16 with float32 weights; fp16 needs CUDA",
           "[trainer][precision]") {
   auto config = tiny_config(/*max_steps=*/2);
   config.precision = alexnet::train::Precision::kBFloat16;
@@ -299,6 +300,10 @@ TEST_CASE("precision bf16 trains under autocast with float32 weights; fp16 needs
   REQUIRE(summary.losses.size() == 2);
   for (double loss : summary.losses) CHECK(std::isfinite(loss));
   CHECK_THAT(log.str(), Catch::Contains("precision bf16"));
+  // Emulated exactly where the CPU has no bfloat16 arithmetic, and the log says which.
+  CHECK_THAT(log.str(), Catch::Contains(alexnet::train::cpu_has_native_bf16()
+                                            ? "precision bf16 autocast"
+                                            : "precision bf16 emulated in fp32"));
   const auto checkpoint = alexnet::train::load_checkpoint((dir / "checkpoints/last.pt").string());
   CHECK(checkpoint.model["conv1.weight"].scalar_type() == torch::kFloat);
   std::ifstream saved(dir / "config.json");

@@ -3,6 +3,10 @@
 #include <filesystem>
 #include <stdexcept>
 
+#include <nlohmann/json.hpp>
+
+#include "train/config.h"
+
 namespace alexnet::train {
 
 namespace {
@@ -42,6 +46,12 @@ class AttributeReader {
       out.push_back(item.isDouble() ? item.toDouble() : static_cast<double>(item.toInt()));
     }
     return out;
+  }
+
+  std::string text(const std::string& name) const {
+    const auto value = get(name);
+    if (!value.isString()) fail(name, "is not a string");
+    return value.toStringRef();
   }
 
   std::vector<std::string> strings(const std::string& name) const {
@@ -121,6 +131,46 @@ ExportedModel load_exported_model(const std::string& path, torch::Device device)
                              "': " + e.what_without_backtrace());
   }
   return read_exported_model(std::move(module), path);
+}
+
+alexnet::AlexNet eager_model(const ExportedModel& exported, torch::Device device) {
+  const AttributeReader reader(exported.module, exported.path);
+  const std::string options_json = reader.text("model_options");
+  alexnet::AlexNetOptions options;
+  try {
+    options = model_options_from_json(nlohmann::json::parse(options_json));
+  } catch (const std::exception& e) {
+    reader.fail("model_options", std::string("cannot be read: ") + e.what());
+  }
+  options.devices({device});
+  alexnet::AlexNet model(options);
+  torch::OrderedDict<std::string, torch::Tensor> state;
+  for (const auto& parameter : exported.module.named_parameters(/*recurse=*/true)) {
+    state.insert(parameter.name, parameter.value);
+  }
+  try {
+    model->load_single_device_state(state);
+  } catch (const c10::Error& e) {
+    throw std::runtime_error(
+        "exported model '" + exported.path +
+        "': its weights do not fit its model_options: " + e.what_without_backtrace());
+  }
+  model->eval();
+  return model;
+}
+
+ForwardFunction exported_forward(std::shared_ptr<const ExportedModel> exported, Precision precision,
+                                 torch::Device device) {
+  if (emulates_bf16(precision, device)) {
+    auto model = std::make_shared<alexnet::AlexNet>(eager_model(*exported, device));
+    return forward_in_precision([model](const torch::Tensor& x) { return (*model)->forward(x); },
+                                device, precision);
+  }
+  return forward_in_precision(
+      [exported](const torch::Tensor& x) {
+        return exported->module.get_method("forward")({x}).toTensor();
+      },
+      device, precision);
 }
 
 }  // namespace alexnet::train

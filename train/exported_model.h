@@ -1,12 +1,15 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include <torch/script.h>
 #include <torch/torch.h>
 
+#include "model/alexnet.h"
 #include "train/export.h"
+#include "train/precision.h"
 #include "transforms/transforms.h"
 
 namespace alexnet::train {
@@ -46,5 +49,18 @@ ExportedModel load_exported_model(const std::string& path, torch::Device device 
 /// num_classes > 0. Throws std::runtime_error naming `path` and the attribute that is missing,
 /// of the wrong type or out of range. Puts the module in eval mode.
 ExportedModel read_exported_model(torch::jit::Module module, const std::string& path);
+
+/// An eager AlexNet on `device`, in eval mode, holding the exported model's weights, built from
+/// its model_options attribute (single-device form): it computes what the module computes.
+/// Throws std::runtime_error naming the file when the attribute is missing or unreadable or
+/// does not fit the weights.
+alexnet::AlexNet eager_model(const ExportedModel& exported, torch::Device device);
+
+/// The exported model's forward in `precision` on `device` (check_precision refuses what the
+/// device cannot run), logits [N, num_classes] float32: the TorchScript module's, under
+/// autocast for bf16 or fp16; where emulates_bf16, an eager_model copy's under
+/// Bfloat16Emulation, which a TorchScript module cannot honour.
+ForwardFunction exported_forward(std::shared_ptr<const ExportedModel> exported, Precision precision,
+                                 torch::Device device);
 
 }  // namespace alexnet::train

@@ -89,24 +89,40 @@ bool cpu_has_native_bf16() {
   return false;
 }
 
-std::string precision_advice(Precision precision, const torch::Device& device) {
-  if (precision != Precision::kBFloat16 || !device.is_cpu() || cpu_has_native_bf16()) return "";
-  return "warning: this CPU has no native bfloat16 arithmetic (neither avx512_bf16 nor "
-         "amx_bf16 in /proc/cpuinfo); bf16 runs emulated and is likely slower than fp32";
+bool emulates_bf16(Precision precision, const torch::Device& device) {
+  return precision == Precision::kBFloat16 && device.is_cpu() && !cpu_has_native_bf16();
 }
 
-AutocastGuard::AutocastGuard(const torch::Device& device, Precision precision)
-    : device_type_(device.type()), enabled_(precision != Precision::kFloat32) {
+std::string precision_label(Precision precision, const torch::Device& device) {
+  if (precision == Precision::kFloat32) return "fp32";
+  return precision_name(precision) +
+         (emulates_bf16(precision, device) ? " emulated in fp32" : " autocast");
+}
+
+std::string precision_advice(Precision precision, const torch::Device& device) {
+  if (!emulates_bf16(precision, device)) return "";
+  return "note: this CPU has no native bfloat16 arithmetic (neither avx512_bf16 nor amx_bf16 in "
+         "/proc/cpuinfo); bf16 is emulated in float32: bfloat16 operands and results with "
+         "float32 accumulation, the numerics of bfloat16 hardware a little slower than fp32";
+}
+
+PrecisionGuard::PrecisionGuard(const torch::Device& device, Precision precision)
+    : device_type_(device.type()), autocast_(false) {
   check_precision(precision, device);
-  if (!enabled_) return;
+  if (precision == Precision::kFloat32) return;
+  if (emulates_bf16(precision, device)) {
+    emulation_.emplace();
+    return;
+  }
   TORCH_CHECK(!autocast_enabled(device_type_), "autocast is already on for ", device.str());
   set_autocast_dtype(device_type_,
                      precision == Precision::kBFloat16 ? torch::kBFloat16 : torch::kHalf);
   set_autocast_enabled(device_type_, true);
+  autocast_ = true;
 }
 
-AutocastGuard::~AutocastGuard() {
-  if (!enabled_) return;
+PrecisionGuard::~PrecisionGuard() {
+  if (!autocast_) return;
   set_autocast_enabled(device_type_, false);
   at::autocast::clear_cache();
 }
@@ -116,7 +132,7 @@ ForwardFunction forward_in_precision(ForwardFunction forward, const torch::Devic
   check_precision(precision, device);
   if (precision == Precision::kFloat32) return forward;
   return [forward = std::move(forward), device, precision](const torch::Tensor& x) {
-    AutocastGuard autocast(device, precision);
+    PrecisionGuard guard(device, precision);
     return forward(x).to(torch::kFloat);
   };
 }

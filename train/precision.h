@@ -5,16 +5,20 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include <torch/torch.h>
 
+#include "model/bfloat16_emulation.h"
+
 namespace alexnet::train {
 
 /// The type a forward pass computes in. Weights, gradients and optimiser state stay float32
 /// in every case; kBFloat16 and kFloat16 run the convolutions and matrix products under
-/// autocast (LRN and the loss compute in float32).
+/// autocast, or kBFloat16 emulated on a CPU without bfloat16 arithmetic (PrecisionGuard;
+/// LRN and the loss compute in float32).
 enum class Precision { kFloat32, kBFloat16, kFloat16 };
 
 /// "fp32", "bf16" or "fp16"; throws std::invalid_argument naming `name` otherwise.
@@ -27,33 +31,50 @@ std::string precision_name(Precision precision);
 void check_precision(Precision precision, const torch::Device& device);
 
 /// Whether this CPU computes bfloat16 products natively (avx512_bf16 or AMX), read from
-/// /proc/cpuinfo. Without it oneDNN emulates bfloat16 and training is slower than float32.
+/// /proc/cpuinfo. Without it bf16 runs emulated (emulates_bf16).
 bool cpu_has_native_bf16();
 
-/// A warning for a run about to use `precision` on `device` when that will be slow (bfloat16
-/// on a CPU without native support); empty otherwise.
+/// Whether `precision` on `device` runs as AlexNet's Bfloat16Emulation
+/// (model/bfloat16_emulation.h): bf16 on a CPU without native bfloat16 arithmetic, where
+/// LibTorch's own bfloat16 kernels are about 30 times slower than float32 and accumulate in
+/// bfloat16. bf16 elsewhere and fp16 run under autocast.
+bool emulates_bf16(Precision precision, const torch::Device& device);
+
+/// How `precision` runs on `device`, for logs: "fp32", "bf16 autocast", "bf16 emulated in
+/// fp32" (emulates_bf16) or "fp16 autocast".
+std::string precision_label(Precision precision, const torch::Device& device);
+
+/// A note for a run about to use `precision` on `device` when it runs emulated (emulates_bf16):
+/// bfloat16's numerics, a little slower than float32. Empty otherwise.
 std::string precision_advice(Precision precision, const torch::Device& device);
 
-/// Autocast to `precision` for `device`'s type while in scope; does nothing for kFloat32.
-/// Leaving the scope turns autocast off again and drops its cache of converted weights.
-class AutocastGuard {
+/// While in scope, AlexNet's forward on this thread computes in `precision` on `device`:
+/// autocast to bfloat16 or float16 for `device`'s type, or Bfloat16Emulation where
+/// emulates_bf16. Nothing for kFloat32. Leaving the scope turns autocast off again and drops
+/// its cache of converted weights.
+///
+/// Only AlexNet's eager forward honours the emulation: a TorchScript module run under it
+/// computes float32 (cli code runs an exported model's eager copy instead, eager_model).
+class PrecisionGuard {
  public:
-  AutocastGuard(const torch::Device& device, Precision precision);
-  ~AutocastGuard();
-  AutocastGuard(const AutocastGuard&) = delete;
-  AutocastGuard& operator=(const AutocastGuard&) = delete;
+  PrecisionGuard(const torch::Device& device, Precision precision);
+  ~PrecisionGuard();
+  PrecisionGuard(const PrecisionGuard&) = delete;
+  PrecisionGuard& operator=(const PrecisionGuard&) = delete;
 
  private:
   torch::DeviceType device_type_;
-  bool enabled_;
+  bool autocast_;
+  std::optional<alexnet::Bfloat16Emulation> emulation_;
 };
 
 /// A model's forward function.
 using ForwardFunction = std::function<torch::Tensor(const torch::Tensor&)>;
 
-/// `forward` run under an AutocastGuard for `precision` on `device`, its output returned as
+/// `forward` run under a PrecisionGuard for `precision` on `device`, its output returned as
 /// float32 ([N, classes] logits stay [N, classes]); `forward` itself for kFloat32. Refuses a
-/// precision the device cannot run (check_precision) when called, not when run.
+/// precision the device cannot run (check_precision) when called, not when run. Where
+/// emulates_bf16, `forward` must be AlexNet's eager forward (see PrecisionGuard).
 ForwardFunction forward_in_precision(ForwardFunction forward, const torch::Device& device,
                                      Precision precision);
 

@@ -215,7 +215,7 @@ void Run::announce(const RunData& data) {
         << (val_loader_ ? data.val->size() : 0) << "; devices " << config_.devices << " -> "
         << devices_.front() << (devices_.size() > 1 ? "," + devices_.back().str() : "")
         << ", threads " << torch::get_num_threads() << ", precision "
-        << precision_name(config_.precision) << "; "
+        << precision_label(config_.precision, devices_.front()) << "; "
         << (total_steps_ > step_
                 ? std::to_string(total_steps_ - step_) + " steps to go"
                 : "nothing to train: step " + std::to_string(step_) +

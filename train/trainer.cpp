@@ -127,7 +127,7 @@ bool Run::train_step(const data::Batch& batch) {
 
 torch::Tensor Run::forward(const torch::Tensor& images) {
   if (config_.precision == Precision::kFloat32) return model_->forward(images);
-  AutocastGuard autocast(devices_.front(), config_.precision);
+  PrecisionGuard precision(devices_.front(), config_.precision);
   return model_->forward(images).to(torch::kFloat);
 }
 
