@@ -103,7 +103,7 @@ std::string precision_advice(Precision precision, const torch::Device& device) {
   if (!emulates_bf16(precision, device)) return "";
   return "note: this CPU has no native bfloat16 arithmetic (neither avx512_bf16 nor amx_bf16 in "
          "/proc/cpuinfo); bf16 is emulated in float32: bfloat16 operands and results with "
-         "float32 accumulation, the numerics of bfloat16 hardware a little slower than fp32";
+         "float32 accumulation (the numerics of bfloat16 hardware), somewhat slower than fp32";
 }
 
 PrecisionGuard::PrecisionGuard(const torch::Device& device, Precision precision)

@@ -45,7 +45,7 @@ bool emulates_bf16(Precision precision, const torch::Device& device);
 std::string precision_label(Precision precision, const torch::Device& device);
 
 /// A note for a run about to use `precision` on `device` when it runs emulated (emulates_bf16):
-/// bfloat16's numerics, a little slower than float32. Empty otherwise.
+/// bfloat16's numerics, somewhat slower than float32. Empty otherwise.
 std::string precision_advice(Precision precision, const torch::Device& device);
 
 /// While in scope, AlexNet's forward on this thread computes in `precision` on `device`:
