@@ -377,6 +377,7 @@ BinaryCodes load_binary_codes(const std::string& path) {
     codes.dataset_indices = header.at("dataset_indices").get<std::vector<int64_t>>();
     codes.data_source = header.at("data_source").get<std::string>();
     codes.split = header.at("split").get<std::string>();
+    file.expect({{{n, words}, torch::kLong}, {{n}, torch::kLong}});
     codes.codes = torch::empty({n, words}, torch::kLong);
     codes.labels = torch::empty({n}, torch::kLong);
   } catch (const nlohmann::json::exception& e) {

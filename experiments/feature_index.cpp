@@ -81,13 +81,16 @@ FeatureIndex load_feature_index(const std::string& path) {
     const int64_t n = header.at("count").get<int64_t>();
     const int64_t d = header.at("feature_dim").get<int64_t>();
     const int64_t p = header.at("pixel_dim").get<int64_t>();
-    TORCH_CHECK(n >= 0 && d >= 0 && p >= 0, "negative sizes");
     index.class_names = header.at("class_names").get<std::vector<std::string>>();
     index.descriptions = header.at("descriptions").get<std::vector<std::string>>();
     index.dataset_indices = header.at("dataset_indices").get<std::vector<int64_t>>();
     index.data_source = header.at("data_source").get<std::string>();
     index.split = header.at("split").get<std::string>();
     index.model_path = header.at("model_path").get<std::string>();
+    std::vector<TensorFileReader::TensorShape> shapes{{{n, d}, torch::kFloat},
+                                                      {{n}, torch::kLong}};
+    if (p != 0) shapes.push_back({{n, p}, torch::kFloat});
+    file.expect(shapes);
     index.features = torch::empty({n, d}, torch::kFloat);
     index.labels = torch::empty({n}, torch::kLong);
     if (p > 0) index.pixels = torch::empty({n, p}, torch::kFloat);

@@ -42,6 +42,29 @@ TensorFileReader::TensorFileReader(const std::string& path, const TensorFileKind
   if (!in_.read(header_.data(), static_cast<std::streamsize>(length))) {
     throw std::runtime_error(kind.name + " " + path + " is truncated (in its header)");
   }
+  payload_bytes_ = file_size - sizeof(magic) - sizeof(length) - length;
+}
+
+void TensorFileReader::expect(const std::vector<TensorShape>& tensors) const {
+  uint64_t total = 0;
+  bool overflow = false;
+  for (const auto& tensor : tensors) {
+    uint64_t bytes = c10::elementSize(tensor.type);
+    for (const int64_t size : tensor.sizes) {
+      if (size < 0) {
+        throw std::runtime_error(kind_.name + " " + path_ + " has a bad header: size " +
+                                 std::to_string(size) + " is negative");
+      }
+      overflow = overflow || __builtin_mul_overflow(bytes, static_cast<uint64_t>(size), &bytes);
+    }
+    overflow = overflow || __builtin_add_overflow(total, bytes, &total);
+  }
+  if (overflow || total != payload_bytes_) {
+    throw std::runtime_error(kind_.name + " " + path_ + " holds " + std::to_string(payload_bytes_) +
+                             " bytes after its header, but the header describes " +
+                             (overflow ? "more than 2^64" : std::to_string(total)) +
+                             " (a truncated or altered file)");
+  }
 }
 
 void TensorFileReader::read(torch::Tensor& tensor, const char* what) {

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstdint>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -34,6 +35,15 @@ class TensorFileReader {
 
   /// The header as stored (JSON text).
   const std::string& header_text() const { return header_; }
+  /// The shape and type of one tensor the header describes.
+  struct TensorShape {
+    std::vector<int64_t> sizes;
+    torch::ScalarType type;
+  };
+  /// Checks, before anything is allocated, that tensors of these shapes fill the rest of the
+  /// file exactly. Throws std::runtime_error naming the file when a size is negative or the
+  /// bytes after the header differ from what the shapes need (a truncated or crafted file).
+  void expect(const std::vector<TensorShape>& tensors) const;
   /// Fills `tensor` (allocated with the shape and type the header implies) from the file;
   /// `what` names it when the file ends early.
   void read(torch::Tensor& tensor, const char* what);
@@ -43,6 +53,8 @@ class TensorFileReader {
   const TensorFileKind& kind_;
   std::ifstream in_;
   std::string header_;
+  // Bytes after the header.
+  uint64_t payload_bytes_ = 0;
 };
 
 }  // namespace alexnet::experiments

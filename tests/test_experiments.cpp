@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -255,6 +256,36 @@ TEST_CASE("Features of a tiny model go into an index that reads back", "[experim
                     Catch::Contains("tiny.index") && Catch::Contains("truncated"));
   std::ofstream(dir / "other.bin") << "not an index at all";
   CHECK_THROWS_WITH(load_feature_index(dir / "other.bin"), Catch::Contains("other.bin"));
+
+  // A header altered to promise more (or negative) features than the file holds is refused
+  // before anything is allocated, naming the file.
+  save_feature_index(index, dir / "tiny.index");
+  std::string bytes;
+  {
+    std::ifstream in(dir / "tiny.index", std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  uint64_t length = 0;
+  std::memcpy(&length, bytes.data() + 8, sizeof(length));
+  const auto header = nlohmann::json::parse(bytes.substr(16, length));
+  auto write_with = [&](const std::string& key, int64_t value) {
+    auto altered = header;
+    altered[key] = value;
+    const std::string text = altered.dump();
+    const uint64_t altered_length = text.size();
+    std::ofstream out(dir / "crafted.index", std::ios::binary);
+    out.write(bytes.data(), 8);
+    out.write(reinterpret_cast<const char*>(&altered_length), sizeof(altered_length));
+    out << text << bytes.substr(16 + length);
+  };
+  write_with("count", int64_t{1} << 50);
+  CHECK_THROWS_WITH(load_feature_index(dir / "crafted.index"),
+                    Catch::Contains("crafted.index") && Catch::Contains("header describes"));
+  write_with("feature_dim", -4);
+  CHECK_THROWS_WITH(load_feature_index(dir / "crafted.index"),
+                    Catch::Contains("crafted.index") && Catch::Contains("negative"));
+  write_with("count", index.features.size(0));
+  CHECK(torch::equal(load_feature_index(dir / "crafted.index").features, index.features));
   CHECK_THROWS_WITH(load_feature_index(dir / "missing.index"), Catch::Contains("missing.index"));
 }
 
