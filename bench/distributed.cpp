@@ -82,6 +82,20 @@ cli::ArgParser distributed_parser() {
   return parser;
 }
 
+// Refuses a bad number before any process starts (cli::UsageError naming the option).
+void check_numbers(const cli::ArgParser& parser, int64_t world_size) {
+  for (const char* name : {"steps", "timeout", "num-classes", "threads"}) {
+    cli::int_option(parser, name, /*minimum=*/1);
+  }
+  cli::int_option(parser, "warmup", /*minimum=*/0);
+  cli::int_option(parser, "image-size", /*minimum=*/kMinImageSide);
+  const int64_t batch = cli::int_option(parser, "batch-size", /*minimum=*/1);
+  if (batch % world_size != 0) {
+    throw cli::UsageError("--batch-size must be a multiple of the " + std::to_string(world_size) +
+                          " processes, got " + parser.get("batch-size"));
+  }
+}
+
 // Starts `nproc` local processes running this benchmark with the same options.
 int launch_ranks(const cli::ArgParser& parser, const std::vector<std::string>& args,
                  int64_t nproc) {
@@ -101,8 +115,8 @@ int launch_ranks(const cli::ArgParser& parser, const std::vector<std::string>& a
 nlohmann::json measure(const cli::ArgParser& parser,
                        const distributed::DistributedConfig& config_env, int64_t batch,
                        int64_t image_size) {
-  const int64_t steps = cli::int_option(parser, "steps", /*minimum=*/1);
-  const int64_t warmup = cli::int_option(parser, "warmup", /*minimum=*/0);
+  const int64_t steps = parser.get_int("steps");
+  const int64_t warmup = parser.get_int("warmup");
   cli::apply_threads_option(parser, /*minimum=*/1);
   torch::manual_seed(0);
   AlexNet model(AlexNetOptions().num_classes(parser.get_int("num-classes")));
@@ -160,17 +174,14 @@ void print_modes(const nlohmann::json& out) {
 int run_distributed(const std::vector<std::string>& args) {
   cli::ArgParser parser = distributed_parser();
   if (!parser.parse(args)) return 0;
-  const int64_t nproc = parser.get_int("nproc");
+  const int64_t nproc = cli::int_option(parser, "nproc", /*minimum=*/1);
   const auto config_env = distributed::distributed_config_from_env();
-  if (nproc > 1 && !config_env.enabled()) return launch_ranks(parser, args, nproc);
+  const bool launch = nproc > 1 && !config_env.enabled();
+  check_numbers(parser, launch ? nproc : config_env.world_size);
+  if (launch) return launch_ranks(parser, args, nproc);
 
-  const int64_t batch = parser.get_int("batch-size");
-  if (batch <= 0 || batch % config_env.world_size != 0) {
-    throw std::invalid_argument("--batch-size must be a positive multiple of the " +
-                                std::to_string(config_env.world_size) + " processes, got " +
-                                parser.get("batch-size"));
-  }
-  const nlohmann::json out = measure(parser, config_env, batch, parser.get_int("image-size"));
+  const nlohmann::json out =
+      measure(parser, config_env, parser.get_int("batch-size"), parser.get_int("image-size"));
   if (config_env.rank != 0) return 0;
   if (parser.get_flag("json")) {
     std::cout << out.dump(2) << "\n";

@@ -117,6 +117,15 @@ TEST_CASE("alexnet: status 2 for usage errors", "[cli]") {
   const auto forgotten = run_alexnet("train --epochs --lr 0.1", dir);
   CHECK(forgotten.status == 2);
   CHECK_THAT(forgotten.output, Catch::Contains("--epochs needs a value"));
+  // bench distributed refuses its numbers before it starts any process.
+  for (const std::string bad : {"--steps 0", "--timeout 0", "--batch-size 5", "--image-size 32",
+                                "--threads 0", "--nproc 0"}) {
+    const auto refused = run_alexnet("bench distributed --nproc 2 " + bad, dir);
+    INFO(bad);
+    CHECK(refused.status == 2);
+    CHECK_THAT(refused.output, Catch::Contains(bad.substr(0, bad.find(' '))));
+    CHECK_THAT(refused.output, !Catch::Contains("rank"));
+  }
 }
 
 TEST_CASE("alexnet train stopped by SIGTERM checkpoints and exits 143", "[cli]") {
