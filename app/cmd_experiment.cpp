@@ -1,7 +1,9 @@
 // `alexnet experiment relu-vs-tanh | ablation`: the paper's Figure 1 and its ablations, run
 // with the trainer on a budget that fits a small machine.
+#include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iomanip>
 #include <iostream>
 #include <sstream>
@@ -10,6 +12,7 @@
 
 #include "cli.h"
 #include "cli/option_groups.h"
+#include "cli/stop_on_signal.h"
 #include "experiments/training_experiments.h"
 #include "runtime/runtime.h"
 #include "train/checkpoint.h"
@@ -73,7 +76,8 @@ struct ExperimentSetUp {
 };
 
 ExperimentSetUp set_up_experiment(const ArgParser& parser,
-                                  const std::vector<std::string>& overrides) {
+                                  const std::vector<std::string>& overrides,
+                                  const std::atomic<bool>* stop) {
   ExperimentSetUp set_up{base_config(parser, overrides), {}, {}};
   runtime::set_threads(set_up.base.threads);
   set_up.data = train::open_run_data(set_up.base.data, set_up.base.seed);
@@ -88,6 +92,7 @@ ExperimentSetUp set_up_experiment(const ArgParser& parser,
   }
   settings.keep_checkpoints = parser.get_flag("keep-checkpoints");
   settings.log = &std::cerr;
+  settings.stop = stop;
   fs::create_directories(settings.out_dir);
   return set_up;
 }
@@ -129,9 +134,10 @@ torch::Tensor activation_picture(const experiments::ActivationComparison& result
 }
 #endif
 
-int run_relu_vs_tanh(const ArgParser& parser, const std::vector<std::string>& overrides) {
+int run_relu_vs_tanh(const ArgParser& parser, const std::vector<std::string>& overrides,
+                     const std::atomic<bool>* stop) {
   const double target = parser.get_double("target-error");
-  const auto [base, data, settings] = set_up_experiment(parser, overrides);
+  const auto [base, data, settings] = set_up_experiment(parser, overrides, stop);
   const auto result =
       experiments::compare_activations(settings, data, target, parser.get_int("window"));
 
@@ -177,8 +183,9 @@ int run_relu_vs_tanh(const ArgParser& parser, const std::vector<std::string>& ov
   return 0;
 }
 
-int run_ablation(const ArgParser& parser, const std::vector<std::string>& overrides) {
-  const auto [base, data, settings] = set_up_experiment(parser, overrides);
+int run_ablation(const ArgParser& parser, const std::vector<std::string>& overrides,
+                 const std::atomic<bool>* stop) {
+  const auto [base, data, settings] = set_up_experiment(parser, overrides, stop);
 
   auto variants = experiments::ablation_variants();
   // The full model includes the paper's PCA lighting, whatever the base configuration says.
@@ -260,17 +267,32 @@ bool parse_experiment(ArgParser& parser, const std::vector<std::string>& args) {
   return true;
 }
 
+// Runs `experiment`; Ctrl-C or SIGTERM stops it after the current step with the run's
+// checkpoint written, exiting 130 or 143.
+int run_stoppable(const std::function<int(const std::atomic<bool>* stop)>& experiment) {
+  const StopOnSignal stop;
+  try {
+    return experiment(stop.flag());
+  } catch (const experiments::ExperimentStopped& e) {
+    std::cerr << "alexnet experiment: " << stop.name() << ": " << e.what() << "\n";
+    return stop.exit_code();
+  }
+}
+
 int run_experiment(const std::vector<std::string>& args) {
   const std::string which = args.empty() ? "" : args[0];
   if (which == "relu-vs-tanh") {
     ArgParser parser = relu_vs_tanh_parser();
     if (!parse_experiment(parser, args)) return 0;
-    return run_relu_vs_tanh(parser, {"log_interval=" + parser.get("log-interval")});
+    return run_stoppable([&](const std::atomic<bool>* stop) {
+      return run_relu_vs_tanh(parser, {"log_interval=" + parser.get("log-interval")}, stop);
+    });
   }
   if (which == "ablation") {
     ArgParser parser = ablation_parser();
     if (!parse_experiment(parser, args)) return 0;
-    return run_ablation(parser, {});
+    return run_stoppable(
+        [&](const std::atomic<bool>* stop) { return run_ablation(parser, {}, stop); });
   }
   std::cout << "usage: alexnet experiment relu-vs-tanh|ablation [options]\n\n"
                "  relu-vs-tanh  ReLU against tanh: training error curves and speed-up (Figure 1)\n"

@@ -208,6 +208,7 @@ RunResult run_training(const train::TrainConfig& config, const train::RunData& d
   options.run_dir = run_dir.string();
   options.log = &log;
   options.finalize = false;
+  options.stop = settings.stop;
   RunResult result;
   result.group = group;
   result.name = name;
@@ -224,6 +225,12 @@ RunResult run_training(const train::TrainConfig& config, const train::RunData& d
     if (!settings.keep_checkpoints) fs::remove_all(run_dir / "checkpoints", error);
     write_result(result, requested, result_path);
     return result;
+  }
+  if (summary.interrupted) {
+    throw ExperimentStopped("stopped during run " + name + " at step " +
+                            std::to_string(summary.steps) + " (" + run_dir.string() +
+                            "); finished runs keep their result.json, and the same command "
+                            "with --reuse trains the others");
   }
   result.seconds = summary.seconds;
   result.steps = summary.steps;

@@ -3,10 +3,12 @@
 // The paper's training experiments on top of the trainer (train/trainer.h): ReLU against
 // tanh (the paper's Figure 1) and the ablations of section 3 and 4.
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <optional>
 #include <ostream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -61,6 +63,17 @@ struct ExperimentSettings {
   bool keep_checkpoints = false;
   /// Progress output.
   std::ostream* log = nullptr;
+  /// Polled after every training step (e.g. set by SIGINT): when it becomes true the run in
+  /// progress writes its checkpoint and the experiment throws ExperimentStopped. That run's
+  /// folder then holds no result.json, so `reuse` trains it again from the start (its wall
+  /// time stays comparable); finished runs keep theirs.
+  const std::atomic<bool>* stop = nullptr;
+};
+
+/// Thrown when ExperimentSettings::stop ends an experiment; the message names the run.
+class ExperimentStopped : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
 };
 
 /// Computes the training set's mean, std and PCA data once and writes them into `config.data`

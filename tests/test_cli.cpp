@@ -164,4 +164,50 @@ TEST_CASE("alexnet train stopped by SIGTERM checkpoints and exits 143", "[cli]")
   CHECK_THAT(log, Catch::Contains("--resume"));
 }
 
+TEST_CASE("alexnet experiment stopped by SIGINT checkpoints its run and exits 130", "[cli]") {
+  if (!fs::exists(alexnet::data::kFashionMnistDir)) {
+    WARN("skipped: dataset-fashion-mnist is not installed");
+    return;
+  }
+  TempDir dir;
+  const std::string out = dir / "ablation";
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    const std::string log = dir / "experiment.txt";
+    if (!freopen(log.c_str(), "w", stderr)) _exit(126);
+    execl(ALEXNET_BINARY, ALEXNET_BINARY, "experiment", "ablation", "--variants", "no-lrn",
+          "--seeds", "1", "--train-limit", "64", "--epochs", "50", "--threads", "1", "--out",
+          out.c_str(), "--set",
+          "batch_size=16;data.stats_images=64;data.holdout=16;log_interval=1",
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  // The run's folder, once it has logged a step.
+  fs::path run;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (run.empty() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    std::error_code error;
+    for (const auto& entry : fs::recursive_directory_iterator(out, error)) {
+      if (entry.path().filename() == "metrics.jsonl" && fs::file_size(entry.path(), error) > 0) {
+        run = entry.path().parent_path();
+      }
+    }
+  }
+  kill(pid, SIGINT);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  const std::string log = read_text(dir / "experiment.txt");
+  INFO(log);
+  REQUIRE_FALSE(run.empty());
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 130);
+  CHECK_THAT(log, Catch::Contains("stopped during run") && Catch::Contains("--reuse"));
+  // The stopped run keeps its checkpoint and records no result, so --reuse trains it again.
+  CHECK(fs::exists(run / "checkpoints" / "last.pt"));
+  CHECK_FALSE(fs::exists(run / "result.json"));
+  CHECK_FALSE(fs::exists(fs::path(out) / "ablation.json"));
+}
+
 }  // namespace test_cli
