@@ -266,8 +266,13 @@ torch::Device eval_device(const ArgParser& parser) {
 
 // --precision, refused where `device` cannot run it; prints advice where it would be slow.
 train::Precision eval_precision(const ArgParser& parser, const torch::Device& device) {
-  const train::Precision precision = train::parse_precision(parser.get("precision"));
-  train::check_precision(precision, device);
+  train::Precision precision;
+  try {
+    precision = train::parse_precision(parser.get("precision"));
+    train::check_precision(precision, device);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(std::string("--precision: ") + e.what());
+  }
   if (const auto advice = train::precision_advice(precision, device); !advice.empty()) {
     std::cerr << advice << "\n";
   }
@@ -278,8 +283,8 @@ train::Precision eval_precision(const ArgParser& parser, const torch::Device& de
 std::unique_ptr<data::Loader> eval_loader(const ArgParser& parser, data::DatasetPtr dataset,
                                           const LoadedModel& model) {
   data::LoaderOptions options;
-  options.batch_size = parser.get_int("batch-size");
-  options.workers = parser.get_int("workers");
+  options.batch_size = int_option(parser, "batch-size", /*minimum=*/1);
+  options.workers = int_option(parser, "workers", /*minimum=*/0);
   options.shuffle = false;
   return std::make_unique<data::Loader>(
       std::move(dataset), transforms::eval_pipeline(model.pipeline, parser.get_flag("ten-crop")),

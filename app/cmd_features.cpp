@@ -28,7 +28,7 @@ using experiments::FeatureIndex;
 
 ArgParser features_parser() {
   ArgParser parser("alexnet features --model FILE --data SRC --out INDEX",
-                   "Runs the model's `features` method (fc7 after ReLU) on every image of a data "
+                   "Runs the model's `features` method (fc7 after its activation) on every image of a data "
                    "set, with the model's own preprocessing, and writes a feature index with "
                    "labels, class names, each image's origin and its raw-pixel vector (the "
                    "baseline) for `alexnet neighbours`.");

@@ -160,24 +160,28 @@ std::vector<nlohmann::json> predict_batch(const Predictor& model,
 int run_predict(const std::vector<std::string>& args) {
   ArgParser parser = predict_parser();
   if (!parser.parse(args)) return 0;
-  if (!parser.has("model")) throw std::invalid_argument("--model FILE is required");
-  if (parser.positional().empty()) throw std::invalid_argument("no IMAGE given");
+  require_options(parser, {"model"}, "predict");
+  if (parser.positional().empty()) throw UsageError("no IMAGE given");
   const int64_t top = parser.get_int("top");
   const int64_t batch = parser.get_int("batch-size");
-  if (top < 1) throw std::invalid_argument("--top must be >= 1, got " + std::to_string(top));
-  if (batch < 1)
-    throw std::invalid_argument("--batch-size must be >= 1, got " + std::to_string(batch));
+  if (top < 1) throw UsageError("--top must be >= 1, got " + std::to_string(top));
+  if (batch < 1) throw UsageError("--batch-size must be >= 1, got " + std::to_string(batch));
   apply_threads_option(parser);
   const bool as_json = parser.get_flag("json");
-  const train::Precision precision = train::parse_precision(parser.get("precision"));
+  train::Precision precision;
+  try {
+    precision = train::parse_precision(parser.get("precision"));
+    train::check_precision(precision, torch::kCPU);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(std::string("--precision: ") + e.what());
+  }
+  if (precision != train::Precision::kFloat32 && is_onnx_file(parser.get("model"))) {
+    throw UsageError("--precision " + parser.get("precision") +
+                     " applies to TorchScript models; '" + parser.get("model") +
+                     "' runs in float32 in OpenCV's DNN module");
+  }
   if (const auto advice = train::precision_advice(precision, torch::kCPU); !advice.empty()) {
     std::cerr << advice << "\n";
-  }
-
-  if (precision != train::Precision::kFloat32 && is_onnx_file(parser.get("model"))) {
-    throw std::invalid_argument("--precision " + parser.get("precision") +
-                                " applies to TorchScript models; '" + parser.get("model") +
-                                "' runs in float32 in OpenCV's DNN module");
   }
   const Predictor model = open_predictor(parser.get("model"), precision);
   const auto pipeline = transforms::eval_pipeline(model.pipeline, /*ten_crop=*/false);

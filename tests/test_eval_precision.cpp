@@ -13,6 +13,7 @@
 #include "data/dataset.h"
 #include "model/alexnet.h"
 #include "tests/support.h"
+#include "train/config.h"
 #include "train/export.h"
 #include "train/exported_model.h"
 #include "train/precision.h"
@@ -131,6 +132,30 @@ TEST_CASE("eager_model rebuilds an exported model that computes what the module 
   CHECK_THROWS_WITH(alexnet::train::eager_model(
                         alexnet::train::read_exported_model(module, "odd.pt"), torch::kCPU),
                     Catch::Contains("odd.pt") && Catch::Contains("model_options"));
+
+  // Options whose layers have other widths are refused before a model of that size is built.
+  const auto options = alexnet::train::model_options_to_json(model->options);
+  auto wide = options;
+  wide["width"] = 16.0;
+  module.setattr("model_options", wide.dump());
+  CHECK_THROWS_WITH(alexnet::train::eager_model(
+                        alexnet::train::read_exported_model(module, "wide.pt"), torch::kCPU),
+                    Catch::Contains("wide.pt") && Catch::Contains("layer conv1"));
+  // Options that fit the weights but not the network the file computes (another activation,
+  // no LRN) are refused too: the rebuilt model would give other results.
+  for (const auto& [key, value] : std::vector<std::pair<std::string, nlohmann::json>>{
+           {"activation", "tanh"}, {"lrn", false}, {"pool_kernel", 2}}) {
+    auto altered = options;
+    altered[key] = value;
+    module.setattr("model_options", altered.dump());
+    INFO(key);
+    CHECK_THROWS_WITH(alexnet::train::eager_model(
+                          alexnet::train::read_exported_model(module, "altered.pt"), torch::kCPU),
+                      Catch::Contains("altered.pt") && Catch::Contains("does not describe"));
+  }
+  module.setattr("model_options", options.dump());
+  CHECK_NOTHROW(alexnet::train::eager_model(alexnet::train::read_exported_model(module, "ok.pt"),
+                                            torch::kCPU));
 }
 
 TEST_CASE("fp16 is refused on the CPU, naming it and CUDA", "[precision]") {

@@ -59,7 +59,11 @@ torch::jit::Module tiny_model() {
   torch::jit::Module model("TinyExported");
   model.register_module("conv1", conv1);
   model.register_parameter("projection", torch::randn({16, 3 * 4 * 4}), false);
-  model.register_parameter("classifier", torch::randn({3, 16}), false);
+  // Named as an exported AlexNet names its last layer, which readers check against num_classes.
+  torch::jit::Module fc8("Fc8");
+  fc8.register_parameter("weight", torch::randn({3, 16}), /*is_buffer=*/false);
+  fc8.register_parameter("bias", torch::zeros({3}), /*is_buffer=*/false);
+  model.register_module("fc8", fc8);
   model.register_attribute("class_names", c10::ListType::ofStrings(),
                            c10::List<std::string>({"zero", "one", "two"}));
   model.register_attribute("image_size", c10::IntType::get(), int64_t{64});
@@ -74,7 +78,7 @@ def features(self, x):
     return torch.relu(torch.matmul(pooled, self.projection.t()))
 
 def forward(self, x):
-    return torch.matmul(self.features(x), self.classifier.t())
+    return torch.matmul(self.features(x), self.fc8.weight.t()) + self.fc8.bias
 )JIT");
   model.eval();
   return model;

@@ -363,6 +363,52 @@ TEST_CASE("load_exported_model reads the attributes and names what is wrong", "[
   bad.setattr("class_names", c10::List<std::string>({"a"}));
   CHECK_THROWS_WITH(alexnet::train::read_exported_model(bad, "bad.pt"),
                     Catch::Contains("'class_names' holds 1 names for 3 classes"));
+  // Parameters a damaged or altered file may hold, each refused naming the file and parameter:
+  // data shorter than the shape (LibTorch would read past it), another type, NaN, and first
+  // and last layers that do not fit in_channels and num_classes.
+  {
+    auto check_refused = [&](const std::function<void(torch::jit::Module&)>& alter,
+                             const std::string& expected) {
+      auto module = alexnet::train::export_torchscript(model, ten_class_info(1));
+      alter(module);
+      INFO(expected);
+      CHECK_THROWS_WITH(alexnet::train::read_exported_model(module, "altered.pt"),
+                        Catch::Contains("altered.pt") && Catch::Contains(expected));
+    };
+    auto set = [](torch::jit::Module& module, const std::string& layer, const std::string& name,
+                  const torch::Tensor& value) {
+      module.attr(layer).toModule().setattr(name, value);
+    };
+    check_refused(
+        [&](torch::jit::Module& m) {
+          auto short_data = torch::zeros({10});
+          short_data.storage().set_nbytes(16);
+          set(m, "fc8", "bias", short_data);
+        },
+        "'fc8.bias' holds 16 bytes where its shape [10] needs 40");
+    check_refused(
+        [&](torch::jit::Module& m) {
+          set(m, "conv3", "bias",
+              m.attr("conv3").toModule().attr("bias").toTensor().to(torch::kDouble));
+        },
+        "'conv3.bias' is Double, not float32");
+    check_refused(
+        [&](torch::jit::Module& m) { set(m, "fc7", "bias", torch::full({4096}, std::nanf(""))); },
+        "'fc7.bias' holds NaN or infinite values");
+    check_refused(
+        [&](torch::jit::Module& m) {
+          m.setattr("num_classes", int64_t{7});
+          m.setattr("class_names", c10::List<std::string>());
+        },
+        "'fc8.weight' gives 10 outputs, but attribute num_classes is 7");
+    check_refused(
+        [&](torch::jit::Module& m) {
+          m.setattr("in_channels", int64_t{3});
+          m.setattr("mean", c10::List<double>({1.0, 2.0, 3.0}));
+          m.setattr("std", c10::List<double>({1.0, 2.0, 3.0}));
+        },
+        "'conv1.weight' takes 1 input channels, but attribute in_channels is 3");
+  }
   // The smallest image the network accepts, as read_onnx_metadata requires of an ONNX file.
   bad = module_with_attributes("", "");
   bad.setattr("image_size", int64_t{62});

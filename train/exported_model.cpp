@@ -1,8 +1,11 @@
 #include "train/exported_model.h"
 
+#include <algorithm>
 #include <filesystem>
+#include <map>
 #include <stdexcept>
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <nlohmann/json.hpp>
 
 #include "train/config.h"
@@ -19,8 +22,9 @@ std::string other_kind_of_file(const std::string& path) {
     return "is an ONNX file (predict --model reads it; this command needs model.pt)";
   }
   if (kind == ArchiveKind::kPlainData) {
-    return "holds plain data (a training checkpoint, or another torch.save file); give a "
-           "checkpoint as --checkpoint, or export it with `alexnet export --checkpoint FILE`";
+    return "holds plain data (a training checkpoint, or another torch.save file); export a "
+           "checkpoint with `alexnet export --checkpoint FILE` (`alexnet eval` also takes one "
+           "as --checkpoint)";
   }
   return "";  // torch::jit::load says what is wrong, if anything
 }
@@ -79,6 +83,57 @@ class AttributeReader {
   std::string path_;
 };
 
+// Elements of `t`'s storage its view reaches (0 when empty).
+int64_t reach(const torch::Tensor& t) {
+  if (t.numel() == 0) return 0;
+  int64_t last = t.storage_offset();
+  for (int64_t d = 0; d < t.dim(); ++d) last += (t.size(d) - 1) * t.stride(d);
+  return last + 1;
+}
+
+// Refuses parameters a damaged or altered file holds: data shorter than the shape (LibTorch
+// would read past it), another type than float32, NaN or infinity, and a first or last layer
+// that does not fit in_channels or num_classes. Each error names the file and the parameter.
+void check_parameters(const torch::jit::Module& module, const std::string& path,
+                      int64_t in_channels, int64_t num_classes) {
+  auto fail = [&](const std::string& name, const std::string& problem) {
+    throw std::runtime_error("exported model '" + path + "': parameter '" + name + "' " + problem);
+  };
+  torch::NoGradGuard no_grad;
+  std::map<std::string, torch::Tensor> parameters;
+  for (const auto& item : module.named_parameters(/*recurse=*/true)) {
+    const torch::Tensor& t = item.value;
+    const auto needed = static_cast<size_t>(reach(t)) * t.element_size();
+    if (t.storage().nbytes() < needed) {
+      fail(item.name, "holds " + std::to_string(t.storage().nbytes()) + " bytes where its shape " +
+                          c10::str(t.sizes()) + " needs " + std::to_string(needed) +
+                          " (a damaged file)");
+    }
+    if (t.scalar_type() != torch::kFloat) {
+      fail(item.name, std::string("is ") + c10::toString(t.scalar_type()) + ", not float32");
+    }
+    if (!torch::isfinite(t).all().item<bool>()) fail(item.name, "holds NaN or infinite values");
+    parameters[item.name] = t;
+  }
+  const auto conv1 = parameters.find("conv1.weight");
+  if (conv1 == parameters.end() || conv1->second.dim() != 4) {
+    fail("conv1.weight", "is missing or not a convolution's weight");
+  }
+  if (conv1->second.size(1) != in_channels) {
+    fail("conv1.weight", "takes " + std::to_string(conv1->second.size(1)) +
+                             " input channels, but attribute in_channels is " +
+                             std::to_string(in_channels));
+  }
+  for (const char* name : {"fc8.weight", "fc8.bias"}) {
+    const auto fc8 = parameters.find(name);
+    if (fc8 == parameters.end() || fc8->second.dim() < 1) fail(name, "is missing");
+    if (fc8->second.size(0) != num_classes) {
+      fail(name, "gives " + std::to_string(fc8->second.size(0)) +
+                     " outputs, but attribute num_classes is " + std::to_string(num_classes));
+    }
+  }
+}
+
 }  // namespace
 
 transforms::PipelineOptions export_pipeline_options(const ExportInfo& info, int64_t in_channels) {
@@ -110,6 +165,7 @@ ExportedModel read_exported_model(torch::jit::Module module, const std::string& 
   check_export_ranges(
       model.info, model.in_channels, model.num_classes,
       [&](const std::string& name, const std::string& problem) { reader.fail(name, problem); });
+  check_parameters(module, path, model.in_channels, model.num_classes);
   model.module = std::move(module);
   model.module.eval();
   model.path = path;
@@ -135,19 +191,44 @@ ExportedModel load_exported_model(const std::string& path, torch::Device device)
 
 alexnet::AlexNet eager_model(const ExportedModel& exported, torch::Device device) {
   const AttributeReader reader(exported.module, exported.path);
-  const std::string options_json = reader.text("model_options");
+  if (!exported.module.hasattr("model_options")) {
+    reader.fail("model_options",
+                "is missing, and it is what rebuilds the model for bf16 on this CPU; export it "
+                "again from its checkpoint, or use --precision fp32");
+  }
   alexnet::AlexNetOptions options;
   try {
-    options = model_options_from_json(nlohmann::json::parse(options_json));
+    options = model_options_from_json(nlohmann::json::parse(reader.text("model_options")));
   } catch (const std::exception& e) {
     reader.fail("model_options", std::string("cannot be read: ") + e.what());
   }
   options.devices({device});
-  alexnet::AlexNet model(options);
+  // The layers model_options describes must be the file's, row for row, before anything of
+  // that size is allocated.
   torch::OrderedDict<std::string, torch::Tensor> state;
   for (const auto& parameter : exported.module.named_parameters(/*recurse=*/true)) {
     state.insert(parameter.name, parameter.value);
   }
+  size_t described = 0;
+  for (const auto& spec : alexnet::layer_table(options)) {
+    const int64_t rows = spec.width > 0 ? options.columns() * spec.width : options.num_classes();
+    for (const std::string kind : {".weight", ".bias"}) {
+      const torch::Tensor* held = state.find(spec.name + kind);
+      if (held == nullptr || held->dim() < 1 || held->size(0) != rows) {
+        reader.fail("model_options", "describes a layer " + spec.name + " with " +
+                                         std::to_string(rows) + " outputs, which parameter '" +
+                                         spec.name + kind + "' " +
+                                         (held ? "does not have" : "is not in the file"));
+      }
+      ++described;
+    }
+  }
+  if (described != state.size()) {
+    reader.fail("model_options", "describes " + std::to_string(described) +
+                                     " parameters, but the file holds " +
+                                     std::to_string(state.size()));
+  }
+  alexnet::AlexNet model(options);
   try {
     model->load_single_device_state(state);
   } catch (const c10::Error& e) {
@@ -156,6 +237,22 @@ alexnet::AlexNet eager_model(const ExportedModel& exported, torch::Device device
         "': its weights do not fit its model_options: " + e.what_without_backtrace());
   }
   model->eval();
+  // And it must compute what the file's code computes (activation, LRN, pooling): compared
+  // on a probe batch as `alexnet export` compares the file with the checkpoint's model.
+  torch::NoGradGuard no_grad;
+  const int64_t side = exported.info.image_size;
+  const auto probe = torch::randn({2, options.in_channels(), side, side},
+                                  at::detail::createCPUGenerator(/*seed_val=*/0), torch::kFloat)
+                         .to(device);
+  const auto scripted = exported.module.get_method("forward")({probe}).toTensor();
+  const double scale = std::max(1.0, scripted.abs().max().item<double>());
+  const double difference = (model->forward(probe) - scripted).abs().max().item<double>() / scale;
+  if (!(difference <= 1e-5)) {
+    reader.fail("model_options",
+                "does not describe the file's network: rebuilt from it, the "
+                "model differs from the file's code by " +
+                    std::to_string(difference) + " of the logits' scale");
+  }
   return model;
 }
 
