@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "tests/app_support.h"
+#include "tests/archive_support.h"
 #include "tests/support.h"
 #include "train/checkpoint.h"
 
@@ -110,6 +111,16 @@ TEST_CASE("A missing, truncated or foreign checkpoint gives an error naming the 
   const auto text = (dir / "text.pt").string();
   std::ofstream(text) << "not a checkpoint";
   CHECK_THROWS_WITH(load_checkpoint(text), Catch::Contains(text));
+
+  // A tensor record cut short inside a valid archive: LibTorch would read past its end.
+  const auto cut = (dir / "cut.pt").string();
+  REQUIRE_FALSE(alexnet::testing::copy_archive_cutting_record(path, cut, "/0", 4).empty());
+  CHECK_THROWS_WITH(load_checkpoint(cut), Catch::Contains(cut) && Catch::Contains("damaged"));
+  // The same copy, uncut, reads as the original.
+  const auto copy = (dir / "copy.pt").string();
+  alexnet::testing::copy_archive_cutting_record(path, copy, "/0", size);
+  CHECK(torch::equal(load_checkpoint(copy).model.begin()->value(),
+                     load_checkpoint(path).model.begin()->value()));
 }
 
 TEST_CASE("An interrupted write leaves the previous checkpoint whole", "[checkpoint]") {

@@ -15,6 +15,7 @@
 
 #include "model/alexnet.h"
 #include "tests/app_support.h"
+#include "tests/archive_support.h"
 #include "tests/export_support.h"
 #include "tests/support.h"
 #include "train/checkpoint.h"
@@ -323,6 +324,14 @@ TEST_CASE("load_exported_model reads the attributes and names what is wrong", "[
 
   const std::string missing = (dir / "missing.pt").string();
   CHECK_THROWS_WITH(load_exported_model(missing), Catch::Contains(missing));
+  // A tensor record cut short inside a valid archive (LibTorch would read past its end, and
+  // running the module crashed) is refused; the same copy uncut loads.
+  const std::string cut = (dir / "cut.pt").string();
+  REQUIRE_FALSE(alexnet::testing::copy_archive_cutting_record(good, cut, "/0", 4).empty());
+  CHECK_THROWS_WITH(load_exported_model(cut), Catch::Contains(cut) && Catch::Contains("damaged"));
+  const std::string copy = (dir / "copy.pt").string();
+  alexnet::testing::copy_archive_cutting_record(good, copy, "/0", fs::file_size(good));
+  CHECK(load_exported_model(copy).num_classes == 10);
   const std::string junk = (dir / "junk.pt").string();
   std::ofstream(junk) << "not a model";
   CHECK_THROWS_WITH(load_exported_model(junk), Catch::Contains(junk));

@@ -2,10 +2,13 @@
 
 #include "train/config.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <mutex>
+#include <set>
 #include <stdexcept>
 
 #include <caffe2/serialize/inline_container.h>
@@ -273,6 +276,51 @@ ArchiveKind archive_kind(const std::string& path, std::string* error) {
   return data ? ArchiveKind::kPlainData : ArchiveKind::kOther;
 }
 
+void check_tensor_records(const std::string& path, const std::string& what,
+                          const std::vector<torch::Tensor>& tensors) {
+  std::multiset<size_t> records;
+  caffe2::serialize::PyTorchStreamReader reader(path);
+  for (const auto& name : reader.getAllRecords()) {
+    if (name.rfind("data/", 0) == 0) records.insert(std::get<1>(reader.getRecord(name)));
+  }
+  std::map<const void*, size_t> storages;
+  for (const auto& tensor : tensors) {
+    if (tensor.defined() && tensor.storage()) {
+      storages[tensor.storage().data()] = tensor.storage().nbytes();
+    }
+  }
+  std::vector<size_t> needed;
+  for (const auto& [data, bytes] : storages) needed.push_back(bytes);
+  std::sort(needed.rbegin(), needed.rend());
+  // The largest storages first, each taking the smallest record that holds it.
+  for (const size_t bytes : needed) {
+    const auto record = records.lower_bound(bytes);
+    if (record == records.end()) {
+      throw std::runtime_error(what + " '" + path + "' is damaged: it holds a tensor of " +
+                               std::to_string(bytes) +
+                               " bytes, but no record of the archive left is that long (a "
+                               "record cut short or altered)");
+    }
+    records.erase(record);
+  }
+}
+
+// Every tensor in `value`, however deeply nested in lists, tuples and dicts.
+void collect_tensors(const c10::IValue& value, std::vector<torch::Tensor>& out) {
+  if (value.isTensor()) {
+    out.push_back(value.toTensor());
+  } else if (value.isList()) {
+    for (const auto& item : value.toListRef()) collect_tensors(item, out);
+  } else if (value.isTuple()) {
+    for (const auto& item : value.toTupleRef().elements()) collect_tensors(item, out);
+  } else if (value.isGenericDict()) {
+    for (const auto& item : value.toGenericDict()) {
+      collect_tensors(item.key(), out);
+      collect_tensors(item.value(), out);
+    }
+  }
+}
+
 Checkpoint load_checkpoint(const std::string& path) {
   if (!fs::exists(path)) throw std::runtime_error("checkpoint '" + path + "' does not exist");
   if (fs::is_directory(path)) {
@@ -282,6 +330,9 @@ Checkpoint load_checkpoint(const std::string& path) {
   }
   check_archive(path);
   const c10::IValue root = read_pickle(path);
+  std::vector<torch::Tensor> tensors;
+  collect_tensors(root, tensors);
+  check_tensor_records(path, "checkpoint", tensors);
   if (!root.isGenericDict()) {
     throw std::runtime_error("checkpoint '" + path + "' does not hold a dict (not a checkpoint)");
   }

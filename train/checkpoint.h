@@ -65,6 +65,13 @@ enum class ArchiveKind {
 /// The kind of `path`; for kNotArchive, `error` (when given) receives the reader's message.
 ArchiveKind archive_kind(const std::string& path, std::string* error = nullptr);
 
+/// Refuses `path` (a file in PyTorch's zip format, `what` names its kind in the message)
+/// when a storage of `tensors`, which were read from it, is longer than every record of the
+/// archive left to hold it: a record cut short or altered. LibTorch 1.13 does not check this
+/// and would read past the record's end. Throws std::runtime_error naming the file.
+void check_tensor_records(const std::string& path, const std::string& what,
+                          const std::vector<torch::Tensor>& tensors);
+
 /// Reads a checkpoint written by save_checkpoint, without running code. Throws
 /// std::runtime_error naming the file when it is missing, truncated, not a checkpoint or
 /// written by an older version (a TorchScript archive), and naming the key when an entry is

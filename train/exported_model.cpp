@@ -186,6 +186,10 @@ ExportedModel load_exported_model(const std::string& path, torch::Device device)
     throw std::runtime_error("cannot load TorchScript model '" + path +
                              "': " + e.what_without_backtrace());
   }
+  std::vector<torch::Tensor> tensors;
+  for (const auto& item : module.named_parameters(/*recurse=*/true)) tensors.push_back(item.value);
+  for (const auto& item : module.named_buffers(/*recurse=*/true)) tensors.push_back(item.value);
+  check_tensor_records(path, "exported model", tensors);
   return read_exported_model(std::move(module), path);
 }
 
