@@ -13,6 +13,7 @@
 #include "data/dataset.h"
 #include "data/labels_file.h"
 #include "data/loader.h"
+#include "runtime/atomic_file.h"
 #include "runtime/runtime.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
@@ -91,7 +92,12 @@ void save_images(const data::Dataset& dataset, size_t count, const std::string& 
       if (!std::isalnum(static_cast<unsigned char>(c))) c = '-';
     }
     const std::string path = (fs::path(dir) / (std::to_string(i) + "_" + name + ".png")).string();
-    if (!cv::imwrite(path, image)) throw std::runtime_error("cannot write image '" + path + "'");
+    // Encoded here and written whole: cv::imwrite reports success on a full disk.
+    std::vector<uchar> png;
+    if (!cv::imencode(".png", image, png)) {
+      throw std::runtime_error("cannot encode image '" + path + "' as PNG");
+    }
+    runtime::write_file_atomically(path, std::string(png.begin(), png.end()));
     std::cerr << "wrote " << path << "\n";
   }
 #else
