@@ -1,6 +1,7 @@
 #include "runtime/atomic_file.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -26,6 +27,29 @@ void sync_folder(const fs::path& folder) {
   if (fd < 0) return;
   ::fsync(fd);
   ::close(fd);
+}
+
+// Removes temporary files of `target` (TARGET.XXXXXX.tmp beside it) that no writer holds:
+// each live AtomicFile keeps a lock on its own, so a file whose lock can be taken was left by
+// a process that ended (kill -9) and would otherwise stay, filling the disk.
+void remove_stale_temporaries(const fs::path& target) {
+  const std::string prefix = target.filename().string() + ".";
+  std::error_code error;
+  const fs::path folder = target.has_parent_path() ? target.parent_path() : fs::path(".");
+  for (const auto& entry : fs::directory_iterator(folder, error)) {
+    const std::string name = entry.path().filename().string();
+    if (name.size() != prefix.size() + 10 || name.rfind(prefix, 0) != 0 ||
+        !is_atomic_file_temporary(name)) {
+      continue;
+    }
+    const int fd = ::open(entry.path().c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) continue;
+    struct stat info {};
+    if (::fstat(fd, &info) == 0 && S_ISREG(info.st_mode) && ::flock(fd, LOCK_EX | LOCK_NB) == 0) {
+      ::unlink(entry.path().c_str());
+    }
+    ::close(fd);
+  }
 }
 
 }  // namespace
@@ -67,8 +91,9 @@ AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
   if (error) {
     throw std::runtime_error("cannot create the folder of '" + path_ + "': " + error.message());
   }
+  remove_stale_temporaries(target);
   // NAME.XXXXXX.tmp: mkstemps creates it with O_EXCL (a planted link makes it pick another
-  // name, never write through the link), and RunFolder removes stale *.tmp files.
+  // name, never write through the link), and the lock marks it as in use until it is closed.
   std::vector<char> name(path_.begin(), path_.end());
   const std::string pattern = ".XXXXXX.tmp";
   name.insert(name.end(), pattern.begin(), pattern.end());
@@ -76,6 +101,7 @@ AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
   fd_ = ::mkstemps(name.data(), /*suffixlen=*/4);
   if (fd_ < 0) throw io_error("cannot create a temporary file for", path_);
   ::fcntl(fd_, F_SETFD, FD_CLOEXEC);
+  ::flock(fd_, LOCK_EX);
   ::fchmod(fd_, 0644);
   temp_ = name.data();
 }

@@ -11,7 +11,8 @@ namespace alexnet::runtime {
 /// file is removed, the previous `path` stays whole, and std::runtime_error names the file.
 /// A `path` that exists and is not a regular file (a device such as /dev/null, a FIFO, a
 /// folder, or a symbolic link to one) is refused (replace_problem); a symbolic link to a
-/// regular file is replaced by the file.
+/// regular file is replaced by the file. Temporary files of `path` that a killed writer left
+/// (no live AtomicFile holds their lock) are removed first.
 class AtomicFile {
  public:
   explicit AtomicFile(std::string path);

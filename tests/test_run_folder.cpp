@@ -13,8 +13,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "tests/support.h"
 #include "runtime/atomic_file.h"
+#include "tests/support.h"
 #include "train/run_folder.h"
 
 namespace test_run_folder {
@@ -44,6 +44,15 @@ TEST_CASE("A folder that holds a run is refused unless resuming or overwriting",
   CHECK_FALSE(fs::exists(dir / "config.json"));
   CHECK_FALSE(fs::exists(dir / "checkpoints"));
   CHECK_THROWS_WITH(RunFolder(dir, FolderPolicy::kResume), Contains("last.pt"));
+
+  // An empty checkpoints/ alone (a mount point made ready) is no run; a run that stopped
+  // before its first checkpoint is one, but the refusal does not offer --resume.
+  fs::create_directories(dir / "checkpoints");
+  { RunFolder fresh(dir, FolderPolicy::kNew); }
+  write_text(dir / "config.json", "{}");
+  CHECK_THROWS_WITH(RunFolder(dir, FolderPolicy::kNew), Contains("no checkpoint to resume") &&
+                                                            Contains("--overwrite") &&
+                                                            !Contains("--resume"));
 }
 
 TEST_CASE("A second run into a folder in use is refused, naming the holder", "[run_folder]") {
@@ -87,6 +96,27 @@ TEST_CASE("Stale temporary files are removed, a planted link is never written th
   CHECK(read_text(dir / "checkpoints" / "last.pt") == "new");
 }
 
+TEST_CASE("An atomic write removes the temporary files a killed writer left, not live ones",
+          "[run_folder]") {
+  const auto dir = fresh_dir("stale_atomic");
+  const auto target = (dir / "model.pt").string();
+  write_text(target + ".Ab12Cd.tmp", "what a kill -9 left");
+  write_text(dir / "model.pt.notes.tmp", "mine");
+  write_text(dir / "other.pt.Ab12Cd.tmp", "another file's");
+  {
+    alexnet::runtime::AtomicFile live(target);
+    live.write("x", 1);
+    CHECK_FALSE(fs::exists(target + ".Ab12Cd.tmp"));
+    // A second writer of the same file leaves the first one's temporary file alone.
+    alexnet::runtime::write_file_atomically(target, "second");
+    CHECK(fs::exists(live.temporary_path()));
+    live.commit();
+  }
+  CHECK(read_text(target) == "x");
+  CHECK(read_text(dir / "model.pt.notes.tmp") == "mine");
+  CHECK(read_text(dir / "other.pt.Ab12Cd.tmp") == "another file's");
+}
+
 TEST_CASE("An atomic write that fails leaves the previous file and no temporary file",
           "[run_folder]") {
   const auto dir = fresh_dir("atomic");
@@ -122,7 +152,8 @@ TEST_CASE("An atomic write that fails leaves the previous file and no temporary 
   CHECK_THROWS_WITH(alexnet::runtime::write_file_atomically("/dev/null", "y"),
                     Contains("/dev/null") && Contains("not a regular file"));
   CHECK(fs::is_character_file("/dev/null"));
-  CHECK_THROWS_WITH(alexnet::runtime::write_file_atomically(dir.string(), "y"), Contains("a folder"));
+  CHECK_THROWS_WITH(alexnet::runtime::write_file_atomically(dir.string(), "y"),
+                    Contains("a folder"));
   // A symbolic link is replaced by the file; what it pointed to stays.
   write_text(dir / "target.txt", "kept");
   fs::create_symlink(dir / "target.txt", dir / "link.txt");

@@ -41,7 +41,12 @@ const char* const kRunFiles[] = {"config.json", "metrics.jsonl", "metrics.csv",
 
 bool holds_run(const fs::path& path) {
   for (const char* name : kRunFiles) {
-    if (fs::exists(fs::symlink_status(path / name))) return true;
+    const fs::path file = path / name;
+    if (!fs::exists(fs::symlink_status(file))) continue;
+    // An empty checkpoints/ alone is no run: a folder made ready for one (a mount point).
+    std::error_code error;
+    if (fs::is_directory(fs::symlink_status(file)) && fs::is_empty(file, error)) continue;
+    return true;
   }
   return false;
 }
@@ -91,6 +96,12 @@ RunFolder::RunFolder(const fs::path& path, FolderPolicy policy) : path_(path), p
 void RunFolder::check_policy(const fs::path& path, FolderPolicy policy) {
   const bool has_run = holds_run(path);
   if (policy == FolderPolicy::kNew && has_run) {
+    if (!fs::exists(path / "checkpoints" / "last.pt")) {
+      throw std::runtime_error("run folder '" + path.string() +
+                               "' already holds a run that has no checkpoint to resume (it "
+                               "stopped before its first one); replace it with --overwrite, or "
+                               "choose another --out");
+    }
     throw std::runtime_error("run folder '" + path.string() +
                              "' already holds a run; continue it with --resume " + path.string() +
                              ", replace it with --overwrite, or choose another "
@@ -106,7 +117,17 @@ void RunFolder::check_policy(const fs::path& path, FolderPolicy policy) {
 
 void RunFolder::clear_for_overwrite() {
   if (policy_ != FolderPolicy::kOverwrite) return;
-  for (const char* name : kRunFiles) fs::remove_all(path_ / name);
+  for (const char* name : kRunFiles) {
+    const fs::path file = path_ / name;
+    if (fs::is_directory(fs::symlink_status(file))) {
+      // Its contents, then the folder itself where it can go (a mount point stays).
+      for (const auto& entry : fs::directory_iterator(file)) fs::remove_all(entry.path());
+      std::error_code error;
+      fs::remove(file, error);
+    } else {
+      fs::remove(file);
+    }
+  }
   policy_ = FolderPolicy::kNew;
 }
 
