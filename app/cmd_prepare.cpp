@@ -3,9 +3,11 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -44,8 +46,9 @@ void write_skipped_log(const std::string& path, const std::vector<data::SkippedS
     }
     out.close();
     if (!out) {
+      const std::string reason = std::strerror(errno);
       std::remove(partial.c_str());
-      throw std::runtime_error("cannot write " + partial);
+      throw std::runtime_error("cannot write " + partial + ": " + reason);
     }
   }
   std::error_code error;

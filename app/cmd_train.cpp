@@ -245,8 +245,15 @@ int run_train(const std::vector<std::string>& args) {
   if (!quiet) std::cerr << "run folder: " << run_dir << "\n";
   const train::TrainSummary summary = train::train(config, data, options);
   // 130 after SIGINT, 143 after SIGTERM, as a shell reports a process the signal ended.
-  return report_training(summary, run_dir, distributed, quiet,
-                         stop.requested() ? stop.exit_code() : 130);
+  const int status = report_training(summary, run_dir, distributed, quiet,
+                                     stop.requested() ? stop.exit_code() : 130);
+  if (status == 0 && stop.requested()) {
+    // The signal came after the last step, while the run exported its model: the run is
+    // complete, and the status still says that a signal arrived.
+    if (!quiet) std::cerr << stop.name() << " arrived after the last step; the run is complete\n";
+    return stop.exit_code();
+  }
+  return status;
 }
 
 const Registration kTrainRegistration{"train", "train AlexNet (default: the Fashion-MNIST demo)",

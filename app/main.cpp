@@ -1,4 +1,6 @@
 // The `alexnet` command line: dispatches to the subcommands registered in app/cmd_*.cpp.
+#include <cerrno>
+#include <cstring>
 #include <exception>
 #include <iostream>
 #include <string>
@@ -27,6 +29,10 @@ int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
     print_help();
+    if (!std::cout.flush()) {
+      std::cerr << "alexnet: error: cannot write standard output: " << std::strerror(errno) << "\n";
+      return 1;
+    }
     return args.empty() ? 2 : 0;
   }
   const auto& registry = alexnet::cli::commands();
@@ -40,7 +46,8 @@ int main(int argc, char** argv) {
     const int status = it->second.run(std::vector<std::string>(args.begin() + 1, args.end()));
     // Output that could not be written (a full disk, a closed pipe) is an error, not success.
     if (!std::cout.flush()) {
-      std::cerr << "alexnet " << args[0] << ": error: cannot write standard output\n";
+      std::cerr << "alexnet " << args[0]
+                << ": error: cannot write standard output: " << std::strerror(errno) << "\n";
       return status == 0 ? 1 : status;
     }
     return status;

@@ -1,8 +1,10 @@
 #include "data/shards.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -24,8 +26,9 @@ void write_whole(const std::string& path, const std::string& text) {
     out << text;
     out.close();
     if (!out) {
+      const std::string reason = std::strerror(errno);
       std::remove(partial.c_str());
-      throw std::runtime_error("cannot write " + partial);
+      throw std::runtime_error("cannot write " + partial + ": " + reason);
     }
   }
   std::error_code error;

@@ -6,9 +6,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <sstream>
 #include <stdexcept>
@@ -243,10 +245,16 @@ MetricsLog::MetricsLog(const std::string& jsonl, bool append)
 void MetricsLog::write(const nlohmann::json& record) {
   out_ << record.dump() << "\n";
   out_.flush();
-  if (!out_) throw std::runtime_error("writing metrics file '" + path_ + "' failed");
+  if (!out_) {
+    throw std::runtime_error("writing metrics file '" + path_ +
+                             "' failed: " + std::strerror(errno));
+  }
   csv_ << metrics_csv_row(record) << "\n";
   csv_.flush();
-  if (!csv_) throw std::runtime_error("writing metrics file '" + csv_path_ + "' failed");
+  if (!csv_) {
+    throw std::runtime_error("writing metrics file '" + csv_path_ +
+                             "' failed: " + std::strerror(errno));
+  }
 }
 
 ProgressLine::ProgressLine(std::ostream& out)
