@@ -270,7 +270,7 @@ torch::Device eval_device(const ArgParser& parser) {
   return devices.front();
 }
 
-// --precision, refused where `device` cannot run it; prints advice where it would be slow.
+// --precision, refused (a usage error) where `device` cannot run it.
 train::Precision eval_precision(const ArgParser& parser, const torch::Device& device) {
   train::Precision precision;
   try {
@@ -278,9 +278,6 @@ train::Precision eval_precision(const ArgParser& parser, const torch::Device& de
     train::check_precision(precision, device);
   } catch (const std::invalid_argument& e) {
     throw UsageError(std::string("--precision: ") + e.what());
-  }
-  if (const auto advice = train::precision_advice(precision, device); !advice.empty()) {
-    std::cerr << advice << "\n";
   }
   return precision;
 }
@@ -372,6 +369,10 @@ int run_eval(const std::vector<std::string>& args) {
   const LoadedModel model =
       parser.has("model") ? load_torchscript(parser.get("model"), device, precision)
                           : load_checkpoint_model(parser.get("checkpoint"), device, precision);
+  // Once the model is read, so that the note does not precede an error about the file.
+  if (const auto advice = train::precision_advice(precision, device); !advice.empty()) {
+    std::cerr << advice << "\n";
+  }
   std::string source = parser.has("data") ? parser.get("data") : model.default_data;
   if (source.empty()) source = "fashion-mnist";
 
