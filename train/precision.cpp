@@ -75,18 +75,22 @@ void check_precision(Precision precision, const torch::Device& device) {
 }
 
 bool cpu_has_native_bf16() {
-  std::ifstream cpuinfo("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(cpuinfo, line)) {
-    if (line.rfind("flags", 0) != 0) continue;
-    std::istringstream flags(line.substr(line.find(':') + 1));
-    std::string flag;
-    while (flags >> flag) {
-      if (flag == "avx512_bf16" || flag == "amx_bf16") return true;
+  // Read once: PrecisionGuard asks at every step, and the flags do not change.
+  static const bool native = [] {
+    std::ifstream cpuinfo("/proc/cpuinfo");
+    std::string line;
+    while (std::getline(cpuinfo, line)) {
+      if (line.rfind("flags", 0) != 0) continue;
+      std::istringstream flags(line.substr(line.find(':') + 1));
+      std::string flag;
+      while (flags >> flag) {
+        if (flag == "avx512_bf16" || flag == "amx_bf16") return true;
+      }
+      return false;
     }
     return false;
-  }
-  return false;
+  }();
+  return native;
 }
 
 bool emulates_bf16(Precision precision, const torch::Device& device) {
