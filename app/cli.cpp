@@ -9,6 +9,16 @@
 
 namespace alexnet::cli {
 
+train::Precision precision_option(const ArgParser& parser, std::optional<torch::Device> device) {
+  try {
+    const train::Precision precision = train::parse_precision(parser.get("precision"));
+    if (device) train::check_precision(precision, *device);
+    return precision;
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(std::string("--precision: ") + e.what());
+  }
+}
+
 std::map<std::string, Command>& commands() {
   static std::map<std::string, Command> registry;
   return registry;

@@ -270,18 +270,6 @@ torch::Device eval_device(const ArgParser& parser) {
   return devices.front();
 }
 
-// --precision, refused (a usage error) where `device` cannot run it.
-train::Precision eval_precision(const ArgParser& parser, const torch::Device& device) {
-  train::Precision precision;
-  try {
-    precision = train::parse_precision(parser.get("precision"));
-    train::check_precision(precision, device);
-  } catch (const std::invalid_argument& e) {
-    throw UsageError(std::string("--precision: ") + e.what());
-  }
-  return precision;
-}
-
 // The loader of `dataset` in order, --batch-size images a batch, with the model's pipeline.
 std::unique_ptr<data::Loader> eval_loader(const ArgParser& parser, data::DatasetPtr dataset,
                                           const LoadedModel& model) {
@@ -365,7 +353,7 @@ int run_eval(const std::vector<std::string>& args) {
   }
   apply_threads_option(parser);
   const torch::Device device = eval_device(parser);
-  const train::Precision precision = eval_precision(parser, device);
+  const train::Precision precision = precision_option(parser, device);
   const LoadedModel model =
       parser.has("model") ? load_torchscript(parser.get("model"), device, precision)
                           : load_checkpoint_model(parser.get("checkpoint"), device, precision);

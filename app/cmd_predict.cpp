@@ -168,13 +168,7 @@ int run_predict(const std::vector<std::string>& args) {
   if (batch < 1) throw UsageError("--batch-size must be >= 1, got " + std::to_string(batch));
   apply_threads_option(parser);
   const bool as_json = parser.get_flag("json");
-  train::Precision precision;
-  try {
-    precision = train::parse_precision(parser.get("precision"));
-    train::check_precision(precision, torch::kCPU);
-  } catch (const std::invalid_argument& e) {
-    throw UsageError(std::string("--precision: ") + e.what());
-  }
+  const train::Precision precision = precision_option(parser, torch::kCPU);
   if (precision != train::Precision::kFloat32 && is_onnx_file(parser.get("model"))) {
     throw UsageError("--precision " + parser.get("precision") +
                      " applies to TorchScript models; '" + parser.get("model") +

@@ -16,7 +16,6 @@
 #include "distributed/launcher.h"
 #include "runtime/runtime.h"
 #include "train/config.h"
-#include "train/precision.h"
 #include "train/trainer.h"
 
 namespace alexnet::cli {
@@ -158,14 +157,8 @@ json train_config_json(const ArgParser& parser, std::string& run_dir) {
     if (parser.has(option)) parser.get_int(option);
   }
   if (parser.has("lr")) parser.get_double("lr");
-  // So is a precision that is not one of the names.
-  if (parser.has("precision")) {
-    try {
-      train::parse_precision(parser.get("precision"));
-    } catch (const std::invalid_argument& e) {
-      throw UsageError(std::string("--precision: ") + e.what());
-    }
-  }
+  // So is a precision that is not one of the names (the device is the configuration's).
+  if (parser.has("precision")) precision_option(parser);
   for (const auto& overrides : parser.get_all("set")) {
     train::apply_config_overrides(config_json, overrides);
   }
