@@ -29,29 +29,6 @@ void sync_folder(const fs::path& folder) {
   ::close(fd);
 }
 
-// Removes temporary files of `target` (TARGET.XXXXXX.tmp beside it) that no writer holds:
-// each live AtomicFile keeps a lock on its own, so a file whose lock can be taken was left by
-// a process that ended (kill -9) and would otherwise stay, filling the disk.
-void remove_stale_temporaries(const fs::path& target) {
-  const std::string prefix = target.filename().string() + ".";
-  std::error_code error;
-  const fs::path folder = target.has_parent_path() ? target.parent_path() : fs::path(".");
-  for (const auto& entry : fs::directory_iterator(folder, error)) {
-    const std::string name = entry.path().filename().string();
-    if (name.size() != prefix.size() + 10 || name.rfind(prefix, 0) != 0 ||
-        !is_atomic_file_temporary(name)) {
-      continue;
-    }
-    const int fd = ::open(entry.path().c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) continue;
-    struct stat info {};
-    if (::fstat(fd, &info) == 0 && S_ISREG(info.st_mode) && ::flock(fd, LOCK_EX | LOCK_NB) == 0) {
-      ::unlink(entry.path().c_str());
-    }
-    ::close(fd);
-  }
-}
-
 }  // namespace
 
 bool is_atomic_file_temporary(const std::string& name) {
@@ -69,6 +46,32 @@ bool is_atomic_file_temporary(const std::string& name) {
   const std::string target = name.substr(0, dot);
   const size_t extension = target.rfind('.');
   return extension != std::string::npos && extension > 0 && extension + 1 < target.size();
+}
+
+void remove_stale_temporaries(const std::string& folder, const std::string& target) {
+  std::error_code error;
+  for (const auto& entry : fs::directory_iterator(folder.empty() ? "." : folder, error)) {
+    const std::string name = entry.path().filename().string();
+    if (!is_atomic_file_temporary(name)) continue;
+    // TARGET.XXXXXX.tmp: the target's name and 11 characters.
+    if (!target.empty() &&
+        (name.size() != target.size() + 11 || name.rfind(target + ".", 0) != 0)) {
+      continue;
+    }
+    // Each live AtomicFile holds a lock on its own temporary file: one whose lock can be
+    // taken was left by a process that ended (kill -9).
+    const int fd = ::open(entry.path().c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+      // A link under such a name is no writer's file (they are created regular): the link goes.
+      if (errno == ELOOP) ::unlink(entry.path().c_str());
+      continue;
+    }
+    struct stat info {};
+    if (::fstat(fd, &info) == 0 && S_ISREG(info.st_mode) && ::flock(fd, LOCK_EX | LOCK_NB) == 0) {
+      ::unlink(entry.path().c_str());
+    }
+    ::close(fd);
+  }
 }
 
 std::string replace_problem(const std::string& path) {
@@ -91,7 +94,7 @@ AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
   if (error) {
     throw std::runtime_error("cannot create the folder of '" + path_ + "': " + error.message());
   }
-  remove_stale_temporaries(target);
+  remove_stale_temporaries(target.parent_path().string(), target.filename().string());
   // NAME.XXXXXX.tmp: mkstemps creates it with O_EXCL (a planted link makes it pick another
   // name, never write through the link), and the lock marks it as in use until it is closed.
   std::vector<char> name(path_.begin(), path_.end());

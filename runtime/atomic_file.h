@@ -41,6 +41,11 @@ std::string replace_problem(const std::string& path);
 /// TARGET has an extension ("last.pt.a1B2c3.tmp"; not "notes.tmp").
 bool is_atomic_file_temporary(const std::string& name);
 
+/// Removes the AtomicFile temporary files in `folder` ("" for the working folder) that no
+/// live AtomicFile holds: those a killed writer left. With `target` (a file name), only the
+/// temporary files of that file.
+void remove_stale_temporaries(const std::string& folder, const std::string& target = "");
+
 /// Replaces `path` with `text` through an AtomicFile.
 void write_file_atomically(const std::string& path, const std::string& text);
 

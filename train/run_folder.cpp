@@ -51,15 +51,6 @@ bool holds_run(const fs::path& path) {
   return false;
 }
 
-void remove_stale_temporaries(const fs::path& folder) {
-  std::error_code error;
-  if (!fs::is_directory(folder, error)) return;
-  for (const auto& entry : fs::directory_iterator(folder, error)) {
-    if (runtime::is_atomic_file_temporary(entry.path().filename().string()))
-      fs::remove(entry.path(), error);
-  }
-}
-
 }  // namespace
 
 RunFolder::RunFolder(const fs::path& path, FolderPolicy policy) : path_(path), policy_(policy) {
@@ -111,8 +102,8 @@ void RunFolder::check_policy(const fs::path& path, FolderPolicy policy) {
     throw std::runtime_error("cannot resume: '" + (path / "checkpoints" / "last.pt").string() +
                              "' does not exist");
   }
-  remove_stale_temporaries(path);
-  remove_stale_temporaries(path / "checkpoints");
+  runtime::remove_stale_temporaries(path.string());
+  runtime::remove_stale_temporaries((path / "checkpoints").string());
 }
 
 void RunFolder::clear_for_overwrite() {
